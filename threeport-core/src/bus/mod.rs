@@ -1,0 +1,156 @@
+//! The notification bus: [`Notification`] hints, the [`Bus`] trait with competing-consumer
+//! [`Subscription`]s and explicitly settled [`Delivery`]s, and the in-memory [`MemoryBus`].
+//!
+//! Notifications are hints (`kind`, `id`, `operation`, `version`), never payloads: the receiver
+//! always loads the current object, so duplicates and stale notifications are harmless.
+
+mod memory;
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use memory::MemoryBus;
+
+use crate::error::Result;
+use crate::object::ObjectId;
+
+/// What happened to the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// The object was created.
+    Created,
+    /// Its desired state changed.
+    Updated,
+    /// Its deletion was scheduled.
+    Deleted,
+}
+
+/// A hint that an object needs reconciling.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Notification {
+    /// Object kind.
+    pub kind: String,
+    /// Object id.
+    pub id: ObjectId,
+    /// What happened.
+    pub operation: Operation,
+    /// The object version the change produced.
+    pub version: u64,
+}
+
+/// How a consumer group receives notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Durable group name: the members of a group compete for its notifications.
+    pub group: String,
+    /// Kinds the group receives (at least one).
+    pub kinds: Vec<String>,
+    /// An un-settled delivery is redelivered after this long (extended by `in_progress`).
+    pub ack_wait: Duration,
+    /// Deliveries of one notification before the bus gives up on it (dead letter).
+    /// `None`: no bound at the bus (the controller runtime enforces its own, lower bound).
+    pub max_deliveries: Option<u32>,
+}
+
+impl SubscribeOptions {
+    /// Options for `group` receiving `kind`, with a 30 s ack-wait and no bus-side bound.
+    pub fn new(group: impl Into<String>, kind: impl Into<String>) -> Self {
+        SubscribeOptions {
+            group: group.into(),
+            kinds: vec![kind.into()],
+            ack_wait: Duration::from_secs(30),
+            max_deliveries: None,
+        }
+    }
+}
+
+/// A notification transport with work-queue semantics.
+///
+/// Contract (checked by [`conformance::bus`](crate::conformance::bus)):
+/// - each notification published for a kind reaches every group subscribed to that kind, and
+///   within a group exactly one member at a time;
+/// - notifications published before the first subscription of a group for that kind are kept
+///   and delivered once it subscribes;
+/// - a delivery not settled within `ack_wait` (or after `in_progress`, the renewed ack-wait) is
+///   redelivered with a higher `attempt`;
+/// - `requeue_after(d)` redelivers no earlier than `d` later and starts the attempt count anew;
+/// - a bus may coalesce pending (not in-flight) notifications of the same object, keeping the
+///   earliest due time.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait Bus: Send + Sync + fmt::Debug + 'static {
+    /// Publishes a notification; returns once the bus has accepted it durably.
+    async fn publish(&self, notification: Notification) -> Result<()>;
+
+    /// Joins (creating if needed) the consumer group described by `options`.
+    async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Subscription>>;
+}
+
+/// One member of a consumer group.
+#[async_trait]
+pub trait Subscription: Send + fmt::Debug {
+    /// The next delivery, waiting for one. `Ok(None)` once the bus was closed.
+    async fn next(&mut self) -> Result<Option<Delivery>>;
+}
+
+/// A received notification that must be settled: [`ack`](Delivery::ack) when done,
+/// [`requeue_after`](Delivery::requeue_after) to see it again later. Dropping it unsettled means
+/// redelivery after ack-wait.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The notification.
+    pub notification: Notification,
+    /// 1 for the first delivery, counting redeliveries since the last publish or requeue.
+    pub attempt: u32,
+    /// When the notification became due (published, or its requeue delay ran out).
+    pub due_at: SystemTime,
+    handle: Box<dyn DeliveryHandle>,
+}
+
+impl Delivery {
+    /// Wraps a backend's settlement handle. For bus implementations.
+    pub fn new(
+        notification: Notification,
+        attempt: u32,
+        due_at: SystemTime,
+        handle: Box<dyn DeliveryHandle>,
+    ) -> Self {
+        Delivery {
+            notification,
+            attempt,
+            due_at,
+            handle,
+        }
+    }
+
+    /// Done: the notification is removed.
+    pub async fn ack(self) -> Result<()> {
+        self.handle.ack().await
+    }
+
+    /// Redeliver no earlier than `delay` from now (to any member of the group).
+    pub async fn requeue_after(self, delay: Duration) -> Result<()> {
+        self.handle.requeue_after(delay).await
+    }
+
+    /// Still working: restart the ack-wait timer.
+    pub async fn in_progress(&self) -> Result<()> {
+        self.handle.in_progress().await
+    }
+}
+
+/// Backend side of a [`Delivery`]'s settlement. Settling a delivery that was already
+/// redelivered elsewhere (its ack-wait ran out) answers `Conflict`.
+#[async_trait]
+pub trait DeliveryHandle: Send + Sync + fmt::Debug {
+    /// See [`Delivery::ack`].
+    async fn ack(&self) -> Result<()>;
+    /// See [`Delivery::requeue_after`].
+    async fn requeue_after(&self, delay: Duration) -> Result<()>;
+    /// See [`Delivery::in_progress`].
+    async fn in_progress(&self) -> Result<()>;
+}

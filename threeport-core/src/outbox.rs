@@ -1,0 +1,180 @@
+//! The transactional outbox: notifications a store recorded with its writes, and the
+//! [`OutboxRelay`] that forwards them to a [`Bus`].
+//!
+//! A store writes each desired-state change and its notification in one transaction. The relay
+//! claims pending notifications for a while (so several relays never publish the same row
+//! concurrently), publishes them, and deletes them once the bus accepted them. A relay that dies
+//! loses its claims when they time out, and another relay picks the rows up: nothing is lost
+//! between "saved" and "notified", at the price of an occasional duplicate (harmless, since
+//! notifications are hints).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Bus, Notification};
+use crate::error::Result;
+
+/// A notification waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Position in the outbox (ascending in commit order for one writer).
+    pub seq: u64,
+    /// The notification to publish.
+    pub notification: Notification,
+}
+
+/// The outbox side of a store: notifications recorded atomically with object writes.
+///
+/// Contract (checked by [`conformance::outbox`](crate::conformance::outbox)): every
+/// desired-state write leaves one entry; `claim` hands an entry to one claimer at a time until
+/// its claim times out; `complete` deletes entries for good.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait Outbox: Send + Sync + std::fmt::Debug + 'static {
+    /// Claims up to `limit` pending entries for `claimer` during `claim_for`, oldest first.
+    /// Entries already claimed by `claimer` are returned again; others' live claims are skipped.
+    async fn claim(
+        &self,
+        claimer: &str,
+        limit: usize,
+        claim_for: Duration,
+    ) -> Result<Vec<OutboxEntry>>;
+
+    /// Deletes published entries.
+    async fn complete(&self, seqs: &[u64]) -> Result<()>;
+
+    /// Waits until new entries may be pending, at most `timeout`. The default just sleeps;
+    /// backends that learn of their own writes wake up early.
+    async fn wait_for_entries(&self, timeout: Duration) {
+        tokio::time::sleep(timeout).await;
+    }
+}
+
+/// Settings of an [`OutboxRelay`].
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Identifies this relay's claims; unique per process.
+    pub claimer: String,
+    /// Entries claimed per round.
+    pub batch: usize,
+    /// How long a claim protects entries from other relays.
+    pub claim_for: Duration,
+    /// Longest wait between polls when nothing wakes the relay.
+    pub poll_interval: Duration,
+    /// Pause after a failed round (store or bus unavailable).
+    pub retry_delay: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            claimer: format!("relay-{}", uuid::Uuid::now_v7()),
+            batch: 256,
+            claim_for: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(200),
+            retry_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Forwards outbox entries to a bus until cancelled.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use threeport_core::*;
+/// use tokio_util::sync::CancellationToken;
+///
+/// let store = Arc::new(MemoryStore::new());
+/// let bus = Arc::new(MemoryBus::new());
+/// let mut sub = bus.subscribe(SubscribeOptions::new("g", "Widget")).await?;
+/// let stop = CancellationToken::new();
+/// let relay = OutboxRelay::new(store.clone(), bus.clone(), RelayConfig::default());
+/// let task = tokio::spawn(relay.run(stop.clone()));
+///
+/// let new = NewObject { kind: "Widget".into(), name: "w".into(), labels: Default::default(),
+///                       references: vec![], spec: serde_json::json!({}) };
+/// let created = store.create(new).await?;
+/// let delivery = sub.next().await?.unwrap();
+/// assert_eq!(delivery.notification.id, created.meta.id);
+/// assert_eq!(delivery.notification.operation, Operation::Created);
+/// stop.cancel();
+/// task.await.unwrap();
+/// # Ok::<(), threeport_core::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct OutboxRelay {
+    outbox: Arc<dyn Outbox>,
+    bus: Arc<dyn Bus>,
+    config: RelayConfig,
+}
+
+impl OutboxRelay {
+    /// A relay from `outbox` to `bus`.
+    pub fn new(outbox: Arc<dyn Outbox>, bus: Arc<dyn Bus>, config: RelayConfig) -> Self {
+        OutboxRelay {
+            outbox,
+            bus,
+            config,
+        }
+    }
+
+    /// Relays until `shutdown` is cancelled. Failures are logged and retried, never fatal.
+    pub async fn run(self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let delay = match self.relay_once().await {
+                Ok(0) => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = self.outbox.wait_for_entries(self.config.poll_interval) => {}
+                    }
+                    continue;
+                }
+                Ok(_) => continue,
+                Err(err) => {
+                    tracing::warn!(error = %err, "outbox relay round failed; retrying");
+                    self.config.retry_delay
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One round: claim, publish, complete. Returns how many entries were relayed.
+    pub async fn relay_once(&self) -> Result<usize> {
+        let entries = self
+            .outbox
+            .claim(
+                &self.config.claimer,
+                self.config.batch,
+                self.config.claim_for,
+            )
+            .await?;
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let mut published = Vec::with_capacity(entries.len());
+        let mut failure = None;
+        for entry in entries {
+            match self.bus.publish(entry.notification).await {
+                Ok(()) => published.push(entry.seq),
+                Err(err) => {
+                    failure = Some(err);
+                    break;
+                }
+            }
+        }
+        self.outbox.complete(&published).await?;
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(published.len()),
+        }
+    }
+}

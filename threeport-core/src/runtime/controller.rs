@@ -1,0 +1,782 @@
+//! The controller runtime: drives a [`Reconciler`] from bus deliveries.
+//!
+//! Per delivery: lock the object (lease) → load it (ack and skip if gone) → reconcile or clean
+//! up, renewing the lease and heartbeating the delivery meanwhile → write lifecycle, status and
+//! conditions (fenced by the lease token) → ack or requeue → release.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::FutureExt;
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::backoff::Backoff;
+use super::metrics::{ControllerMetrics, ReconcileResult};
+use super::reconciler::{Action, Context, ReconcileError, Reconciler};
+use crate::bus::{Bus, Delivery, SubscribeOptions};
+use crate::error::{Error, ErrorKind, Result};
+use crate::lock::{Lease, Locker};
+use crate::object::{
+    ApiObject, ConditionStatus, EventType, LifecycleState, Object, ObjectId, RawObject, now,
+};
+use crate::store::{StatusWrite, Store};
+
+/// The backends a controller runs on.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    /// Where objects live.
+    pub store: Arc<dyn Store>,
+    /// Where notifications arrive.
+    pub bus: Arc<dyn Bus>,
+    /// Where per-object leases are taken.
+    pub locker: Arc<dyn Locker>,
+}
+
+/// Tuning of a [`Controller`]. The defaults suit production; tests shorten the durations.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Controller name: the bus consumer group and the metrics label. Empty means
+    /// `<kind>-controller` in lower case. Replicas of one controller share the name.
+    pub name: String,
+    /// Reconciles running at once in this replica.
+    pub concurrency: usize,
+    /// Lease time to live; renewed every third of it while a reconcile runs.
+    pub lease_ttl: Duration,
+    /// Bus ack-wait; the delivery is heartbeated every third of it while a reconcile runs.
+    pub ack_wait: Duration,
+    /// Longest a single reconcile may run before it is cut off (and retried).
+    pub reconcile_timeout: Duration,
+    /// Backoff after failed reconciles.
+    pub backoff: Backoff,
+    /// Consecutive failed reconciles before the object is marked failed.
+    pub max_retries: u32,
+    /// Deliveries of one notification that never completed (crash, lost lease) before the
+    /// object is marked interrupted instead of reconciled again.
+    pub max_deliveries: u32,
+    /// Requeue delay when another replica holds the object's lease.
+    pub lock_busy_delay: Duration,
+    /// On shutdown, how long running reconciles may finish before they are aborted.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            name: String::new(),
+            concurrency: 8,
+            lease_ttl: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(30),
+            reconcile_timeout: Duration::from_secs(300),
+            backoff: Backoff::default(),
+            max_retries: 20,
+            max_deliveries: 10,
+            lock_busy_delay: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Runs a [`Reconciler`] for its kind: any number of replicas may run against the same
+/// backends; each object is reconciled by one of them at a time.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use async_trait::async_trait;
+/// use serde::{Deserialize, Serialize};
+/// use threeport_core::*;
+/// use tokio_util::sync::CancellationToken;
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// struct Widget { size: u32 }
+/// impl ApiObject for Widget {
+///     const KIND: &'static str = "Widget";
+///     type Status = ();
+/// }
+/// struct Noop;
+/// #[async_trait]
+/// impl Reconciler for Noop {
+///     type Object = Widget;
+///     async fn reconcile(&self, _: &mut Object<Widget>, _: &Context) -> Result<Action, ReconcileError> {
+///         Ok(Action::Done)
+///     }
+/// }
+///
+/// let memory = MemoryBackends::new();
+/// let shutdown = CancellationToken::new();
+/// let relay = memory.spawn_relay(shutdown.clone());
+/// let controller = tokio::spawn(Controller::new(Noop, memory.backends()).run(shutdown.clone()));
+///
+/// let widgets = Api::<Widget>::new(memory.store.clone());
+/// let created = widgets.create("w", Widget { size: 1 }).await?;
+/// let reconciled = widgets.wait_until(created.id(), |w| w.is_reconciled()).await?;
+/// assert_eq!(reconciled.status.state, LifecycleState::Reconciled);
+///
+/// shutdown.cancel();
+/// controller.await.unwrap()?;
+/// relay.await.unwrap();
+/// # Ok::<(), threeport_core::Error>(())
+/// # }).unwrap();
+/// ```
+pub struct Controller<R: Reconciler> {
+    reconciler: R,
+    backends: Backends,
+    config: ControllerConfig,
+    metrics: ControllerMetrics,
+}
+
+impl<R: Reconciler> std::fmt::Debug for Controller<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("kind", &R::Object::KIND)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Reconciler> Controller<R> {
+    /// A controller with the default configuration and unexported metrics.
+    pub fn new(reconciler: R, backends: Backends) -> Self {
+        Controller {
+            reconciler,
+            backends,
+            config: ControllerConfig::default(),
+            metrics: ControllerMetrics::unregistered(),
+        }
+    }
+
+    /// Replaces the configuration.
+    pub fn with_config(mut self, config: ControllerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Uses these metrics (typically [`ControllerMetrics::register`]ed in a registry).
+    pub fn with_metrics(mut self, metrics: ControllerMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The controller's metrics (shared with the running controller).
+    pub fn metrics(&self) -> ControllerMetrics {
+        self.metrics.clone()
+    }
+
+    /// The effective controller name (bus group, metrics label).
+    pub fn name(&self) -> String {
+        if self.config.name.is_empty() {
+            format!("{}-controller", R::Object::KIND.to_ascii_lowercase())
+        } else {
+            self.config.name.clone()
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops taking deliveries, lets running reconciles
+    /// finish for up to `drain_timeout`, and aborts the rest (their deliveries are requeued and
+    /// their leases released).
+    ///
+    /// Fails only if the bus subscription cannot be made or the configuration is invalid.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let name = self.name();
+        let config = &self.config;
+        if config.concurrency == 0 {
+            return Err(Error::invalid("concurrency", "must be at least 1"));
+        }
+        if config.lease_ttl.is_zero() || config.ack_wait.is_zero() {
+            return Err(Error::invalid(
+                "lease_ttl",
+                "lease_ttl and ack_wait must be positive",
+            ));
+        }
+        let mut subscription = self
+            .backends
+            .bus
+            .subscribe(SubscribeOptions {
+                group: name.clone(),
+                kinds: vec![R::Object::KIND.to_owned()],
+                ack_wait: config.ack_wait,
+                // One more than ours, so the runtime sees the last delivery and marks the object
+                // interrupted before the bus gives up on it.
+                max_deliveries: Some(config.max_deliveries.saturating_add(1)),
+            })
+            .await?;
+        let worker = Arc::new(Worker::new(self, name.clone()));
+        let semaphore = Arc::new(Semaphore::new(worker.config.concurrency));
+        let mut tasks = JoinSet::new();
+        tracing::info!(controller = %name, kind = R::Object::KIND, holder = %worker.holder, "controller started");
+
+        loop {
+            while let Some(joined) = tasks.try_join_next() {
+                report_worker_exit(&name, joined);
+            }
+            let permit = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                permit = semaphore.clone().acquire_owned() => permit.expect("semaphore never closed"),
+            };
+            let delivery = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                next = subscription.next() => next,
+            };
+            let delivery = match delivery {
+                Ok(Some(delivery)) => delivery,
+                Ok(None) => {
+                    tracing::info!(controller = %name, "bus closed; stopping");
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(controller = %name, error = %err, "receiving from the bus failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            worker.metrics.queue_depth.inc();
+            let latency = SystemTime::now()
+                .duration_since(delivery.due_at)
+                .unwrap_or_default();
+            worker.metrics.queue_latency.observe(latency.as_secs_f64());
+            if let Some(first) = worker.admit(delivery) {
+                let worker = worker.clone();
+                tasks.spawn(async move {
+                    worker.work(first).await;
+                    drop(permit);
+                });
+            }
+        }
+
+        // Phase 1: no more intake; let running reconciles finish.
+        drop(subscription);
+        let drain = async {
+            while let Some(joined) = tasks.join_next().await {
+                report_worker_exit(&name, joined);
+            }
+        };
+        if tokio::time::timeout(worker.config.drain_timeout, drain)
+            .await
+            .is_err()
+        {
+            // Phase 2: abort what is left; workers requeue their deliveries and release leases.
+            tracing::warn!(controller = %name, running = tasks.len(), "drain timeout; aborting running reconciles");
+            worker.abort.cancel();
+            let settle = async { while tasks.join_next().await.is_some() {} };
+            if tokio::time::timeout(Duration::from_secs(5), settle)
+                .await
+                .is_err()
+            {
+                tasks.abort_all();
+            }
+        }
+        tracing::info!(controller = %name, "controller stopped");
+        Ok(())
+    }
+}
+
+fn report_worker_exit(controller: &str, joined: std::result::Result<(), tokio::task::JoinError>) {
+    if let Err(err) = joined
+        && err.is_panic()
+    {
+        tracing::error!(controller, error = %err, "controller worker panicked outside a reconcile");
+    }
+}
+
+/// How to settle a batch of deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    Ack,
+    Requeue(Duration),
+}
+
+/// What happened to a guarded reconcile.
+enum Guarded {
+    Finished(std::result::Result<Action, ReconcileError>),
+    LeaseLost(Error),
+    Aborted,
+}
+
+/// Counters resolved once, so the hot path does not look up label sets.
+struct ResultCounters {
+    success: Counter,
+    requeue_after: Counter,
+    error: Counter,
+    terminal: Counter,
+    skipped: Counter,
+}
+
+/// State shared by the receive loop and the worker tasks of one running controller.
+struct Worker<R: Reconciler> {
+    reconciler: R,
+    backends: Backends,
+    config: ControllerConfig,
+    name: String,
+    holder: String,
+    metrics: ControllerMetrics,
+    results: ResultCounters,
+    /// Objects being worked on here, with deliveries that arrived meanwhile (coalesced).
+    active: Mutex<HashMap<ObjectId, Vec<Delivery>>>,
+    abort: CancellationToken,
+}
+
+impl<R: Reconciler> Worker<R> {
+    fn new(controller: Controller<R>, name: String) -> Self {
+        let metrics = controller.metrics;
+        let results = ResultCounters {
+            success: metrics.reconciles(ReconcileResult::success),
+            requeue_after: metrics.reconciles(ReconcileResult::requeue_after),
+            error: metrics.reconciles(ReconcileResult::error),
+            terminal: metrics.reconciles(ReconcileResult::terminal),
+            skipped: metrics.reconciles(ReconcileResult::skipped),
+        };
+        Worker {
+            reconciler: controller.reconciler,
+            backends: controller.backends,
+            config: controller.config,
+            holder: format!("{name}-{}", uuid::Uuid::now_v7()),
+            name,
+            metrics,
+            results,
+            active: Mutex::new(HashMap::new()),
+            abort: CancellationToken::new(),
+        }
+    }
+
+    /// Starts work on a delivery's object, or folds the delivery into the work already
+    /// running for it here (returning `None`).
+    fn admit(&self, delivery: Delivery) -> Option<Delivery> {
+        let mut active = self.active.lock().unwrap();
+        match active.get_mut(&delivery.notification.id) {
+            Some(held) => {
+                held.push(delivery);
+                self.metrics.coalesced.inc();
+                None
+            }
+            None => {
+                active.insert(delivery.notification.id, Vec::new());
+                Some(delivery)
+            }
+        }
+    }
+
+    /// Processes an object until no more deliveries for it are waiting here.
+    async fn work(&self, first: Delivery) {
+        let id = first.notification.id;
+        let mut batch = vec![first];
+        loop {
+            if self.abort.is_cancelled() {
+                self.settle(batch, Settle::Requeue(Duration::ZERO)).await;
+            } else {
+                let span = tracing::info_span!(
+                    "reconcile",
+                    controller = %self.name,
+                    kind = R::Object::KIND,
+                    id = %id,
+                    attempt = batch.iter().map(|d| d.attempt).max().unwrap_or(1),
+                );
+                self.process(id, batch).instrument(span).await;
+            }
+            let mut active = self.active.lock().unwrap();
+            let held = active.get_mut(&id).map(std::mem::take).unwrap_or_default();
+            if held.is_empty() {
+                active.remove(&id);
+                return;
+            }
+            batch = held;
+        }
+    }
+
+    /// One locked reconcile of `id` covering every delivery in `batch`.
+    async fn process(&self, id: ObjectId, batch: Vec<Delivery>) {
+        let key = format!("{}/{id}", R::Object::KIND);
+        let mut lease = match self
+            .backends
+            .locker
+            .acquire(&key, &self.holder, self.config.lease_ttl)
+            .await
+        {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                tracing::debug!("object locked by another replica; requeueing");
+                self.settle(batch, Settle::Requeue(self.config.lock_busy_delay))
+                    .await;
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "taking the object lease failed; requeueing");
+                self.settle(batch, Settle::Requeue(self.config.lock_busy_delay))
+                    .await;
+                return;
+            }
+        };
+        let settle = self.reconcile_locked(id, &mut lease, &batch).await;
+        self.settle(batch, settle).await;
+        if let Err(err) = self.backends.locker.release(&lease).await {
+            tracing::warn!(error = %err, "releasing the object lease failed; it will expire");
+        }
+    }
+
+    async fn reconcile_locked(
+        &self,
+        id: ObjectId,
+        lease: &mut Lease,
+        batch: &[Delivery],
+    ) -> Settle {
+        let kind = R::Object::KIND;
+        let raw = match self.backends.store.get(kind, id).await {
+            Ok(raw) => raw,
+            Err(err) if err.kind() == ErrorKind::NotFound => {
+                self.results.skipped.inc();
+                tracing::debug!("object is gone; nothing to do");
+                return Settle::Ack;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "loading the object failed; requeueing");
+                return Settle::Requeue(self.config.backoff.delay(1));
+            }
+        };
+        let generation = raw.meta.generation;
+        let mut obj = match Object::<R::Object>::from_raw(raw.clone()) {
+            Ok(obj) => obj,
+            Err(err) => return self.fail_undecodable(raw, lease, err).await,
+        };
+        let before = obj.status.clone();
+        let deleting = obj.is_deleting();
+        let attempt = batch.iter().map(|d| d.attempt).max().unwrap_or(1);
+
+        let settle = if attempt > self.config.max_deliveries {
+            let reason = format!(
+                "notification delivered {} times without completing (the controller crashed, \
+                 timed out or lost its lease each time); fix the cause, then update the object",
+                attempt - 1
+            );
+            self.stop(&mut obj, generation, LifecycleState::Interrupted, reason);
+            Settle::Ack
+        } else if obj.status.state.is_stopped() && obj.status.observed_generation == generation {
+            self.results.skipped.inc();
+            tracing::debug!(state = ?obj.status.state, "object stopped at this generation; skipping");
+            return Settle::Ack;
+        } else {
+            let ctx = Context {
+                store: self.backends.store.clone(),
+                fence: lease.token,
+                attempt,
+                cancelled: self.abort.clone(),
+            };
+            let started = Instant::now();
+            self.metrics.active_workers.inc();
+            let outcome = self
+                .run_guarded(&mut obj, deleting, &ctx, lease, batch)
+                .await;
+            self.metrics.active_workers.dec();
+            self.metrics
+                .reconcile_time
+                .observe(started.elapsed().as_secs_f64());
+            match outcome {
+                Guarded::Finished(Ok(Action::Done)) if deleting => {
+                    return self.remove(id, lease).await;
+                }
+                Guarded::Finished(result) => self.apply(&mut obj, generation, deleting, result),
+                Guarded::LeaseLost(err) => {
+                    self.metrics.leases_lost.inc();
+                    tracing::warn!(error = %err, "lease lost during reconcile; abandoned");
+                    return Settle::Requeue(self.config.lock_busy_delay);
+                }
+                Guarded::Aborted => return Settle::Requeue(Duration::ZERO),
+            }
+        };
+        if obj.status == before {
+            return settle;
+        }
+        match self.write_status(&obj, lease).await {
+            Ok(()) => settle,
+            Err(err) if err.kind() == ErrorKind::NotFound => Settle::Ack,
+            Err(err) if err.kind() == ErrorKind::Conflict => {
+                self.metrics.leases_lost.inc();
+                tracing::warn!(error = %err, "status write fenced off: a newer lease holder took over");
+                Settle::Ack
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "writing status failed; requeueing");
+                Settle::Requeue(self.config.backoff.delay(obj.status.failures.max(1)))
+            }
+        }
+    }
+
+    /// Runs the reconciler with panic capture, the timeout, lease renewal and delivery
+    /// heartbeats.
+    async fn run_guarded(
+        &self,
+        obj: &mut Object<R::Object>,
+        deleting: bool,
+        ctx: &Context,
+        lease: &mut Lease,
+        batch: &[Delivery],
+    ) -> Guarded {
+        let reconciler = &self.reconciler;
+        let work = async move {
+            if deleting {
+                reconciler.cleanup(obj, ctx).await
+            } else {
+                reconciler.reconcile(obj, ctx).await
+            }
+        };
+        let timeout = self.config.reconcile_timeout;
+        let work = tokio::time::timeout(timeout, AssertUnwindSafe(work).catch_unwind());
+        tokio::pin!(work);
+        let period = self.config.lease_ttl.min(self.config.ack_wait) / 3;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut work => {
+                    return Guarded::Finished(match result {
+                        Ok(Ok(result)) => result,
+                        Ok(Err(panic)) => {
+                            self.metrics.reconcile_panics.inc();
+                            let message = panic_message(panic.as_ref());
+                            tracing::error!(panic = %message, "reconciler panicked");
+                            Err(ReconcileError::Retryable(format!("reconciler panicked: {message}")))
+                        }
+                        Err(_) => {
+                            self.metrics.reconcile_timeouts.inc();
+                            Err(ReconcileError::Retryable(format!("reconcile timed out after {timeout:?}")))
+                        }
+                    });
+                }
+                _ = self.abort.cancelled() => return Guarded::Aborted,
+                _ = heartbeat.tick() => {
+                    match self.backends.locker.renew(lease).await {
+                        Ok(renewed) => *lease = renewed,
+                        Err(err) => return Guarded::LeaseLost(err),
+                    }
+                    for delivery in batch {
+                        if let Err(err) = delivery.in_progress().await {
+                            tracing::debug!(error = %err, "delivery heartbeat failed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Folds a reconcile result into the object's status; says how to settle the deliveries.
+    fn apply(
+        &self,
+        obj: &mut Object<R::Object>,
+        generation: u64,
+        deleting: bool,
+        result: std::result::Result<Action, ReconcileError>,
+    ) -> Settle {
+        let status = &mut obj.status;
+        match result {
+            Ok(Action::Done) => {
+                // Deletions that finish never get here: the object is removed instead.
+                status.state = LifecycleState::Reconciled;
+                status.observed_generation = generation;
+                status.failures = 0;
+                status.reason = None;
+                status.acknowledged_at = None;
+                status.set_condition("Ready", ConditionStatus::True, "Reconciled", "");
+                self.results.success.inc();
+                tracing::debug!("reconciled");
+                Settle::Ack
+            }
+            Ok(Action::RequeueAfter(delay)) => {
+                status.failures = 0;
+                status.reason = None;
+                let steady = status.state == LifecycleState::Reconciled
+                    && status.observed_generation == generation;
+                if deleting {
+                    status.state = LifecycleState::DeletionAcknowledged;
+                    status.acknowledged_at = Some(now());
+                    status.set_condition("Ready", ConditionStatus::False, "Deleting", "");
+                } else if !steady {
+                    status.state = LifecycleState::CreationAcknowledged;
+                    status.acknowledged_at = Some(now());
+                    status.set_condition("Ready", ConditionStatus::False, "Progressing", "");
+                }
+                status.observed_generation = generation;
+                self.results.requeue_after.inc();
+                tracing::debug!(?delay, "requeued by the reconciler");
+                Settle::Requeue(delay)
+            }
+            Err(ReconcileError::Terminal(message)) => {
+                let state = if deleting {
+                    LifecycleState::Interrupted
+                } else {
+                    LifecycleState::CreationFailed
+                };
+                self.stop(obj, generation, state, message);
+                Settle::Ack
+            }
+            Err(err) => {
+                self.metrics.reconcile_errors.inc();
+                status.failures = status.failures.saturating_add(1);
+                let message = err.to_string();
+                if status.failures > self.config.max_retries {
+                    let attempts = status.failures;
+                    let state = if deleting {
+                        LifecycleState::Interrupted
+                    } else {
+                        LifecycleState::CreationFailed
+                    };
+                    self.stop(
+                        obj,
+                        generation,
+                        state,
+                        format!("gave up after {attempts} failed attempts: {message}"),
+                    );
+                    return Settle::Ack;
+                }
+                let delay = match err {
+                    ReconcileError::RetryAfter { delay, .. } => delay,
+                    _ => self.config.backoff.delay(status.failures),
+                };
+                status.set_condition("Ready", ConditionStatus::False, "ReconcileError", &message);
+                status.record_event(EventType::Warning, "ReconcileError", &message);
+                status.reason = Some(message);
+                self.metrics.retries.inc();
+                self.results.error.inc();
+                tracing::warn!(error = %err, failures = status.failures, ?delay, "reconcile failed; retrying");
+                Settle::Requeue(delay)
+            }
+        }
+    }
+
+    /// Records a state that stops reconciliation until the object changes.
+    fn stop(
+        &self,
+        obj: &mut Object<R::Object>,
+        generation: u64,
+        state: LifecycleState,
+        reason: String,
+    ) {
+        let status = &mut obj.status;
+        status.state = state;
+        status.observed_generation = generation;
+        status.acknowledged_at = None;
+        let condition_reason = match state {
+            LifecycleState::Interrupted => "Interrupted",
+            _ => "Failed",
+        };
+        status.set_condition("Ready", ConditionStatus::False, condition_reason, &reason);
+        status.record_event(EventType::Warning, condition_reason, &reason);
+        status.reason = Some(reason);
+        self.metrics.reconcile_errors.inc();
+        self.results.terminal.inc();
+        tracing::error!(
+            ?state,
+            reason = status.reason.as_deref().unwrap_or_default(),
+            "reconciliation stopped"
+        );
+    }
+
+    /// A stored spec this binary cannot decode: nothing to reconcile, tell the user why.
+    async fn fail_undecodable(&self, mut raw: RawObject, lease: &Lease, err: Error) -> Settle {
+        let generation = raw.meta.generation;
+        if raw.status.state == LifecycleState::CreationFailed
+            && raw.status.observed_generation == generation
+        {
+            return Settle::Ack;
+        }
+        let reason = format!("stored object cannot be decoded: {err}");
+        raw.status.state = LifecycleState::CreationFailed;
+        raw.status.observed_generation = generation;
+        raw.status
+            .set_condition("Ready", ConditionStatus::False, "Failed", &reason);
+        raw.status.reason = Some(reason);
+        self.results.terminal.inc();
+        let write = StatusWrite {
+            expected_version: None,
+            fence: Some(lease.token),
+            status: raw.status,
+        };
+        if let Err(err) = self
+            .backends
+            .store
+            .update_status(R::Object::KIND, raw.meta.id, write)
+            .await
+        {
+            tracing::warn!(error = %err, "recording the decode failure failed");
+        }
+        Settle::Ack
+    }
+
+    async fn write_status(&self, obj: &Object<R::Object>, lease: &Lease) -> Result<()> {
+        let write = StatusWrite {
+            expected_version: None,
+            fence: Some(lease.token),
+            status: obj.status_to_raw()?,
+        };
+        self.backends
+            .store
+            .update_status(R::Object::KIND, obj.meta.id, write)
+            .await
+            .map(drop)
+    }
+
+    /// Second phase of deletion: cleanup finished, remove the row.
+    async fn remove(&self, id: ObjectId, lease: &Lease) -> Settle {
+        match self
+            .backends
+            .store
+            .remove(R::Object::KIND, id, Some(lease.token))
+            .await
+        {
+            Ok(()) => {
+                self.results.success.inc();
+                tracing::debug!("cleaned up and removed");
+                Settle::Ack
+            }
+            Err(err) if err.kind() == ErrorKind::NotFound => Settle::Ack,
+            Err(err) if err.kind() == ErrorKind::Conflict => {
+                self.metrics.leases_lost.inc();
+                tracing::warn!(error = %err, "removal fenced off: a newer lease holder took over");
+                Settle::Ack
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "removing the object failed; requeueing");
+                Settle::Requeue(self.config.backoff.delay(1))
+            }
+        }
+    }
+
+    /// Settles a batch: the first delivery as decided, the rest (coalesced duplicates) acked.
+    async fn settle(&self, batch: Vec<Delivery>, settle: Settle) {
+        let count = batch.len() as i64;
+        let mut deliveries = batch.into_iter();
+        if let Some(first) = deliveries.next() {
+            let result = match settle {
+                Settle::Ack => first.ack().await,
+                Settle::Requeue(delay) => first.requeue_after(delay).await,
+            };
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "settling a delivery failed; the bus will redeliver it");
+            }
+        }
+        for delivery in deliveries {
+            if let Err(err) = delivery.ack().await {
+                tracing::debug!(error = %err, "acking a coalesced delivery failed");
+            }
+        }
+        self.metrics.queue_depth.dec_by(count);
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,12 @@
+//! The controller runtime: [`Reconciler`]s driven by [`Controller`] with locks, retries,
+//! backoff, coalescing, timeouts, panic capture, metrics and graceful shutdown.
+
+mod backoff;
+mod controller;
+mod metrics;
+mod reconciler;
+
+pub use backoff::Backoff;
+pub use controller::{Backends, Controller, ControllerConfig};
+pub use metrics::{ControllerMetrics, ReconcileResult};
+pub use reconciler::{Action, Context, ReconcileError, Reconciler};

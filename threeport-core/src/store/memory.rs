@@ -1,0 +1,396 @@
+//! [`MemoryStore`]: objects and outbox in one mutex, so every write and its notification are
+//! atomic, exactly as a SQL transaction makes them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{ListPage, ListQuery, SpecUpdate, StatusWrite, Store};
+use crate::bus::{Notification, Operation};
+use crate::error::{Error, Result};
+use crate::object::{
+    LifecycleState, NewObject, ObjectId, ObjectMeta, RawObject, Reference, Status, now,
+    validate_kind, validate_labels, validate_name,
+};
+use crate::outbox::{Outbox, OutboxEntry};
+
+/// In-memory [`Store`] and [`Outbox`]. Always compiled; passes the same conformance suites as
+/// the SQL stores, so tests written against it hold for production backends.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<StoreState>,
+    outbox_wake: Notify,
+}
+
+#[derive(Debug, Default)]
+struct StoreState {
+    kinds: HashMap<String, KindTable>,
+    /// For each object, the objects whose references point at it.
+    inbound: HashMap<ObjectId, BTreeSet<(String, ObjectId)>>,
+    outbox: BTreeMap<u64, OutboxRow>,
+    next_seq: u64,
+}
+
+#[derive(Debug, Default)]
+struct KindTable {
+    objects: BTreeMap<ObjectId, Stored>,
+    names: HashMap<String, ObjectId>,
+}
+
+#[derive(Debug)]
+struct Stored {
+    raw: RawObject,
+    /// Highest fencing token a status write or removal presented.
+    fence: u64,
+}
+
+#[derive(Debug)]
+struct OutboxRow {
+    notification: Notification,
+    claim: Option<(String, Instant)>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of outbox entries not yet completed (for tests and diagnostics).
+    pub fn outbox_len(&self) -> usize {
+        self.state.lock().unwrap().outbox.len()
+    }
+}
+
+impl StoreState {
+    fn stored_mut(&mut self, kind: &str, id: ObjectId) -> Result<&mut Stored> {
+        self.kinds
+            .get_mut(kind)
+            .and_then(|t| t.objects.get_mut(&id))
+            .ok_or_else(|| Error::not_found(kind, id))
+    }
+
+    /// Every reference must point at an existing object of the named kind that is not being
+    /// deleted. The error names the referencing field.
+    fn check_references(&self, references: &[Reference]) -> Result<()> {
+        for r in references {
+            let target = self.kinds.get(&r.kind).and_then(|t| t.objects.get(&r.id));
+            match target {
+                None => {
+                    return Err(Error::invalid(
+                        format!("spec.{}", r.field),
+                        format!("references {} {} which does not exist", r.kind, r.id),
+                    ));
+                }
+                Some(t) if t.raw.meta.deletion_scheduled_at.is_some() => {
+                    return Err(Error::invalid(
+                        format!("spec.{}", r.field),
+                        format!("references {} {} which is being deleted", r.kind, r.id),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn link(&mut self, from: (&str, ObjectId), references: &[Reference]) {
+        for r in references {
+            self.inbound
+                .entry(r.id)
+                .or_default()
+                .insert((from.0.to_owned(), from.1));
+        }
+    }
+
+    fn unlink(&mut self, from: (&str, ObjectId), references: &[Reference]) {
+        for r in references {
+            if let Some(set) = self.inbound.get_mut(&r.id) {
+                set.remove(&(from.0.to_owned(), from.1));
+                if set.is_empty() {
+                    self.inbound.remove(&r.id);
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, meta: &ObjectMeta, operation: Operation) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.outbox.insert(
+            seq,
+            OutboxRow {
+                notification: Notification {
+                    kind: meta.kind.clone(),
+                    id: meta.id,
+                    operation,
+                    version: meta.version,
+                },
+                claim: None,
+            },
+        );
+    }
+}
+
+fn check_version(stored: &RawObject, expected: Option<u64>) -> Result<()> {
+    match expected {
+        Some(v) if v != stored.meta.version => Err(Error::conflict(format!(
+            "{} {} is at version {}, not {v}",
+            stored.meta.kind, stored.meta.id, stored.meta.version
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn check_fence(stored: &mut Stored, fence: Option<u64>) -> Result<()> {
+    if let Some(token) = fence {
+        if token < stored.fence {
+            return Err(Error::conflict(format!(
+                "stale fencing token {token} for {} {}: a newer lease holder ({}) wrote since",
+                stored.raw.meta.kind, stored.raw.meta.id, stored.fence
+            )));
+        }
+        stored.fence = token;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn create(&self, new: NewObject) -> Result<RawObject> {
+        validate_kind(&new.kind)?;
+        validate_name("name", &new.name)?;
+        validate_labels(&new.labels)?;
+        let mut state = self.state.lock().unwrap();
+        state.check_references(&new.references)?;
+        let table = state.kinds.entry(new.kind.clone()).or_default();
+        if table.names.contains_key(&new.name) {
+            return Err(Error::AlreadyExists {
+                kind: new.kind,
+                name: new.name,
+            });
+        }
+        let at = now();
+        let raw = RawObject {
+            meta: ObjectMeta {
+                id: ObjectId::new(),
+                kind: new.kind,
+                name: new.name,
+                version: 1,
+                generation: 1,
+                created_at: at,
+                updated_at: at,
+                deletion_scheduled_at: None,
+                labels: new.labels,
+                references: new.references,
+            },
+            spec: new.spec,
+            status: Status::default(),
+        };
+        table.names.insert(raw.meta.name.clone(), raw.meta.id);
+        table.objects.insert(
+            raw.meta.id,
+            Stored {
+                raw: raw.clone(),
+                fence: 0,
+            },
+        );
+        state.link((&raw.meta.kind, raw.meta.id), &raw.meta.references);
+        state.record(&raw.meta, Operation::Created);
+        drop(state);
+        self.outbox_wake.notify_one();
+        Ok(raw)
+    }
+
+    async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject> {
+        let state = self.state.lock().unwrap();
+        state
+            .kinds
+            .get(kind)
+            .and_then(|t| t.objects.get(&id))
+            .map(|s| s.raw.clone())
+            .ok_or_else(|| Error::not_found(kind, id))
+    }
+
+    async fn list(&self, kind: &str, query: &ListQuery) -> Result<ListPage> {
+        validate_kind(kind)?;
+        query.validate()?;
+        let state = self.state.lock().unwrap();
+        let Some(table) = state.kinds.get(kind) else {
+            return Ok(ListPage {
+                items: Vec::new(),
+                next: None,
+            });
+        };
+        let after = query.after.map_or(Bound::Unbounded, Bound::Excluded);
+        let candidates: Box<dyn Iterator<Item = &Stored>> = match &query.name {
+            // The name index narrows the scan to at most one object.
+            Some(name) => Box::new(
+                table
+                    .names
+                    .get(name)
+                    .and_then(|id| table.objects.get(id))
+                    .filter(|s| query.after.is_none_or(|a| s.raw.meta.id > a))
+                    .into_iter(),
+            ),
+            None => Box::new(
+                table
+                    .objects
+                    .range((after, Bound::Unbounded))
+                    .map(|(_, s)| s),
+            ),
+        };
+        let mut items: Vec<RawObject> = candidates
+            .filter(|s| query.matches(&s.raw))
+            .take(query.limit + 1)
+            .map(|s| s.raw.clone())
+            .collect();
+        let next = if items.len() > query.limit {
+            items.truncate(query.limit);
+            items.last().map(|o| o.meta.id)
+        } else {
+            None
+        };
+        Ok(ListPage { items, next })
+    }
+
+    async fn update(&self, kind: &str, id: ObjectId, update: SpecUpdate) -> Result<RawObject> {
+        validate_labels(&update.labels)?;
+        let mut state = self.state.lock().unwrap();
+        {
+            let stored = state.stored_mut(kind, id)?;
+            check_version(&stored.raw, update.expected_version)?;
+            if stored.raw.meta.deletion_scheduled_at.is_some() {
+                return Err(Error::conflict(format!(
+                    "{kind} {id} is being deleted; its desired state can no longer change"
+                )));
+            }
+        }
+        state.check_references(&update.references)?;
+        if update.references.iter().any(|r| r.id == id) {
+            return Err(Error::invalid("spec", "an object cannot reference itself"));
+        }
+        let stored = state.stored_mut(kind, id)?;
+        let old_refs = std::mem::replace(&mut stored.raw.meta.references, update.references);
+        stored.raw.spec = update.spec;
+        stored.raw.meta.labels = update.labels;
+        stored.raw.meta.version += 1;
+        stored.raw.meta.generation += 1;
+        stored.raw.meta.updated_at = now();
+        let raw = stored.raw.clone();
+        state.unlink((kind, id), &old_refs);
+        state.link((kind, id), &raw.meta.references);
+        state.record(&raw.meta, Operation::Updated);
+        drop(state);
+        self.outbox_wake.notify_one();
+        Ok(raw)
+    }
+
+    async fn update_status(
+        &self,
+        kind: &str,
+        id: ObjectId,
+        write: StatusWrite,
+    ) -> Result<RawObject> {
+        let mut state = self.state.lock().unwrap();
+        let stored = state.stored_mut(kind, id)?;
+        check_version(&stored.raw, write.expected_version)?;
+        check_fence(stored, write.fence)?;
+        stored.raw.status = write.status;
+        stored.raw.meta.version += 1;
+        stored.raw.meta.updated_at = now();
+        Ok(stored.raw.clone())
+    }
+
+    async fn schedule_deletion(
+        &self,
+        kind: &str,
+        id: ObjectId,
+        expected_version: Option<u64>,
+    ) -> Result<RawObject> {
+        let mut state = self.state.lock().unwrap();
+        if let Some(referrers) = state.inbound.get(&id).filter(|s| !s.is_empty()) {
+            let (ref_kind, ref_id) = referrers.iter().next().expect("non-empty");
+            return Err(Error::conflict(format!(
+                "{kind} {id} is still referenced by {} object(s), e.g. {ref_kind} {ref_id}; \
+                 delete those first",
+                referrers.len()
+            )));
+        }
+        let stored = state.stored_mut(kind, id)?;
+        check_version(&stored.raw, expected_version)?;
+        if stored.raw.meta.deletion_scheduled_at.is_some() {
+            return Ok(stored.raw.clone());
+        }
+        let at = now();
+        stored.raw.meta.deletion_scheduled_at = Some(at);
+        stored.raw.meta.version += 1;
+        stored.raw.meta.generation += 1;
+        stored.raw.meta.updated_at = at;
+        stored.raw.status.state = LifecycleState::DeletionScheduled;
+        let raw = stored.raw.clone();
+        state.record(&raw.meta, Operation::Deleted);
+        drop(state);
+        self.outbox_wake.notify_one();
+        Ok(raw)
+    }
+
+    async fn remove(&self, kind: &str, id: ObjectId, fence: Option<u64>) -> Result<()> {
+        let mut state = self.state.lock().unwrap();
+        check_fence(state.stored_mut(kind, id)?, fence)?;
+        let table = state.kinds.get_mut(kind).expect("found above");
+        let stored = table.objects.remove(&id).expect("found above");
+        table.names.remove(&stored.raw.meta.name);
+        state.unlink((kind, id), &stored.raw.meta.references);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Outbox for MemoryStore {
+    async fn claim(
+        &self,
+        claimer: &str,
+        limit: usize,
+        claim_for: Duration,
+    ) -> Result<Vec<OutboxEntry>> {
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap();
+        let mut claimed = Vec::new();
+        for (&seq, row) in state.outbox.iter_mut() {
+            if claimed.len() >= limit {
+                break;
+            }
+            let free = match &row.claim {
+                None => true,
+                Some((owner, until)) => owner == claimer || *until <= now,
+            };
+            if free {
+                row.claim = Some((claimer.to_owned(), now + claim_for));
+                claimed.push(OutboxEntry {
+                    seq,
+                    notification: row.notification.clone(),
+                });
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn complete(&self, seqs: &[u64]) -> Result<()> {
+        let mut state = self.state.lock().unwrap();
+        for seq in seqs {
+            state.outbox.remove(seq);
+        }
+        Ok(())
+    }
+
+    async fn wait_for_entries(&self, timeout: Duration) {
+        // notify_one keeps a permit, so a write made just before we wait is not missed.
+        let _ = tokio::time::timeout(timeout, self.outbox_wake.notified()).await;
+    }
+}

@@ -1,0 +1,381 @@
+//! Persistence of API objects: the dyn-compatible [`Store`] trait over untyped objects, the
+//! typed [`Api<T>`] layer on top of it, and the in-memory [`MemoryStore`].
+//!
+//! Every write is conditional (create-if-absent, update-if-version-matches, fenced status
+//! writes), and every change of desired state records a [`Notification`](crate::Notification)
+//! in the store's [`Outbox`](crate::Outbox) within the same transaction.
+
+mod memory;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+pub use memory::MemoryStore;
+
+use crate::error::{Error, Result};
+use crate::object::{ApiObject, Labels, NewObject, Object, ObjectId, RawObject, Reference, Status};
+
+/// Default page size of [`ListQuery`].
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Largest page a store returns; larger limits are rejected as invalid.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// Filters and a cursor for [`Store::list`]. All filters must match (AND).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only the object with this exact name.
+    pub name: Option<String>,
+    /// Only objects carrying all these labels with these values.
+    pub labels: Labels,
+    /// Only objects whose reference `field` points at the given id.
+    pub references: Vec<(String, ObjectId)>,
+    /// Cursor: return objects after this id (the `next` of the previous page).
+    pub after: Option<ObjectId>,
+    /// Page size, 1 to [`MAX_PAGE_SIZE`].
+    pub limit: usize,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        ListQuery {
+            name: None,
+            labels: Labels::new(),
+            references: Vec::new(),
+            after: None,
+            limit: DEFAULT_PAGE_SIZE,
+        }
+    }
+}
+
+impl ListQuery {
+    /// Objects with this name.
+    pub fn named(name: impl Into<String>) -> Self {
+        ListQuery {
+            name: Some(name.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a label filter.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds a reference filter: `field` points at `id`.
+    pub fn referencing(mut self, field: impl Into<String>, id: ObjectId) -> Self {
+        self.references.push((field.into(), id));
+        self
+    }
+
+    /// Sets the page size.
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Rejects a limit outside 1..=[`MAX_PAGE_SIZE`]. Backends call this first.
+    pub fn validate(&self) -> Result<()> {
+        if self.limit == 0 || self.limit > MAX_PAGE_SIZE {
+            return Err(Error::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE_SIZE}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `obj` passes every filter (the cursor is not checked).
+    pub fn matches(&self, obj: &RawObject) -> bool {
+        self.name.as_ref().is_none_or(|n| *n == obj.meta.name)
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| obj.meta.labels.get(k) == Some(v))
+            && self.references.iter().all(|(field, id)| {
+                obj.meta
+                    .references
+                    .iter()
+                    .any(|r| r.field == *field && r.id == *id)
+            })
+    }
+}
+
+/// One page of a list, in ascending id (creation) order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListPage<O = RawObject> {
+    /// The objects.
+    pub items: Vec<O>,
+    /// Cursor for the next page; `None` on the last page.
+    pub next: Option<ObjectId>,
+}
+
+/// A replacement of an object's desired state ([`Store::update`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpecUpdate {
+    /// Write only if the stored version is this one.
+    pub expected_version: Option<u64>,
+    /// New labels.
+    pub labels: Labels,
+    /// New references (derived from the spec).
+    pub references: Vec<Reference>,
+    /// New desired state.
+    pub spec: Value,
+}
+
+/// A status-only write ([`Store::update_status`]), made by the controller that holds the lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusWrite {
+    /// Write only if the stored version is this one.
+    pub expected_version: Option<u64>,
+    /// Fencing token of the writer's lease: refused if an equal-or-newer holder wrote before.
+    /// Tokens must not go down for one object; the store keeps the highest it has seen.
+    pub fence: Option<u64>,
+    /// The new status.
+    pub status: Status<Value>,
+}
+
+/// Persistence of API objects of every kind.
+///
+/// Implementations: [`MemoryStore`] here, SQL stores in `threeport-store`. All must pass
+/// [`conformance::store`](crate::conformance::store).
+///
+/// Desired-state writes (`create`, `update`, `schedule_deletion`) record a notification in the
+/// backend's [`Outbox`](crate::Outbox) atomically with the change. Status writes and `remove` do
+/// not notify: they are the controllers' own output.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates an object with version 1 and generation 1.
+    ///
+    /// Errors: `AlreadyExists` if the kind already has that name; `Invalid` for a bad kind,
+    /// name or labels, or a reference to a missing or deleting object (the field is named).
+    async fn create(&self, new: NewObject) -> Result<RawObject>;
+
+    /// Reads one object. `NotFound` if absent.
+    async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject>;
+
+    /// Lists objects of a kind in ascending id order, filtered, one page at a time.
+    async fn list(&self, kind: &str, query: &ListQuery) -> Result<ListPage>;
+
+    /// Replaces desired state; bumps version and generation.
+    ///
+    /// Errors: `NotFound`; `Conflict` on a version mismatch or if deletion was scheduled;
+    /// `Invalid` as for `create`.
+    async fn update(&self, kind: &str, id: ObjectId, update: SpecUpdate) -> Result<RawObject>;
+
+    /// Replaces the status; bumps version only. `Conflict` on a version mismatch or stale fence.
+    async fn update_status(
+        &self,
+        kind: &str,
+        id: ObjectId,
+        write: StatusWrite,
+    ) -> Result<RawObject>;
+
+    /// Requests deletion (first phase): sets `deletion_scheduled_at`, the lifecycle state to
+    /// `DeletionScheduled`, bumps generation. Idempotent on an object already being deleted.
+    ///
+    /// Errors: `NotFound`; `Conflict` on a version mismatch or while other objects reference it.
+    async fn schedule_deletion(
+        &self,
+        kind: &str,
+        id: ObjectId,
+        expected_version: Option<u64>,
+    ) -> Result<RawObject>;
+
+    /// Removes the row (second phase, after cleanup). `Conflict` on a stale fence.
+    async fn remove(&self, kind: &str, id: ObjectId, fence: Option<u64>) -> Result<()>;
+}
+
+/// Typed access to the objects of kind `T` in a [`Store`], in the manner of kube's `Api<K>`.
+///
+/// ```
+/// # tokio_test_block_on(async {
+/// use std::sync::Arc;
+/// use serde::{Deserialize, Serialize};
+/// use threeport_core::{Api, ApiObject, ListQuery, MemoryStore, Store};
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// struct Widget { size: u32 }
+/// impl ApiObject for Widget {
+///     const KIND: &'static str = "Widget";
+///     type Status = ();
+/// }
+///
+/// let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+/// let widgets = Api::<Widget>::new(store);
+/// let created = widgets.create("small", Widget { size: 1 }).await?;
+/// assert_eq!(created.meta.version, 1);
+///
+/// let mut obj = widgets.get_by_name("small").await?;
+/// obj.spec.size = 2;
+/// let updated = widgets.update(&obj).await?;
+/// assert_eq!((updated.meta.version, updated.meta.generation), (2, 2));
+///
+/// // A write based on a stale version is refused, not silently applied.
+/// assert!(widgets.update(&obj).await.is_err());
+/// assert_eq!(widgets.list_all(&ListQuery::default()).await?.len(), 1);
+/// # Ok::<(), threeport_core::Error>(())
+/// # }).unwrap();
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+/// # }
+/// ```
+pub struct Api<T> {
+    store: Arc<dyn Store>,
+    _kind: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Api<T> {
+    fn clone(&self) -> Self {
+        Api {
+            store: self.store.clone(),
+            _kind: PhantomData,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Api<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("kind", &std::any::type_name::<T>())
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+impl<T: ApiObject> Api<T> {
+    /// Typed access to kind `T` in `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Api {
+            store,
+            _kind: PhantomData,
+        }
+    }
+
+    /// The underlying untyped store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Validates and creates an object named `name`.
+    pub async fn create(&self, name: impl Into<String>, spec: T) -> Result<Object<T>> {
+        self.create_new(NewObject::typed(name, &spec)?).await
+    }
+
+    /// Creates from a prepared [`NewObject`] (labels included); checks the kind and validates.
+    pub async fn create_new(&self, new: NewObject) -> Result<Object<T>> {
+        if new.kind != T::KIND {
+            return Err(Error::invalid(
+                "kind",
+                format!("expected {}, found {}", T::KIND, new.kind),
+            ));
+        }
+        let spec: T = serde_json::from_value(new.spec.clone())
+            .map_err(|e| Error::invalid("spec", e.to_string()))?;
+        spec.validate()?;
+        Object::from_raw(self.store.create(new).await?)
+    }
+
+    /// Reads by id.
+    pub async fn get(&self, id: ObjectId) -> Result<Object<T>> {
+        Object::from_raw(self.store.get(T::KIND, id).await?)
+    }
+
+    /// Reads by name. `NotFound` if no object of this kind has it.
+    pub async fn get_by_name(&self, name: &str) -> Result<Object<T>> {
+        let page = self.store.list(T::KIND, &ListQuery::named(name)).await?;
+        match page.items.into_iter().next() {
+            Some(raw) => Object::from_raw(raw),
+            None => Err(Error::not_found(T::KIND, name)),
+        }
+    }
+
+    /// One page of objects.
+    pub async fn list(&self, query: &ListQuery) -> Result<ListPage<Object<T>>> {
+        let page = self.store.list(T::KIND, query).await?;
+        Ok(ListPage {
+            items: page
+                .items
+                .into_iter()
+                .map(Object::from_raw)
+                .collect::<Result<_>>()?,
+            next: page.next,
+        })
+    }
+
+    /// Every matching object, following the cursor to the last page.
+    pub async fn list_all(&self, query: &ListQuery) -> Result<Vec<Object<T>>> {
+        let mut query = query.clone();
+        let mut all = Vec::new();
+        loop {
+            let page = self.list(&query).await?;
+            all.extend(page.items);
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Writes `obj`'s spec and labels if its `meta.version` is still current.
+    pub async fn update(&self, obj: &Object<T>) -> Result<Object<T>> {
+        obj.spec.validate()?;
+        let update = SpecUpdate {
+            expected_version: Some(obj.meta.version),
+            labels: obj.meta.labels.clone(),
+            references: obj.spec.references(),
+            spec: serde_json::to_value(&obj.spec)?,
+        };
+        Object::from_raw(self.store.update(T::KIND, obj.meta.id, update).await?)
+    }
+
+    /// Writes `obj`'s status if its `meta.version` is still current.
+    pub async fn update_status(&self, obj: &Object<T>) -> Result<Object<T>> {
+        let write = StatusWrite {
+            expected_version: Some(obj.meta.version),
+            fence: None,
+            status: obj.to_raw()?.status,
+        };
+        Object::from_raw(
+            self.store
+                .update_status(T::KIND, obj.meta.id, write)
+                .await?,
+        )
+    }
+
+    /// Polls the object until `done` holds for it (every 10 ms, on tokio's clock). Wrap in
+    /// `tokio::time::timeout` to bound the wait. `NotFound` if the object disappears.
+    pub async fn wait_until(
+        &self,
+        id: ObjectId,
+        mut done: impl FnMut(&Object<T>) -> bool + Send,
+    ) -> Result<Object<T>> {
+        loop {
+            let obj = self.get(id).await?;
+            if done(&obj) {
+                return Ok(obj);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Polls until the object is gone (its deletion finished).
+    pub async fn wait_until_gone(&self, id: ObjectId) -> Result<()> {
+        loop {
+            match self.store.get(T::KIND, id).await {
+                Err(err) if err.kind() == crate::ErrorKind::NotFound => return Ok(()),
+                Err(err) => return Err(err),
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    /// Schedules deletion: the controller cleans up, then the object disappears.
+    pub async fn delete(&self, id: ObjectId) -> Result<Object<T>> {
+        Object::from_raw(self.store.schedule_deletion(T::KIND, id, None).await?)
+    }
+}
