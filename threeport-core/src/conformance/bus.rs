@@ -1,0 +1,254 @@
+//! The [`Bus`] contract.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Timing, unique_name};
+use crate::bus::{Bus, Delivery, Notification, Operation, SubscribeOptions, Subscription};
+use crate::error::ErrorKind;
+use crate::object::ObjectId;
+
+/// Runs every bus check.
+pub async fn run(bus: Arc<dyn Bus>, timing: Timing) {
+    notifications_wait_for_the_first_subscriber(&*bus, timing).await;
+    members_of_a_group_compete(&*bus, timing).await;
+    every_group_gets_every_notification_of_its_kinds(&*bus, timing).await;
+    unsettled_deliveries_come_back_after_ack_wait(&*bus, timing).await;
+    in_progress_extends_the_ack_wait(&*bus, timing).await;
+    requeue_after_delays_redelivery(&*bus, timing).await;
+    max_deliveries_bounds_redelivery(&*bus, timing).await;
+    bad_options_are_invalid(&*bus).await;
+}
+
+fn note(kind: &str) -> Notification {
+    Notification {
+        kind: kind.to_owned(),
+        id: ObjectId::new(),
+        operation: Operation::Created,
+        version: 1,
+    }
+}
+
+fn options(kind: &str, timing: Timing) -> SubscribeOptions {
+    SubscribeOptions {
+        group: unique_name("group-"),
+        kinds: vec![kind.to_owned()],
+        ack_wait: timing.unit,
+        max_deliveries: None,
+    }
+}
+
+/// The next delivery within `within`, if any.
+async fn next_within(sub: &mut dyn Subscription, within: Duration) -> Option<Delivery> {
+    match tokio::time::timeout(within, sub.next()).await {
+        Ok(result) => result.expect("next"),
+        Err(_) => None,
+    }
+}
+
+/// Notifications published before a group exists are delivered once it subscribes.
+pub async fn notifications_wait_for_the_first_subscriber(bus: &dyn Bus, timing: Timing) {
+    let kind = unique_name("Conf");
+    let n = note(&kind);
+    bus.publish(n.clone()).await.expect("publish");
+    let mut sub = bus
+        .subscribe(options(&kind, timing))
+        .await
+        .expect("subscribe");
+    let d = next_within(&mut *sub, timing.unit * 10)
+        .await
+        .expect("kept for the first subscriber");
+    assert_eq!(d.notification, n);
+    assert_eq!(d.attempt, 1);
+    d.ack().await.expect("ack");
+}
+
+/// Two members of one group split the notifications: each is delivered to exactly one.
+pub async fn members_of_a_group_compete(bus: &dyn Bus, timing: Timing) {
+    let kind = unique_name("Conf");
+    let opts = SubscribeOptions {
+        ack_wait: timing.unit * 10,
+        ..options(&kind, timing)
+    };
+    let mut a = bus.subscribe(opts.clone()).await.expect("subscribe a");
+    let mut b = bus.subscribe(opts).await.expect("subscribe b");
+    let published: HashSet<ObjectId> = (0..20).map(|_| ObjectId::new()).collect();
+    for id in &published {
+        bus.publish(Notification {
+            id: *id,
+            ..note(&kind)
+        })
+        .await
+        .expect("publish");
+    }
+    let mut seen = Vec::new();
+    let quiet = timing.unit * 2;
+    loop {
+        let got = tokio::select! {
+            d = next_within(&mut *a, quiet) => d,
+            d = next_within(&mut *b, quiet) => d,
+        };
+        match got {
+            Some(d) => {
+                seen.push(d.notification.id);
+                d.ack().await.expect("ack");
+            }
+            None => break,
+        }
+    }
+    let unique: HashSet<ObjectId> = seen.iter().copied().collect();
+    assert_eq!(unique, published, "every notification delivered");
+    assert_eq!(
+        seen.len(),
+        published.len(),
+        "no notification delivered twice"
+    );
+}
+
+/// Groups each get every notification of their kinds, and nothing of other kinds.
+pub async fn every_group_gets_every_notification_of_its_kinds(bus: &dyn Bus, timing: Timing) {
+    let kind = unique_name("Conf");
+    let other = unique_name("Conf");
+    let mut g1 = bus.subscribe(options(&kind, timing)).await.expect("g1");
+    let mut g2 = bus.subscribe(options(&kind, timing)).await.expect("g2");
+    let mut g3 = bus.subscribe(options(&other, timing)).await.expect("g3");
+    let n = note(&kind);
+    bus.publish(n.clone()).await.expect("publish");
+    for sub in [&mut g1, &mut g2] {
+        let d = next_within(&mut **sub, timing.unit * 10)
+            .await
+            .expect("each group gets it");
+        assert_eq!(d.notification, n);
+        d.ack().await.expect("ack");
+    }
+    assert!(
+        next_within(&mut *g3, timing.unit).await.is_none(),
+        "other kinds stay out"
+    );
+}
+
+/// A delivery neither acked nor requeued comes back after ack-wait with a higher attempt.
+pub async fn unsettled_deliveries_come_back_after_ack_wait(bus: &dyn Bus, timing: Timing) {
+    let kind = unique_name("Conf");
+    let mut sub = bus
+        .subscribe(options(&kind, timing))
+        .await
+        .expect("subscribe");
+    let n = note(&kind);
+    bus.publish(n.clone()).await.expect("publish");
+    let first = next_within(&mut *sub, timing.unit * 10)
+        .await
+        .expect("first delivery");
+    assert_eq!(first.attempt, 1);
+    let second = next_within(&mut *sub, timing.unit * 10)
+        .await
+        .expect("redelivered after ack-wait");
+    assert_eq!(second.notification, n);
+    assert_eq!(second.attempt, 2, "redelivery counts the attempt");
+    second.ack().await.expect("ack");
+    drop(first);
+    assert!(
+        next_within(&mut *sub, timing.unit * 3).await.is_none(),
+        "acked means gone"
+    );
+}
+
+/// `in_progress` restarts the ack-wait, so a long job keeps its delivery.
+pub async fn in_progress_extends_the_ack_wait(bus: &dyn Bus, timing: Timing) {
+    let kind = unique_name("Conf");
+    let mut sub = bus
+        .subscribe(options(&kind, timing))
+        .await
+        .expect("subscribe");
+    bus.publish(note(&kind)).await.expect("publish");
+    let d = next_within(&mut *sub, timing.unit * 10)
+        .await
+        .expect("delivery");
+    for _ in 0..6 {
+        tokio::time::sleep(timing.unit / 3).await;
+        d.in_progress().await.expect("in progress");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), sub.next())
+                .await
+                .is_err(),
+            "redelivered while in progress"
+        );
+    }
+    d.ack().await.expect("ack");
+    assert!(
+        next_within(&mut *sub, timing.unit * 3).await.is_none(),
+        "acked means gone"
+    );
+}
+
+/// `requeue_after(d)` hides the notification for `d`, then delivers it as a fresh attempt.
+pub async fn requeue_after_delays_redelivery(bus: &dyn Bus, timing: Timing) {
+    let kind = unique_name("Conf");
+    let opts = SubscribeOptions {
+        ack_wait: timing.unit * 10,
+        ..options(&kind, timing)
+    };
+    let mut sub = bus.subscribe(opts).await.expect("subscribe");
+    let n = note(&kind);
+    bus.publish(n.clone()).await.expect("publish");
+    let d = next_within(&mut *sub, timing.unit * 10)
+        .await
+        .expect("delivery");
+    let delay = timing.unit * 3;
+    let requeued_at = tokio::time::Instant::now();
+    d.requeue_after(delay).await.expect("requeue");
+    let again = next_within(&mut *sub, timing.unit * 20)
+        .await
+        .expect("comes back");
+    assert!(
+        requeued_at.elapsed() >= delay,
+        "came back after {:?}, before the {delay:?} delay",
+        requeued_at.elapsed()
+    );
+    assert_eq!(again.notification.id, n.id);
+    assert_eq!(again.attempt, 1, "a requeue starts the attempt count anew");
+    again.ack().await.expect("ack");
+}
+
+/// With `max_deliveries: Some(n)`, an unsettled notification is delivered n times, no more.
+pub async fn max_deliveries_bounds_redelivery(bus: &dyn Bus, timing: Timing) {
+    let kind = unique_name("Conf");
+    let opts = SubscribeOptions {
+        max_deliveries: Some(2),
+        ..options(&kind, timing)
+    };
+    let mut sub = bus.subscribe(opts).await.expect("subscribe");
+    bus.publish(note(&kind)).await.expect("publish");
+    let mut attempts = Vec::new();
+    while let Some(d) = next_within(&mut *sub, timing.unit * 5).await {
+        attempts.push(d.attempt);
+    }
+    assert_eq!(attempts, [1, 2], "delivered exactly max_deliveries times");
+}
+
+/// Subscriptions without kinds, with a bad kind, or with a zero ack-wait are `Invalid`.
+pub async fn bad_options_are_invalid(bus: &dyn Bus) {
+    let kind = unique_name("Conf");
+    let timing = Timing::default();
+    let cases = [
+        SubscribeOptions {
+            kinds: vec![],
+            ..options(&kind, timing)
+        },
+        SubscribeOptions {
+            kinds: vec!["no.dots".into()],
+            ..options(&kind, timing)
+        },
+        SubscribeOptions {
+            ack_wait: Duration::ZERO,
+            ..options(&kind, timing)
+        },
+    ];
+    for opts in cases {
+        match bus.subscribe(opts.clone()).await {
+            Err(err) => assert_eq!(err.kind(), ErrorKind::Invalid, "{opts:?}: {err}"),
+            Ok(_) => panic!("subscribe accepted invalid options {opts:?}"),
+        }
+    }
+}
