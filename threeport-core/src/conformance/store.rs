@@ -226,10 +226,12 @@ pub async fn status_writes_bump_version_only_and_honour_fences(store: &dyn Store
         .await
         .expect("create");
     let id = obj.meta.id;
-    let mut status = Status::<serde_json::Value>::default();
-    status.state = LifecycleState::Reconciled;
-    status.observed_generation = 1;
-    status.details = json!({"endpoint": "https://x"});
+    let mut status = Status::<serde_json::Value> {
+        state: LifecycleState::Reconciled,
+        observed_generation: 1,
+        details: json!({"endpoint": "https://x"}),
+        ..Default::default()
+    };
     status.set_condition("Ready", ConditionStatus::True, "Reconciled", "");
     let write = |expected: Option<u64>, fence: Option<u64>, status: &Status<serde_json::Value>| {
         StatusWrite {
