@@ -592,18 +592,29 @@ async fn reconciles_past_the_timeout_are_cut_off_and_retried() {
     );
 }
 
-/// A locker that claims renewals succeed without renewing: the holder's lease silently
-/// expires, as after a long process pause.
+/// How a [`FaultyLocker`] mishandles renewals.
+#[derive(Debug, Clone, Copy)]
+enum RenewFault {
+    /// Claims success without renewing: the lease silently expires, as after a process pause.
+    Lie,
+    /// Fails every renewal, as when the lock service is unreachable.
+    Fail,
+}
+
+/// A memory locker with faulty renewals.
 #[derive(Debug)]
-struct LyingLocker(Arc<MemoryLocker>);
+struct FaultyLocker(Arc<MemoryLocker>, RenewFault);
 
 #[async_trait]
-impl Locker for LyingLocker {
+impl Locker for FaultyLocker {
     async fn acquire(&self, key: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
         self.0.acquire(key, holder, ttl).await
     }
     async fn renew(&self, lease: &Lease) -> Result<Lease> {
-        Ok(lease.clone())
+        match self.1 {
+            RenewFault::Lie => Ok(lease.clone()),
+            RenewFault::Fail => Err(Error::unavailable("lock service unreachable")),
+        }
     }
     async fn release(&self, lease: &Lease) -> Result<()> {
         self.0.release(lease).await
@@ -621,7 +632,7 @@ async fn an_expired_lease_is_taken_over_and_the_old_holders_write_is_fenced_off(
     };
     // Replica "stale" believes it renews, but its lease runs out; its reconcile is slow.
     let stale_backends = Backends {
-        locker: Arc::new(LyingLocker(h.memory.locker.clone())),
+        locker: Arc::new(FaultyLocker(h.memory.locker.clone(), RenewFault::Lie)),
         ..h.memory.backends()
     };
     let (stale_metrics, _) = h.start_on(
@@ -662,29 +673,12 @@ async fn an_expired_lease_is_taken_over_and_the_old_holders_write_is_fenced_off(
     assert_eq!(end.status.observed_generation, 2);
 }
 
-/// A locker whose renewals fail: the runtime must abandon the reconcile.
-#[derive(Debug)]
-struct PartitionedLocker(Arc<MemoryLocker>);
-
-#[async_trait]
-impl Locker for PartitionedLocker {
-    async fn acquire(&self, key: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
-        self.0.acquire(key, holder, ttl).await
-    }
-    async fn renew(&self, _lease: &Lease) -> Result<Lease> {
-        Err(Error::unavailable("lock service unreachable"))
-    }
-    async fn release(&self, lease: &Lease) -> Result<()> {
-        self.0.release(lease).await
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_reconcile_whose_lease_cannot_be_renewed_is_abandoned() {
     let h = Harness::new();
     let probe = Arc::new(Probe::default());
     let backends = Backends {
-        locker: Arc::new(PartitionedLocker(h.memory.locker.clone())),
+        locker: Arc::new(FaultyLocker(h.memory.locker.clone(), RenewFault::Fail)),
         ..h.memory.backends()
     };
     let (metrics, _) = h.start_on(

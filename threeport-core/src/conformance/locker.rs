@@ -15,15 +15,25 @@ pub async fn run(locker: Arc<dyn Locker>, timing: Timing) {
     concurrent_acquires_yield_one_holder(locker.clone(), timing).await;
 }
 
+/// Acquires a lease that must be free.
+async fn take(
+    locker: &dyn Locker,
+    key: &str,
+    holder: &str,
+    ttl: std::time::Duration,
+) -> crate::lock::Lease {
+    locker
+        .acquire(key, holder, ttl)
+        .await
+        .expect("acquire")
+        .unwrap_or_else(|| panic!("{key} must be free for {holder}"))
+}
+
 /// A held key cannot be taken by anyone else; other keys are independent.
 pub async fn one_holder_at_a_time(locker: &dyn Locker, timing: Timing) {
     let key = unique_name("k");
     let ttl = timing.unit * 5;
-    let lease = locker
-        .acquire(&key, "a", ttl)
-        .await
-        .expect("acquire")
-        .expect("free key");
+    let lease = take(locker, &key, "a", ttl).await;
     assert_eq!(
         (lease.key.as_str(), lease.holder.as_str()),
         (key.as_str(), "a")
@@ -55,11 +65,7 @@ pub async fn one_holder_at_a_time(locker: &dyn Locker, timing: Timing) {
 pub async fn renewal_keeps_the_lease_past_its_ttl(locker: &dyn Locker, timing: Timing) {
     let key = unique_name("k");
     let ttl = timing.unit * 2;
-    let mut lease = locker
-        .acquire(&key, "a", ttl)
-        .await
-        .expect("acquire")
-        .expect("free");
+    let mut lease = take(locker, &key, "a", ttl).await;
     for _ in 0..4 {
         tokio::time::sleep(timing.unit).await;
         let renewed = locker.renew(&lease).await.expect("renew within ttl");
@@ -87,11 +93,7 @@ pub async fn expired_leases_are_taken_over_with_a_larger_token(
 ) {
     let key = unique_name("k");
     let ttl = timing.unit;
-    let old = locker
-        .acquire(&key, "a", ttl)
-        .await
-        .expect("acquire")
-        .expect("free");
+    let old = take(locker, &key, "a", ttl).await;
     tokio::time::sleep(ttl * 3).await;
     let new = locker
         .acquire(&key, "b", timing.unit * 10)
@@ -130,11 +132,7 @@ pub async fn expired_leases_are_taken_over_with_a_larger_token(
 pub async fn release_frees_and_is_idempotent(locker: &dyn Locker, timing: Timing) {
     let key = unique_name("k");
     let ttl = timing.unit * 10;
-    let lease = locker
-        .acquire(&key, "a", ttl)
-        .await
-        .expect("acquire")
-        .expect("free");
+    let lease = take(locker, &key, "a", ttl).await;
     locker.release(&lease).await.expect("release");
     locker.release(&lease).await.expect("release again");
     let next = locker
