@@ -1,0 +1,686 @@
+//! [`PgStore`]: the production backend, on PostgreSQL or CockroachDB.
+//!
+//! Desired-state writes and their outbox rows go in one statement (a data-modifying CTE) or one
+//! transaction; lease deadlines use the database clock, so every replica agrees on expiry.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use threeport_core::object::{validate_kind, validate_labels, validate_name};
+use threeport_core::{
+    Error, Lease, ListPage, ListQuery, Locker, NewObject, Notification, ObjectId, ObjectMeta,
+    Outbox, OutboxEntry, RawObject, Reference, Result, SpecUpdate, Status, StatusWrite, Store,
+};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::ConnectOptions;
+use crate::sql::{OpResult, as_i64, as_u64, map_sql_error, micros, parse_operation, with_retry};
+
+/// The object columns, in the order [`decode`] reads them by name.
+macro_rules! columns {
+    () => {
+        "id, kind, name, version, generation, created_at, updated_at, deletion_scheduled_at, \
+         labels, refs, spec, status"
+    };
+}
+
+/// The outbox insert that accompanies a write CTE named `written`.
+macro_rules! notify {
+    ($operation:literal) => {
+        concat!(
+            "notified AS (INSERT INTO threeport_outbox (kind, object_id, operation, version) \
+             SELECT kind, id, '",
+            $operation,
+            "', version FROM written)"
+        )
+    };
+}
+
+/// Explicit transactions run serializable, as CockroachDB always does, so contention shows up
+/// the same way (SQLSTATE 40001, retried) on both.
+const BEGIN: &str = "BEGIN ISOLATION LEVEL SERIALIZABLE";
+
+/// Store, outbox and locker on PostgreSQL or CockroachDB. Cheap to clone (a pool handle).
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    /// Woken by this process's own writes, so an in-process relay does not wait for its poll.
+    outbox_wake: Arc<Notify>,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user:pass@host:port/db?sslmode=verify-full&sslrootcert=…`)
+    /// and applies the embedded migrations.
+    ///
+    /// Errors name the problem: a malformed URL (`Invalid`, field `database_url`), an
+    /// unreachable server (`Unavailable`), a schema newer than this binary (`Invalid`, field
+    /// `database`).
+    pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Self> {
+        let connect = PgConnectOptions::from_str(url).map_err(|e| {
+            Error::invalid("database_url", format!("malformed PostgreSQL URL: {e}"))
+        })?;
+        let target = format!(
+            "{}:{}/{}",
+            connect.get_host(),
+            connect.get_port(),
+            connect.get_database().unwrap_or("(default database)")
+        );
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.connect_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|e| {
+                Error::unavailable(format!("cannot connect to PostgreSQL at {target}: {e}"))
+            })?;
+        let store = PgStore {
+            pool,
+            outbox_wake: Arc::new(Notify::new()),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The connection pool, for diagnostics and benchmarks.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the embedded migrations; idempotent, and safe with several processes starting
+    /// at once (they take turns on a guard row: CockroachDB has no advisory locks).
+    pub async fn migrate(&self) -> Result<()> {
+        let holder = Uuid::now_v7().to_string();
+        self.take_migration_guard(&holder).await?;
+        let mut migrator = sqlx::migrate!("migrations/postgres");
+        migrator.set_locking(false);
+        let result = migrator.run(&self.pool).await;
+        let release =
+            sqlx::query("DELETE FROM threeport_migration_guard WHERE id = 1 AND holder = $1")
+                .bind(&holder)
+                .execute(&self.pool)
+                .await;
+        if let Err(err) = release {
+            tracing::warn!(error = %err, "releasing the migration guard failed; it expires in 5 minutes");
+        }
+        result.map_err(|err| crate::migrate_error(err, &migrator))
+    }
+
+    async fn take_migration_guard(&self, holder: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            // Concurrent CREATE TABLE IF NOT EXISTS can collide in the catalog: retried below.
+            let created = sqlx::query(
+                "CREATE TABLE IF NOT EXISTS threeport_migration_guard \
+                 (id INT PRIMARY KEY, holder TEXT NOT NULL, expires_at TIMESTAMPTZ NOT NULL)",
+            )
+            .execute(&self.pool)
+            .await;
+            let taken = match created {
+                Ok(_) => sqlx::query(
+                    "INSERT INTO threeport_migration_guard (id, holder, expires_at) \
+                     VALUES (1, $1, now() + INTERVAL '5 minutes') \
+                     ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+                     WHERE threeport_migration_guard.expires_at < now() RETURNING id",
+                )
+                .bind(holder)
+                .fetch_optional(&self.pool)
+                .await
+                .map(|row| row.is_some()),
+                Err(err) => Err(err),
+            };
+            match taken {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(sqlx::Error::Database(db))
+                    if matches!(db.code().as_deref(), Some("23505" | "42P07" | "40001")) => {}
+                Err(err) => return Err(map_sql_error("taking the migration guard", err)),
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::unavailable(
+                    "another process has been migrating the database for 5 minutes",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn wrote(&self) {
+        self.outbox_wake.notify_one();
+    }
+}
+
+fn decode(row: &PgRow) -> OpResult<RawObject> {
+    Ok(RawObject {
+        meta: ObjectMeta {
+            id: ObjectId(row.try_get("id")?),
+            kind: row.try_get("kind")?,
+            name: row.try_get("name")?,
+            version: as_u64(row.try_get("version")?),
+            generation: as_u64(row.try_get("generation")?),
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            deletion_scheduled_at: row.try_get("deletion_scheduled_at")?,
+            labels: row.try_get::<Json<_>, _>("labels")?.0,
+            references: row.try_get::<Json<_>, _>("refs")?.0,
+        },
+        spec: row.try_get::<Json<Value>, _>("spec")?.0,
+        status: row.try_get::<Json<Status<Value>>, _>("status")?.0,
+    })
+}
+
+/// References must point at existing, live objects of the named kind. Locks them (FOR SHARE)
+/// so a concurrent deletion waits for this transaction and then sees the new reference.
+async fn check_references(
+    tx: &mut Transaction<'_, Postgres>,
+    references: &[Reference],
+) -> OpResult<()> {
+    let ids: Vec<Uuid> = references.iter().map(|r| r.id.0).collect();
+    let rows = sqlx::query(
+        "SELECT id, kind, deletion_scheduled_at IS NOT NULL AS deleting \
+         FROM threeport_objects WHERE id = ANY($1) FOR SHARE",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut found = HashMap::new();
+    for row in &rows {
+        let id: Uuid = row.try_get("id")?;
+        found.insert(
+            id,
+            (
+                row.try_get::<String, _>("kind")?,
+                row.try_get::<bool, _>("deleting")?,
+            ),
+        );
+    }
+    for r in references {
+        let field = format!("spec.{}", r.field);
+        match found.get(&r.id.0) {
+            Some((kind, false)) if *kind == r.kind => {}
+            Some((kind, true)) if *kind == r.kind => {
+                return Err(Error::invalid(
+                    field,
+                    format!("references {} {} which is being deleted", r.kind, r.id),
+                )
+                .into());
+            }
+            _ => {
+                return Err(Error::invalid(
+                    field,
+                    format!("references {} {} which does not exist", r.kind, r.id),
+                )
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why a conditional write matched no row: gone, version moved, or being deleted.
+async fn explain_miss(
+    pool: &PgPool,
+    kind: &str,
+    id: ObjectId,
+    expected: Option<u64>,
+    fence: Option<u64>,
+) -> OpResult<Error> {
+    let row = sqlx::query(
+        "SELECT version, fence, deletion_scheduled_at IS NOT NULL AS deleting \
+         FROM threeport_objects WHERE kind = $1 AND id = $2",
+    )
+    .bind(kind)
+    .bind(id.0)
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Error::not_found(kind, id));
+    };
+    let version = as_u64(row.try_get("version")?);
+    let stored_fence = as_u64(row.try_get("fence")?);
+    if let Some(expected) = expected.filter(|v| *v != version) {
+        return Ok(Error::conflict(format!(
+            "{kind} {id} is at version {version}, not {expected}"
+        )));
+    }
+    if let Some(token) = fence.filter(|t| *t < stored_fence) {
+        return Ok(Error::conflict(format!(
+            "stale fencing token {token} for {kind} {id}: a newer lease holder ({stored_fence}) wrote since"
+        )));
+    }
+    if row.try_get::<bool, _>("deleting")? {
+        return Ok(Error::conflict(format!(
+            "{kind} {id} is being deleted; its desired state can no longer change"
+        )));
+    }
+    // The row changed between the write and this read: report it as a lost race.
+    Ok(Error::conflict(format!(
+        "{kind} {id} changed concurrently; retry"
+    )))
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create(&self, new: NewObject) -> Result<RawObject> {
+        validate_kind(&new.kind)?;
+        validate_name("name", &new.name)?;
+        validate_labels(&new.labels)?;
+        let id = ObjectId::new();
+        const SQL: &str = concat!(
+            "WITH written AS (INSERT INTO threeport_objects \
+             (id, kind, name, version, generation, created_at, updated_at, labels, refs, spec, status) \
+             VALUES ($1, $2, $3, 1, 1, now(), now(), $4, $5, $6, $7) \
+             ON CONFLICT (kind, name) DO NOTHING RETURNING ",
+            columns!(),
+            "), ",
+            notify!("created"),
+            " SELECT ",
+            columns!(),
+            " FROM written"
+        );
+        let status = Json(Status::<Value>::default());
+        let raw = with_retry("create", || async {
+            let query = sqlx::query(SQL)
+                .bind(id.0)
+                .bind(&new.kind)
+                .bind(&new.name)
+                .bind(Json(&new.labels))
+                .bind(Json(&new.references))
+                .bind(Json(&new.spec))
+                .bind(&status);
+            // Without references one autocommitted statement suffices: one round trip.
+            let row = if new.references.is_empty() {
+                query.fetch_optional(&self.pool).await?
+            } else {
+                let mut tx = self.pool.begin_with(BEGIN).await?;
+                check_references(&mut tx, &new.references).await?;
+                let row = query.fetch_optional(&mut *tx).await?;
+                tx.commit().await?;
+                row
+            };
+            match row {
+                Some(row) => decode(&row),
+                None => Err(Error::AlreadyExists {
+                    kind: new.kind.clone(),
+                    name: new.name.clone(),
+                }
+                .into()),
+            }
+        })
+        .await?;
+        self.wrote();
+        Ok(raw)
+    }
+
+    async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM threeport_objects WHERE kind = $1 AND id = $2"
+        );
+        with_retry("get", || async {
+            match sqlx::query(SQL)
+                .bind(kind)
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?
+            {
+                Some(row) => decode(&row),
+                None => Err(Error::not_found(kind, id).into()),
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, kind: &str, query: &ListQuery) -> Result<ListPage> {
+        validate_kind(kind)?;
+        query.validate()?;
+        let labels = Json(&query.labels);
+        let refs: Vec<Value> = query
+            .references
+            .iter()
+            .map(|(field, id)| json!({"field": field, "id": id}))
+            .collect();
+        let limit = i64::try_from(query.limit + 1).unwrap_or(i64::MAX);
+        let mut items = with_retry("list", || async {
+            let mut sql = QueryBuilder::<Postgres>::new(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM threeport_objects WHERE kind = "
+            ));
+            sql.push_bind(kind);
+            if let Some(after) = query.after {
+                sql.push(" AND id > ").push_bind(after.0);
+            }
+            if let Some(name) = &query.name {
+                sql.push(" AND name = ").push_bind(name);
+            }
+            if !query.labels.is_empty() {
+                sql.push(" AND labels @> ").push_bind(&labels);
+            }
+            if !refs.is_empty() {
+                sql.push(" AND refs @> ").push_bind(Json(&refs));
+            }
+            sql.push(" ORDER BY id LIMIT ").push_bind(limit);
+            let rows = sql.build().fetch_all(&self.pool).await?;
+            rows.iter().map(decode).collect::<OpResult<Vec<_>>>()
+        })
+        .await?;
+        let next = if items.len() > query.limit {
+            items.truncate(query.limit);
+            items.last().map(|o| o.meta.id)
+        } else {
+            None
+        };
+        Ok(ListPage { items, next })
+    }
+
+    async fn update(&self, kind: &str, id: ObjectId, update: SpecUpdate) -> Result<RawObject> {
+        validate_labels(&update.labels)?;
+        if update.references.iter().any(|r| r.id == id) {
+            return Err(Error::invalid("spec", "an object cannot reference itself"));
+        }
+        let expected = update.expected_version.map(as_i64).transpose()?;
+        const SQL: &str = concat!(
+            "WITH written AS (UPDATE threeport_objects SET spec = $3, labels = $4, refs = $5, \
+             version = version + 1, generation = generation + 1, updated_at = now() \
+             WHERE kind = $1 AND id = $2 AND ($6::BIGINT IS NULL OR version = $6) \
+             AND deletion_scheduled_at IS NULL RETURNING ",
+            columns!(),
+            "), ",
+            notify!("updated"),
+            " SELECT ",
+            columns!(),
+            " FROM written"
+        );
+        let raw = with_retry("update", || async {
+            let query = sqlx::query(SQL)
+                .bind(kind)
+                .bind(id.0)
+                .bind(Json(&update.spec))
+                .bind(Json(&update.labels))
+                .bind(Json(&update.references))
+                .bind(expected);
+            let row = if update.references.is_empty() {
+                query.fetch_optional(&self.pool).await?
+            } else {
+                let mut tx = self.pool.begin_with(BEGIN).await?;
+                check_references(&mut tx, &update.references).await?;
+                let row = query.fetch_optional(&mut *tx).await?;
+                tx.commit().await?;
+                row
+            };
+            match row {
+                Some(row) => decode(&row),
+                None => Err(
+                    explain_miss(&self.pool, kind, id, update.expected_version, None)
+                        .await?
+                        .into(),
+                ),
+            }
+        })
+        .await?;
+        self.wrote();
+        Ok(raw)
+    }
+
+    async fn update_status(
+        &self,
+        kind: &str,
+        id: ObjectId,
+        write: StatusWrite,
+    ) -> Result<RawObject> {
+        let expected = write.expected_version.map(as_i64).transpose()?;
+        let fence = write.fence.map(as_i64).transpose()?;
+        const SQL: &str = concat!(
+            "UPDATE threeport_objects SET status = $3, version = version + 1, updated_at = now(), \
+             fence = GREATEST(fence, COALESCE($5::BIGINT, fence)) \
+             WHERE kind = $1 AND id = $2 AND ($4::BIGINT IS NULL OR version = $4) \
+             AND ($5::BIGINT IS NULL OR fence <= $5) RETURNING ",
+            columns!()
+        );
+        with_retry("update_status", || async {
+            let row = sqlx::query(SQL)
+                .bind(kind)
+                .bind(id.0)
+                .bind(Json(&write.status))
+                .bind(expected)
+                .bind(fence)
+                .fetch_optional(&self.pool)
+                .await?;
+            match row {
+                Some(row) => decode(&row),
+                None => {
+                    Err(
+                        explain_miss(&self.pool, kind, id, write.expected_version, write.fence)
+                            .await?
+                            .into(),
+                    )
+                }
+            }
+        })
+        .await
+    }
+
+    async fn schedule_deletion(
+        &self,
+        kind: &str,
+        id: ObjectId,
+        expected_version: Option<u64>,
+    ) -> Result<RawObject> {
+        const SELECT: &str = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM threeport_objects WHERE kind = $1 AND id = $2 FOR UPDATE"
+        );
+        const SQL: &str = concat!(
+            "WITH written AS (UPDATE threeport_objects SET deletion_scheduled_at = now(), \
+             version = version + 1, generation = generation + 1, updated_at = now(), \
+             status = jsonb_set(status, '{state}', '\"deletion_scheduled\"') \
+             WHERE id = $1 RETURNING ",
+            columns!(),
+            "), ",
+            notify!("deleted"),
+            " SELECT ",
+            columns!(),
+            " FROM written"
+        );
+        let (raw, changed) = with_retry("schedule_deletion", || async {
+            let mut tx = self.pool.begin_with(BEGIN).await?;
+            let Some(row) = sqlx::query(SELECT).bind(kind).bind(id.0).fetch_optional(&mut *tx).await? else {
+                return Err(Error::not_found(kind, id).into());
+            };
+            let current = decode(&row)?;
+            if let Some(expected) = expected_version.filter(|v| *v != current.meta.version) {
+                return Err(Error::conflict(format!(
+                    "{kind} {id} is at version {}, not {expected}",
+                    current.meta.version
+                ))
+                .into());
+            }
+            if current.meta.deletion_scheduled_at.is_some() {
+                return Ok((current, false));
+            }
+            let referrer = sqlx::query("SELECT kind, id FROM threeport_objects WHERE refs @> $1 LIMIT 1")
+                .bind(Json(json!([{"id": id}])))
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(r) = referrer {
+                let (ref_kind, ref_id): (String, Uuid) = (r.try_get("kind")?, r.try_get("id")?);
+                return Err(Error::conflict(format!(
+                    "{kind} {id} is still referenced, e.g. by {ref_kind} {ref_id}; delete those first"
+                ))
+                .into());
+            }
+            let row = sqlx::query(SQL).bind(id.0).fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            Ok((decode(&row)?, true))
+        })
+        .await?;
+        if changed {
+            self.wrote();
+        }
+        Ok(raw)
+    }
+
+    async fn remove(&self, kind: &str, id: ObjectId, fence: Option<u64>) -> Result<()> {
+        let token = fence.map(as_i64).transpose()?;
+        with_retry("remove", || async {
+            let deleted = sqlx::query(
+                "DELETE FROM threeport_objects WHERE kind = $1 AND id = $2 \
+                 AND ($3::BIGINT IS NULL OR fence <= $3)",
+            )
+            .bind(kind)
+            .bind(id.0)
+            .bind(token)
+            .execute(&self.pool)
+            .await?;
+            if deleted.rows_affected() == 1 {
+                Ok(())
+            } else {
+                Err(explain_miss(&self.pool, kind, id, None, fence)
+                    .await?
+                    .into())
+            }
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Outbox for PgStore {
+    async fn claim(
+        &self,
+        claimer: &str,
+        limit: usize,
+        claim_for: Duration,
+    ) -> Result<Vec<OutboxEntry>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut entries = with_retry("outbox claim", || async {
+            let rows = sqlx::query(
+                "UPDATE threeport_outbox SET claimed_by = $1, \
+                 claimed_until = now() + $3::BIGINT * INTERVAL '1 microsecond' \
+                 WHERE seq IN (SELECT seq FROM threeport_outbox \
+                   WHERE claimed_until IS NULL OR claimed_until <= now() OR claimed_by = $1 \
+                   ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 RETURNING seq, kind, object_id, operation, version",
+            )
+            .bind(claimer)
+            .bind(limit)
+            .bind(micros(claim_for))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(OutboxEntry {
+                        seq: as_u64(row.try_get("seq")?),
+                        notification: Notification {
+                            kind: row.try_get("kind")?,
+                            id: ObjectId(row.try_get("object_id")?),
+                            operation: parse_operation(row.try_get("operation")?)?,
+                            version: as_u64(row.try_get("version")?),
+                        },
+                    })
+                })
+                .collect::<OpResult<Vec<_>>>()
+        })
+        .await?;
+        entries.sort_by_key(|e| e.seq);
+        Ok(entries)
+    }
+
+    async fn complete(&self, seqs: &[u64]) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let seqs: Vec<i64> = seqs.iter().map(|s| as_i64(*s)).collect::<Result<_>>()?;
+        with_retry("outbox complete", || async {
+            sqlx::query("DELETE FROM threeport_outbox WHERE seq = ANY($1)")
+                .bind(&seqs)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn wait_for_entries(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.outbox_wake.notified()).await;
+    }
+}
+
+#[async_trait]
+impl Locker for PgStore {
+    async fn acquire(&self, key: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
+        if ttl.is_zero() {
+            return Err(Error::invalid("ttl", "must be positive"));
+        }
+        let token = with_retry("lease acquire", || async {
+            let row = sqlx::query(
+                "INSERT INTO threeport_leases (key, holder, token, expires_at) \
+                 VALUES ($1, $2, nextval('threeport_lease_tokens'), now() + $3::BIGINT * INTERVAL '1 microsecond') \
+                 ON CONFLICT (key) DO UPDATE SET holder = excluded.holder, token = excluded.token, \
+                 expires_at = excluded.expires_at WHERE threeport_leases.expires_at <= now() \
+                 RETURNING token",
+            )
+            .bind(key)
+            .bind(holder)
+            .bind(micros(ttl))
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row.map(|r| r.try_get::<i64, _>("token")).transpose()?)
+        })
+        .await?;
+        Ok(token.map(|token| Lease {
+            key: key.to_owned(),
+            holder: holder.to_owned(),
+            token: as_u64(token),
+            ttl,
+        }))
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<Lease> {
+        let token = as_i64(lease.token)?;
+        let renewed = with_retry("lease renew", || async {
+            let row = sqlx::query(
+                "UPDATE threeport_leases SET expires_at = now() + $3::BIGINT * INTERVAL '1 microsecond' \
+                 WHERE key = $1 AND token = $2 AND expires_at > now() RETURNING token",
+            )
+            .bind(&lease.key)
+            .bind(token)
+            .bind(micros(lease.ttl))
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row.is_some())
+        })
+        .await?;
+        if renewed {
+            Ok(lease.clone())
+        } else {
+            Err(Error::conflict(format!(
+                "lease on {:?} (token {}) was lost: it expired or was taken over",
+                lease.key, lease.token
+            )))
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        let token = as_i64(lease.token)?;
+        with_retry("lease release", || async {
+            sqlx::query("DELETE FROM threeport_leases WHERE key = $1 AND token = $2")
+                .bind(&lease.key)
+                .bind(token)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+}

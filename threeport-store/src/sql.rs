@@ -1,0 +1,136 @@
+//! What both SQL backends share: error mapping, retry of serialization failures, and the
+//! encoding of operations.
+
+use std::future::Future;
+use std::time::Duration;
+
+use threeport_core::{Error, Operation};
+
+/// A failed step inside a store operation: a database error (maybe worth retrying) or a
+/// decided API error.
+#[derive(Debug)]
+pub(crate) enum OpError {
+    Sql(sqlx::Error),
+    Api(Error),
+}
+
+impl From<sqlx::Error> for OpError {
+    fn from(err: sqlx::Error) -> Self {
+        OpError::Sql(err)
+    }
+}
+
+impl From<Error> for OpError {
+    fn from(err: Error) -> Self {
+        OpError::Api(err)
+    }
+}
+
+pub(crate) type OpResult<T> = Result<T, OpError>;
+
+/// SQLSTATEs that mean "the transaction lost a race; run it again": serialization failure
+/// (CockroachDB's normal answer to contention) and deadlock.
+const RETRYABLE_STATES: [&str; 2] = ["40001", "40P01"];
+
+/// Transactions retried after losing a race, since the process started (diagnostics, tests).
+static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many transactions this process retried after a serialization failure (SQLSTATE 40001),
+/// deadlock or busy SQLite database.
+pub fn transaction_retries() -> u64 {
+    RETRIES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Attempts before a retryable failure is reported as `Unavailable`.
+const MAX_ATTEMPTS: u32 = 10;
+
+fn is_retryable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db
+            .code()
+            .is_some_and(|code| RETRYABLE_STATES.contains(&code.as_ref()))
+            // SQLite reports a busy database (another writer) as "database is locked".
+            || db.message().contains("database is locked")
+        }
+        _ => false,
+    }
+}
+
+/// Runs `op` until it succeeds, fails for good, or loses the race `MAX_ATTEMPTS` times,
+/// backing off exponentially with jitter between attempts.
+pub(crate) async fn with_retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = OpResult<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match op().await {
+            Ok(value) => return Ok(value),
+            Err(OpError::Api(err)) => return Err(err),
+            Err(OpError::Sql(err)) if is_retryable(&err) && attempt < MAX_ATTEMPTS => {
+                RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let base = Duration::from_millis(2u64 << attempt.min(8));
+                let delay = base.mul_f64(0.5 + fastrand::f64());
+                tracing::debug!(operation = what, attempt, error = %err, ?delay, "transaction conflict; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Err(OpError::Sql(err)) => return Err(map_sql_error(what, err)),
+        }
+    }
+}
+
+/// Maps a database error onto the portable error kinds.
+pub(crate) fn map_sql_error(what: &str, err: sqlx::Error) -> Error {
+    match &err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Error::unavailable(format!("{what}: {err}")),
+        sqlx::Error::Database(db) if is_retryable(&err) => Error::unavailable(format!(
+            "{what}: gave up after {MAX_ATTEMPTS} conflicting attempts: {}",
+            db.message()
+        )),
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            Error::conflict(format!("{what}: {}", db.message()))
+        }
+        _ => Error::backend(format!("{what}: {err}")),
+    }
+}
+
+pub(crate) fn operation_name(operation: Operation) -> &'static str {
+    match operation {
+        Operation::Created => "created",
+        Operation::Updated => "updated",
+        Operation::Deleted => "deleted",
+    }
+}
+
+pub(crate) fn parse_operation(name: &str) -> Result<Operation, Error> {
+    match name {
+        "created" => Ok(Operation::Created),
+        "updated" => Ok(Operation::Updated),
+        "deleted" => Ok(Operation::Deleted),
+        other => Err(Error::backend(format!(
+            "outbox row has unknown operation {other:?}"
+        ))),
+    }
+}
+
+/// A duration as whole microseconds, saturating.
+pub(crate) fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Converts a stored counter; negative values cannot come from this code.
+pub(crate) fn as_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or_default()
+}
+
+/// Converts a counter for storage.
+pub(crate) fn as_i64(v: u64) -> Result<i64, Error> {
+    i64::try_from(v).map_err(|_| Error::invalid("version", "out of range"))
+}
