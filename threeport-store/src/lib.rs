@@ -25,14 +25,14 @@
 
 mod postgres;
 mod sql;
-// mod sqlite;
+mod sqlite;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use postgres::PgStore;
 pub use sql::transaction_retries;
-// pub use sqlite::SqliteStore;
+pub use sqlite::SqliteStore;
 use threeport_core::{Error, Locker, Outbox, Result, Store};
 
 /// Pool settings shared by both backends.
@@ -73,6 +73,13 @@ pub struct SqlBackends {
 pub async fn connect(url: &str, options: &ConnectOptions) -> Result<SqlBackends> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let store = Arc::new(PgStore::connect(url, options).await?);
+        Ok(SqlBackends {
+            store: store.clone(),
+            outbox: store.clone(),
+            locker: store,
+        })
+    } else if url.starts_with("sqlite:") {
+        let store = Arc::new(SqliteStore::connect(url, options).await?);
         Ok(SqlBackends {
             store: store.clone(),
             outbox: store.clone(),

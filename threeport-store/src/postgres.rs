@@ -22,7 +22,9 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::ConnectOptions;
-use crate::sql::{OpResult, as_i64, as_u64, map_sql_error, micros, parse_operation, with_retry};
+use crate::sql::{
+    self, OpResult, RowState, as_i64, as_u64, map_sql_error, micros, parse_operation, with_retry,
+};
 
 /// The object columns, in the order [`decode`] reads them by name.
 macro_rules! columns {
@@ -176,8 +178,8 @@ fn decode(row: &PgRow) -> OpResult<RawObject> {
     })
 }
 
-/// References must point at existing, live objects of the named kind. Locks them (FOR SHARE)
-/// so a concurrent deletion waits for this transaction and then sees the new reference.
+/// Resolves references, locking the targets (FOR SHARE) so a concurrent deletion waits for
+/// this transaction and then sees the new reference.
 async fn check_references(
     tx: &mut Transaction<'_, Postgres>,
     references: &[Reference],
@@ -192,39 +194,15 @@ async fn check_references(
     .await?;
     let mut found = HashMap::new();
     for row in &rows {
-        let id: Uuid = row.try_get("id")?;
         found.insert(
-            id,
-            (
-                row.try_get::<String, _>("kind")?,
-                row.try_get::<bool, _>("deleting")?,
-            ),
+            row.try_get::<Uuid, _>("id")?,
+            (row.try_get("kind")?, row.try_get("deleting")?),
         );
     }
-    for r in references {
-        let field = format!("spec.{}", r.field);
-        match found.get(&r.id.0) {
-            Some((kind, false)) if *kind == r.kind => {}
-            Some((kind, true)) if *kind == r.kind => {
-                return Err(Error::invalid(
-                    field,
-                    format!("references {} {} which is being deleted", r.kind, r.id),
-                )
-                .into());
-            }
-            _ => {
-                return Err(Error::invalid(
-                    field,
-                    format!("references {} {} which does not exist", r.kind, r.id),
-                )
-                .into());
-            }
-        }
-    }
-    Ok(())
+    Ok(sql::check_references(references, &found)?)
 }
 
-/// Why a conditional write matched no row: gone, version moved, or being deleted.
+/// Why a conditional write matched no row.
 async fn explain_miss(
     pool: &PgPool,
     kind: &str,
@@ -240,30 +218,15 @@ async fn explain_miss(
     .bind(id.0)
     .fetch_optional(pool)
     .await?;
-    let Some(row) = row else {
-        return Ok(Error::not_found(kind, id));
+    let state = match row {
+        Some(row) => Some(RowState {
+            version: as_u64(row.try_get("version")?),
+            fence: as_u64(row.try_get("fence")?),
+            deleting: row.try_get("deleting")?,
+        }),
+        None => None,
     };
-    let version = as_u64(row.try_get("version")?);
-    let stored_fence = as_u64(row.try_get("fence")?);
-    if let Some(expected) = expected.filter(|v| *v != version) {
-        return Ok(Error::conflict(format!(
-            "{kind} {id} is at version {version}, not {expected}"
-        )));
-    }
-    if let Some(token) = fence.filter(|t| *t < stored_fence) {
-        return Ok(Error::conflict(format!(
-            "stale fencing token {token} for {kind} {id}: a newer lease holder ({stored_fence}) wrote since"
-        )));
-    }
-    if row.try_get::<bool, _>("deleting")? {
-        return Ok(Error::conflict(format!(
-            "{kind} {id} is being deleted; its desired state can no longer change"
-        )));
-    }
-    // The row changed between the write and this read: report it as a lost race.
-    Ok(Error::conflict(format!(
-        "{kind} {id} changed concurrently; retry"
-    )))
+    Ok(sql::explain_miss(kind, id, state, expected, fence))
 }
 
 #[async_trait]

@@ -4,7 +4,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use threeport_core::{Error, Operation};
+use std::collections::HashMap;
+
+use threeport_core::{Error, ObjectId, Operation, Reference};
 
 /// A failed step inside a store operation: a database error (maybe worth retrying) or a
 /// decided API error.
@@ -133,4 +135,71 @@ pub(crate) fn as_u64(v: i64) -> u64 {
 /// Converts a counter for storage.
 pub(crate) fn as_i64(v: u64) -> Result<i64, Error> {
     i64::try_from(v).map_err(|_| Error::invalid("version", "out of range"))
+}
+
+/// The stored facts that explain why a conditional write matched no row.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowState {
+    pub version: u64,
+    pub fence: u64,
+    pub deleting: bool,
+}
+
+/// Why a conditional write of `kind`/`id` matched no row: gone, version moved, stale fence,
+/// or being deleted.
+pub(crate) fn explain_miss(
+    kind: &str,
+    id: ObjectId,
+    row: Option<RowState>,
+    expected: Option<u64>,
+    fence: Option<u64>,
+) -> Error {
+    let Some(row) = row else {
+        return Error::not_found(kind, id);
+    };
+    if let Some(expected) = expected.filter(|v| *v != row.version) {
+        return Error::conflict(format!(
+            "{kind} {id} is at version {}, not {expected}",
+            row.version
+        ));
+    }
+    if let Some(token) = fence.filter(|t| *t < row.fence) {
+        return Error::conflict(format!(
+            "stale fencing token {token} for {kind} {id}: a newer lease holder ({}) wrote since",
+            row.fence
+        ));
+    }
+    if row.deleting {
+        return Error::conflict(format!(
+            "{kind} {id} is being deleted; its desired state can no longer change"
+        ));
+    }
+    Error::conflict(format!("{kind} {id} changed concurrently; retry"))
+}
+
+/// Checks references against the referenced rows found (id → kind, being deleted): each must
+/// exist with the named kind and not be on its way out. The error names the spec field.
+pub(crate) fn check_references(
+    references: &[Reference],
+    found: &HashMap<uuid::Uuid, (String, bool)>,
+) -> Result<(), Error> {
+    for r in references {
+        let field = format!("spec.{}", r.field);
+        match found.get(&r.id.0) {
+            Some((kind, false)) if *kind == r.kind => {}
+            Some((kind, true)) if *kind == r.kind => {
+                return Err(Error::invalid(
+                    field,
+                    format!("references {} {} which is being deleted", r.kind, r.id),
+                ));
+            }
+            _ => {
+                return Err(Error::invalid(
+                    field,
+                    format!("references {} {} which does not exist", r.kind, r.id),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

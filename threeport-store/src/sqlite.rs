@@ -1,1 +1,611 @@
+//! [`SqliteStore`]: the embedded default, one file (or memory) and no server.
+//!
+//! Writes run in `BEGIN IMMEDIATE` transactions (SQLite has one writer at a time; taking the
+//! write lock up front avoids upgrade deadlocks), and a busy database is retried. Deadlines of
+//! leases and outbox claims use this machine's clock, which every process sharing the file has.
 
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
+use sqlx::types::Json;
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use threeport_core::object::{now, validate_kind, validate_labels, validate_name};
+use threeport_core::{
+    Error, Lease, LifecycleState, ListPage, ListQuery, Locker, NewObject, Notification, ObjectId,
+    ObjectMeta, Operation, Outbox, OutboxEntry, RawObject, Reference, Result, SpecUpdate, Status,
+    StatusWrite, Store,
+};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::ConnectOptions;
+use crate::sql::{
+    self, OpResult, RowState, as_i64, as_u64, micros, operation_name, parse_operation, with_retry,
+};
+
+macro_rules! columns {
+    () => {
+        "id, kind, name, version, generation, created_at, updated_at, deletion_scheduled_at, \
+         labels, refs, spec, status"
+    };
+}
+
+/// Takes SQLite's write lock at the start of the transaction.
+const BEGIN: &str = "BEGIN IMMEDIATE";
+
+/// Store, outbox and locker in a SQLite database. Cheap to clone (a pool handle).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    outbox_wake: Arc<Notify>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) `sqlite://path/to/file.db` or `sqlite::memory:`, and applies
+    /// the embedded migrations.
+    pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Self> {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| Error::invalid("database_url", format!("malformed SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let connect = if in_memory {
+            connect
+        } else {
+            connect.journal_mode(SqliteJournalMode::Wal)
+        };
+        // Each connection to ":memory:" is a database of its own: keep exactly one, forever.
+        let pool = if in_memory {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(options.max_connections)
+        };
+        let pool = pool
+            .acquire_timeout(options.connect_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|e| Error::unavailable(format!("cannot open SQLite database {url}: {e}")))?;
+        let migrator = sqlx::migrate!("migrations/sqlite");
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|err| crate::migrate_error(err, &migrator))?;
+        Ok(SqliteStore {
+            pool,
+            outbox_wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The connection pool, for diagnostics and tests.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn unix_micros(at: SystemTime) -> i64 {
+    micros(at.duration_since(UNIX_EPOCH).unwrap_or_default())
+}
+
+fn decode(row: &SqliteRow) -> OpResult<RawObject> {
+    Ok(RawObject {
+        meta: ObjectMeta {
+            id: ObjectId(row.try_get("id")?),
+            kind: row.try_get("kind")?,
+            name: row.try_get("name")?,
+            version: as_u64(row.try_get("version")?),
+            generation: as_u64(row.try_get("generation")?),
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            deletion_scheduled_at: row.try_get("deletion_scheduled_at")?,
+            labels: row.try_get::<Json<_>, _>("labels")?.0,
+            references: row.try_get::<Json<_>, _>("refs")?.0,
+        },
+        spec: row.try_get::<Json<Value>, _>("spec")?.0,
+        status: row.try_get::<Json<Status<Value>>, _>("status")?.0,
+    })
+}
+
+async fn check_references(conn: &mut SqliteConnection, references: &[Reference]) -> OpResult<()> {
+    let mut found = HashMap::new();
+    for r in references {
+        let row = sqlx::query(
+            "SELECT kind, deletion_scheduled_at IS NOT NULL AS deleting FROM threeport_objects WHERE id = ?",
+        )
+        .bind(r.id.0)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = row {
+            found.insert(r.id.0, (row.try_get("kind")?, row.try_get("deleting")?));
+        }
+    }
+    Ok(sql::check_references(references, &found)?)
+}
+
+async fn write_references(
+    conn: &mut SqliteConnection,
+    from: ObjectId,
+    references: &[Reference],
+) -> OpResult<()> {
+    sqlx::query("DELETE FROM threeport_refs WHERE from_id = ?")
+        .bind(from.0)
+        .execute(&mut *conn)
+        .await?;
+    for r in references {
+        sqlx::query(
+            "INSERT OR IGNORE INTO threeport_refs (from_id, field, to_id) VALUES (?, ?, ?)",
+        )
+        .bind(from.0)
+        .bind(&r.field)
+        .bind(r.id.0)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn record(
+    conn: &mut SqliteConnection,
+    raw: &RawObject,
+    operation: Operation,
+) -> OpResult<()> {
+    sqlx::query(
+        "INSERT INTO threeport_outbox (kind, object_id, operation, version) VALUES (?, ?, ?, ?)",
+    )
+    .bind(&raw.meta.kind)
+    .bind(raw.meta.id.0)
+    .bind(operation_name(operation))
+    .bind(as_i64(raw.meta.version)?)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn row_state(
+    conn: &mut SqliteConnection,
+    kind: &str,
+    id: ObjectId,
+) -> OpResult<Option<RowState>> {
+    let row = sqlx::query(
+        "SELECT version, fence, deletion_scheduled_at IS NOT NULL AS deleting \
+         FROM threeport_objects WHERE kind = ? AND id = ?",
+    )
+    .bind(kind)
+    .bind(id.0)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match row {
+        Some(row) => Some(RowState {
+            version: as_u64(row.try_get("version")?),
+            fence: as_u64(row.try_get("fence")?),
+            deleting: row.try_get("deleting")?,
+        }),
+        None => None,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create(&self, new: NewObject) -> Result<RawObject> {
+        validate_kind(&new.kind)?;
+        validate_name("name", &new.name)?;
+        validate_labels(&new.labels)?;
+        let id = ObjectId::new();
+        let status = Json(Status::<Value>::default());
+        let raw = with_retry("create", || async {
+            let mut tx = self.pool.begin_with(BEGIN).await?;
+            check_references(&mut tx, &new.references).await?;
+            let at = now();
+            let row = sqlx::query(concat!(
+                "INSERT INTO threeport_objects (id, kind, name, version, generation, created_at, \
+                 updated_at, labels, refs, spec, status) VALUES (?, ?, ?, 1, 1, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (kind, name) DO NOTHING RETURNING ",
+                columns!()
+            ))
+            .bind(id.0)
+            .bind(&new.kind)
+            .bind(&new.name)
+            .bind(at)
+            .bind(at)
+            .bind(Json(&new.labels))
+            .bind(Json(&new.references))
+            .bind(Json(&new.spec))
+            .bind(&status)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Err(Error::AlreadyExists {
+                    kind: new.kind.clone(),
+                    name: new.name.clone(),
+                }
+                .into());
+            };
+            let raw = decode(&row)?;
+            write_references(&mut tx, id, &new.references).await?;
+            record(&mut tx, &raw, Operation::Created).await?;
+            tx.commit().await?;
+            Ok(raw)
+        })
+        .await?;
+        self.outbox_wake.notify_one();
+        Ok(raw)
+    }
+
+    async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject> {
+        with_retry("get", || async {
+            let row = sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM threeport_objects WHERE kind = ? AND id = ?"
+            ))
+            .bind(kind)
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?;
+            match row {
+                Some(row) => decode(&row),
+                None => Err(Error::not_found(kind, id).into()),
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, kind: &str, query: &ListQuery) -> Result<ListPage> {
+        validate_kind(kind)?;
+        query.validate()?;
+        let limit = i64::try_from(query.limit + 1).unwrap_or(i64::MAX);
+        let mut items = with_retry("list", || async {
+            let mut sql = QueryBuilder::<Sqlite>::new(concat!("SELECT ", columns!(), " FROM threeport_objects WHERE kind = "));
+            sql.push_bind(kind);
+            if let Some(after) = query.after {
+                sql.push(" AND id > ").push_bind(after.0);
+            }
+            if let Some(name) = &query.name {
+                sql.push(" AND name = ").push_bind(name);
+            }
+            for (key, value) in &query.labels {
+                sql.push(" AND EXISTS (SELECT 1 FROM json_each(threeport_objects.labels) WHERE json_each.key = ")
+                    .push_bind(key)
+                    .push(" AND json_each.value = ")
+                    .push_bind(value)
+                    .push(")");
+            }
+            for (field, id) in &query.references {
+                sql.push(" AND id IN (SELECT from_id FROM threeport_refs WHERE to_id = ")
+                    .push_bind(id.0)
+                    .push(" AND field = ")
+                    .push_bind(field)
+                    .push(")");
+            }
+            sql.push(" ORDER BY id LIMIT ").push_bind(limit);
+            let rows = sql.build().fetch_all(&self.pool).await?;
+            rows.iter().map(decode).collect::<OpResult<Vec<_>>>()
+        })
+        .await?;
+        let next = if items.len() > query.limit {
+            items.truncate(query.limit);
+            items.last().map(|o| o.meta.id)
+        } else {
+            None
+        };
+        Ok(ListPage { items, next })
+    }
+
+    async fn update(&self, kind: &str, id: ObjectId, update: SpecUpdate) -> Result<RawObject> {
+        validate_labels(&update.labels)?;
+        if update.references.iter().any(|r| r.id == id) {
+            return Err(Error::invalid("spec", "an object cannot reference itself"));
+        }
+        let raw = with_retry("update", || async {
+            let mut tx = self.pool.begin_with(BEGIN).await?;
+            let state = row_state(&mut tx, kind, id).await?;
+            if state.is_none_or(|s| s.deleting || update.expected_version.is_some_and(|v| v != s.version)) {
+                return Err(sql::explain_miss(kind, id, state, update.expected_version, None).into());
+            }
+            check_references(&mut tx, &update.references).await?;
+            let row = sqlx::query(concat!(
+                "UPDATE threeport_objects SET spec = ?, labels = ?, refs = ?, version = version + 1, \
+                 generation = generation + 1, updated_at = ? WHERE id = ? RETURNING ",
+                columns!()
+            ))
+            .bind(Json(&update.spec))
+            .bind(Json(&update.labels))
+            .bind(Json(&update.references))
+            .bind(now())
+            .bind(id.0)
+            .fetch_one(&mut *tx)
+            .await?;
+            let raw = decode(&row)?;
+            write_references(&mut tx, id, &update.references).await?;
+            record(&mut tx, &raw, Operation::Updated).await?;
+            tx.commit().await?;
+            Ok(raw)
+        })
+        .await?;
+        self.outbox_wake.notify_one();
+        Ok(raw)
+    }
+
+    async fn update_status(
+        &self,
+        kind: &str,
+        id: ObjectId,
+        write: StatusWrite,
+    ) -> Result<RawObject> {
+        let expected = write.expected_version.map(as_i64).transpose()?;
+        let fence = write.fence.map(as_i64).transpose()?;
+        with_retry("update_status", || async {
+            let mut tx = self.pool.begin_with(BEGIN).await?;
+            let row = sqlx::query(concat!(
+                "UPDATE threeport_objects SET status = ?1, version = version + 1, updated_at = ?2, \
+                 fence = MAX(fence, COALESCE(?5, fence)) \
+                 WHERE kind = ?3 AND id = ?4 AND (?6 IS NULL OR version = ?6) AND (?5 IS NULL OR fence <= ?5) \
+                 RETURNING ",
+                columns!()
+            ))
+            .bind(Json(&write.status))
+            .bind(now())
+            .bind(kind)
+            .bind(id.0)
+            .bind(fence)
+            .bind(expected)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let raw = match row {
+                Some(row) => decode(&row)?,
+                None => {
+                    let state = row_state(&mut tx, kind, id).await?;
+                    return Err(sql::explain_miss(kind, id, state, write.expected_version, write.fence).into());
+                }
+            };
+            tx.commit().await?;
+            Ok(raw)
+        })
+        .await
+    }
+
+    async fn schedule_deletion(
+        &self,
+        kind: &str,
+        id: ObjectId,
+        expected_version: Option<u64>,
+    ) -> Result<RawObject> {
+        let (raw, changed) = with_retry("schedule_deletion", || async {
+            let mut tx = self.pool.begin_with(BEGIN).await?;
+            let row = sqlx::query(concat!("SELECT ", columns!(), " FROM threeport_objects WHERE kind = ? AND id = ?"))
+                .bind(kind)
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else {
+                return Err(Error::not_found(kind, id).into());
+            };
+            let current = decode(&row)?;
+            if let Some(expected) = expected_version.filter(|v| *v != current.meta.version) {
+                return Err(Error::conflict(format!(
+                    "{kind} {id} is at version {}, not {expected}",
+                    current.meta.version
+                ))
+                .into());
+            }
+            if current.meta.deletion_scheduled_at.is_some() {
+                return Ok((current, false));
+            }
+            let referrer = sqlx::query(
+                "SELECT o.kind, o.id FROM threeport_refs r JOIN threeport_objects o ON o.id = r.from_id \
+                 WHERE r.to_id = ? LIMIT 1",
+            )
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(r) = referrer {
+                let (ref_kind, ref_id): (String, Uuid) = (r.try_get("kind")?, r.try_get("id")?);
+                return Err(Error::conflict(format!(
+                    "{kind} {id} is still referenced, e.g. by {ref_kind} {ref_id}; delete those first"
+                ))
+                .into());
+            }
+            let mut status = current.status.clone();
+            status.state = LifecycleState::DeletionScheduled;
+            let at = now();
+            let row = sqlx::query(concat!(
+                "UPDATE threeport_objects SET deletion_scheduled_at = ?, version = version + 1, \
+                 generation = generation + 1, updated_at = ?, status = ? WHERE id = ? RETURNING ",
+                columns!()
+            ))
+            .bind(at)
+            .bind(at)
+            .bind(Json(&status))
+            .bind(id.0)
+            .fetch_one(&mut *tx)
+            .await?;
+            let raw = decode(&row)?;
+            record(&mut tx, &raw, Operation::Deleted).await?;
+            tx.commit().await?;
+            Ok((raw, true))
+        })
+        .await?;
+        if changed {
+            self.outbox_wake.notify_one();
+        }
+        Ok(raw)
+    }
+
+    async fn remove(&self, kind: &str, id: ObjectId, fence: Option<u64>) -> Result<()> {
+        let token = fence.map(as_i64).transpose()?;
+        with_retry("remove", || async {
+            let mut tx = self.pool.begin_with(BEGIN).await?;
+            let deleted = sqlx::query(
+                "DELETE FROM threeport_objects WHERE kind = ?1 AND id = ?2 AND (?3 IS NULL OR fence <= ?3)",
+            )
+            .bind(kind)
+            .bind(id.0)
+            .bind(token)
+            .execute(&mut *tx)
+            .await?;
+            if deleted.rows_affected() != 1 {
+                let state = row_state(&mut tx, kind, id).await?;
+                return Err(sql::explain_miss(kind, id, state, None, fence).into());
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Outbox for SqliteStore {
+    async fn claim(
+        &self,
+        claimer: &str,
+        limit: usize,
+        claim_for: Duration,
+    ) -> Result<Vec<OutboxEntry>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut entries = with_retry("outbox claim", || async {
+            let now = SystemTime::now();
+            let rows = sqlx::query(
+                "UPDATE threeport_outbox SET claimed_by = ?1, claimed_until_us = ?2 \
+                 WHERE seq IN (SELECT seq FROM threeport_outbox \
+                   WHERE claimed_until_us IS NULL OR claimed_until_us <= ?3 OR claimed_by = ?1 \
+                   ORDER BY seq LIMIT ?4) \
+                 RETURNING seq, kind, object_id, operation, version",
+            )
+            .bind(claimer)
+            .bind(unix_micros(now + claim_for))
+            .bind(unix_micros(now))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(OutboxEntry {
+                        seq: as_u64(row.try_get("seq")?),
+                        notification: Notification {
+                            kind: row.try_get("kind")?,
+                            id: ObjectId(row.try_get("object_id")?),
+                            operation: parse_operation(row.try_get("operation")?)?,
+                            version: as_u64(row.try_get("version")?),
+                        },
+                    })
+                })
+                .collect::<OpResult<Vec<_>>>()
+        })
+        .await?;
+        entries.sort_by_key(|e| e.seq);
+        Ok(entries)
+    }
+
+    async fn complete(&self, seqs: &[u64]) -> Result<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let seqs: Vec<i64> = seqs.iter().map(|s| as_i64(*s)).collect::<Result<_>>()?;
+        with_retry("outbox complete", || async {
+            let mut sql =
+                QueryBuilder::<Sqlite>::new("DELETE FROM threeport_outbox WHERE seq IN (");
+            let mut list = sql.separated(", ");
+            for seq in &seqs {
+                list.push_bind(*seq);
+            }
+            sql.push(")");
+            sql.build().execute(&self.pool).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn wait_for_entries(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.outbox_wake.notified()).await;
+    }
+}
+
+#[async_trait]
+impl Locker for SqliteStore {
+    async fn acquire(&self, key: &str, holder: &str, ttl: Duration) -> Result<Option<Lease>> {
+        if ttl.is_zero() {
+            return Err(Error::invalid("ttl", "must be positive"));
+        }
+        let token = with_retry("lease acquire", || async {
+            let mut tx = self.pool.begin_with(BEGIN).await?;
+            let now = SystemTime::now();
+            let held: Option<i64> = sqlx::query_scalar("SELECT expires_at_us FROM threeport_leases WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if held.is_some_and(|expires| expires > unix_micros(now)) {
+                return Ok(None);
+            }
+            let token: i64 = sqlx::query_scalar("UPDATE threeport_lease_tokens SET last = last + 1 WHERE id = 1 RETURNING last")
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query("INSERT OR REPLACE INTO threeport_leases (key, holder, token, expires_at_us) VALUES (?, ?, ?, ?)")
+                .bind(key)
+                .bind(holder)
+                .bind(token)
+                .bind(unix_micros(now + ttl))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Some(token))
+        })
+        .await?;
+        Ok(token.map(|token| Lease {
+            key: key.to_owned(),
+            holder: holder.to_owned(),
+            token: as_u64(token),
+            ttl,
+        }))
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<Lease> {
+        let token = as_i64(lease.token)?;
+        let renewed = with_retry("lease renew", || async {
+            let now = SystemTime::now();
+            let result = sqlx::query(
+                "UPDATE threeport_leases SET expires_at_us = ?1 WHERE key = ?2 AND token = ?3 AND expires_at_us > ?4",
+            )
+            .bind(unix_micros(now + lease.ttl))
+            .bind(&lease.key)
+            .bind(token)
+            .bind(unix_micros(now))
+            .execute(&self.pool)
+            .await?;
+            Ok(result.rows_affected() == 1)
+        })
+        .await?;
+        if renewed {
+            Ok(lease.clone())
+        } else {
+            Err(Error::conflict(format!(
+                "lease on {:?} (token {}) was lost: it expired or was taken over",
+                lease.key, lease.token
+            )))
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        let token = as_i64(lease.token)?;
+        with_retry("lease release", || async {
+            sqlx::query("DELETE FROM threeport_leases WHERE key = ? AND token = ?")
+                .bind(&lease.key)
+                .bind(token)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+}
