@@ -305,7 +305,6 @@ impl Store for PgStore {
     async fn list(&self, kind: &str, query: &ListQuery) -> Result<ListPage> {
         validate_kind(kind)?;
         query.validate()?;
-        let labels = Json(&query.labels);
         let refs: Vec<Value> = query
             .references
             .iter()
@@ -326,7 +325,7 @@ impl Store for PgStore {
                 sql.push(" AND name = ").push_bind(name);
             }
             if !query.labels.is_empty() {
-                sql.push(" AND labels @> ").push_bind(&labels);
+                sql.push(" AND labels @> ").push_bind(Json(&query.labels));
             }
             if !refs.is_empty() {
                 sql.push(" AND refs @> ").push_bind(Json(&refs));

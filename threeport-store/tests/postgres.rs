@@ -188,3 +188,41 @@ async fn bad_configuration_names_the_problem() {
         "the password must not appear: {err}"
     );
 }
+
+/// `sslmode` in the URL switches on TLS (rustls); the session really is encrypted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_configured_through_the_url() {
+    let url = format!("{}?sslmode=require", fresh_postgres().await);
+    let store = PgStore::connect(&url, &ConnectOptions::default())
+        .await
+        .expect("TLS connection");
+    let (ssl, version): (bool, String) =
+        sqlx::query_as("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert!(ssl, "the connection must be encrypted");
+    assert!(version.starts_with("TLS"), "{version}");
+
+    // Verification against CAs that did not sign the server's certificate (the public roots)
+    // fails, and says why.
+    let public_roots = "/etc/ssl/certs/ca-certificates.crt";
+    let strict = format!(
+        "{}?sslmode=verify-full&sslrootcert={public_roots}",
+        fresh_postgres().await
+    );
+    let options = ConnectOptions {
+        connect_timeout: Duration::from_secs(3),
+        ..ConnectOptions::default()
+    };
+    let err = PgStore::connect(&strict, &options).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(
+        err.to_string().contains("cannot connect to PostgreSQL"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("certificate"),
+        "the TLS failure must be named: {err}"
+    );
+}
