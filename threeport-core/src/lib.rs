@@ -84,7 +84,3 @@ pub use runtime::{
 };
 pub use store::{Api, ListPage, ListQuery, MemoryStore, SpecUpdate, StatusWrite, Store};
 
-/// The README's examples compile and run as doc tests, so they cannot drift from the code.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
