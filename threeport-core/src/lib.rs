@@ -83,4 +83,3 @@ pub use runtime::{
     ReconcileError, ReconcileResult, Reconciler,
 };
 pub use store::{Api, ListPage, ListQuery, MemoryStore, SpecUpdate, StatusWrite, Store};
-

@@ -536,6 +536,13 @@ impl NewObject {
         })
     }
 
+    /// The checks every store makes before creating: kind, name and labels well formed.
+    pub fn validate(&self) -> Result<(), Error> {
+        validate_kind(&self.kind)?;
+        validate_name("name", &self.name)?;
+        validate_labels(&self.labels)
+    }
+
     /// Adds a label.
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());

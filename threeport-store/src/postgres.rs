@@ -10,23 +10,24 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
-use threeport_core::object::{validate_kind, validate_labels, validate_name};
+use threeport_core::object::validate_kind;
 use threeport_core::{
-    Error, Lease, ListPage, ListQuery, Locker, NewObject, Notification, ObjectId, ObjectMeta,
-    Outbox, OutboxEntry, RawObject, Reference, Result, SpecUpdate, Status, StatusWrite, Store,
+    Error, Lease, ListPage, ListQuery, Locker, NewObject, ObjectId, Outbox, OutboxEntry, RawObject,
+    Reference, Result, SpecUpdate, Status, StatusWrite, Store,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::ConnectOptions;
 use crate::sql::{
-    self, OpResult, RowState, as_i64, as_u64, map_sql_error, micros, parse_operation, with_retry,
+    self, ObjectRow, OpResult, OutboxRow, RowState, as_i64, as_u64, map_sql_error, micros,
+    with_retry,
 };
 
-/// The object columns, in the order [`decode`] reads them by name.
+/// The object columns, as [`ObjectRow`] decodes them.
 macro_rules! columns {
     () => {
         "id, kind, name, version, generation, created_at, updated_at, deletion_scheduled_at, \
@@ -159,25 +160,6 @@ impl PgStore {
     }
 }
 
-fn decode(row: &PgRow) -> OpResult<RawObject> {
-    Ok(RawObject {
-        meta: ObjectMeta {
-            id: ObjectId(row.try_get("id")?),
-            kind: row.try_get("kind")?,
-            name: row.try_get("name")?,
-            version: as_u64(row.try_get("version")?),
-            generation: as_u64(row.try_get("generation")?),
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            deletion_scheduled_at: row.try_get("deletion_scheduled_at")?,
-            labels: row.try_get::<Json<_>, _>("labels")?.0,
-            references: row.try_get::<Json<_>, _>("refs")?.0,
-        },
-        spec: row.try_get::<Json<Value>, _>("spec")?.0,
-        status: row.try_get::<Json<Status<Value>>, _>("status")?.0,
-    })
-}
-
 /// Resolves references, locking the targets (FOR SHARE) so a concurrent deletion waits for
 /// this transaction and then sees the new reference.
 async fn check_references(
@@ -232,9 +214,7 @@ async fn explain_miss(
 #[async_trait]
 impl Store for PgStore {
     async fn create(&self, new: NewObject) -> Result<RawObject> {
-        validate_kind(&new.kind)?;
-        validate_name("name", &new.name)?;
-        validate_labels(&new.labels)?;
+        new.validate()?;
         let id = ObjectId::new();
         const SQL: &str = concat!(
             "WITH written AS (INSERT INTO threeport_objects \
@@ -250,7 +230,7 @@ impl Store for PgStore {
         );
         let status = Json(Status::<Value>::default());
         let raw = with_retry("create", || async {
-            let query = sqlx::query(SQL)
+            let query = sqlx::query_as::<_, ObjectRow>(SQL)
                 .bind(id.0)
                 .bind(&new.kind)
                 .bind(&new.name)
@@ -269,7 +249,7 @@ impl Store for PgStore {
                 row
             };
             match row {
-                Some(row) => decode(&row),
+                Some(row) => Ok(row.into()),
                 None => Err(Error::AlreadyExists {
                     kind: new.kind.clone(),
                     name: new.name.clone(),
@@ -289,13 +269,13 @@ impl Store for PgStore {
             " FROM threeport_objects WHERE kind = $1 AND id = $2"
         );
         with_retry("get", || async {
-            match sqlx::query(SQL)
+            match sqlx::query_as::<_, ObjectRow>(SQL)
                 .bind(kind)
                 .bind(id.0)
                 .fetch_optional(&self.pool)
                 .await?
             {
-                Some(row) => decode(&row),
+                Some(row) => Ok(row.into()),
                 None => Err(Error::not_found(kind, id).into()),
             }
         })
@@ -311,7 +291,7 @@ impl Store for PgStore {
             .map(|(field, id)| json!({"field": field, "id": id}))
             .collect();
         let limit = i64::try_from(query.limit + 1).unwrap_or(i64::MAX);
-        let mut items = with_retry("list", || async {
+        let rows = with_retry("list", || async {
             let mut sql = QueryBuilder::<Postgres>::new(concat!(
                 "SELECT ",
                 columns!(),
@@ -331,24 +311,18 @@ impl Store for PgStore {
                 sql.push(" AND refs @> ").push_bind(Json(&refs));
             }
             sql.push(" ORDER BY id LIMIT ").push_bind(limit);
-            let rows = sql.build().fetch_all(&self.pool).await?;
-            rows.iter().map(decode).collect::<OpResult<Vec<_>>>()
+            Ok(sql
+                .build_query_as::<ObjectRow>()
+                .fetch_all(&self.pool)
+                .await?)
         })
         .await?;
-        let next = if items.len() > query.limit {
-            items.truncate(query.limit);
-            items.last().map(|o| o.meta.id)
-        } else {
-            None
-        };
-        Ok(ListPage { items, next })
+        let items: Vec<RawObject> = rows.into_iter().map(RawObject::from).collect();
+        Ok(ListPage::from_overfetch(items, query.limit, |o| o.meta.id))
     }
 
     async fn update(&self, kind: &str, id: ObjectId, update: SpecUpdate) -> Result<RawObject> {
-        validate_labels(&update.labels)?;
-        if update.references.iter().any(|r| r.id == id) {
-            return Err(Error::invalid("spec", "an object cannot reference itself"));
-        }
+        update.validate(id)?;
         let expected = update.expected_version.map(as_i64).transpose()?;
         const SQL: &str = concat!(
             "WITH written AS (UPDATE threeport_objects SET spec = $3, labels = $4, refs = $5, \
@@ -363,7 +337,7 @@ impl Store for PgStore {
             " FROM written"
         );
         let raw = with_retry("update", || async {
-            let query = sqlx::query(SQL)
+            let query = sqlx::query_as::<_, ObjectRow>(SQL)
                 .bind(kind)
                 .bind(id.0)
                 .bind(Json(&update.spec))
@@ -380,7 +354,7 @@ impl Store for PgStore {
                 row
             };
             match row {
-                Some(row) => decode(&row),
+                Some(row) => Ok(row.into()),
                 None => Err(
                     explain_miss(&self.pool, kind, id, update.expected_version, None)
                         .await?
@@ -409,7 +383,7 @@ impl Store for PgStore {
             columns!()
         );
         with_retry("update_status", || async {
-            let row = sqlx::query(SQL)
+            let row = sqlx::query_as::<_, ObjectRow>(SQL)
                 .bind(kind)
                 .bind(id.0)
                 .bind(Json(&write.status))
@@ -418,7 +392,7 @@ impl Store for PgStore {
                 .fetch_optional(&self.pool)
                 .await?;
             match row {
-                Some(row) => decode(&row),
+                Some(row) => Ok(row.into()),
                 None => {
                     Err(
                         explain_miss(&self.pool, kind, id, write.expected_version, write.fence)
@@ -456,10 +430,10 @@ impl Store for PgStore {
         );
         let (raw, changed) = with_retry("schedule_deletion", || async {
             let mut tx = self.pool.begin_with(BEGIN).await?;
-            let Some(row) = sqlx::query(SELECT).bind(kind).bind(id.0).fetch_optional(&mut *tx).await? else {
+            let Some(row) = sqlx::query_as::<_, ObjectRow>(SELECT).bind(kind).bind(id.0).fetch_optional(&mut *tx).await? else {
                 return Err(Error::not_found(kind, id).into());
             };
-            let current = decode(&row)?;
+            let current = RawObject::from(row);
             if let Some(expected) = expected_version.filter(|v| *v != current.meta.version) {
                 return Err(Error::conflict(format!(
                     "{kind} {id} is at version {}, not {expected}",
@@ -481,9 +455,9 @@ impl Store for PgStore {
                 ))
                 .into());
             }
-            let row = sqlx::query(SQL).bind(id.0).fetch_one(&mut *tx).await?;
+            let row = sqlx::query_as::<_, ObjectRow>(SQL).bind(id.0).fetch_one(&mut *tx).await?;
             tx.commit().await?;
-            Ok((decode(&row)?, true))
+            Ok((RawObject::from(row), true))
         })
         .await?;
         if changed {
@@ -525,8 +499,8 @@ impl Outbox for PgStore {
         claim_for: Duration,
     ) -> Result<Vec<OutboxEntry>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut entries = with_retry("outbox claim", || async {
-            let rows = sqlx::query(
+        let rows = with_retry("outbox claim", || async {
+            let rows = sqlx::query_as::<_, OutboxRow>(
                 "UPDATE threeport_outbox SET claimed_by = $1, \
                  claimed_until = now() + $3::BIGINT * INTERVAL '1 microsecond' \
                  WHERE seq IN (SELECT seq FROM threeport_outbox \
@@ -539,23 +513,10 @@ impl Outbox for PgStore {
             .bind(micros(claim_for))
             .fetch_all(&self.pool)
             .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(OutboxEntry {
-                        seq: as_u64(row.try_get("seq")?),
-                        notification: Notification {
-                            kind: row.try_get("kind")?,
-                            id: ObjectId(row.try_get("object_id")?),
-                            operation: parse_operation(row.try_get("operation")?)?,
-                            version: as_u64(row.try_get("version")?),
-                        },
-                    })
-                })
-                .collect::<OpResult<Vec<_>>>()
+            Ok(rows)
         })
         .await?;
-        entries.sort_by_key(|e| e.seq);
-        Ok(entries)
+        sql::outbox_entries(rows)
     }
 
     async fn complete(&self, seqs: &[u64]) -> Result<()> {

@@ -6,7 +6,12 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use threeport_core::{Error, ObjectId, Operation, Reference};
+use serde_json::Value;
+use sqlx::types::Json;
+use threeport_core::{
+    Error, Labels, Notification, ObjectId, ObjectMeta, Operation, OutboxEntry, RawObject,
+    Reference, Status, Timestamp,
+};
 
 /// A failed step inside a store operation: a database error (maybe worth retrying) or a
 /// decided API error.
@@ -202,4 +207,65 @@ pub(crate) fn check_references(
         }
     }
     Ok(())
+}
+
+/// An object row as both backends store it; `sqlx` decodes it from a PostgreSQL or SQLite row.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ObjectRow {
+    id: uuid::Uuid,
+    kind: String,
+    name: String,
+    version: i64,
+    generation: i64,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    deletion_scheduled_at: Option<Timestamp>,
+    labels: Json<Labels>,
+    refs: Json<Vec<Reference>>,
+    spec: Json<Value>,
+    status: Json<Status<Value>>,
+}
+
+impl From<ObjectRow> for RawObject {
+    fn from(row: ObjectRow) -> Self {
+        RawObject {
+            meta: ObjectMeta {
+                id: ObjectId(row.id),
+                kind: row.kind,
+                name: row.name,
+                version: as_u64(row.version),
+                generation: as_u64(row.generation),
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+                deletion_scheduled_at: row.deletion_scheduled_at,
+                labels: row.labels.0,
+                references: row.refs.0,
+            },
+            spec: row.spec.0,
+            status: row.status.0,
+        }
+    }
+}
+
+/// An outbox row: `seq, kind, object_id, operation, version`.
+pub(crate) type OutboxRow = (i64, String, uuid::Uuid, String, i64);
+
+/// Decodes claimed outbox rows, oldest first.
+pub(crate) fn outbox_entries(rows: Vec<OutboxRow>) -> Result<Vec<OutboxEntry>, Error> {
+    let mut entries = rows
+        .into_iter()
+        .map(|(seq, kind, id, operation, version)| {
+            Ok(OutboxEntry {
+                seq: as_u64(seq),
+                notification: Notification {
+                    kind,
+                    id: ObjectId(id),
+                    operation: parse_operation(&operation)?,
+                    version: as_u64(version),
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    entries.sort_by_key(|e| e.seq);
+    Ok(entries)
 }

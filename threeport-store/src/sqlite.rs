@@ -11,23 +11,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
-use threeport_core::object::{now, validate_kind, validate_labels, validate_name};
+use threeport_core::object::{now, validate_kind};
 use threeport_core::{
-    Error, Lease, LifecycleState, ListPage, ListQuery, Locker, NewObject, Notification, ObjectId,
-    ObjectMeta, Operation, Outbox, OutboxEntry, RawObject, Reference, Result, SpecUpdate, Status,
-    StatusWrite, Store,
+    Error, Lease, LifecycleState, ListPage, ListQuery, Locker, NewObject, ObjectId, Operation,
+    Outbox, OutboxEntry, RawObject, Reference, Result, SpecUpdate, Status, StatusWrite, Store,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::ConnectOptions;
 use crate::sql::{
-    self, OpResult, RowState, as_i64, as_u64, micros, operation_name, parse_operation, with_retry,
+    self, ObjectRow, OpResult, OutboxRow, RowState, as_i64, as_u64, micros, operation_name,
+    with_retry,
 };
 
 macro_rules! columns {
@@ -96,25 +94,6 @@ impl SqliteStore {
 
 fn unix_micros(at: SystemTime) -> i64 {
     micros(at.duration_since(UNIX_EPOCH).unwrap_or_default())
-}
-
-fn decode(row: &SqliteRow) -> OpResult<RawObject> {
-    Ok(RawObject {
-        meta: ObjectMeta {
-            id: ObjectId(row.try_get("id")?),
-            kind: row.try_get("kind")?,
-            name: row.try_get("name")?,
-            version: as_u64(row.try_get("version")?),
-            generation: as_u64(row.try_get("generation")?),
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
-            deletion_scheduled_at: row.try_get("deletion_scheduled_at")?,
-            labels: row.try_get::<Json<_>, _>("labels")?.0,
-            references: row.try_get::<Json<_>, _>("refs")?.0,
-        },
-        spec: row.try_get::<Json<Value>, _>("spec")?.0,
-        status: row.try_get::<Json<Status<Value>>, _>("status")?.0,
-    })
 }
 
 async fn check_references(conn: &mut SqliteConnection, references: &[Reference]) -> OpResult<()> {
@@ -198,16 +177,14 @@ async fn row_state(
 #[async_trait]
 impl Store for SqliteStore {
     async fn create(&self, new: NewObject) -> Result<RawObject> {
-        validate_kind(&new.kind)?;
-        validate_name("name", &new.name)?;
-        validate_labels(&new.labels)?;
+        new.validate()?;
         let id = ObjectId::new();
         let status = Json(Status::<Value>::default());
         let raw = with_retry("create", || async {
             let mut tx = self.pool.begin_with(BEGIN).await?;
             check_references(&mut tx, &new.references).await?;
             let at = now();
-            let row = sqlx::query(concat!(
+            let row = sqlx::query_as::<_, ObjectRow>(concat!(
                 "INSERT INTO threeport_objects (id, kind, name, version, generation, created_at, \
                  updated_at, labels, refs, spec, status) VALUES (?, ?, ?, 1, 1, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (kind, name) DO NOTHING RETURNING ",
@@ -231,7 +208,7 @@ impl Store for SqliteStore {
                 }
                 .into());
             };
-            let raw = decode(&row)?;
+            let raw = RawObject::from(row);
             write_references(&mut tx, id, &new.references).await?;
             record(&mut tx, &raw, Operation::Created).await?;
             tx.commit().await?;
@@ -244,7 +221,7 @@ impl Store for SqliteStore {
 
     async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject> {
         with_retry("get", || async {
-            let row = sqlx::query(concat!(
+            let row = sqlx::query_as::<_, ObjectRow>(concat!(
                 "SELECT ",
                 columns!(),
                 " FROM threeport_objects WHERE kind = ? AND id = ?"
@@ -254,7 +231,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
             match row {
-                Some(row) => decode(&row),
+                Some(row) => Ok(row.into()),
                 None => Err(Error::not_found(kind, id).into()),
             }
         })
@@ -265,7 +242,7 @@ impl Store for SqliteStore {
         validate_kind(kind)?;
         query.validate()?;
         let limit = i64::try_from(query.limit + 1).unwrap_or(i64::MAX);
-        let mut items = with_retry("list", || async {
+        let rows = with_retry("list", || async {
             let mut sql = QueryBuilder::<Sqlite>::new(concat!("SELECT ", columns!(), " FROM threeport_objects WHERE kind = "));
             sql.push_bind(kind);
             if let Some(after) = query.after {
@@ -289,24 +266,15 @@ impl Store for SqliteStore {
                     .push(")");
             }
             sql.push(" ORDER BY id LIMIT ").push_bind(limit);
-            let rows = sql.build().fetch_all(&self.pool).await?;
-            rows.iter().map(decode).collect::<OpResult<Vec<_>>>()
+            Ok(sql.build_query_as::<ObjectRow>().fetch_all(&self.pool).await?)
         })
         .await?;
-        let next = if items.len() > query.limit {
-            items.truncate(query.limit);
-            items.last().map(|o| o.meta.id)
-        } else {
-            None
-        };
-        Ok(ListPage { items, next })
+        let items: Vec<RawObject> = rows.into_iter().map(RawObject::from).collect();
+        Ok(ListPage::from_overfetch(items, query.limit, |o| o.meta.id))
     }
 
     async fn update(&self, kind: &str, id: ObjectId, update: SpecUpdate) -> Result<RawObject> {
-        validate_labels(&update.labels)?;
-        if update.references.iter().any(|r| r.id == id) {
-            return Err(Error::invalid("spec", "an object cannot reference itself"));
-        }
+        update.validate(id)?;
         let raw = with_retry("update", || async {
             let mut tx = self.pool.begin_with(BEGIN).await?;
             let state = row_state(&mut tx, kind, id).await?;
@@ -314,7 +282,7 @@ impl Store for SqliteStore {
                 return Err(sql::explain_miss(kind, id, state, update.expected_version, None).into());
             }
             check_references(&mut tx, &update.references).await?;
-            let row = sqlx::query(concat!(
+            let row = sqlx::query_as::<_, ObjectRow>(concat!(
                 "UPDATE threeport_objects SET spec = ?, labels = ?, refs = ?, version = version + 1, \
                  generation = generation + 1, updated_at = ? WHERE id = ? RETURNING ",
                 columns!()
@@ -326,7 +294,7 @@ impl Store for SqliteStore {
             .bind(id.0)
             .fetch_one(&mut *tx)
             .await?;
-            let raw = decode(&row)?;
+            let raw = RawObject::from(row);
             write_references(&mut tx, id, &update.references).await?;
             record(&mut tx, &raw, Operation::Updated).await?;
             tx.commit().await?;
@@ -347,7 +315,7 @@ impl Store for SqliteStore {
         let fence = write.fence.map(as_i64).transpose()?;
         with_retry("update_status", || async {
             let mut tx = self.pool.begin_with(BEGIN).await?;
-            let row = sqlx::query(concat!(
+            let row = sqlx::query_as::<_, ObjectRow>(concat!(
                 "UPDATE threeport_objects SET status = ?1, version = version + 1, updated_at = ?2, \
                  fence = MAX(fence, COALESCE(?5, fence)) \
                  WHERE kind = ?3 AND id = ?4 AND (?6 IS NULL OR version = ?6) AND (?5 IS NULL OR fence <= ?5) \
@@ -363,7 +331,7 @@ impl Store for SqliteStore {
             .fetch_optional(&mut *tx)
             .await?;
             let raw = match row {
-                Some(row) => decode(&row)?,
+                Some(row) => RawObject::from(row),
                 None => {
                     let state = row_state(&mut tx, kind, id).await?;
                     return Err(sql::explain_miss(kind, id, state, write.expected_version, write.fence).into());
@@ -383,7 +351,7 @@ impl Store for SqliteStore {
     ) -> Result<RawObject> {
         let (raw, changed) = with_retry("schedule_deletion", || async {
             let mut tx = self.pool.begin_with(BEGIN).await?;
-            let row = sqlx::query(concat!("SELECT ", columns!(), " FROM threeport_objects WHERE kind = ? AND id = ?"))
+            let row = sqlx::query_as::<_, ObjectRow>(concat!("SELECT ", columns!(), " FROM threeport_objects WHERE kind = ? AND id = ?"))
                 .bind(kind)
                 .bind(id.0)
                 .fetch_optional(&mut *tx)
@@ -391,7 +359,7 @@ impl Store for SqliteStore {
             let Some(row) = row else {
                 return Err(Error::not_found(kind, id).into());
             };
-            let current = decode(&row)?;
+            let current = RawObject::from(row);
             if let Some(expected) = expected_version.filter(|v| *v != current.meta.version) {
                 return Err(Error::conflict(format!(
                     "{kind} {id} is at version {}, not {expected}",
@@ -419,7 +387,7 @@ impl Store for SqliteStore {
             let mut status = current.status.clone();
             status.state = LifecycleState::DeletionScheduled;
             let at = now();
-            let row = sqlx::query(concat!(
+            let row = sqlx::query_as::<_, ObjectRow>(concat!(
                 "UPDATE threeport_objects SET deletion_scheduled_at = ?, version = version + 1, \
                  generation = generation + 1, updated_at = ?, status = ? WHERE id = ? RETURNING ",
                 columns!()
@@ -430,7 +398,7 @@ impl Store for SqliteStore {
             .bind(id.0)
             .fetch_one(&mut *tx)
             .await?;
-            let raw = decode(&row)?;
+            let raw = RawObject::from(row);
             record(&mut tx, &raw, Operation::Deleted).await?;
             tx.commit().await?;
             Ok((raw, true))
@@ -474,9 +442,9 @@ impl Outbox for SqliteStore {
         claim_for: Duration,
     ) -> Result<Vec<OutboxEntry>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut entries = with_retry("outbox claim", || async {
+        let rows = with_retry("outbox claim", || async {
             let now = SystemTime::now();
-            let rows = sqlx::query(
+            let rows = sqlx::query_as::<_, OutboxRow>(
                 "UPDATE threeport_outbox SET claimed_by = ?1, claimed_until_us = ?2 \
                  WHERE seq IN (SELECT seq FROM threeport_outbox \
                    WHERE claimed_until_us IS NULL OR claimed_until_us <= ?3 OR claimed_by = ?1 \
@@ -489,23 +457,10 @@ impl Outbox for SqliteStore {
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(OutboxEntry {
-                        seq: as_u64(row.try_get("seq")?),
-                        notification: Notification {
-                            kind: row.try_get("kind")?,
-                            id: ObjectId(row.try_get("object_id")?),
-                            operation: parse_operation(row.try_get("operation")?)?,
-                            version: as_u64(row.try_get("version")?),
-                        },
-                    })
-                })
-                .collect::<OpResult<Vec<_>>>()
+            Ok(rows)
         })
         .await?;
-        entries.sort_by_key(|e| e.seq);
-        Ok(entries)
+        sql::outbox_entries(rows)
     }
 
     async fn complete(&self, seqs: &[u64]) -> Result<()> {

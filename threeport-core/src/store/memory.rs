@@ -15,7 +15,7 @@ use crate::bus::{Notification, Operation};
 use crate::error::{Error, Result};
 use crate::object::{
     LifecycleState, NewObject, ObjectId, ObjectMeta, RawObject, Reference, Status, now,
-    validate_kind, validate_labels, validate_name,
+    validate_kind,
 };
 use crate::outbox::{Outbox, OutboxEntry};
 
@@ -163,9 +163,7 @@ fn check_fence(stored: &mut Stored, fence: Option<u64>) -> Result<()> {
 #[async_trait]
 impl Store for MemoryStore {
     async fn create(&self, new: NewObject) -> Result<RawObject> {
-        validate_kind(&new.kind)?;
-        validate_name("name", &new.name)?;
-        validate_labels(&new.labels)?;
+        new.validate()?;
         let mut state = self.state.lock().unwrap();
         state.check_references(&new.references)?;
         let table = state.kinds.entry(new.kind.clone()).or_default();
@@ -245,22 +243,16 @@ impl Store for MemoryStore {
                     .map(|(_, s)| s),
             ),
         };
-        let mut items: Vec<RawObject> = candidates
+        let items: Vec<RawObject> = candidates
             .filter(|s| query.matches(&s.raw))
             .take(query.limit + 1)
             .map(|s| s.raw.clone())
             .collect();
-        let next = if items.len() > query.limit {
-            items.truncate(query.limit);
-            items.last().map(|o| o.meta.id)
-        } else {
-            None
-        };
-        Ok(ListPage { items, next })
+        Ok(ListPage::from_overfetch(items, query.limit, |o| o.meta.id))
     }
 
     async fn update(&self, kind: &str, id: ObjectId, update: SpecUpdate) -> Result<RawObject> {
-        validate_labels(&update.labels)?;
+        update.validate(id)?;
         let mut state = self.state.lock().unwrap();
         {
             let stored = state.stored_mut(kind, id)?;
@@ -272,9 +264,6 @@ impl Store for MemoryStore {
             }
         }
         state.check_references(&update.references)?;
-        if update.references.iter().any(|r| r.id == id) {
-            return Err(Error::invalid("spec", "an object cannot reference itself"));
-        }
         let stored = state.stored_mut(kind, id)?;
         let old_refs = std::mem::replace(&mut stored.raw.meta.references, update.references);
         stored.raw.spec = update.spec;

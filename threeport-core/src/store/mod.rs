@@ -113,6 +113,20 @@ pub struct ListPage<O = RawObject> {
     pub next: Option<ObjectId>,
 }
 
+impl<O> ListPage<O> {
+    /// Builds a page from up to `limit + 1` items fetched in id order: the extra item only says
+    /// that another page follows, and the cursor is the last item kept.
+    pub fn from_overfetch(mut items: Vec<O>, limit: usize, id_of: impl Fn(&O) -> ObjectId) -> Self {
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(&id_of)
+        } else {
+            None
+        };
+        ListPage { items, next }
+    }
+}
+
 /// A replacement of an object's desired state ([`Store::update`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpecUpdate {
@@ -124,6 +138,18 @@ pub struct SpecUpdate {
     pub references: Vec<Reference>,
     /// New desired state.
     pub spec: Value,
+}
+
+impl SpecUpdate {
+    /// The checks every store makes before applying the update to object `id`: valid labels,
+    /// no reference to itself.
+    pub fn validate(&self, id: ObjectId) -> Result<()> {
+        crate::object::validate_labels(&self.labels)?;
+        if self.references.iter().any(|r| r.id == id) {
+            return Err(Error::invalid("spec", "an object cannot reference itself"));
+        }
+        Ok(())
+    }
 }
 
 /// A status-only write ([`Store::update_status`]), made by the controller that holds the lease.
