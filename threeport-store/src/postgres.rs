@@ -587,10 +587,7 @@ impl Locker for PgStore {
         if renewed {
             Ok(lease.clone())
         } else {
-            Err(Error::conflict(format!(
-                "lease on {:?} (token {}) was lost: it expired or was taken over",
-                lease.key, lease.token
-            )))
+            Err(lease.lost())
         }
     }
 

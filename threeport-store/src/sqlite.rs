@@ -544,10 +544,7 @@ impl Locker for SqliteStore {
         if renewed {
             Ok(lease.clone())
         } else {
-            Err(Error::conflict(format!(
-                "lease on {:?} (token {}) was lost: it expired or was taken over",
-                lease.key, lease.token
-            )))
+            Err(lease.lost())
         }
     }
 

@@ -89,10 +89,7 @@ impl Locker for MemoryLocker {
                 held.expires = now + lease.ttl;
                 Ok(lease.clone())
             }
-            _ => Err(Error::conflict(format!(
-                "lease on {:?} (token {}) was lost: it expired or was taken over",
-                lease.key, lease.token
-            ))),
+            _ => Err(lease.lost()),
         }
     }
 

@@ -28,6 +28,16 @@ pub struct Lease {
     pub ttl: Duration,
 }
 
+impl Lease {
+    /// The error a locker returns when this lease can no longer be renewed.
+    pub fn lost(&self) -> crate::Error {
+        crate::Error::conflict(format!(
+            "lease on {:?} (token {}) was lost: it expired or was taken over",
+            self.key, self.token
+        ))
+    }
+}
+
 /// Mutual exclusion by leases with fencing tokens.
 ///
 /// Contract (checked by [`conformance::locker`](crate::conformance::locker)): one holder per
