@@ -226,3 +226,33 @@ async fn tls_is_configured_through_the_url() {
         "the TLS failure must be named: {err}"
     );
 }
+
+/// Label and reference filters (`@>`) are served by the inverted indexes, not table scans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_and_reference_filters_use_the_inverted_indexes() {
+    let store = store().await;
+    let mut conn = store.pool().acquire().await.unwrap();
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    for (filter, index) in [
+        (
+            r#"labels @> '{"tier": "gold"}'"#,
+            "threeport_objects_labels",
+        ),
+        (
+            r#"refs @> '[{"field": "definition", "id": "01a2032d-0000-7000-8000-000000000000"}]'"#,
+            "threeport_objects_refs",
+        ),
+    ] {
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN SELECT id FROM threeport_objects WHERE {filter}"
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains(index), "{filter} must use {index}:\n{plan}");
+    }
+}
