@@ -348,22 +348,35 @@ async fn two_replicas_never_reconcile_one_object_concurrently_on_real_threads() 
 async fn notifications_during_a_reconcile_coalesce_into_one_follow_up() {
     let h = Harness::new();
     let probe = Arc::new(Probe::default());
+    // Both runs outlast the ack-wait: only heartbeats keep the delivery.
     let (metrics, _) = h.start(
-        TestReconciler::new(&probe, |_, n| {
-            if n == 1 {
-                Step::done().sleep(Duration::from_secs(10))
-            } else {
-                Step::done()
-            }
-        }),
-        quick_config(),
+        TestReconciler::new(&probe, |_, _| Step::done().sleep(Duration::from_secs(10))),
+        ControllerConfig {
+            ack_wait: Duration::from_secs(3),
+            ..quick_config()
+        },
     );
+    let group = "widget-controller";
     let id = h.create("w", 0).await.id();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(probe.calls(), 1, "first reconcile running");
     for size in 1..=10 {
         h.resize(id, size).await;
     }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(metrics.coalesced.get() >= 1);
+    assert_eq!(
+        h.memory.bus.backlog(group),
+        1,
+        "coalesced notifications are acked at once; only the original delivery is in flight"
+    );
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(probe.calls(), 2, "the follow-up run started");
+    assert_eq!(
+        h.memory.bus.backlog(group),
+        1,
+        "the original delivery stays unacked (heartbeated) until the follow-up finishes"
+    );
     let obj = h
         .wait(id, |o| o.is_reconciled() && o.meta.generation == 11)
         .await;
@@ -375,7 +388,7 @@ async fn notifications_during_a_reconcile_coalesce_into_one_follow_up() {
         "ten notifications during one reconcile make one follow-up"
     );
     assert_eq!(metrics.queue_depth.get(), 0, "every delivery settled");
-    assert_eq!(h.memory.bus.backlog("widget-controller"), 0);
+    assert_eq!(h.memory.bus.backlog(group), 0);
 }
 
 #[tokio::test(start_paused = true)]

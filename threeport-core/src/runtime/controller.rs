@@ -244,12 +244,22 @@ impl<R: Reconciler> Controller<R> {
                 .duration_since(delivery.due_at)
                 .unwrap_or_default();
             worker.metrics.queue_latency.observe(latency.as_secs_f64());
-            if let Some(first) = worker.admit(delivery) {
-                let worker = worker.clone();
-                tasks.spawn(async move {
-                    worker.work(first).await;
-                    drop(permit);
-                });
+            match worker.admit(delivery) {
+                Admission::Start(delivery) => {
+                    let worker = worker.clone();
+                    tasks.spawn(async move {
+                        worker.work(delivery).await;
+                        drop(permit);
+                    });
+                }
+                Admission::Coalesced(delivery) => {
+                    // The running work covers this change: its own delivery stays unacked
+                    // until a reconcile that started after this moment has finished.
+                    if let Err(err) = delivery.ack().await {
+                        tracing::debug!(error = %err, "acking a coalesced delivery failed");
+                    }
+                    worker.metrics.queue_depth.dec();
+                }
             }
         }
 
@@ -288,7 +298,13 @@ fn report_worker_exit(controller: &str, joined: std::result::Result<(), tokio::t
     }
 }
 
-/// How to settle a batch of deliveries.
+/// Whether a delivery starts work on its object or folds into work already running here.
+enum Admission {
+    Start(Delivery),
+    Coalesced(Delivery),
+}
+
+/// How to settle a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Settle {
     Ack,
@@ -320,8 +336,9 @@ struct Worker<R: Reconciler> {
     holder: String,
     metrics: ControllerMetrics,
     results: ResultCounters,
-    /// Objects being worked on here, with deliveries that arrived meanwhile (coalesced).
-    active: Mutex<HashMap<ObjectId, Vec<Delivery>>>,
+    /// Objects being worked on here; `true` once a notification arrived during the work, which
+    /// then runs once more before its delivery is settled.
+    active: Mutex<HashMap<ObjectId, bool>>,
     abort: CancellationToken,
 }
 
@@ -348,52 +365,57 @@ impl<R: Reconciler> Worker<R> {
         }
     }
 
-    /// Starts work on a delivery's object, or folds the delivery into the work already
-    /// running for it here (returning `None`).
-    fn admit(&self, delivery: Delivery) -> Option<Delivery> {
+    /// Starts work on a delivery's object, or marks the work already running for it here to
+    /// run once more.
+    fn admit(&self, delivery: Delivery) -> Admission {
         let mut active = self.active.lock().unwrap();
         match active.get_mut(&delivery.notification.id) {
-            Some(held) => {
-                held.push(delivery);
+            Some(dirty) => {
+                *dirty = true;
                 self.metrics.coalesced.inc();
-                None
+                Admission::Coalesced(delivery)
             }
             None => {
-                active.insert(delivery.notification.id, Vec::new());
-                Some(delivery)
+                active.insert(delivery.notification.id, false);
+                Admission::Start(delivery)
             }
         }
     }
 
-    /// Processes an object until no more deliveries for it are waiting here.
-    async fn work(&self, first: Delivery) {
-        let id = first.notification.id;
-        let mut batch = vec![first];
+    /// Reconciles the object until no notification arrived during the last run, then settles
+    /// the delivery. Until then it stays unacked, so a crash at any point means redelivery.
+    async fn work(&self, delivery: Delivery) {
+        let id = delivery.notification.id;
         loop {
-            if self.abort.is_cancelled() {
-                self.settle(batch, Settle::Requeue(Duration::ZERO)).await;
+            let settle = if self.abort.is_cancelled() {
+                Settle::Requeue(Duration::ZERO)
             } else {
                 let span = tracing::info_span!(
                     "reconcile",
                     controller = %self.name,
                     kind = R::Object::KIND,
                     id = %id,
-                    attempt = batch.iter().map(|d| d.attempt).max().unwrap_or(1),
+                    attempt = delivery.attempt,
                 );
-                self.process(id, batch).instrument(span).await;
-            }
-            let mut active = self.active.lock().unwrap();
-            let held = active.get_mut(&id).map(std::mem::take).unwrap_or_default();
-            if held.is_empty() {
+                self.process(id, &delivery).instrument(span).await
+            };
+            {
+                let mut active = self.active.lock().unwrap();
+                let dirty = active
+                    .get_mut(&id)
+                    .is_some_and(|d| std::mem::replace(d, false));
+                if dirty && !self.abort.is_cancelled() {
+                    continue;
+                }
                 active.remove(&id);
-                return;
             }
-            batch = held;
+            self.settle(delivery, settle).await;
+            return;
         }
     }
 
-    /// One locked reconcile of `id` covering every delivery in `batch`.
-    async fn process(&self, id: ObjectId, batch: Vec<Delivery>) {
+    /// One locked reconcile of `id`; says how to settle its delivery.
+    async fn process(&self, id: ObjectId, delivery: &Delivery) -> Settle {
         let key = format!("{}/{id}", R::Object::KIND);
         let mut lease = match self
             .backends
@@ -404,29 +426,25 @@ impl<R: Reconciler> Worker<R> {
             Ok(Some(lease)) => lease,
             Ok(None) => {
                 tracing::debug!("object locked by another replica; requeueing");
-                self.settle(batch, Settle::Requeue(self.config.lock_busy_delay))
-                    .await;
-                return;
+                return Settle::Requeue(self.config.lock_busy_delay);
             }
             Err(err) => {
                 tracing::warn!(error = %err, "taking the object lease failed; requeueing");
-                self.settle(batch, Settle::Requeue(self.config.lock_busy_delay))
-                    .await;
-                return;
+                return Settle::Requeue(self.config.lock_busy_delay);
             }
         };
-        let settle = self.reconcile_locked(id, &mut lease, &batch).await;
-        self.settle(batch, settle).await;
+        let settle = self.reconcile_locked(id, &mut lease, delivery).await;
         if let Err(err) = self.backends.locker.release(&lease).await {
             tracing::warn!(error = %err, "releasing the object lease failed; it will expire");
         }
+        settle
     }
 
     async fn reconcile_locked(
         &self,
         id: ObjectId,
         lease: &mut Lease,
-        batch: &[Delivery],
+        delivery: &Delivery,
     ) -> Settle {
         let kind = R::Object::KIND;
         let raw = match self.backends.store.get(kind, id).await {
@@ -448,7 +466,7 @@ impl<R: Reconciler> Worker<R> {
         };
         let before = obj.status.clone();
         let deleting = obj.is_deleting();
-        let attempt = batch.iter().map(|d| d.attempt).max().unwrap_or(1);
+        let attempt = delivery.attempt;
 
         let settle = if attempt > self.config.max_deliveries {
             let reason = format!(
@@ -472,7 +490,7 @@ impl<R: Reconciler> Worker<R> {
             let started = Instant::now();
             self.metrics.active_workers.inc();
             let outcome = self
-                .run_guarded(&mut obj, deleting, &ctx, lease, batch)
+                .run_guarded(&mut obj, deleting, &ctx, lease, delivery)
                 .await;
             self.metrics.active_workers.dec();
             self.metrics
@@ -517,7 +535,7 @@ impl<R: Reconciler> Worker<R> {
         deleting: bool,
         ctx: &Context,
         lease: &mut Lease,
-        batch: &[Delivery],
+        delivery: &Delivery,
     ) -> Guarded {
         let reconciler = &self.reconciler;
         let work = async move {
@@ -557,10 +575,8 @@ impl<R: Reconciler> Worker<R> {
                         Ok(renewed) => *lease = renewed,
                         Err(err) => return Guarded::LeaseLost(err),
                     }
-                    for delivery in batch {
-                        if let Err(err) = delivery.in_progress().await {
-                            tracing::debug!(error = %err, "delivery heartbeat failed");
-                        }
+                    if let Err(err) = delivery.in_progress().await {
+                        tracing::debug!(error = %err, "delivery heartbeat failed");
                     }
                 }
             }
@@ -749,25 +765,16 @@ impl<R: Reconciler> Worker<R> {
         }
     }
 
-    /// Settles a batch: the first delivery as decided, the rest (coalesced duplicates) acked.
-    async fn settle(&self, batch: Vec<Delivery>, settle: Settle) {
-        let count = batch.len() as i64;
-        let mut deliveries = batch.into_iter();
-        if let Some(first) = deliveries.next() {
-            let result = match settle {
-                Settle::Ack => first.ack().await,
-                Settle::Requeue(delay) => first.requeue_after(delay).await,
-            };
-            if let Err(err) = result {
-                tracing::debug!(error = %err, "settling a delivery failed; the bus will redeliver it");
-            }
+    /// Acks or requeues a delivery as decided.
+    async fn settle(&self, delivery: Delivery, settle: Settle) {
+        let result = match settle {
+            Settle::Ack => delivery.ack().await,
+            Settle::Requeue(delay) => delivery.requeue_after(delay).await,
+        };
+        if let Err(err) = result {
+            tracing::debug!(error = %err, "settling a delivery failed; the bus will redeliver it");
         }
-        for delivery in deliveries {
-            if let Err(err) = delivery.ack().await {
-                tracing::debug!(error = %err, "acking a coalesced delivery failed");
-            }
-        }
-        self.metrics.queue_depth.dec_by(count);
+        self.metrics.queue_depth.dec();
     }
 }
 
