@@ -251,6 +251,18 @@ impl Bus for MemoryBus {
                 group: group.clone(),
             }));
         }
+        // Work-queue semantics: each kind belongs to one consumer group (as on JetStream).
+        if let Some((kind, owner)) = options.kinds.iter().find_map(|kind| {
+            state
+                .groups
+                .values()
+                .find(|g| g.options.kinds.contains(kind))
+                .map(|g| (kind, &g.options.group))
+        }) {
+            return Err(Error::conflict(format!(
+                "kind {kind} is already consumed by group {owner:?}; a kind has one consumer group"
+            )));
+        }
         let group = Arc::new(Group {
             options: options.clone(),
             queue: Mutex::new(Queue::default()),

@@ -71,8 +71,9 @@ impl SubscribeOptions {
 /// A notification transport with work-queue semantics.
 ///
 /// Contract (checked by [`conformance::bus`](crate::conformance::bus)):
-/// - each notification published for a kind reaches every group subscribed to that kind, and
-///   within a group exactly one member at a time;
+/// - a kind belongs to one consumer group (work-queue semantics): subscribing a second group
+///   to it answers `Conflict`; members of the group compete, each notification going to one
+///   member at a time;
 /// - notifications published before the first subscription of a group for that kind are kept
 ///   and delivered once it subscribes;
 /// - a delivery not settled within `ack_wait` (or after `in_progress`, the renewed ack-wait) is

@@ -13,7 +13,7 @@ use crate::object::ObjectId;
 pub async fn run(bus: Arc<dyn Bus>, timing: Timing) {
     notifications_wait_for_the_first_subscriber(&*bus, timing).await;
     members_of_a_group_compete(&*bus, timing).await;
-    every_group_gets_every_notification_of_its_kinds(&*bus, timing).await;
+    a_kind_has_one_consumer_group(&*bus, timing).await;
     unsettled_deliveries_come_back_after_ack_wait(&*bus, timing).await;
     in_progress_extends_the_ack_wait(&*bus, timing).await;
     requeue_after_delays_redelivery(&*bus, timing).await;
@@ -106,22 +106,33 @@ pub async fn members_of_a_group_compete(bus: &dyn Bus, timing: Timing) {
     );
 }
 
-/// Groups each get every notification of their kinds, and nothing of other kinds.
-pub async fn every_group_gets_every_notification_of_its_kinds(bus: &dyn Bus, timing: Timing) {
+/// A kind belongs to one consumer group: a second group is refused; kinds stay apart.
+pub async fn a_kind_has_one_consumer_group(bus: &dyn Bus, timing: Timing) {
     let kind = unique_name("Conf");
     let other = unique_name("Conf");
-    let mut g1 = bus.subscribe(options(&kind, timing)).await.expect("g1");
-    let mut g2 = bus.subscribe(options(&kind, timing)).await.expect("g2");
-    let mut g3 = bus.subscribe(options(&other, timing)).await.expect("g3");
+    let first = options(&kind, timing);
+    let mut g1 = bus.subscribe(first.clone()).await.expect("first group");
+    let mut again = bus
+        .subscribe(first)
+        .await
+        .expect("more members of the same group are fine");
+    match bus.subscribe(options(&kind, timing)).await {
+        Err(err) => assert_eq!(err.kind(), ErrorKind::Conflict, "second group: {err}"),
+        Ok(_) => panic!("a second consumer group on {kind} must be refused"),
+    }
+    let mut g3 = bus
+        .subscribe(options(&other, timing))
+        .await
+        .expect("other kind, other group");
     let n = note(&kind);
     bus.publish(n.clone()).await.expect("publish");
-    for sub in [&mut g1, &mut g2] {
-        let d = next_within(&mut **sub, timing.unit * 10)
-            .await
-            .expect("each group gets it");
-        assert_eq!(d.notification, n);
-        d.ack().await.expect("ack");
-    }
+    let d = tokio::select! {
+        d = next_within(&mut *g1, timing.unit * 10) => d,
+        d = next_within(&mut *again, timing.unit * 10) => d,
+    };
+    let d = d.expect("the group gets it");
+    assert_eq!(d.notification, n);
+    d.ack().await.expect("ack");
     assert!(
         next_within(&mut *g3, timing.unit).await.is_none(),
         "other kinds stay out"
