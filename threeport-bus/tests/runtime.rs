@@ -1,0 +1,225 @@
+//! The core controller runtime on the NATS bus and NATS leases (objects in the memory store):
+//! several replicas on separate connections, and a nats-server restart in the middle of a run.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::NatsServer;
+use serde::{Deserialize, Serialize};
+use threeport_bus::{NatsBus, NatsConfig, NatsLocker, connect};
+use threeport_core::{
+    Action, Api, ApiObject, Backends, Context, Controller, ControllerConfig, ListQuery,
+    MemoryStore, Object, ObjectId, OutboxRelay, ReconcileError, Reconciler, RelayConfig,
+};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Job {
+    n: u32,
+}
+
+impl ApiObject for Job {
+    const KIND: &'static str = "Job";
+    /// Which replica reconciled it.
+    type Status = String;
+}
+
+#[derive(Default)]
+struct Watch {
+    running: Mutex<HashMap<ObjectId, u32>>,
+    worst: AtomicU32,
+    per_replica: Mutex<HashMap<String, u32>>,
+}
+
+struct Worker {
+    replica: String,
+    watch: Arc<Watch>,
+}
+
+#[async_trait]
+impl Reconciler for Worker {
+    type Object = Job;
+    async fn reconcile(
+        &self,
+        job: &mut Object<Job>,
+        _: &Context,
+    ) -> Result<Action, ReconcileError> {
+        let n = {
+            let mut running = self.watch.running.lock().unwrap();
+            let n = running.entry(job.id()).or_default();
+            *n += 1;
+            *n
+        };
+        self.watch.worst.fetch_max(n, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        *self
+            .watch
+            .running
+            .lock()
+            .unwrap()
+            .get_mut(&job.id())
+            .unwrap() -= 1;
+        *self
+            .watch
+            .per_replica
+            .lock()
+            .unwrap()
+            .entry(self.replica.clone())
+            .or_default() += 1;
+        job.status.details = self.replica.clone();
+        Ok(Action::Done)
+    }
+}
+
+struct Cluster {
+    store: Arc<MemoryStore>,
+    watch: Arc<Watch>,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<threeport_core::Result<()>>>,
+}
+
+async fn cluster(server: &NatsServer, replicas: usize) -> Cluster {
+    let store = Arc::new(MemoryStore::new());
+    let watch = Arc::new(Watch::default());
+    let shutdown = CancellationToken::new();
+    let relay_client = connect(&server.url, Duration::from_secs(5)).await.unwrap();
+    let relay_bus = Arc::new(NatsBus::new(relay_client, NatsConfig::default()));
+    let relay = OutboxRelay::new(
+        store.clone(),
+        relay_bus,
+        RelayConfig {
+            retry_delay: Duration::from_millis(200),
+            ..RelayConfig::default()
+        },
+    );
+    tokio::spawn(relay.run(shutdown.clone()));
+    let mut tasks = Vec::new();
+    for r in 0..replicas {
+        // Each replica has its own connection, as separate processes would.
+        let client = connect(&server.url, Duration::from_secs(5)).await.unwrap();
+        let backends = Backends {
+            store: store.clone(),
+            bus: Arc::new(NatsBus::new(client.clone(), NatsConfig::default())),
+            locker: Arc::new(
+                NatsLocker::new(client, &NatsConfig::default())
+                    .await
+                    .unwrap(),
+            ),
+        };
+        let config = ControllerConfig {
+            concurrency: 8,
+            ack_wait: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(10),
+            lock_busy_delay: Duration::from_millis(200),
+            ..ControllerConfig::default()
+        };
+        let worker = Worker {
+            replica: format!("replica-{r}"),
+            watch: watch.clone(),
+        };
+        tasks.push(tokio::spawn(
+            Controller::new(worker, backends)
+                .with_config(config)
+                .run(shutdown.clone()),
+        ));
+    }
+    Cluster {
+        store,
+        watch,
+        shutdown,
+        tasks,
+    }
+}
+
+async fn all_reconciled(store: &Arc<MemoryStore>, expected: usize, within: Duration) {
+    let jobs = Api::<Job>::new(store.clone());
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let all = jobs
+            .list_all(&ListQuery::default().limit(1000))
+            .await
+            .unwrap();
+        let done = all.iter().filter(|j| j.is_reconciled()).count();
+        if all.len() == expected && done == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{done} of {expected} reconciled in time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Cluster {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_a_thousand_objects_without_overlap() {
+    let server = NatsServer::start().await;
+    let cluster = cluster(&server, 3).await;
+    let jobs = Api::<Job>::new(cluster.store.clone());
+    for n in 0..1000 {
+        jobs.create(format!("job-{n}"), Job { n }).await.unwrap();
+    }
+    all_reconciled(&cluster.store, 1000, Duration::from_secs(60)).await;
+    assert_eq!(
+        cluster.watch.worst.load(Ordering::SeqCst),
+        1,
+        "an object was reconciled by two replicas at once"
+    );
+    let spread = cluster.watch.per_replica.lock().unwrap().clone();
+    assert_eq!(spread.len(), 3, "every replica took work: {spread:?}");
+    assert!(
+        spread.values().all(|n| *n >= 50),
+        "work spread over the replicas: {spread:?}"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_mid_run_loses_nothing() {
+    let mut server = NatsServer::start().await;
+    let cluster = cluster(&server, 2).await;
+    let jobs = Api::<Job>::new(cluster.store.clone());
+    for n in 0..300 {
+        jobs.create(format!("before-{n}"), Job { n }).await.unwrap();
+    }
+    // Let part of it through, then take the server down while work is in flight.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server.stop().await;
+    let done_at_stop = jobs
+        .list_all(&ListQuery::default().limit(1000))
+        .await
+        .unwrap()
+        .iter()
+        .filter(|j| j.is_reconciled())
+        .count();
+    assert!(
+        done_at_stop < 300,
+        "the restart must interrupt work in flight ({done_at_stop} done)"
+    );
+    for n in 0..100 {
+        jobs.create(format!("during-{n}"), Job { n }).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.restart().await;
+    all_reconciled(&cluster.store, 400, Duration::from_secs(90)).await;
+    assert_eq!(
+        cluster.watch.worst.load(Ordering::SeqCst),
+        1,
+        "an object was reconciled by two replicas at once"
+    );
+    cluster.stop().await;
+}
