@@ -49,9 +49,13 @@ impl NatsBus {
         format!("{}.schedule.{kind}.{id}", self.config.prefix)
     }
 
-    /// Creates the kind's stream if missing; refuses one whose configuration differs.
-    async fn ensure_stream(&self, kind: &str) -> Result<stream::Stream> {
+    /// Creates the kind's stream if missing, once per process; refuses one whose
+    /// configuration differs.
+    async fn ensure_stream(&self, kind: &str) -> Result<()> {
         let name = self.stream_name(kind);
+        if self.ensured.lock().unwrap().contains(&name) {
+            return Ok(());
+        }
         let wanted = stream::Config {
             name: name.clone(),
             subjects: vec![
@@ -69,7 +73,7 @@ impl NatsBus {
             .get_or_create_stream(wanted.clone())
             .await
             .map_err(|e| nats_error(&format!("creating stream {name}"), e))?;
-        if !self.ensured.lock().unwrap().contains(&name) {
+        {
             let info = stream
                 .info()
                 .await
@@ -91,13 +95,18 @@ impl NatsBus {
                     wanted.subjects
                 )));
             }
-            self.ensured.lock().unwrap().insert(name);
         }
-        Ok(stream)
+        self.ensured.lock().unwrap().insert(name);
+        Ok(())
     }
 
     async fn consumer(&self, kind: &str, options: &SubscribeOptions) -> Result<PullConsumer> {
-        let stream = self.ensure_stream(kind).await?;
+        self.ensure_stream(kind).await?;
+        let stream = self
+            .js
+            .get_stream(self.stream_name(kind))
+            .await
+            .map_err(|e| nats_error(&format!("opening the stream of {kind}"), e))?;
         let max_deliver = options.max_deliveries.map_or(-1, i64::from);
         let filter = format!("{}.notify.{kind}.>", self.config.prefix);
         if let Ok(existing) = stream.consumer_info(&options.group).await {
