@@ -112,9 +112,3 @@ fn migrate_error(err: sqlx::migrate::MigrateError, migrator: &sqlx::migrate::Mig
         other => Error::backend(format!("applying migrations: {other}")),
     }
 }
-
-/// The README's examples compile and run as doc tests here, in the crate that depends on all
-/// the others they use, so they cannot drift from the code.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
