@@ -145,22 +145,6 @@ impl NatsBus {
     }
 }
 
-fn validate_group(group: &str) -> Result<()> {
-    let ok = !group.is_empty()
-        && group.len() <= 128
-        && group
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            "group",
-            format!("{group:?} must be 1-128 ASCII letters, digits, '-' or '_'"),
-        ))
-    }
-}
-
 #[async_trait]
 impl Bus for NatsBus {
     async fn publish(&self, notification: Notification) -> Result<()> {
@@ -178,16 +162,7 @@ impl Bus for NatsBus {
     }
 
     async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Subscription>> {
-        if options.kinds.is_empty() {
-            return Err(Error::invalid("kinds", "at least one kind is required"));
-        }
-        for kind in &options.kinds {
-            validate_kind(kind)?;
-        }
-        validate_group(&options.group)?;
-        if options.ack_wait.is_zero() {
-            return Err(Error::invalid("ack_wait", "must be positive"));
-        }
+        options.validate()?;
         let mut streams = SelectAll::new();
         for kind in &options.kinds {
             let consumer = self.consumer(kind, &options).await?;

@@ -224,18 +224,7 @@ impl Bus for MemoryBus {
     }
 
     async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Subscription>> {
-        if options.kinds.is_empty() {
-            return Err(Error::invalid("kinds", "at least one kind is required"));
-        }
-        for kind in &options.kinds {
-            validate_kind(kind)?;
-        }
-        if options.group.is_empty() {
-            return Err(Error::invalid("group", "must not be empty"));
-        }
-        if options.ack_wait.is_zero() {
-            return Err(Error::invalid("ack_wait", "must be positive"));
-        }
+        options.validate()?;
         let mut state = self.shared.lock().unwrap();
         if state.closed {
             return Err(Error::unavailable("bus closed"));

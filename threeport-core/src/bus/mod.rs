@@ -68,6 +68,42 @@ impl SubscribeOptions {
     }
 }
 
+impl SubscribeOptions {
+    /// Checks the options every bus refuses: no kinds, a malformed kind, a group name outside
+    /// 1-128 ASCII letters, digits, `-` and `_` (what JetStream accepts as a consumer name), or a
+    /// zero ack-wait.
+    pub fn validate(&self) -> Result<()> {
+        if self.kinds.is_empty() {
+            return Err(crate::Error::invalid(
+                "kinds",
+                "at least one kind is required",
+            ));
+        }
+        for kind in &self.kinds {
+            crate::object::validate_kind(kind)?;
+        }
+        let group_ok = !self.group.is_empty()
+            && self.group.len() <= 128
+            && self
+                .group
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !group_ok {
+            return Err(crate::Error::invalid(
+                "group",
+                format!(
+                    "{:?} must be 1-128 ASCII letters, digits, '-' or '_'",
+                    self.group
+                ),
+            ));
+        }
+        if self.ack_wait.is_zero() {
+            return Err(crate::Error::invalid("ack_wait", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
 /// A notification transport with work-queue semantics.
 ///
 /// Contract (checked by [`conformance::bus`](crate::conformance::bus)):

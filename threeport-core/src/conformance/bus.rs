@@ -238,7 +238,7 @@ pub async fn max_deliveries_bounds_redelivery(bus: &dyn Bus, timing: Timing) {
     assert_eq!(attempts, [1, 2], "delivered exactly max_deliveries times");
 }
 
-/// Subscriptions without kinds, with a bad kind, or with a zero ack-wait are `Invalid`.
+/// Subscriptions without kinds, with a bad kind or group name, or a zero ack-wait are `Invalid`.
 pub async fn bad_options_are_invalid(bus: &dyn Bus) {
     let kind = unique_name("Conf");
     let timing = Timing::default();
@@ -253,6 +253,10 @@ pub async fn bad_options_are_invalid(bus: &dyn Bus) {
         },
         SubscribeOptions {
             ack_wait: Duration::ZERO,
+            ..options(&kind, timing)
+        },
+        SubscribeOptions {
+            group: "no spaces".into(),
             ..options(&kind, timing)
         },
     ];
