@@ -213,7 +213,9 @@ impl Subscription for NatsSubscription {
                 Ok(n) => n,
                 Err(err) => {
                     tracing::warn!(error = %err, subject = %message.subject, "dropping a malformed notification");
-                    let _ = message.ack_with(AckKind::Term).await;
+                    if let Err(err) = message.ack_with(AckKind::Term).await {
+                        tracing::debug!(error = %err, "terminating a malformed notification failed");
+                    }
                     continue;
                 }
             };

@@ -172,9 +172,18 @@ impl Locker for NatsLocker {
             .await
         {
             Ok(()) => Ok(()),
-            // Someone else holds it now (or it is gone): nothing of ours to release.
-            Err(err) if err.to_string().to_ascii_lowercase().contains("wrong last") => Ok(()),
-            Err(err) => Err(nats_error("releasing a lease", err)),
+            Err(err) => {
+                // A revision mismatch comes back as a plain publish error: look at the key. If
+                // its revision is not ours any more, someone else holds it (or it is gone), and
+                // there is nothing of ours to release.
+                match self.kv.entry(&lease.key).await {
+                    Ok(Some(entry)) if entry.revision == lease.token => {
+                        Err(nats_error("releasing a lease", err))
+                    }
+                    Ok(_) => Ok(()),
+                    Err(read) => Err(nats_error("releasing a lease", read)),
+                }
+            }
         }
     }
 }
