@@ -319,6 +319,20 @@ impl<S> Status<S> {
         });
     }
 
+    /// A copy of the shared fields with other kind-specific details.
+    pub fn clone_with_details<U>(&self, details: U) -> Status<U> {
+        Status {
+            state: self.state,
+            observed_generation: self.observed_generation,
+            acknowledged_at: self.acknowledged_at,
+            reason: self.reason.clone(),
+            failures: self.failures,
+            conditions: self.conditions.clone(),
+            events: self.events.clone(),
+            details,
+        }
+    }
+
     /// Converts the kind-specific details, keeping the shared fields.
     pub fn map_details<U>(self, f: impl FnOnce(S) -> U) -> Status<U> {
         Status {
@@ -440,25 +454,40 @@ pub struct Object<T: ApiObject> {
 impl<T: ApiObject> Object<T> {
     /// Decodes a stored object; fails with [`Error::Invalid`] if the kind or JSON does not match.
     pub fn from_raw(raw: RawObject) -> Result<Self, Error> {
+        let (spec, details) = Self::decode_parts(&raw)?;
+        Ok(Object {
+            meta: raw.meta,
+            spec,
+            status: raw.status.map_details(|_| details),
+        })
+    }
+
+    /// Decodes a stored object without consuming it (the JSON is read in place, not copied),
+    /// so the caller keeps the raw object when decoding fails.
+    pub fn decode(raw: &RawObject) -> Result<Self, Error> {
+        let (spec, details) = Self::decode_parts(raw)?;
+        Ok(Object {
+            meta: raw.meta.clone(),
+            spec,
+            status: raw.status.clone_with_details(details),
+        })
+    }
+
+    fn decode_parts(raw: &RawObject) -> Result<(T, T::Status), Error> {
         if raw.meta.kind != T::KIND {
             return Err(Error::invalid(
                 "kind",
                 format!("expected {}, found {}", T::KIND, raw.meta.kind),
             ));
         }
-        let spec =
-            serde_json::from_value(raw.spec).map_err(|e| Error::invalid("spec", e.to_string()))?;
+        let spec = T::deserialize(&raw.spec).map_err(|e| Error::invalid("spec", e.to_string()))?;
         let details = if raw.status.details.is_null() {
             T::Status::default()
         } else {
-            serde_json::from_value(raw.status.details.clone())
+            T::Status::deserialize(&raw.status.details)
                 .map_err(|e| Error::invalid("status.details", e.to_string()))?
         };
-        Ok(Object {
-            meta: raw.meta,
-            spec,
-            status: raw.status.map_details(|_| details),
-        })
+        Ok((spec, details))
     }
 
     /// Encodes this object for storage.
@@ -474,16 +503,7 @@ impl<T: ApiObject> Object<T> {
     pub fn status_to_raw(&self) -> Result<Status<Value>, Error> {
         let details = serde_json::to_value(&self.status.details)
             .map_err(|e| Error::invalid("status.details", e.to_string()))?;
-        Ok(Status {
-            state: self.status.state,
-            observed_generation: self.status.observed_generation,
-            acknowledged_at: self.status.acknowledged_at,
-            reason: self.status.reason.clone(),
-            failures: self.status.failures,
-            conditions: self.status.conditions.clone(),
-            events: self.status.events.clone(),
-            details,
-        })
+        Ok(self.status.clone_with_details(details))
     }
 
     /// Id shorthand.

@@ -460,7 +460,7 @@ impl<R: Reconciler> Worker<R> {
             }
         };
         let generation = raw.meta.generation;
-        let mut obj = match Object::<R::Object>::from_raw(raw.clone()) {
+        let mut obj = match Object::<R::Object>::decode(&raw) {
             Ok(obj) => obj,
             Err(err) => return self.fail_undecodable(raw, lease, err).await,
         };

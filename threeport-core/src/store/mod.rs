@@ -289,7 +289,8 @@ impl<T: ApiObject> Api<T> {
 
     /// Validates and creates an object named `name`.
     pub async fn create(&self, name: impl Into<String>, spec: T) -> Result<Object<T>> {
-        self.create_new(NewObject::typed(name, &spec)?).await
+        // `NewObject::typed` has validated the spec already.
+        Object::from_raw(self.store.create(NewObject::typed(name, &spec)?).await?)
     }
 
     /// Creates from a prepared [`NewObject`] (labels included); checks the kind and validates.
