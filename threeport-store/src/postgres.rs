@@ -143,7 +143,10 @@ impl PgStore {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 Err(sqlx::Error::Database(db))
-                    if matches!(db.code().as_deref(), Some("23505" | "42P07" | "40001")) => {}
+                    if matches!(
+                        db.code().as_deref(),
+                        Some("23505" | "42P07" | "42710" | "40001")
+                    ) => {}
                 Err(err) => return Err(map_sql_error("taking the migration guard", err)),
             }
             if tokio::time::Instant::now() > deadline {
