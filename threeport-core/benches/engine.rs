@@ -97,6 +97,7 @@ async fn engine_run(n: u64) -> Duration {
                 id,
                 operation: Operation::Created,
                 version: 1,
+                secret: None,
             };
             bus.publish(notification).await.expect("publish");
         }
@@ -193,6 +194,7 @@ async fn breakdown(n: u64) {
             id: *id,
             operation: Operation::Created,
             version: 1,
+            secret: None,
         };
         memory.bus.publish(notification).await.expect("publish");
         let delivery = sub.next().await.expect("next").expect("open");

@@ -67,8 +67,8 @@ pub mod runtime;
 pub mod store;
 
 pub use bus::{
-    Bus, Delivery, DeliveryHandle, MemoryBus, Notification, Operation, SubscribeOptions,
-    Subscription,
+    Bus, Delivery, DeliveryHandle, MemoryBus, Notification, Operation, SecretValues,
+    SubscribeOptions, Subscription,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use lock::{Lease, Locker, MemoryLocker};

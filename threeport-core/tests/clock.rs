@@ -12,6 +12,7 @@ fn note() -> Notification {
         id: ObjectId::new(),
         operation: Operation::Created,
         version: 1,
+        secret: None,
     }
 }
 

@@ -68,6 +68,7 @@ struct Probe {
     call_times: Mutex<Vec<Instant>>,
     running: Mutex<HashMap<ObjectId, u32>>,
     max_running_per_object: AtomicU32,
+    secrets: Mutex<Vec<SecretValues>>,
 }
 
 struct RunningGuard<'a>(&'a Probe, ObjectId);
@@ -146,8 +147,11 @@ impl Reconciler for TestReconciler {
     async fn reconcile(
         &self,
         obj: &mut Object<Widget>,
-        _ctx: &Context,
+        ctx: &Context,
     ) -> Result<Action, ReconcileError> {
+        if let Some(secret) = ctx.secret() {
+            self.probe.secrets.lock().unwrap().push(secret.clone());
+        }
         let n = self.probe.calls.fetch_add(1, Ordering::SeqCst) + 1;
         self.probe.call_times.lock().unwrap().push(Instant::now());
         let step = (self.script)(obj, n);
@@ -392,6 +396,34 @@ async fn notifications_during_a_reconcile_coalesce_into_one_follow_up() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn secret_values_reach_a_reconcile_of_their_own() {
+    let h = Harness::new();
+    let probe = Arc::new(Probe::default());
+    let (metrics, _) = h.start(
+        TestReconciler::new(&probe, |_, _| Step::done().sleep(Duration::from_secs(5))),
+        quick_config(),
+    );
+    let id = h.create("w", 0).await.id();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(probe.calls(), 1, "first reconcile running");
+    // Arrives while the object is being reconciled: folding it into the follow-up would
+    // lose the values, so it waits for a run of its own.
+    let secret = SecretValues([("token".to_owned(), "hunter2".to_owned())].into());
+    h.memory
+        .bus
+        .publish(
+            Notification::new(Widget::KIND, id, Operation::Updated, 2).with_secret(secret.clone()),
+        )
+        .await
+        .unwrap();
+    h.wait(id, |_| probe.calls() >= 2).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(*probe.secrets.lock().unwrap(), vec![secret]);
+    assert_eq!(metrics.queue_depth.get(), 0, "every delivery settled");
+    assert_eq!(probe.max_running_per_object.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn requeue_after_waits_the_delay_and_shows_progress() {
     let h = Harness::new();
     let probe = Arc::new(Probe::default());
@@ -540,6 +572,7 @@ async fn terminal_errors_are_recorded_and_not_retried_until_the_object_changes()
             id,
             operation: Operation::Updated,
             version: 1,
+            secret: None,
         })
         .await
         .unwrap();
@@ -831,6 +864,7 @@ async fn notifications_for_missing_objects_are_acked_and_skipped() {
             id: ObjectId::new(),
             operation: Operation::Created,
             version: 1,
+            secret: None,
         })
         .await
         .unwrap();

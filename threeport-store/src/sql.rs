@@ -262,6 +262,7 @@ pub(crate) fn outbox_entries(rows: Vec<OutboxRow>) -> Result<Vec<OutboxEntry>, E
                     id: ObjectId(id),
                     operation: parse_operation(&operation)?,
                     version: as_u64(version),
+                    secret: None,
                 },
             })
         })

@@ -24,7 +24,7 @@ use crate::object::{ObjectId, validate_kind};
 /// let bus = MemoryBus::new();
 /// let mut sub = bus.subscribe(SubscribeOptions::new("widgets", "Widget")).await?;
 /// let id = ObjectId::new();
-/// bus.publish(Notification { kind: "Widget".into(), id, operation: Operation::Created, version: 1 }).await?;
+/// bus.publish(Notification { kind: "Widget".into(), id, operation: Operation::Created, version: 1, secret: None }).await?;
 ///
 /// let delivery = sub.next().await?.expect("bus open");
 /// assert_eq!((delivery.notification.id, delivery.attempt), (id, 1));
@@ -126,7 +126,11 @@ impl Queue {
     /// Adds a notification due at `due`, folding it into the object's ready message if any.
     fn enqueue(&mut self, notification: Notification, due: Instant, attempt: u32) {
         let key = (notification.kind.clone(), notification.id);
-        if let Some(&seq) = self.ready_by_object.get(&key) {
+        // Notifications with secrets stay whole: folding would drop one's secret.
+        if let Some(&seq) = self.ready_by_object.get(&key)
+            && notification.secret.is_none()
+            && self.messages[&seq].notification.secret.is_none()
+        {
             let msg = self.messages.get_mut(&seq).expect("indexed message exists");
             msg.notification.version = msg.notification.version.max(notification.version);
             msg.notification.operation = notification.operation;

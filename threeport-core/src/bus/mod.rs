@@ -2,7 +2,10 @@
 //! [`Subscription`]s and explicitly settled [`Delivery`]s, and the in-memory [`MemoryBus`].
 //!
 //! Notifications are hints (`kind`, `id`, `operation`, `version`), never payloads: the receiver
-//! always loads the current object, so duplicates and stale notifications are harmless.
+//! always loads the current object, so duplicates and stale notifications are harmless. The one
+//! exception is [`SecretValues`]: secret data that must reach a controller without ever being
+//! stored. Such a notification is published straight to the bus (not through the outbox), and
+//! buses keep it in memory only.
 
 mod memory;
 
@@ -40,6 +43,43 @@ pub struct Notification {
     pub operation: Operation,
     /// The object version the change produced.
     pub version: u64,
+    /// Secret values for the controller, if this notification carries them. Buses keep such
+    /// notifications in memory only (never on disk); see [`Notification::with_secret`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretValues>,
+}
+
+impl Notification {
+    /// A hint with no secret.
+    pub fn new(kind: impl Into<String>, id: ObjectId, operation: Operation, version: u64) -> Self {
+        Notification {
+            kind: kind.into(),
+            id,
+            operation,
+            version,
+            secret: None,
+        }
+    }
+
+    /// The same notification carrying `secret`.
+    pub fn with_secret(mut self, secret: SecretValues) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+}
+
+/// Secret key/value data travelling with a [`Notification`]. Its `Debug` output names the keys
+/// and hides the values, so it cannot leak into logs by accident.
+#[derive(Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretValues(pub std::collections::BTreeMap<String, String>);
+
+impl fmt::Debug for SecretValues {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "<redacted>")))
+            .finish()
+    }
 }
 
 /// How a consumer group receives notifications.

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Timing, unique_name};
-use crate::bus::{Bus, Delivery, Notification, Operation, SubscribeOptions, Subscription};
+use crate::bus::{
+    Bus, Delivery, Notification, Operation, SecretValues, SubscribeOptions, Subscription,
+};
 use crate::error::ErrorKind;
 use crate::object::ObjectId;
 
@@ -18,6 +20,7 @@ pub async fn run(bus: Arc<dyn Bus>, timing: Timing) {
     in_progress_extends_the_ack_wait(&*bus, timing).await;
     requeue_after_delays_redelivery(&*bus, timing).await;
     max_deliveries_bounds_redelivery(&*bus, timing).await;
+    secret_values_are_delivered_whole(&*bus, timing).await;
     bad_options_are_invalid(&*bus).await;
 }
 
@@ -27,6 +30,7 @@ fn note(kind: &str) -> Notification {
         id: ObjectId::new(),
         operation: Operation::Created,
         version: 1,
+        secret: None,
     }
 }
 
@@ -37,6 +41,56 @@ fn options(kind: &str, timing: Timing) -> SubscribeOptions {
         ack_wait: timing.unit,
         max_deliveries: None,
     }
+}
+
+/// A notification with secret values reaches the group with its values, also when a plain
+/// notification for the same object is pending (it must not fold into it), and keeps them
+/// across a requeue.
+pub async fn secret_values_are_delivered_whole(bus: &dyn Bus, timing: Timing) {
+    let kind = unique_name("Conf");
+    let plain = note(&kind);
+    let secret = SecretValues([("key".to_owned(), "value".to_owned())].into());
+    let with_secret = Notification {
+        version: 2,
+        ..plain.clone()
+    }
+    .with_secret(secret.clone());
+    bus.publish(plain.clone()).await.expect("publish");
+    bus.publish(with_secret.clone())
+        .await
+        .expect("publish secret");
+    let mut sub = bus
+        .subscribe(SubscribeOptions {
+            ack_wait: timing.unit * 10,
+            ..options(&kind, timing)
+        })
+        .await
+        .expect("subscribe");
+    let mut secrets = Vec::new();
+    let mut requeued = false;
+    while let Some(d) = next_within(&mut *sub, timing.unit * 10).await {
+        assert_eq!(d.notification.id, plain.id);
+        match &d.notification.secret {
+            Some(values) if !requeued => {
+                secrets.push(values.clone());
+                requeued = true;
+                d.requeue_after(timing.unit).await.expect("requeue");
+            }
+            Some(values) => {
+                secrets.push(values.clone());
+                d.ack().await.expect("ack");
+            }
+            None => d.ack().await.expect("ack"),
+        }
+        if secrets.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        secrets,
+        vec![secret.clone(), secret],
+        "the secret arrives, and again after a requeue"
+    );
 }
 
 /// The next delivery within `within`, if any.

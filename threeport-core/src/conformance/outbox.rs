@@ -86,6 +86,7 @@ pub async fn desired_state_writes_record_notifications(store: &dyn Store, outbox
         id,
         operation,
         version,
+        secret: None,
     })
     .collect();
     assert_eq!(

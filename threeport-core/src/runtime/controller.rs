@@ -2,7 +2,8 @@
 //!
 //! Per delivery: lock the object (lease) → load it (ack and skip if gone) → reconcile or clean
 //! up, renewing the lease and heartbeating the delivery meanwhile → write lifecycle, status and
-//! conditions (fenced by the lease token) → ack or requeue → release.
+//! conditions (fenced by the lease token) → run again, under the same lease, if a notification
+//! for the object arrived meanwhile → release the lease in the background → ack or requeue.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -15,6 +16,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::backoff::Backoff;
@@ -252,6 +254,12 @@ impl<R: Reconciler> Controller<R> {
                         drop(permit);
                     });
                 }
+                Admission::Busy(delivery) => {
+                    if let Err(err) = delivery.requeue_after(worker.config.lock_busy_delay).await {
+                        tracing::debug!(error = %err, "requeueing a delivery failed; the bus will redeliver it");
+                    }
+                    worker.metrics.queue_depth.dec();
+                }
                 Admission::Coalesced(delivery) => {
                     // The running work covers this change: its own delivery stays unacked
                     // until a reconcile that started after this moment has finished.
@@ -285,6 +293,13 @@ impl<R: Reconciler> Controller<R> {
                 tasks.abort_all();
             }
         }
+        worker.releases.close();
+        if tokio::time::timeout(Duration::from_secs(5), worker.releases.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(controller = %name, "lease releases unfinished at shutdown; they will expire");
+        }
         tracing::info!(controller = %name, "controller stopped");
         Ok(())
     }
@@ -302,6 +317,8 @@ fn report_worker_exit(controller: &str, joined: std::result::Result<(), tokio::t
 enum Admission {
     Start(Delivery),
     Coalesced(Delivery),
+    /// Work runs for the object here and the delivery cannot fold into it: retry it later.
+    Busy(Delivery),
 }
 
 /// How to settle a delivery.
@@ -340,6 +357,8 @@ struct Worker<R: Reconciler> {
     /// then runs once more before its delivery is settled.
     active: Mutex<HashMap<ObjectId, bool>>,
     abort: CancellationToken,
+    /// Lease releases still on their way.
+    releases: TaskTracker,
 }
 
 impl<R: Reconciler> Worker<R> {
@@ -362,6 +381,7 @@ impl<R: Reconciler> Worker<R> {
             results,
             active: Mutex::new(HashMap::new()),
             abort: CancellationToken::new(),
+            releases: TaskTracker::new(),
         }
     }
 
@@ -370,6 +390,8 @@ impl<R: Reconciler> Worker<R> {
     fn admit(&self, delivery: Delivery) -> Admission {
         let mut active = self.active.lock().unwrap();
         match active.get_mut(&delivery.notification.id) {
+            // Its secret must reach a reconcile of its own: it cannot fold into another.
+            Some(_) if delivery.notification.secret.is_some() => Admission::Busy(delivery),
             Some(dirty) => {
                 *dirty = true;
                 self.metrics.coalesced.inc();
@@ -384,8 +406,11 @@ impl<R: Reconciler> Worker<R> {
 
     /// Reconciles the object until no notification arrived during the last run, then settles
     /// the delivery. Until then it stays unacked, so a crash at any point means redelivery.
+    /// The lease is taken once and kept across those runs.
     async fn work(&self, delivery: Delivery) {
         let id = delivery.notification.id;
+        let key = format!("{}/{id}", R::Object::KIND);
+        let mut lease = None;
         loop {
             let settle = if self.abort.is_cancelled() {
                 Settle::Requeue(Duration::ZERO)
@@ -397,7 +422,9 @@ impl<R: Reconciler> Worker<R> {
                     id = %id,
                     attempt = delivery.attempt,
                 );
-                self.process(id, &delivery).instrument(span).await
+                self.process(id, &key, &mut lease, &delivery)
+                    .instrument(span)
+                    .await
             };
             {
                 let mut active = self.active.lock().unwrap();
@@ -409,21 +436,47 @@ impl<R: Reconciler> Worker<R> {
                 }
                 active.remove(&id);
             }
+            if let Some(lease) = lease {
+                self.release_later(lease);
+            }
             self.settle(delivery, settle).await;
             return;
         }
     }
 
-    /// One locked reconcile of `id`; says how to settle its delivery.
-    async fn process(&self, id: ObjectId, delivery: &Delivery) -> Settle {
-        let key = format!("{}/{id}", R::Object::KIND);
-        let mut lease = match self
-            .backends
-            .locker
-            .acquire(&key, &self.holder, self.config.lease_ttl)
-            .await
-        {
-            Ok(Some(lease)) => lease,
+    /// One locked reconcile of `id`; says how to settle its delivery. Takes the lease, or
+    /// renews the one a previous run of this work left in `lease`.
+    async fn process(
+        &self,
+        id: ObjectId,
+        key: &str,
+        lease: &mut Option<Lease>,
+        delivery: &Delivery,
+    ) -> Settle {
+        let locker = &self.backends.locker;
+        let held = match lease.take() {
+            // Renewing proves the lease is still ours after the previous run.
+            Some(previous) => match locker.renew(&previous).await {
+                Ok(renewed) => Ok(Some(renewed)),
+                Err(err) if err.kind() == ErrorKind::Conflict => {
+                    self.metrics.leases_lost.inc();
+                    locker
+                        .acquire(key, &self.holder, self.config.lease_ttl)
+                        .await
+                }
+                Err(err) => {
+                    self.release_later(previous);
+                    Err(err)
+                }
+            },
+            None => {
+                locker
+                    .acquire(key, &self.holder, self.config.lease_ttl)
+                    .await
+            }
+        };
+        let current = match held {
+            Ok(Some(current)) => lease.insert(current),
             Ok(None) => {
                 tracing::debug!("object locked by another replica; requeueing");
                 return Settle::Requeue(self.config.lock_busy_delay);
@@ -433,11 +486,19 @@ impl<R: Reconciler> Worker<R> {
                 return Settle::Requeue(self.config.lock_busy_delay);
             }
         };
-        let settle = self.reconcile_locked(id, &mut lease, delivery).await;
-        if let Err(err) = self.backends.locker.release(&lease).await {
-            tracing::warn!(error = %err, "releasing the object lease failed; it will expire");
-        }
-        settle
+        self.reconcile_locked(id, current, delivery).await
+    }
+
+    /// Releases a lease without holding up the worker: the object is free here already, and
+    /// another replica that finds it still held retries after `lock_busy_delay`. Shutdown
+    /// waits for these releases.
+    fn release_later(&self, lease: Lease) {
+        let locker = self.backends.locker.clone();
+        self.releases.spawn(async move {
+            if let Err(err) = locker.release(&lease).await {
+                tracing::warn!(error = %err, key = %lease.key, "releasing the object lease failed; it will expire");
+            }
+        });
     }
 
     async fn reconcile_locked(
@@ -486,6 +547,7 @@ impl<R: Reconciler> Worker<R> {
                 fence: lease.token,
                 attempt,
                 cancelled: self.abort.clone(),
+                secret: delivery.notification.secret.clone(),
             };
             let started = Instant::now();
             self.metrics.active_workers.inc();

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::SecretValues;
 use crate::error::{Error, ErrorKind};
 use crate::object::{ApiObject, Object};
 use crate::store::{Api, Store};
@@ -79,6 +80,7 @@ pub struct Context {
     pub(crate) fence: u64,
     pub(crate) attempt: u32,
     pub(crate) cancelled: CancellationToken,
+    pub(crate) secret: Option<SecretValues>,
 }
 
 impl Context {
@@ -89,7 +91,22 @@ impl Context {
             fence: 0,
             attempt: 1,
             cancelled: CancellationToken::new(),
+            secret: None,
         }
+    }
+
+    /// The same context with secret values, as a notification would bring them.
+    pub fn with_secret(mut self, secret: SecretValues) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    /// Secret values the notification behind this reconcile carried, if any (see
+    /// [`Notification::secret`](crate::Notification::secret)). They exist only in memory: a
+    /// reconciler that needs them must use them now (hand them to a secret manager), and a
+    /// reconcile without them must not assume they will come again.
+    pub fn secret(&self) -> Option<&SecretValues> {
+        self.secret.as_ref()
     }
 
     /// The store, to read (and write the desired state of) other objects.

@@ -130,6 +130,7 @@ impl StoreState {
                     id: meta.id,
                     operation,
                     version: meta.version,
+                    secret: None,
                 },
                 claim: None,
             },
