@@ -1,4 +1,4 @@
-//! [`NatsBus`]: notifications on JetStream work-queue streams.
+//! [`NatsBus`]: notifications on JetStream work-queue streams, consumed by partition.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -10,62 +10,131 @@ use async_nats::jetstream::message::{AckKind, Acker};
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use async_nats::jetstream::{self, Context};
 use async_trait::async_trait;
-use futures::stream::{SelectAll, StreamExt};
+use futures::StreamExt;
 use threeport_core::object::validate_kind;
 use threeport_core::{
-    Bus, Delivery, DeliveryHandle, Error, Notification, Result, SubscribeOptions, Subscription,
+    Bus, Delivery, DeliveryHandle, Error, Notification, ObjectId, Result, SubscribeOptions,
+    Subscription,
 };
+use tokio::sync::{OnceCell, mpsc};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::{NatsConfig, nats_error};
+use crate::partition::{
+    self, Member, PartitionLocker, Pending, Pulled, Registry, belongs_to, consumer_name,
+    partition_of, unknown_group_error,
+};
+use crate::{NatsConfig, NatsLocker, nats_error};
+
+/// Stream metadata key recording the partition count the subjects were laid out with.
+const PARTITIONS_METADATA: &str = "threeport.partitions";
 
 /// The [`Bus`] on NATS JetStream. Cheap to clone.
+///
+/// Subscriptions consume by partition (see [`NatsConfig::partitions`]): pair the bus with
+/// [`NatsBus::locker`] so per-object leases cost no NATS round trip.
 #[derive(Debug, Clone)]
 pub struct NatsBus {
+    client: async_nats::Client,
     js: Context,
     config: NatsConfig,
     /// Streams this process has already made sure of.
     ensured: Arc<Mutex<HashSet<String>>>,
+    leases: Arc<OnceCell<NatsLocker>>,
+    registry: Registry,
 }
 
 impl NatsBus {
     /// A bus on an open connection.
     pub fn new(client: async_nats::Client, config: NatsConfig) -> Self {
         NatsBus {
-            js: jetstream::new(client),
+            js: jetstream::new(client.clone()),
+            client,
             config,
             ensured: Arc::default(),
+            leases: Arc::default(),
+            registry: Registry::default(),
         }
     }
 
-    fn stream_name(&self, kind: &str) -> String {
-        format!("{}_{kind}", self.config.prefix.to_ascii_uppercase())
+    /// The per-object [`Locker`](threeport_core::Locker) to run controllers with on this bus:
+    /// it grants an object's lease from the partition this process holds, with no NATS
+    /// round trip, and falls back to a [`NatsLocker`] for other keys.
+    pub async fn locker(&self) -> Result<PartitionLocker> {
+        Ok(PartitionLocker::new(
+            self.registry.clone(),
+            self.config.partitions,
+            self.leases().await?.clone(),
+        ))
     }
 
-    fn notify_subject(&self, kind: &str, id: impl std::fmt::Display) -> String {
-        format!("{}.notify.{kind}.{id}", self.config.prefix)
+    /// The partitions of `kind` this process's subscriptions hold now (diagnostics, tests).
+    pub fn held_partitions(&self, kind: &str) -> Vec<u16> {
+        self.registry.held_partitions(kind)
     }
 
-    fn schedule_subject(&self, kind: &str, id: impl std::fmt::Display) -> String {
-        format!("{}.schedule.{kind}.{id}", self.config.prefix)
+    async fn leases(&self) -> Result<&NatsLocker> {
+        self.leases
+            .get_or_try_init(|| NatsLocker::new(self.client.clone(), &self.config))
+            .await
     }
 
-    /// Creates the kind's stream if missing, once per process; refuses one whose
+    fn stream_name(&self, kind: &str, flavor: Flavor) -> String {
+        let prefix = self.config.prefix.to_ascii_uppercase();
+        match flavor {
+            Flavor::Hints => format!("{prefix}_{kind}"),
+            Flavor::Secrets => format!("{prefix}_SECRETS_{kind}"),
+        }
+    }
+
+    fn secret_subject(&self, kind: &str, id: ObjectId) -> String {
+        let partition = partition_of(id, self.config.partitions);
+        format!("{}.secret.{kind}.{partition}.{id}", self.config.prefix)
+    }
+
+    fn notify_subject(&self, kind: &str, id: ObjectId) -> String {
+        let partition = partition_of(id, self.config.partitions);
+        format!("{}.notify.{kind}.{partition}.{id}", self.config.prefix)
+    }
+
+    fn schedule_subject(&self, kind: &str, id: ObjectId) -> String {
+        let partition = partition_of(id, self.config.partitions);
+        format!("{}.schedule.{kind}.{partition}.{id}", self.config.prefix)
+    }
+
+    /// Creates the kind's stream of `flavor` if missing, once per process; refuses one whose
     /// configuration differs.
-    async fn ensure_stream(&self, kind: &str) -> Result<()> {
-        let name = self.stream_name(kind);
+    async fn ensure_stream(&self, kind: &str, flavor: Flavor) -> Result<()> {
+        let name = self.stream_name(kind, flavor);
         if self.ensured.lock().unwrap().contains(&name) {
             return Ok(());
         }
+        self.config.validate()?;
+        let partitions = self.config.partitions.to_string();
+        let prefix = &self.config.prefix;
+        let (subjects, storage, schedules) = match flavor {
+            Flavor::Hints => (
+                vec![
+                    format!("{prefix}.notify.{kind}.>"),
+                    format!("{prefix}.schedule.{kind}.>"),
+                ],
+                StorageType::File,
+                true,
+            ),
+            // Secret values never touch the disk of any server.
+            Flavor::Secrets => (
+                vec![format!("{prefix}.secret.{kind}.>")],
+                StorageType::Memory,
+                false,
+            ),
+        };
         let wanted = stream::Config {
             name: name.clone(),
-            subjects: vec![
-                format!("{}.notify.{kind}.>", self.config.prefix),
-                format!("{}.schedule.{kind}.>", self.config.prefix),
-            ],
+            subjects,
             retention: RetentionPolicy::WorkQueue,
-            storage: StorageType::File,
+            storage,
             num_replicas: self.config.replicas,
-            allow_message_schedules: true,
+            allow_message_schedules: schedules,
+            metadata: [(PARTITIONS_METADATA.to_owned(), partitions.clone())].into(),
             ..Default::default()
         };
         let mut stream = self
@@ -79,20 +148,26 @@ impl NatsBus {
                 .await
                 .map_err(|e| nats_error(&format!("reading stream {name}"), e))?;
             let found = &info.config;
+            let found_partitions = found.metadata.get(PARTITIONS_METADATA);
             if found.retention != wanted.retention
                 || found.storage != wanted.storage
                 || found.subjects != wanted.subjects
-                || !found.allow_message_schedules
+                || found.allow_message_schedules != wanted.allow_message_schedules
+                || found_partitions != Some(&partitions)
             {
                 return Err(Error::conflict(format!(
                     "stream {name} exists with another configuration (retention {:?}, storage {:?}, \
-                     subjects {:?}, schedules {}); threeport needs work-queue retention, file \
-                     storage, subjects {:?} and message schedules",
+                     subjects {:?}, schedules {}, partitions {}); threeport needs work-queue \
+                     retention, {:?} storage, subjects {:?}, schedules {} and {partitions} \
+                     partitions",
                     found.retention,
                     found.storage,
                     found.subjects,
                     found.allow_message_schedules,
-                    wanted.subjects
+                    found_partitions.map_or("unset", String::as_str),
+                    wanted.storage,
+                    wanted.subjects,
+                    wanted.allow_message_schedules,
                 )));
             }
         }
@@ -100,57 +175,117 @@ impl NatsBus {
         Ok(())
     }
 
-    async fn consumer(&self, kind: &str, options: &SubscribeOptions) -> Result<PullConsumer> {
-        self.ensure_stream(kind).await?;
-        let stream = self
-            .js
-            .get_stream(self.stream_name(kind))
-            .await
-            .map_err(|e| nats_error(&format!("opening the stream of {kind}"), e))?;
-        let max_deliver = options.max_deliveries.map_or(-1, i64::from);
-        let filter = format!("{}.notify.{kind}.>", self.config.prefix);
-        if let Ok(existing) = stream.consumer_info(&options.group).await {
-            let c = &existing.config;
-            if c.ack_wait != options.ack_wait
-                || c.max_deliver != max_deliver
-                || c.filter_subject != filter
+    /// The kind's partition consumers for the group, created where missing: for each
+    /// partition, one on the hints stream and one on the secrets stream. Refuses other groups
+    /// and mismatched configurations.
+    async fn consumers(
+        &self,
+        kind: &str,
+        options: &SubscribeOptions,
+    ) -> Result<Vec<Vec<PullConsumer>>> {
+        let mut consumers: Vec<Vec<PullConsumer>> =
+            vec![Vec::new(); usize::from(self.config.partitions)];
+        for flavor in [Flavor::Hints, Flavor::Secrets] {
+            for (partition, consumer) in self
+                .flavor_consumers(kind, flavor, options)
+                .await?
+                .into_iter()
+                .enumerate()
             {
-                return Err(Error::conflict(format!(
-                    "consumer {} on {kind} exists with ack_wait {:?}, max_deliver {} (asked for {:?}, {})",
-                    options.group, c.ack_wait, c.max_deliver, options.ack_wait, max_deliver
-                )));
+                consumers[partition].push(consumer);
             }
         }
-        let config = pull::Config {
-            durable_name: Some(options.group.clone()),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: options.ack_wait,
-            max_deliver,
-            filter_subject: filter,
-            ..Default::default()
-        };
-        stream
-            .get_or_create_consumer(&options.group, config)
-            .await
-            .map_err(|e| {
-                let text = e.to_string();
-                if text.contains("10100") || text.to_ascii_lowercase().contains("not unique") || text.contains("10099") {
-                    Error::conflict(format!(
-                        "kind {kind} is already consumed by another group; a kind has one consumer group ({text})"
-                    ))
-                } else {
-                    nats_error(&format!("creating consumer {} on {kind}", options.group), e)
-                }
-            })
+        Ok(consumers)
     }
+
+    async fn flavor_consumers(
+        &self,
+        kind: &str,
+        flavor: Flavor,
+        options: &SubscribeOptions,
+    ) -> Result<Vec<PullConsumer>> {
+        self.ensure_stream(kind, flavor).await?;
+        let stream = self
+            .js
+            .get_stream(self.stream_name(kind, flavor))
+            .await
+            .map_err(|e| nats_error(&format!("opening the stream of {kind}"), e))?;
+        let mut names = stream.consumer_names();
+        while let Some(name) = names.next().await {
+            let name = name.map_err(|e| nats_error(&format!("listing consumers of {kind}"), e))?;
+            if !belongs_to(&name, &options.group) {
+                return Err(unknown_group_error(kind, &name));
+            }
+        }
+        let max_deliver = options.max_deliveries.map_or(-1, i64::from);
+        let topic = match flavor {
+            Flavor::Hints => "notify",
+            Flavor::Secrets => "secret",
+        };
+        let mut consumers = Vec::with_capacity(usize::from(self.config.partitions));
+        for partition in 0..self.config.partitions {
+            let name = consumer_name(&options.group, partition);
+            let filter = format!("{}.{topic}.{kind}.{partition}.>", self.config.prefix);
+            if let Ok(existing) = stream.consumer_info(&name).await {
+                let c = &existing.config;
+                if c.ack_wait != options.ack_wait
+                    || c.max_deliver != max_deliver
+                    || c.filter_subject != filter
+                {
+                    return Err(Error::conflict(format!(
+                        "consumer {name} on {kind} exists with ack_wait {:?}, max_deliver {} \
+                         (asked for {:?}, {max_deliver})",
+                        c.ack_wait, c.max_deliver, options.ack_wait
+                    )));
+                }
+            }
+            let config = pull::Config {
+                durable_name: Some(name.clone()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: options.ack_wait,
+                max_deliver,
+                filter_subject: filter,
+                ..Default::default()
+            };
+            let consumer = stream
+                .get_or_create_consumer(&name, config)
+                .await
+                .map_err(|e| {
+                    let text = e.to_string();
+                    // Overlapping filters: another group raced us to the kind.
+                    if text.contains("10100") || text.to_ascii_lowercase().contains("overlap") {
+                        unknown_group_error(kind, &text)
+                    } else {
+                        nats_error(&format!("creating consumer {name} on {kind}"), e)
+                    }
+                })?;
+            consumers.push(consumer);
+        }
+        Ok(consumers)
+    }
+}
+
+/// The two streams of a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    /// Plain notifications (hints): file storage, survive restarts.
+    Hints,
+    /// Notifications carrying secret values: memory storage only.
+    Secrets,
 }
 
 #[async_trait]
 impl Bus for NatsBus {
     async fn publish(&self, notification: Notification) -> Result<()> {
         validate_kind(&notification.kind)?;
-        self.ensure_stream(&notification.kind).await?;
-        let subject = self.notify_subject(&notification.kind, notification.id);
+        let (flavor, subject) = if notification.secret.is_some() {
+            let subject = self.secret_subject(&notification.kind, notification.id);
+            (Flavor::Secrets, subject)
+        } else {
+            let subject = self.notify_subject(&notification.kind, notification.id);
+            (Flavor::Hints, subject)
+        };
+        self.ensure_stream(&notification.kind, flavor).await?;
         let payload = serde_json::to_vec(&notification).map_err(Error::backend)?;
         self.js
             .publish(subject, payload.into())
@@ -163,26 +298,39 @@ impl Bus for NatsBus {
 
     async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Subscription>> {
         options.validate()?;
-        let mut streams = SelectAll::new();
+        let leases = self.leases().await?.clone();
+        let (tx, rx) = mpsc::channel(64);
+        let stop = CancellationToken::new();
         for kind in &options.kinds {
-            let consumer = self.consumer(kind, &options).await?;
-            let messages = consumer
-                .messages()
-                .await
-                .map_err(|e| nats_error(&format!("pulling from {kind}"), e))?;
-            streams.push(messages);
+            let consumers = self.consumers(kind, &options).await?;
+            let member = Arc::new(Member::new(
+                kind,
+                self.config.partitions,
+                self.config.partition_ttl,
+                leases.clone(),
+            ));
+            self.registry.add(&member);
+            tokio::spawn(partition::run_member(
+                member,
+                consumers,
+                tx.clone(),
+                stop.child_token(),
+            ));
         }
         Ok(Box::new(NatsSubscription {
             bus: self.clone(),
-            messages: streams,
+            messages: rx,
+            _stop: stop.drop_guard(),
         }))
     }
 }
 
-/// A member of a consumer group: pulls messages from the group's consumers.
+/// A member of a consumer group: receives the messages of the partitions it holds. Dropping
+/// it hands those partitions back once its deliveries are settled.
 struct NatsSubscription {
     bus: NatsBus,
-    messages: SelectAll<async_nats::jetstream::consumer::pull::Stream>,
+    messages: mpsc::Receiver<Pulled>,
+    _stop: DropGuard,
 }
 
 impl std::fmt::Debug for NatsSubscription {
@@ -191,18 +339,32 @@ impl std::fmt::Debug for NatsSubscription {
     }
 }
 
+impl Drop for NatsSubscription {
+    fn drop(&mut self) {
+        // Messages pulled but never handed out go back now instead of after the ack-wait.
+        self.messages.close();
+        let mut left = Vec::new();
+        while let Ok(pulled) = self.messages.try_recv() {
+            left.push(pulled);
+        }
+        if !left.is_empty()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                for pulled in left {
+                    partition::nak(&pulled.message).await;
+                }
+            });
+        }
+    }
+}
+
 #[async_trait]
 impl Subscription for NatsSubscription {
     async fn next(&mut self) -> Result<Option<Delivery>> {
         loop {
-            let message = match self.messages.next().await {
-                None => return Ok(None),
-                Some(Err(err)) => {
-                    // Heartbeat gaps and reconnects surface here; the pull stream recovers.
-                    tracing::debug!(error = %err, "pull stream hiccup");
-                    continue;
-                }
-                Some(Ok(message)) => message,
+            let Some(Pulled { message, pending }) = self.messages.recv().await else {
+                return Ok(None);
             };
             let info = message
                 .info()
@@ -224,6 +386,7 @@ impl Subscription for NatsSubscription {
                 bus: self.bus.clone(),
                 acker,
                 notification: notification.clone(),
+                _pending: pending,
             };
             return Ok(Some(Delivery::new(
                 notification,
@@ -239,6 +402,8 @@ struct NatsDelivery {
     bus: NatsBus,
     acker: Acker,
     notification: Notification,
+    /// Keeps the partition from being handed over until this delivery is gone.
+    _pending: Pending,
 }
 
 impl std::fmt::Debug for NatsDelivery {
@@ -257,6 +422,16 @@ impl DeliveryHandle for NatsDelivery {
 
     async fn requeue_after(&self, delay: Duration) -> Result<()> {
         let n = &self.notification;
+        if n.secret.is_some() {
+            // A schedule would write the secret to the file stream: hold it back in the
+            // memory stream instead (this counts as a delivery attempt).
+            let delay = (!delay.is_zero()).then_some(delay);
+            return self
+                .acker
+                .ack_with(AckKind::Nak(delay))
+                .await
+                .map_err(|e| nats_error("requeue", e));
+        }
         let payload = serde_json::to_vec(n).map_err(Error::backend)?;
         let target = self.bus.notify_subject(&n.kind, n.id);
         let published = if delay.is_zero() {

@@ -30,7 +30,7 @@ struct Held {
     expires_at_ms: u64,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -68,6 +68,11 @@ impl NatsLocker {
                 })?,
         };
         Ok(NatsLocker { kv })
+    }
+
+    /// The bucket.
+    pub(crate) fn kv(&self) -> &KvStore {
+        &self.kv
     }
 
     /// The current holder of `key` and the revision, if the key holds a live lease.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::NatsServer;
 use serde::{Deserialize, Serialize};
-use threeport_bus::{NatsBus, NatsConfig, NatsLocker, connect};
+use threeport_bus::{NatsBus, NatsConfig, connect};
 use threeport_core::{
     Action, Api, ApiObject, Backends, Context, Controller, ControllerConfig, ListQuery,
     MemoryStore, Object, ObjectId, OutboxRelay, ReconcileError, Reconciler, RelayConfig,
@@ -36,6 +36,14 @@ struct Watch {
     per_replica: Mutex<HashMap<String, u32>>,
 }
 
+struct Running<'a>(&'a Watch, ObjectId);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        *self.0.running.lock().unwrap().get_mut(&self.1).unwrap() -= 1;
+    }
+}
+
 struct Worker {
     replica: String,
     watch: Arc<Watch>,
@@ -56,14 +64,9 @@ impl Reconciler for Worker {
             *n
         };
         self.watch.worst.fetch_max(n, Ordering::SeqCst);
+        // Counts down even if the reconcile is dropped (a replica killed mid-run).
+        let _running = Running(&self.watch, job.id());
         tokio::time::sleep(Duration::from_millis(2)).await;
-        *self
-            .watch
-            .running
-            .lock()
-            .unwrap()
-            .get_mut(&job.id())
-            .unwrap() -= 1;
         *self
             .watch
             .per_replica
@@ -80,7 +83,22 @@ struct Cluster {
     store: Arc<MemoryStore>,
     watch: Arc<Watch>,
     shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<threeport_core::Result<()>>>,
+    replicas: Vec<Replica>,
+}
+
+struct Replica {
+    client: async_nats::Client,
+    bus: Arc<NatsBus>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<threeport_core::Result<()>>,
+}
+
+/// Short partition leases, so ownership settles and moves within a test's patience.
+fn config() -> NatsConfig {
+    NatsConfig {
+        partition_ttl: Duration::from_secs(2),
+        ..NatsConfig::default()
+    }
 }
 
 async fn cluster(server: &NatsServer, replicas: usize) -> Cluster {
@@ -88,7 +106,7 @@ async fn cluster(server: &NatsServer, replicas: usize) -> Cluster {
     let watch = Arc::new(Watch::default());
     let shutdown = CancellationToken::new();
     let relay_client = connect(&server.url, Duration::from_secs(5)).await.unwrap();
-    let relay_bus = Arc::new(NatsBus::new(relay_client, NatsConfig::default()));
+    let relay_bus = Arc::new(NatsBus::new(relay_client, config()));
     let relay = OutboxRelay::new(
         store.clone(),
         relay_bus,
@@ -98,18 +116,15 @@ async fn cluster(server: &NatsServer, replicas: usize) -> Cluster {
         },
     );
     tokio::spawn(relay.run(shutdown.clone()));
-    let mut tasks = Vec::new();
+    let mut all = Vec::new();
     for r in 0..replicas {
         // Each replica has its own connection, as separate processes would.
         let client = connect(&server.url, Duration::from_secs(5)).await.unwrap();
+        let bus = Arc::new(NatsBus::new(client.clone(), config()));
         let backends = Backends {
             store: store.clone(),
-            bus: Arc::new(NatsBus::new(client.clone(), NatsConfig::default())),
-            locker: Arc::new(
-                NatsLocker::new(client, &NatsConfig::default())
-                    .await
-                    .unwrap(),
-            ),
+            bus: bus.clone(),
+            locker: Arc::new(bus.locker().await.unwrap()),
         };
         let config = ControllerConfig {
             concurrency: 8,
@@ -122,17 +137,24 @@ async fn cluster(server: &NatsServer, replicas: usize) -> Cluster {
             replica: format!("replica-{r}"),
             watch: watch.clone(),
         };
-        tasks.push(tokio::spawn(
+        let replica_shutdown = shutdown.child_token();
+        let task = tokio::spawn(
             Controller::new(worker, backends)
                 .with_config(config)
-                .run(shutdown.clone()),
-        ));
+                .run(replica_shutdown.clone()),
+        );
+        all.push(Replica {
+            client,
+            bus,
+            shutdown: replica_shutdown,
+            task,
+        });
     }
     Cluster {
         store,
         watch,
         shutdown,
-        tasks,
+        replicas: all,
     }
 }
 
@@ -157,10 +179,31 @@ async fn all_reconciled(store: &Arc<MemoryStore>, expected: usize, within: Durat
 }
 
 impl Cluster {
+    /// Waits until the running replicas hold every partition between them, each its share.
+    async fn settled(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let held: Vec<usize> = self
+                .replicas
+                .iter()
+                .filter(|r| !r.shutdown.is_cancelled())
+                .map(|r| r.bus.held_partitions(Job::KIND).len())
+                .collect();
+            if held.iter().sum::<usize>() == 16 && held.iter().all(|n| *n > 0) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "partitions never settled: {held:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn stop(self) {
         self.shutdown.cancel();
-        for task in self.tasks {
-            task.await.unwrap().unwrap();
+        for replica in self.replicas {
+            replica.task.await.unwrap().unwrap();
         }
     }
 }
@@ -169,6 +212,7 @@ impl Cluster {
 async fn three_replicas_share_a_thousand_objects_without_overlap() {
     let server = NatsServer::start().await;
     let cluster = cluster(&server, 3).await;
+    cluster.settled().await;
     let jobs = Api::<Job>::new(cluster.store.clone());
     for n in 0..1000 {
         jobs.create(format!("job-{n}"), Job { n }).await.unwrap();
@@ -216,6 +260,54 @@ async fn a_nats_restart_mid_run_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     server.restart().await;
     all_reconciled(&cluster.store, 400, Duration::from_secs(90)).await;
+    assert_eq!(
+        cluster.watch.worst.load(Ordering::SeqCst),
+        1,
+        "an object was reconciled by two replicas at once"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_leaving_mid_run_hands_its_partitions_over() {
+    let server = NatsServer::start().await;
+    let mut cluster = cluster(&server, 3).await;
+    cluster.settled().await;
+    let jobs = Api::<Job>::new(cluster.store.clone());
+    for n in 0..600 {
+        jobs.create(format!("job-{n}"), Job { n }).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let leaving = cluster.replicas.remove(0);
+    leaving.shutdown.cancel();
+    leaving.task.await.unwrap().unwrap();
+    // The two left take over its partitions, and what it had not done gets done.
+    cluster.settled().await;
+    all_reconciled(&cluster.store, 600, Duration::from_secs(60)).await;
+    assert_eq!(
+        cluster.watch.worst.load(Ordering::SeqCst),
+        1,
+        "an object was reconciled by two replicas at once"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_vanishes_loses_its_partitions_after_the_ttl() {
+    let server = NatsServer::start().await;
+    let mut cluster = cluster(&server, 3).await;
+    cluster.settled().await;
+    let jobs = Api::<Job>::new(cluster.store.clone());
+    for n in 0..600 {
+        jobs.create(format!("job-{n}"), Job { n }).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // No goodbye: its connection closes and its process stops.
+    let gone = cluster.replicas.remove(0);
+    gone.task.abort();
+    gone.client.drain().await.unwrap();
+    cluster.settled().await;
+    all_reconciled(&cluster.store, 600, Duration::from_secs(60)).await;
     assert_eq!(
         cluster.watch.worst.load(Ordering::SeqCst),
         1,

@@ -14,11 +14,25 @@ pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
     pub url: String,
-    dir: PathBuf,
+    /// The JetStream store directory.
+    pub dir: PathBuf,
 }
 
 fn binary() -> String {
     std::env::var("THREEPORT_NATS_SERVER").unwrap_or_else(|_| "nats-server".to_owned())
+}
+
+/// Whether any file under `dir` contains `needle`.
+pub fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_contain(&path, needle)
+        } else {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            bytes.windows(needle.len()).any(|w| w == needle)
+        }
+    })
 }
 
 fn free_port() -> u16 {
