@@ -1,0 +1,147 @@
+//! [`KindRegistry`]: the object kinds an API serves, and how each one's spec is checked.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use threeport_core::object::Reference;
+use threeport_core::{ApiObject, Error};
+
+/// Decodes and validates a spec of one kind; returns the references it holds.
+type CheckSpec = fn(&Value) -> Result<Vec<Reference>, Error>;
+
+/// One served kind.
+#[derive(Debug, Clone)]
+pub struct KindEntry {
+    /// Kind name (`WorkloadDefinition`).
+    pub kind: &'static str,
+    /// URL segment under `/v0/` (`workload-definitions`).
+    pub plural: String,
+    check: CheckSpec,
+}
+
+impl KindEntry {
+    /// Decodes `spec` as this kind (unknown fields, wrong types and bad enum values are
+    /// refused naming the field), validates it, and returns its references.
+    pub fn check(&self, spec: &Value) -> Result<Vec<Reference>, Error> {
+        (self.check)(spec)
+    }
+}
+
+/// The kinds an API serves, by URL segment. One generic handler set serves them all.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use threeport_core::ApiObject;
+/// use threeport_server::KindRegistry;
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// struct WorkloadDefinition { yaml: String }
+/// impl ApiObject for WorkloadDefinition {
+///     const KIND: &'static str = "WorkloadDefinition";
+///     type Status = ();
+/// }
+///
+/// let kinds = KindRegistry::new().with::<WorkloadDefinition>();
+/// assert_eq!(kinds.by_plural("workload-definitions").unwrap().kind, "WorkloadDefinition");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct KindRegistry {
+    by_plural: BTreeMap<String, KindEntry>,
+}
+
+impl KindRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves kind `T` at `/v0/<plural of T::KIND in kebab case>`.
+    pub fn with<T: ApiObject>(mut self) -> Self {
+        let plural = plural_path(T::KIND);
+        self.by_plural.insert(
+            plural.clone(),
+            KindEntry {
+                kind: T::KIND,
+                plural,
+                check: check_spec::<T>,
+            },
+        );
+        self
+    }
+
+    /// The kind served at `plural`.
+    pub fn by_plural(&self, plural: &str) -> Option<&KindEntry> {
+        self.by_plural.get(plural)
+    }
+
+    /// Every served kind.
+    pub fn entries(&self) -> impl Iterator<Item = &KindEntry> {
+        self.by_plural.values()
+    }
+}
+
+fn check_spec<T: ApiObject>(spec: &Value) -> Result<Vec<Reference>, Error> {
+    let typed: T = serde_path_to_error::deserialize(spec).map_err(|err| {
+        let path = err.path().to_string();
+        let message = err.into_inner().to_string();
+        let field = if path == "." {
+            // A missing field is reported at its parent: name it from the message.
+            match message
+                .strip_prefix("missing field `")
+                .and_then(|m| m.split('`').next())
+            {
+                Some(missing) => format!("spec.{missing}"),
+                None => "spec".to_owned(),
+            }
+        } else {
+            format!("spec.{path}")
+        };
+        Error::invalid(field, message)
+    })?;
+    typed.validate()?;
+    Ok(typed.references())
+}
+
+/// `WorkloadDefinition` → `workload-definitions`; `AwsAccount` → `aws-accounts`.
+pub fn plural_path(kind: &str) -> String {
+    let mut kebab = String::with_capacity(kind.len() + 8);
+    for (i, c) in kind.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                kebab.push('-');
+            }
+            kebab.push(c.to_ascii_lowercase());
+        } else {
+            kebab.push(c);
+        }
+    }
+    if kebab.ends_with('s') || kebab.ends_with('x') {
+        kebab.push_str("es");
+    } else if let Some(stem) = kebab.strip_suffix('y')
+        && !stem.ends_with(['a', 'e', 'o', 'u'])
+    {
+        kebab = format!("{stem}ies");
+    } else {
+        kebab.push('s');
+    }
+    kebab
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plural_path;
+
+    #[test]
+    fn plurals_are_kebab_case() {
+        assert_eq!(plural_path("WorkloadDefinition"), "workload-definitions");
+        assert_eq!(plural_path("AwsAccount"), "aws-accounts");
+        assert_eq!(plural_path("Gateway"), "gateways");
+        assert_eq!(
+            plural_path("ObservabilityStackDefinition"),
+            "observability-stack-definitions"
+        );
+        assert_eq!(plural_path("Policy"), "policies");
+        assert_eq!(plural_path("Address"), "addresses");
+    }
+}

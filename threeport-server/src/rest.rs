@@ -1,0 +1,399 @@
+//! The generic REST routes: create, list, get, replace, patch and delete for every kind in a
+//! [`KindRegistry`], over any [`Store`].
+//!
+//! | method | path | does |
+//! |---|---|---|
+//! | `POST` | `/v0/<plural>` | create from `{"name", "labels"?, "spec"}` → 201 |
+//! | `GET` | `/v0/<plural>?name=&label=k=v&ref=field=id&after=&limit=` | one page, `next` cursor |
+//! | `GET` | `/v0/<plural>/<id>` | one object |
+//! | `PUT` | `/v0/<plural>/<id>` | replace `{"labels"?, "spec", "version"?}` |
+//! | `PATCH` | `/v0/<plural>/<id>` | JSON merge patch (RFC 7396) of `{"labels", "spec"}` |
+//! | `DELETE` | `/v0/<plural>/<id>` | schedule deletion (two-phase) → 202 |
+//!
+//! Writes take the expected version from `If-Match` or a `version` field; a mismatch is 409.
+//! Every desired-state change notifies controllers through the store's outbox.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use threeport_core::object::{Labels, NewObject, ObjectId, RawObject};
+use threeport_core::store::{ListQuery, SpecUpdate};
+use threeport_core::{Error, ErrorKind, Store};
+
+use crate::registry::{KindEntry, KindRegistry};
+
+/// Fields of an object that only the server writes.
+const READ_ONLY: &[&str] = &[
+    "id",
+    "kind",
+    "version",
+    "generation",
+    "created_at",
+    "updated_at",
+    "deletion_scheduled_at",
+    "references",
+    "status",
+];
+
+/// What the routes share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// Where objects live.
+    pub store: Arc<dyn Store>,
+    /// The kinds served.
+    pub kinds: Arc<KindRegistry>,
+}
+
+/// The `/v0` routes for every registered kind.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v0/{plural}", get(list).post(create))
+        .route(
+            "/v0/{plural}/{id}",
+            get(read).put(replace).patch(patch).delete(delete),
+        )
+        .with_state(state)
+}
+
+/// An error as the API reports it: status code and `{"error", "message", "field"?}`.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        ApiError(err)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let err = self.0;
+        let (status, code) = match err.kind() {
+            ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ErrorKind::AlreadyExists => (StatusCode::CONFLICT, "already_exists"),
+            ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
+            ErrorKind::Invalid => (StatusCode::BAD_REQUEST, "invalid"),
+            ErrorKind::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        let mut body = json!({ "error": code, "message": err.to_string() });
+        if let Error::Invalid { field, .. } = &err {
+            body["field"] = Value::String(field.clone());
+        }
+        if status.is_server_error() {
+            tracing::error!(error = %err, "request failed");
+        }
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn entry<'a>(state: &'a ApiState, plural: &str) -> ApiResult<&'a KindEntry> {
+    state
+        .kinds
+        .by_plural(plural)
+        .ok_or_else(|| ApiError(Error::not_found("object kind", format!("/v0/{plural}"))))
+}
+
+fn parse_id(id: &str) -> ApiResult<ObjectId> {
+    id.parse()
+        .map_err(|_| ApiError(Error::invalid("id", format!("{id:?} is not an object id"))))
+}
+
+/// Parses a JSON object body, refusing read-only fields by name. Writes to an existing object
+/// may carry `version`: the version they expect to replace.
+fn body_object(body: &Bytes, version_allowed: bool) -> ApiResult<Map<String, Value>> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError(Error::invalid("body", format!("not valid JSON: {e}"))))?;
+    let Value::Object(map) = value else {
+        return Err(ApiError(Error::invalid("body", "must be a JSON object")));
+    };
+    if let Some(field) = READ_ONLY
+        .iter()
+        .find(|f| map.contains_key(**f) && !(version_allowed && **f == "version"))
+    {
+        return Err(ApiError(Error::invalid(
+            *field,
+            "is read-only: the server sets it",
+        )));
+    }
+    Ok(map)
+}
+
+/// Decodes a body object into `T`, naming the field at fault.
+fn decode<T: serde::de::DeserializeOwned>(map: Map<String, Value>) -> ApiResult<T> {
+    serde_path_to_error::deserialize(Value::Object(map)).map_err(|err| {
+        let path = err.path().to_string();
+        let message = err.into_inner().to_string();
+        // Unknown top-level fields come back with the root path: name them from the message.
+        let field = if path == "." {
+            message
+                .split('`')
+                .nth(1)
+                .map_or_else(|| "body".to_owned(), str::to_owned)
+        } else {
+            path
+        };
+        ApiError(Error::invalid(field, message))
+    })
+}
+
+/// The expected version from `If-Match` (`"3"` or `3`) and/or the body; they must agree.
+fn expected_version(headers: &HeaderMap, body: Option<u64>) -> ApiResult<Option<u64>> {
+    let header = match headers.get(header::IF_MATCH) {
+        None => None,
+        Some(value) => {
+            let text = value.to_str().unwrap_or_default().trim().trim_matches('"');
+            Some(text.parse::<u64>().map_err(|_| {
+                ApiError(Error::invalid(
+                    "If-Match",
+                    "must be an object version number",
+                ))
+            })?)
+        }
+    };
+    match (header, body) {
+        (Some(h), Some(b)) if h != b => Err(ApiError(Error::invalid(
+            "version",
+            format!("the body says {b} and If-Match says {h}"),
+        ))),
+        (h, b) => Ok(h.or(b)),
+    }
+}
+
+fn with_etag(status: StatusCode, obj: RawObject) -> Response {
+    let etag = format!("\"{}\"", obj.meta.version);
+    (status, [(header::ETAG, etag)], axum::Json(obj)).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    #[serde(default)]
+    labels: Labels,
+    spec: Value,
+}
+
+async fn create(
+    State(state): State<ApiState>,
+    Path(plural): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let entry = entry(&state, &plural)?;
+    let body: CreateBody = decode(body_object(&body, false)?)?;
+    let references = entry.check(&body.spec)?;
+    let created = state
+        .store
+        .create(NewObject {
+            kind: entry.kind.to_owned(),
+            name: body.name,
+            labels: body.labels,
+            references,
+            spec: body.spec,
+        })
+        .await?;
+    Ok(with_etag(StatusCode::CREATED, created))
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    Path(plural): Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> ApiResult<Response> {
+    let entry = entry(&state, &plural)?;
+    let mut query = ListQuery::default();
+    for (key, value) in params {
+        match key.as_str() {
+            "name" => query.name = Some(value),
+            "label" => {
+                let (k, v) = value
+                    .split_once('=')
+                    .ok_or_else(|| ApiError(Error::invalid("label", "must be key=value")))?;
+                query.labels.insert(k.to_owned(), v.to_owned());
+            }
+            "ref" => {
+                let (field, id) = value
+                    .split_once('=')
+                    .ok_or_else(|| ApiError(Error::invalid("ref", "must be field=id")))?;
+                query.references.push((field.to_owned(), parse_id(id)?));
+            }
+            "after" => query.after = Some(parse_id(&value)?),
+            "limit" => {
+                query.limit = value
+                    .parse()
+                    .map_err(|_| ApiError(Error::invalid("limit", "must be a number")))?
+            }
+            other => {
+                return Err(ApiError(Error::invalid(
+                    other,
+                    "unknown query parameter (name, label, ref, after, limit)",
+                )));
+            }
+        }
+    }
+    let page = state.store.list(entry.kind, &query).await?;
+    Ok(axum::Json(json!({ "items": page.items, "next": page.next })).into_response())
+}
+
+async fn read(
+    State(state): State<ApiState>,
+    Path((plural, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let entry = entry(&state, &plural)?;
+    let obj = state.store.get(entry.kind, parse_id(&id)?).await?;
+    Ok(with_etag(StatusCode::OK, obj))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplaceBody {
+    #[serde(default)]
+    labels: Labels,
+    spec: Value,
+    #[serde(default)]
+    version: Option<u64>,
+}
+
+async fn replace(
+    State(state): State<ApiState>,
+    Path((plural, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let entry = entry(&state, &plural)?;
+    let id = parse_id(&id)?;
+    let body: ReplaceBody = decode(body_object(&body, true)?)?;
+    let expected_version = expected_version(&headers, body.version)?;
+    let references = entry.check(&body.spec)?;
+    let updated = state
+        .store
+        .update(
+            entry.kind,
+            id,
+            SpecUpdate {
+                expected_version,
+                labels: body.labels,
+                references,
+                spec: body.spec,
+            },
+        )
+        .await?;
+    Ok(with_etag(StatusCode::OK, updated))
+}
+
+async fn patch(
+    State(state): State<ApiState>,
+    Path((plural, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let entry = entry(&state, &plural)?;
+    let id = parse_id(&id)?;
+    let mut patch = body_object(&body, true)?;
+    let body_version = match patch.remove("version") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            ApiError(Error::invalid(
+                "version",
+                "must be an object version number",
+            ))
+        })?),
+    };
+    if let Some(field) = patch.keys().find(|k| *k != "labels" && *k != "spec") {
+        return Err(ApiError(Error::invalid(
+            field.as_str(),
+            "unknown field: a patch may change labels and spec",
+        )));
+    }
+    let current = state.store.get(entry.kind, id).await?;
+    // Without a version from the client, patch the version just read: a concurrent change
+    // in between is a conflict, not a lost update.
+    let expected = expected_version(&headers, body_version)?.unwrap_or(current.meta.version);
+    let mut spec = current.spec;
+    if let Some(spec_patch) = patch.remove("spec") {
+        merge_patch(&mut spec, spec_patch);
+    }
+    let mut labels = serde_json::to_value(&current.meta.labels).map_err(Error::from)?;
+    if let Some(labels_patch) = patch.remove("labels") {
+        merge_patch(&mut labels, labels_patch);
+    }
+    let labels: Labels = serde_json::from_value(labels)
+        .map_err(|e| ApiError(Error::invalid("labels", e.to_string())))?;
+    let references = entry.check(&spec)?;
+    let updated = state
+        .store
+        .update(
+            entry.kind,
+            id,
+            SpecUpdate {
+                expected_version: Some(expected),
+                labels,
+                references,
+                spec,
+            },
+        )
+        .await?;
+    Ok(with_etag(StatusCode::OK, updated))
+}
+
+/// RFC 7396: objects merge key by key, `null` removes, anything else replaces.
+fn merge_patch(target: &mut Value, patch: Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Value::Object(target) = target else {
+        return;
+    };
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(&key);
+        } else {
+            merge_patch(target.entry(key).or_insert(Value::Null), value);
+        }
+    }
+}
+
+async fn delete(
+    State(state): State<ApiState>,
+    Path((plural, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let entry = entry(&state, &plural)?;
+    let id = parse_id(&id)?;
+    let expected = expected_version(&headers, None)?;
+    let scheduled = state
+        .store
+        .schedule_deletion(entry.kind, id, expected)
+        .await?;
+    Ok(with_etag(StatusCode::ACCEPTED, scheduled))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::merge_patch;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut target = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut target, json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(target, json!({"a": "z", "c": {"d": "e"}}));
+        let mut target = json!({"a": [1, 2]});
+        merge_patch(&mut target, json!({"a": [3]}));
+        assert_eq!(target, json!({"a": [3]}));
+    }
+}
