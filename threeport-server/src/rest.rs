@@ -273,7 +273,19 @@ async fn replace(
     let id = parse_id(&id)?;
     let body: ReplaceBody = decode(body_object(&body, true)?)?;
     let expected_version = expected_version(&headers, body.version)?;
-    let references = entry.check(&body.spec)?;
+    write_spec(&state, entry, id, expected_version, body.labels, body.spec).await
+}
+
+/// Checks a new spec and writes it with its labels over object `id`.
+async fn write_spec(
+    state: &ApiState,
+    entry: &KindEntry,
+    id: ObjectId,
+    expected_version: Option<u64>,
+    labels: Labels,
+    spec: Value,
+) -> ApiResult<Response> {
+    let references = entry.check(&spec)?;
     let updated = state
         .store
         .update(
@@ -281,9 +293,9 @@ async fn replace(
             id,
             SpecUpdate {
                 expected_version,
-                labels: body.labels,
+                labels,
                 references,
-                spec: body.spec,
+                spec,
             },
         )
         .await?;
@@ -328,21 +340,7 @@ async fn patch(
     }
     let labels: Labels = serde_json::from_value(labels)
         .map_err(|e| ApiError(Error::invalid("labels", e.to_string())))?;
-    let references = entry.check(&spec)?;
-    let updated = state
-        .store
-        .update(
-            entry.kind,
-            id,
-            SpecUpdate {
-                expected_version: Some(expected),
-                labels,
-                references,
-                spec,
-            },
-        )
-        .await?;
-    Ok(with_etag(StatusCode::OK, updated))
+    write_spec(&state, entry, id, Some(expected), labels, spec).await
 }
 
 /// RFC 7396: objects merge key by key, `null` removes, anything else replaces.
