@@ -178,6 +178,18 @@ async fn all_reconciled(store: &Arc<MemoryStore>, expected: usize, within: Durat
     }
 }
 
+/// Three settled replicas, `jobs` objects created and their reconciles under way.
+async fn busy_cluster(server: &NatsServer, jobs: u32) -> Cluster {
+    let cluster = cluster(server, 3).await;
+    cluster.settled().await;
+    let api = Api::<Job>::new(cluster.store.clone());
+    for n in 0..jobs {
+        api.create(format!("job-{n}"), Job { n }).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cluster
+}
+
 impl Cluster {
     /// Waits until the running replicas hold every partition between them, each its share.
     async fn settled(&self) {
@@ -276,13 +288,7 @@ async fn a_nats_restart_mid_run_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_leaving_mid_run_hands_its_partitions_over() {
     let server = NatsServer::start().await;
-    let mut cluster = cluster(&server, 3).await;
-    cluster.settled().await;
-    let jobs = Api::<Job>::new(cluster.store.clone());
-    for n in 0..600 {
-        jobs.create(format!("job-{n}"), Job { n }).await.unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut cluster = busy_cluster(&server, 600).await;
     let leaving = cluster.replicas.remove(0);
     leaving.shutdown.cancel();
     leaving.task.await.unwrap().unwrap();
@@ -295,13 +301,7 @@ async fn a_replica_leaving_mid_run_hands_its_partitions_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_vanishes_loses_its_partitions_after_the_ttl() {
     let server = NatsServer::start().await;
-    let mut cluster = cluster(&server, 3).await;
-    cluster.settled().await;
-    let jobs = Api::<Job>::new(cluster.store.clone());
-    for n in 0..600 {
-        jobs.create(format!("job-{n}"), Job { n }).await.unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut cluster = busy_cluster(&server, 600).await;
     // No goodbye: its connection closes and its process stops.
     let gone = cluster.replicas.remove(0);
     gone.task.abort();
