@@ -22,6 +22,7 @@
 //!
 //! let app = router(ApiState {
 //!     store: Arc::new(MemoryStore::new()),
+//!     bus: Arc::new(threeport_core::MemoryBus::new()),
 //!     kinds: Arc::new(KindRegistry::new().with::<AwsAccount>()),
 //! });
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -30,12 +31,54 @@
 //! # });
 //! ```
 //!
-//! Still to come (issue 5): the full Threeport object model, the composite workload route,
-//! authentication, OpenAPI, health and metrics endpoints, the `threeport-server` binary and the
-//! typed client.
+//! [`app`] composes the whole HTTP surface: the API behind bearer-token authentication
+//! ([`auth`]), and the operational endpoints ([`ops`]). [`plane::open`] opens the backends the
+//! `threeport-server` binary runs on.
 
+pub mod auth;
+pub mod model;
+pub mod ops;
+pub mod plane;
 mod registry;
 pub mod rest;
 
-pub use registry::{KindEntry, KindRegistry, plural_path};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+
+pub use auth::TokenSet;
+pub use ops::Ops;
+pub use registry::{CheckedSpec, KindEntry, KindRegistry, plural_path};
 pub use rest::{ApiError, ApiState, router};
+
+/// The control plane's HTTP surface: the API (behind `tokens` unless `None`, which disables
+/// authentication) and the unauthenticated `/healthz`, `/readyz` and `/metrics`.
+pub fn app(api: ApiState, tokens: Option<Arc<TokenSet>>, ops: Ops) -> Router {
+    let mut api_routes = router(api);
+    if let Some(tokens) = tokens {
+        api_routes = api_routes.layer(middleware::from_fn_with_state(tokens, auth::require_token));
+    }
+    api_routes
+        .merge(ops::routes(ops))
+        .layer(middleware::from_fn(log_request))
+}
+
+/// One structured log line per request: method, path, status, duration.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}

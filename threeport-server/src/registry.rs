@@ -6,8 +6,18 @@ use serde_json::Value;
 use threeport_core::object::Reference;
 use threeport_core::{ApiObject, Error};
 
-/// Decodes and validates a spec of one kind; returns the references it holds.
-type CheckSpec = fn(&Value) -> Result<Vec<Reference>, Error>;
+/// Decodes and validates a spec of one kind; returns it with defaults filled in, and the
+/// references it holds.
+type CheckSpec = fn(&Value) -> Result<CheckedSpec, Error>;
+
+/// A spec that passed its kind's checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedSpec {
+    /// The spec as the kind's type writes it: defaults filled in, fields in order.
+    pub spec: Value,
+    /// The objects it references.
+    pub references: Vec<Reference>,
+}
 
 /// One served kind.
 #[derive(Debug, Clone)]
@@ -16,13 +26,16 @@ pub struct KindEntry {
     pub kind: &'static str,
     /// URL segment under `/v0/` (`workload-definitions`).
     pub plural: String,
+    /// A spec field holding secret values (string to string), accepted on create, handed to
+    /// the bus in memory and never stored.
+    pub secret_field: Option<&'static str>,
     check: CheckSpec,
 }
 
 impl KindEntry {
     /// Decodes `spec` as this kind (unknown fields, wrong types and bad enum values are
-    /// refused naming the field), validates it, and returns its references.
-    pub fn check(&self, spec: &Value) -> Result<Vec<Reference>, Error> {
+    /// refused naming the field), validates it, and returns it normalized with its references.
+    pub fn check(&self, spec: &Value) -> Result<CheckedSpec, Error> {
         (self.check)(spec)
     }
 }
@@ -57,13 +70,25 @@ impl KindRegistry {
     }
 
     /// Serves kind `T` at `/v0/<plural of T::KIND in kebab case>`.
-    pub fn with<T: ApiObject>(mut self) -> Self {
+    pub fn with<T: ApiObject>(self) -> Self {
+        self.insert::<T>(None)
+    }
+
+    /// Serves kind `T` whose creation may carry secret values in `spec.<field>`: they are
+    /// taken out of the spec before it is checked and stored, and travel only in the
+    /// creation's notification (see `threeport_core::SecretValues`).
+    pub fn with_secret<T: ApiObject>(self, field: &'static str) -> Self {
+        self.insert::<T>(Some(field))
+    }
+
+    fn insert<T: ApiObject>(mut self, secret_field: Option<&'static str>) -> Self {
         let plural = plural_path(T::KIND);
         self.by_plural.insert(
             plural.clone(),
             KindEntry {
                 kind: T::KIND,
                 plural,
+                secret_field,
                 check: check_spec::<T>,
             },
         );
@@ -81,7 +106,7 @@ impl KindRegistry {
     }
 }
 
-fn check_spec<T: ApiObject>(spec: &Value) -> Result<Vec<Reference>, Error> {
+fn check_spec<T: ApiObject>(spec: &Value) -> Result<CheckedSpec, Error> {
     let typed: T = serde_path_to_error::deserialize(spec).map_err(|err| {
         let path = err.path().to_string();
         let message = err.into_inner().to_string();
@@ -100,7 +125,10 @@ fn check_spec<T: ApiObject>(spec: &Value) -> Result<Vec<Reference>, Error> {
         Error::invalid(field, message)
     })?;
     typed.validate()?;
-    Ok(typed.references())
+    Ok(CheckedSpec {
+        spec: serde_json::to_value(&typed)?,
+        references: typed.references(),
+    })
 }
 
 /// `WorkloadDefinition` → `workload-definitions`; `AwsAccount` → `aws-accounts`.

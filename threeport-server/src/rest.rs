@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use threeport_core::object::{Labels, NewObject, ObjectId, RawObject};
 use threeport_core::store::{ListQuery, SpecUpdate};
-use threeport_core::{Error, ErrorKind, Store};
+use threeport_core::{Bus, Error, ErrorKind, Notification, Operation, SecretValues, Store};
 
 use crate::registry::{KindEntry, KindRegistry};
 
@@ -47,6 +47,8 @@ const READ_ONLY: &[&str] = &[
 pub struct ApiState {
     /// Where objects live.
     pub store: Arc<dyn Store>,
+    /// Where secret values go (everything else is notified through the store's outbox).
+    pub bus: Arc<dyn Bus>,
     /// The kinds served.
     pub kinds: Arc<KindRegistry>,
 }
@@ -174,6 +176,23 @@ fn with_etag(status: StatusCode, obj: RawObject) -> Response {
     (status, [(header::ETAG, etag)], axum::Json(obj)).into_response()
 }
 
+/// Takes the kind's secret field out of `spec`, if it has one and the field is set.
+fn take_secret(entry: &KindEntry, spec: &mut Value) -> ApiResult<Option<SecretValues>> {
+    let Some(field) = entry.secret_field else {
+        return Ok(None);
+    };
+    let Some(values) = spec.as_object_mut().and_then(|s| s.remove(field)) else {
+        return Ok(None);
+    };
+    let values: SecretValues = serde_json::from_value(values).map_err(|_| {
+        ApiError(Error::invalid(
+            format!("spec.{field}"),
+            "must be an object of string values",
+        ))
+    })?;
+    Ok(Some(values))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
@@ -189,18 +208,37 @@ async fn create(
     body: Bytes,
 ) -> ApiResult<Response> {
     let entry = entry(&state, &plural)?;
-    let body: CreateBody = decode(body_object(&body, false)?)?;
-    let references = entry.check(&body.spec)?;
+    let mut body: CreateBody = decode(body_object(&body, false)?)?;
+    let secret = take_secret(entry, &mut body.spec)?;
+    let checked = entry.check(&body.spec)?;
     let created = state
         .store
         .create(NewObject {
             kind: entry.kind.to_owned(),
             name: body.name,
             labels: body.labels,
-            references,
-            spec: body.spec,
+            references: checked.references,
+            spec: checked.spec,
         })
         .await?;
+    if let Some(secret) = secret {
+        let notification = Notification::new(
+            entry.kind,
+            created.meta.id,
+            Operation::Created,
+            created.meta.version,
+        )
+        .with_secret(secret);
+        // The object exists either way; if the values cannot be handed over, say so: the
+        // client must send them again (they were not stored anywhere).
+        state.bus.publish(notification).await.map_err(|err| {
+            ApiError(Error::unavailable(format!(
+                "{} {} was created, but its secret values could not be handed to the \
+                 controllers ({err}); send them again",
+                entry.kind, created.meta.id
+            )))
+        })?;
+    }
     Ok(with_etag(StatusCode::CREATED, created))
 }
 
@@ -285,7 +323,7 @@ async fn write_spec(
     labels: Labels,
     spec: Value,
 ) -> ApiResult<Response> {
-    let references = entry.check(&spec)?;
+    let checked = entry.check(&spec)?;
     let updated = state
         .store
         .update(
@@ -294,8 +332,8 @@ async fn write_spec(
             SpecUpdate {
                 expected_version,
                 labels,
-                references,
-                spec,
+                references: checked.references,
+                spec: checked.spec,
             },
         )
         .await?;

@@ -59,6 +59,7 @@ async fn serve(store: Arc<dyn Store>) -> String {
         .with::<DatabaseInstance>();
     let app = router(ApiState {
         store,
+        bus: Arc::new(threeport_core::MemoryBus::new()),
         kinds: Arc::new(kinds),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

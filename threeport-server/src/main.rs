@@ -1,0 +1,266 @@
+//! `threeport-server`: the threeport control plane.
+//!
+//! - `serve`: the API, every available controller and the outbox relay in one process. With
+//!   no flags: SQLite in `./threeport-data`, an in-process bus, on 127.0.0.1:1323.
+//! - `api`: the API and the outbox relay only (run any number behind a load balancer).
+//! - `controller <name>`: one controller.
+//! - `token`: mints an API token and prints it (its hash can be appended to a token file).
+//!
+//! Every flag has an environment variable (`THREEPORT_…`); `--help` lists them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use threeport_core::{OutboxRelay, RelayConfig};
+use threeport_server::auth::{TokenSet, mint_token};
+use threeport_server::plane::{self, PlaneConfig};
+use threeport_server::{ApiState, Ops, app, model};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "threeport-server",
+    version,
+    about = "The threeport control plane"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format.
+    #[arg(long, env = "THREEPORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// API, controllers and outbox relay in one process.
+    Serve(ServeArgs),
+    /// API and outbox relay only.
+    Api(ServeArgs),
+    /// One controller.
+    Controller {
+        /// Which controller.
+        name: String,
+        #[command(flatten)]
+        plane: PlaneArgs,
+    },
+    /// Mints an API token and prints it once.
+    Token {
+        /// Append the token's hash to this token file (created if missing).
+        #[arg(long)]
+        add_to: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "THREEPORT_LISTEN", default_value = "127.0.0.1:1323")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    plane: PlaneArgs,
+    /// File of accepted token hashes (one SHA-256 hex per line). Default: `<data-dir>/tokens`,
+    /// where a first token is minted and printed if the file does not exist.
+    #[arg(long, env = "THREEPORT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Development mode: no authentication at all.
+    #[arg(long, env = "THREEPORT_DEV")]
+    dev: bool,
+}
+
+#[derive(Args)]
+struct PlaneArgs {
+    /// Directory of the embedded SQLite database and the default token file.
+    #[arg(long, env = "THREEPORT_DATA_DIR", default_value = "threeport-data")]
+    data_dir: PathBuf,
+    /// PostgreSQL/CockroachDB URL; without it, SQLite in the data directory.
+    #[arg(long, env = "THREEPORT_DATABASE_URL")]
+    database_url: Option<String>,
+    /// NATS URL; without it, an in-process bus.
+    #[arg(long, env = "THREEPORT_NATS_URL")]
+    nats_url: Option<String>,
+}
+
+impl PlaneArgs {
+    fn config(&self) -> PlaneConfig {
+        PlaneConfig {
+            database_url: self.database_url.clone(),
+            data_dir: self.data_dir.clone(),
+            nats_url: self.nats_url.clone(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("threeport-server: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Api(args) => serve(args).await,
+            Command::Controller { name, .. } => Err(format!(
+                "no controller named {name:?}: this build has none yet (the workload, runtime \
+                 and AWS controllers are still to come)"
+            )),
+            Command::Token { add_to } => token(add_to.as_deref()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("threeport-server: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("THREEPORT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn token(add_to: Option<&Path>) -> Result<(), String> {
+    let minted = mint_token().map_err(|e| e.to_string())?;
+    if let Some(path) = add_to {
+        append_hash(path, &minted.hash)?;
+    }
+    println!("{}", minted.token);
+    Ok(())
+}
+
+fn append_hash(path: &Path, hash: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    writeln!(file, "{hash}").map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The tokens the API accepts, and the line to print about them.
+fn tokens(args: &ServeArgs) -> Result<(Option<Arc<TokenSet>>, String), String> {
+    if args.dev {
+        tracing::warn!(
+            "DEVELOPMENT MODE: authentication is OFF; anyone who reaches the port has full access"
+        );
+        return Ok((None, "auth: OFF (--dev)".to_owned()));
+    }
+    let path = args
+        .token_file
+        .clone()
+        .unwrap_or_else(|| args.plane.data_dir.join("tokens"));
+    let mut line = format!("auth: bearer tokens whose hashes are in {}", path.display());
+    if args.token_file.is_none() && !path.exists() {
+        std::fs::create_dir_all(&args.plane.data_dir)
+            .map_err(|e| format!("cannot create {}: {e}", args.plane.data_dir.display()))?;
+        let minted = mint_token().map_err(|e| e.to_string())?;
+        append_hash(&path, &minted.hash)?;
+        line = format!(
+            "{line}\ntoken (shown once, only its hash is kept): {}",
+            minted.token
+        );
+    }
+    let set = TokenSet::load(&path).map_err(|e| e.to_string())?;
+    if set.is_empty() {
+        return Err(format!(
+            "{} accepts no token; add one with `threeport-server token --add-to {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok((Some(Arc::new(set)), line))
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let (tokens, auth_line) = tokens(&args)?;
+    let plane = plane::open(&args.plane.config())
+        .await
+        .map_err(|e| e.to_string())?;
+    let shutdown = CancellationToken::new();
+    let relay = tokio::spawn(
+        OutboxRelay::new(
+            plane.outbox.clone(),
+            plane.bus.clone(),
+            RelayConfig::default(),
+        )
+        .run(shutdown.clone()),
+    );
+    let state = ApiState {
+        store: plane.store.clone(),
+        bus: plane.bus.clone(),
+        kinds: Arc::new(model::registry()),
+    };
+    let ops = Ops {
+        probes: plane.probes.clone(),
+        metrics: Arc::new(Mutex::new(prometheus_client::registry::Registry::default())),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    println!(
+        "threeport control plane on http://{address} ({})",
+        plane.description
+    );
+    println!("{auth_line}");
+    println!(
+        "try: curl -H 'Authorization: Bearer <token>' http://{address}/v0/workload-definitions"
+    );
+    tracing::info!(%address, backends = %plane.description, "serving");
+    axum::serve(listener, app(state, tokens, ops))
+        .with_graceful_shutdown(stop_signal())
+        .await
+        .map_err(|e| format!("serving failed: {e}"))?;
+    tracing::info!("stopping");
+    shutdown.cancel();
+    let _ = relay.await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

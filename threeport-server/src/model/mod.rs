@@ -1,0 +1,162 @@
+//! Threeport's object model: every kind the control plane serves, as Rust types with real
+//! enums and Threeport's defaults. Definitions hold reusable configuration; instances reference
+//! a definition and say where it runs. Their controllers come with later issues; the API
+//! serves them all now.
+
+mod aws;
+mod network;
+mod runtime;
+mod support;
+mod workload;
+
+use threeport_core::object::Reference;
+use threeport_core::{ApiObject, ObjectId, ValidationError};
+
+pub use aws::*;
+pub use network::*;
+pub use runtime::*;
+pub use support::*;
+pub use workload::*;
+
+use crate::KindRegistry;
+
+/// Every kind of the model, for the API.
+pub fn registry() -> KindRegistry {
+    KindRegistry::new()
+        .with::<WorkloadDefinition>()
+        .with::<WorkloadInstance>()
+        .with::<WorkloadResourceDefinition>()
+        .with::<WorkloadResourceInstance>()
+        .with::<HelmWorkloadDefinition>()
+        .with::<HelmWorkloadInstance>()
+        .with::<KubernetesRuntimeDefinition>()
+        .with::<KubernetesRuntimeInstance>()
+        .with::<AwsAccount>()
+        .with::<AwsEksKubernetesRuntimeDefinition>()
+        .with::<AwsEksKubernetesRuntimeInstance>()
+        .with::<AwsRelationalDatabaseDefinition>()
+        .with::<AwsRelationalDatabaseInstance>()
+        .with::<AwsObjectStorageBucketDefinition>()
+        .with::<AwsObjectStorageBucketInstance>()
+        .with::<GatewayDefinition>()
+        .with::<GatewayInstance>()
+        .with::<DomainNameDefinition>()
+        .with::<DomainNameInstance>()
+        .with::<ObservabilityStackDefinition>()
+        .with::<ObservabilityStackInstance>()
+        .with_secret::<SecretDefinition>("data")
+        .with::<SecretInstance>()
+        .with::<TerraformDefinition>()
+        .with::<TerraformInstance>()
+        .with::<ControlPlaneDefinition>()
+        .with::<ControlPlaneInstance>()
+        .with::<Event>()
+}
+
+/// A reference from `field` to an object of kind `T`.
+fn reference<T: ApiObject>(field: &str, id: ObjectId) -> Reference {
+    Reference::new(field, T::KIND, id)
+}
+
+/// An optional reference, present when `id` is.
+fn maybe_reference<T: ApiObject>(field: &str, id: Option<ObjectId>) -> Option<Reference> {
+    id.map(|id| reference::<T>(field, id))
+}
+
+fn require(field: &str, value: &str) -> Result<(), ValidationError> {
+    if value.trim().is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    Ok(())
+}
+
+/// A DNS-1123 label, as Kubernetes names namespaces, services and service accounts.
+fn dns_label(field: &str, value: &str) -> Result<(), ValidationError> {
+    let ok = (1..=63).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            field,
+            format!("{value:?} must be 1-63 lower-case letters, digits and '-', not at either end"),
+        ))
+    }
+}
+
+/// A domain name: dot-separated DNS labels.
+fn domain(field: &str, value: &str) -> Result<(), ValidationError> {
+    let ok = value.len() <= 253
+        && value.contains('.')
+        && value
+            .split('.')
+            .all(|label| dns_label(field, label).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            field,
+            format!("{value:?} is not a domain name"),
+        ))
+    }
+}
+
+/// A YAML stream: every document must parse. Names the failing document (0-based).
+fn yaml_stream(field: &str, text: &str) -> Result<(), ValidationError> {
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        if let Err(err) = <serde_yaml::Value as serde::Deserialize>::deserialize(document) {
+            return Err(ValidationError::new(
+                field,
+                format!("document {index} is not valid YAML: {err}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_served_once() {
+        let registry = registry();
+        assert_eq!(registry.entries().count(), 28);
+        assert!(
+            registry
+                .by_plural("aws-eks-kubernetes-runtime-instances")
+                .is_some()
+        );
+        assert!(
+            registry
+                .by_plural("secret-definitions")
+                .unwrap()
+                .secret_field
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn yaml_errors_name_the_document() {
+        assert!(
+            yaml_stream("y", "a: 1\n---\nb: [2\n")
+                .unwrap_err()
+                .message
+                .contains("document 1")
+        );
+        assert!(yaml_stream("y", "# only a comment\n---\n---\nkind: Pod\n").is_ok());
+    }
+
+    #[test]
+    fn names_follow_dns_rules() {
+        assert!(dns_label("f", "web-1").is_ok());
+        assert!(dns_label("f", "Web").is_err());
+        assert!(dns_label("f", "-a").is_err());
+        assert!(domain("f", "example.com").is_ok());
+        assert!(domain("f", "localhost").is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! Kubernetes runtimes: where workloads run.
+
+use serde::{Deserialize, Serialize};
+use threeport_core::object::Reference;
+use threeport_core::{ApiObject, ObjectId, ValidationError};
+
+use super::{AwsAccount, maybe_reference, reference, require};
+
+/// Who provides a runtime's cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InfraProvider {
+    /// A local kind cluster.
+    Kind,
+    /// Amazon EKS, created by the AWS controller.
+    Eks,
+    /// A cluster that exists already, registered by its connection data.
+    Existing,
+}
+
+/// Node size class (Threeport's sizes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeSize {
+    /// About 2 vCPU.
+    Small,
+    /// About 4 vCPU.
+    #[default]
+    Medium,
+    /// About 8 vCPU.
+    Large,
+    /// About 16 vCPU.
+    XLarge,
+    /// About 32 vCPU.
+    XxLarge,
+    /// About 48 vCPU.
+    XxxLarge,
+}
+
+/// Node profile: what the nodes are balanced for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeProfile {
+    /// General purpose.
+    #[default]
+    Balanced,
+    /// CPU-heavy.
+    Compute,
+    /// Memory-heavy.
+    Memory,
+}
+
+fn default_node_maximum() -> u32 {
+    250
+}
+
+/// A kind of Kubernetes cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesRuntimeDefinition {
+    /// Who provides the cluster.
+    pub infra_provider: InfraProvider,
+    /// The AWS account of an `eks` runtime.
+    #[serde(default)]
+    pub aws_account: Option<ObjectId>,
+    /// Spread the control plane and nodes for availability.
+    #[serde(default)]
+    pub high_availability: bool,
+    /// Node size.
+    #[serde(default)]
+    pub node_size: NodeSize,
+    /// Node profile.
+    #[serde(default)]
+    pub node_profile: NodeProfile,
+    /// Most nodes the cluster may scale to.
+    #[serde(default = "default_node_maximum")]
+    pub node_maximum: u32,
+}
+
+impl ApiObject for KubernetesRuntimeDefinition {
+    const KIND: &'static str = "KubernetesRuntimeDefinition";
+    type Status = ();
+    fn validate(&self) -> Result<(), ValidationError> {
+        if self.infra_provider == InfraProvider::Eks && self.aws_account.is_none() {
+            return Err(ValidationError::new(
+                "aws_account",
+                "an eks runtime needs an AWS account",
+            ));
+        }
+        if self.node_maximum == 0 {
+            return Err(ValidationError::new("node_maximum", "must be at least 1"));
+        }
+        Ok(())
+    }
+    fn references(&self) -> Vec<Reference> {
+        maybe_reference::<AwsAccount>("aws_account", self.aws_account)
+            .into_iter()
+            .collect()
+    }
+}
+
+/// How to reach a cluster's API server. Credentials are not part of it: they are secrets and
+/// never stored by threeport (they arrive with the notification, see `SecretDefinition`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionData {
+    /// `https://host:port` of the API server.
+    pub api_endpoint: String,
+    /// PEM CA bundle that signs the API server's certificate.
+    #[serde(default)]
+    pub ca_certificate: Option<String>,
+}
+
+/// One Kubernetes cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesRuntimeInstance {
+    /// Its definition.
+    pub definition: ObjectId,
+    /// Where it runs, as Threeport names locations: `<Region>:<City>` (`NorthAmerica:NewYork`).
+    pub location: String,
+    /// Workloads without a runtime go here.
+    #[serde(default)]
+    pub default_runtime: bool,
+    /// How to reach it (set for existing clusters; written by the controller for created ones).
+    #[serde(default)]
+    pub connection: Option<ConnectionData>,
+}
+
+impl ApiObject for KubernetesRuntimeInstance {
+    const KIND: &'static str = "KubernetesRuntimeInstance";
+    type Status = ();
+    fn validate(&self) -> Result<(), ValidationError> {
+        let well_formed = self.location.split_once(':').is_some_and(|(region, city)| {
+            [region, city]
+                .iter()
+                .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric()))
+        });
+        if !well_formed {
+            return Err(ValidationError::new(
+                "location",
+                format!(
+                    "{:?} must be <Region>:<City>, e.g. NorthAmerica:NewYork",
+                    self.location
+                ),
+            ));
+        }
+        if let Some(connection) = &self.connection {
+            if !connection.api_endpoint.starts_with("https://") {
+                return Err(ValidationError::new(
+                    "connection.api_endpoint",
+                    "must be an https:// URL",
+                ));
+            }
+            require("connection.api_endpoint", &connection.api_endpoint)?;
+        }
+        Ok(())
+    }
+    fn references(&self) -> Vec<Reference> {
+        vec![reference::<KubernetesRuntimeDefinition>(
+            "definition",
+            self.definition,
+        )]
+    }
+}

@@ -1,0 +1,289 @@
+//! Support services and the rest: observability, secrets, Terraform, control planes, events.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use threeport_core::object::{EventType, Reference};
+use threeport_core::{ApiObject, ObjectId, ValidationError};
+
+use super::{
+    AwsAccount, HelmWorkloadInstance, KubernetesRuntimeInstance, WorkloadInstance, dns_label,
+    maybe_reference, reference, require, yaml_stream,
+};
+
+/// One component of an observability stack.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservabilityComponent {
+    /// Deploy it.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Helm chart version; `None`: threeport's pinned default.
+    #[serde(default)]
+    pub chart_version: Option<String>,
+    /// Helm values (YAML).
+    #[serde(default)]
+    pub values: Option<String>,
+}
+
+fn enabled() -> ObservabilityComponent {
+    ObservabilityComponent {
+        enabled: true,
+        ..ObservabilityComponent::default()
+    }
+}
+
+/// Metrics (Prometheus), logging (Loki, Promtail) and dashboards (Grafana).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservabilityStackDefinition {
+    /// Metrics.
+    #[serde(default = "enabled")]
+    pub metrics: ObservabilityComponent,
+    /// Logging.
+    #[serde(default = "enabled")]
+    pub logging: ObservabilityComponent,
+    /// Dashboards.
+    #[serde(default = "enabled")]
+    pub dashboards: ObservabilityComponent,
+}
+
+impl ApiObject for ObservabilityStackDefinition {
+    const KIND: &'static str = "ObservabilityStackDefinition";
+    type Status = ();
+    fn validate(&self) -> Result<(), ValidationError> {
+        for (name, component) in [
+            ("metrics", &self.metrics),
+            ("logging", &self.logging),
+            ("dashboards", &self.dashboards),
+        ] {
+            if let Some(values) = &component.values {
+                yaml_stream(&format!("{name}.values"), values)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An observability stack on one runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservabilityStackInstance {
+    /// Its definition.
+    pub definition: ObjectId,
+    /// The runtime it observes.
+    pub runtime: ObjectId,
+}
+
+impl ApiObject for ObservabilityStackInstance {
+    const KIND: &'static str = "ObservabilityStackInstance";
+    type Status = ();
+    fn references(&self) -> Vec<Reference> {
+        vec![
+            reference::<ObservabilityStackDefinition>("definition", self.definition),
+            reference::<KubernetesRuntimeInstance>("runtime", self.runtime),
+        ]
+    }
+}
+
+/// A secret kept in a secret manager. Its values (`data` on create) are never stored by
+/// threeport: the API hands them to the controller in memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretDefinition {
+    /// The account whose Secrets Manager keeps it.
+    pub aws_account: ObjectId,
+}
+
+impl ApiObject for SecretDefinition {
+    const KIND: &'static str = "SecretDefinition";
+    type Status = ();
+    fn references(&self) -> Vec<Reference> {
+        vec![reference::<AwsAccount>("aws_account", self.aws_account)]
+    }
+}
+
+/// A secret made available to one workload (or Helm workload) instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretInstance {
+    /// Its definition.
+    pub definition: ObjectId,
+    /// The workload that reads it.
+    #[serde(default)]
+    pub workload_instance: Option<ObjectId>,
+    /// Or the Helm workload that reads it.
+    #[serde(default)]
+    pub helm_workload_instance: Option<ObjectId>,
+}
+
+impl ApiObject for SecretInstance {
+    const KIND: &'static str = "SecretInstance";
+    type Status = ();
+    fn validate(&self) -> Result<(), ValidationError> {
+        if self.workload_instance.is_some() == self.helm_workload_instance.is_some() {
+            return Err(ValidationError::new(
+                "workload_instance",
+                "exactly one of workload_instance and helm_workload_instance is required",
+            ));
+        }
+        Ok(())
+    }
+    fn references(&self) -> Vec<Reference> {
+        let mut refs = vec![reference::<SecretDefinition>("definition", self.definition)];
+        refs.extend(maybe_reference::<WorkloadInstance>(
+            "workload_instance",
+            self.workload_instance,
+        ));
+        refs.extend(maybe_reference::<HelmWorkloadInstance>(
+            "helm_workload_instance",
+            self.helm_workload_instance,
+        ));
+        refs
+    }
+}
+
+/// A Terraform configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerraformDefinition {
+    /// File name (`main.tf`) → content.
+    pub configuration_files: BTreeMap<String, String>,
+    /// The account it applies in.
+    pub aws_account: ObjectId,
+}
+
+impl ApiObject for TerraformDefinition {
+    const KIND: &'static str = "TerraformDefinition";
+    type Status = ();
+    fn validate(&self) -> Result<(), ValidationError> {
+        if self.configuration_files.is_empty() {
+            return Err(ValidationError::new(
+                "configuration_files",
+                "at least one file is required",
+            ));
+        }
+        for name in self.configuration_files.keys() {
+            let plain = !name.contains('/') && !name.starts_with('.');
+            if !plain || !(name.ends_with(".tf") || name.ends_with(".tf.json")) {
+                return Err(ValidationError::new(
+                    format!("configuration_files.{name}"),
+                    "must be a plain .tf or .tf.json file name",
+                ));
+            }
+        }
+        Ok(())
+    }
+    fn references(&self) -> Vec<Reference> {
+        vec![reference::<AwsAccount>("aws_account", self.aws_account)]
+    }
+}
+
+/// An applied Terraform configuration. Its state and outputs are the controller's status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerraformInstance {
+    /// Its definition.
+    pub definition: ObjectId,
+    /// Input variables.
+    #[serde(default)]
+    pub variables: BTreeMap<String, Value>,
+}
+
+impl ApiObject for TerraformInstance {
+    const KIND: &'static str = "TerraformInstance";
+    type Status = ();
+    fn references(&self) -> Vec<Reference> {
+        vec![reference::<TerraformDefinition>(
+            "definition",
+            self.definition,
+        )]
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_namespace() -> String {
+    "threeport-control-plane".to_owned()
+}
+
+/// A threeport control plane's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneDefinition {
+    /// Require authentication on its API.
+    #[serde(default = "default_true")]
+    pub auth_enabled: bool,
+}
+
+impl ApiObject for ControlPlaneDefinition {
+    const KIND: &'static str = "ControlPlaneDefinition";
+    type Status = ();
+}
+
+/// A threeport control plane deployed on a runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlaneInstance {
+    /// Its definition.
+    pub definition: ObjectId,
+    /// Where it runs.
+    pub runtime: ObjectId,
+    /// Namespace it runs in.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The first control plane, which created the others.
+    #[serde(default)]
+    pub genesis: bool,
+}
+
+impl ApiObject for ControlPlaneInstance {
+    const KIND: &'static str = "ControlPlaneInstance";
+    type Status = ();
+    fn validate(&self) -> Result<(), ValidationError> {
+        dns_label("namespace", &self.namespace)
+    }
+    fn references(&self) -> Vec<Reference> {
+        vec![
+            reference::<ControlPlaneDefinition>("definition", self.definition),
+            reference::<KubernetesRuntimeInstance>("runtime", self.runtime),
+        ]
+    }
+}
+
+/// Something that happened to an object, reported by a controller or an in-cluster agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// Kind of the object it happened to.
+    pub object_kind: String,
+    /// Id of the object it happened to.
+    pub object_id: ObjectId,
+    /// Normal or warning.
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// Machine-readable cause (`Scheduled`, `BackOff`).
+    pub reason: String,
+    /// What happened.
+    pub message: String,
+    /// Times it happened.
+    #[serde(default = "one")]
+    pub count: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl ApiObject for Event {
+    const KIND: &'static str = "Event";
+    type Status = ();
+    fn validate(&self) -> Result<(), ValidationError> {
+        threeport_core::object::validate_kind(&self.object_kind)
+            .map_err(|e| ValidationError::new("object_kind", e.to_string()))?;
+        require("reason", &self.reason)
+    }
+}

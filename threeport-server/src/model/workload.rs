@@ -1,0 +1,172 @@
+//! Workloads: Kubernetes manifests and Helm charts, and the records of their resources.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use threeport_core::object::Reference;
+use threeport_core::{ApiObject, ObjectId, ValidationError};
+
+use super::{
+    KubernetesRuntimeInstance, dns_label, maybe_reference, reference, require, yaml_stream,
+};
+
+/// A workload as Kubernetes manifests: one multi-document YAML stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadDefinition {
+    /// The manifests (`---`-separated documents; comments and empty documents allowed).
+    pub yaml_document: String,
+}
+
+impl ApiObject for WorkloadDefinition {
+    const KIND: &'static str = "WorkloadDefinition";
+    type Status = ();
+    fn validate(&self) -> Result<(), ValidationError> {
+        require("yaml_document", &self.yaml_document)?;
+        yaml_stream("yaml_document", &self.yaml_document)
+    }
+}
+
+/// A deployment of a [`WorkloadDefinition`] to a Kubernetes runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadInstance {
+    /// The definition deployed.
+    pub definition: ObjectId,
+    /// Where; `None`: the default runtime.
+    #[serde(default)]
+    pub runtime: Option<ObjectId>,
+}
+
+impl ApiObject for WorkloadInstance {
+    const KIND: &'static str = "WorkloadInstance";
+    type Status = ();
+    fn references(&self) -> Vec<Reference> {
+        let mut refs = vec![reference::<WorkloadDefinition>(
+            "definition",
+            self.definition,
+        )];
+        refs.extend(maybe_reference::<KubernetesRuntimeInstance>(
+            "runtime",
+            self.runtime,
+        ));
+        refs
+    }
+}
+
+/// One resource of a workload definition, as the workload controller split it out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadResourceDefinition {
+    /// The definition it belongs to.
+    pub definition: ObjectId,
+    /// The resource's manifest, as JSON.
+    pub manifest: Value,
+}
+
+impl ApiObject for WorkloadResourceDefinition {
+    const KIND: &'static str = "WorkloadResourceDefinition";
+    type Status = ();
+    fn references(&self) -> Vec<Reference> {
+        vec![reference::<WorkloadDefinition>(
+            "definition",
+            self.definition,
+        )]
+    }
+}
+
+/// One resource of a workload instance, as deployed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadResourceInstance {
+    /// The instance it belongs to.
+    pub instance: ObjectId,
+    /// The manifest applied (with namespace and labels filled in).
+    pub manifest: Value,
+}
+
+impl ApiObject for WorkloadResourceInstance {
+    const KIND: &'static str = "WorkloadResourceInstance";
+    type Status = ();
+    fn references(&self) -> Vec<Reference> {
+        vec![reference::<WorkloadInstance>("instance", self.instance)]
+    }
+}
+
+/// A workload as a Helm chart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelmWorkloadDefinition {
+    /// Chart repository: `https://…` or an OCI registry `oci://…`.
+    pub repo: String,
+    /// Chart name.
+    pub chart: String,
+    /// Chart version; `None`: the latest.
+    #[serde(default)]
+    pub chart_version: Option<String>,
+    /// Values (YAML).
+    #[serde(default)]
+    pub values: Option<String>,
+}
+
+impl ApiObject for HelmWorkloadDefinition {
+    const KIND: &'static str = "HelmWorkloadDefinition";
+    type Status = ();
+    fn validate(&self) -> Result<(), ValidationError> {
+        if !["https://", "http://", "oci://"]
+            .iter()
+            .any(|scheme| self.repo.starts_with(scheme))
+        {
+            return Err(ValidationError::new(
+                "repo",
+                "must be an https:// (or http://) chart repository or an oci:// registry",
+            ));
+        }
+        require("chart", &self.chart)?;
+        if let Some(values) = &self.values {
+            yaml_stream("values", values)?;
+        }
+        Ok(())
+    }
+}
+
+/// A release of a [`HelmWorkloadDefinition`] on a Kubernetes runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelmWorkloadInstance {
+    /// The definition released.
+    pub definition: ObjectId,
+    /// Where; `None`: the default runtime.
+    #[serde(default)]
+    pub runtime: Option<ObjectId>,
+    /// Values merged over the definition's (YAML).
+    #[serde(default)]
+    pub values_overrides: Option<String>,
+    /// Release namespace; `None`: one generated for the release.
+    #[serde(default)]
+    pub release_namespace: Option<String>,
+}
+
+impl ApiObject for HelmWorkloadInstance {
+    const KIND: &'static str = "HelmWorkloadInstance";
+    type Status = ();
+    fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(values) = &self.values_overrides {
+            yaml_stream("values_overrides", values)?;
+        }
+        if let Some(namespace) = &self.release_namespace {
+            dns_label("release_namespace", namespace)?;
+        }
+        Ok(())
+    }
+    fn references(&self) -> Vec<Reference> {
+        let mut refs = vec![reference::<HelmWorkloadDefinition>(
+            "definition",
+            self.definition,
+        )];
+        refs.extend(maybe_reference::<KubernetesRuntimeInstance>(
+            "runtime",
+            self.runtime,
+        ));
+        refs
+    }
+}

@@ -1,0 +1,107 @@
+//! Operational endpoints, outside authentication: `/healthz` (the process serves),
+//! `/readyz` (every backend answers) and `/metrics` (Prometheus text).
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::future::BoxFuture;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use threeport_core::Error;
+
+/// A named readiness check.
+#[derive(Clone)]
+pub struct Probe {
+    /// What it checks (`store`, `bus`).
+    pub name: &'static str,
+    check: Arc<dyn Fn() -> BoxFuture<'static, Result<(), Error>> + Send + Sync>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe").field("name", &self.name).finish()
+    }
+}
+
+impl Probe {
+    /// A check that runs `check` on every `/readyz` request.
+    pub fn new<F, Fut>(name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Error>> + Send + 'static,
+    {
+        Probe {
+            name,
+            check: Arc::new(move || Box::pin(check())),
+        }
+    }
+
+    /// Runs the check.
+    pub async fn check(&self) -> Result<(), Error> {
+        (self.check)().await
+    }
+}
+
+/// What the operational endpoints report on.
+#[derive(Debug, Clone, Default)]
+pub struct Ops {
+    /// Checked by `/readyz`.
+    pub probes: Vec<Probe>,
+    /// Exported by `/metrics`: the controllers' and the server's metrics.
+    pub metrics: Arc<Mutex<Registry>>,
+}
+
+/// The `/healthz`, `/readyz` and `/metrics` routes.
+pub fn routes(ops: Ops) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(ops)
+}
+
+async fn ready(State(ops): State<Ops>) -> Response {
+    let mut failures = serde_json::Map::new();
+    for probe in &ops.probes {
+        let checked = tokio::time::timeout(std::time::Duration::from_secs(5), probe.check()).await;
+        let outcome = match checked {
+            Ok(Ok(())) => continue,
+            Ok(Err(err)) => err.to_string(),
+            Err(_) => "no answer within 5s".to_owned(),
+        };
+        failures.insert(probe.name.to_owned(), outcome.into());
+    }
+    if failures.is_empty() {
+        (StatusCode::OK, axum::Json(json!({ "ready": true }))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "ready": false, "failing": failures })),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(ops): State<Ops>) -> Response {
+    let mut text = String::new();
+    let encoded =
+        prometheus_client::encoding::text::encode(&mut text, &ops.metrics.lock().unwrap());
+    match encoded {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "encoding metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}

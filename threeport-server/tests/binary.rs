@@ -1,0 +1,186 @@
+//! The `threeport-server` binary, run as a user would: the embedded default (SQLite in a
+//! data directory, in-process bus), tokens, health endpoints, secrets, SIGTERM, restart.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_threeport-server");
+
+struct Server {
+    child: Child,
+    base: String,
+    token: Option<String>,
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "threeport-server-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts `serve` on a free port; reads the banner for the address and a minted token.
+async fn serve(data_dir: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut base = None;
+    let mut token = None;
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
+    {
+        if let Some(rest) = line.strip_prefix("threeport control plane on ") {
+            base = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(at) = line.find("tp_") {
+            token = Some(line[at..].trim().to_owned());
+        }
+        if line.starts_with("try:") {
+            break;
+        }
+    }
+    Server {
+        child,
+        base: base.expect("the banner names the address"),
+        token,
+    }
+}
+
+impl Server {
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("stops within 10s of SIGTERM")
+            .unwrap()
+    }
+}
+
+async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn files_contain(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        bytes.windows(needle.len()).any(|w| w == needle)
+    })
+}
+
+#[tokio::test]
+async fn embedded_control_plane_end_to_end() {
+    let data = temp_dir();
+    let server = serve(&data, &[]).await;
+    let token = server
+        .token
+        .clone()
+        .expect("a first start mints and prints a token");
+    let http = reqwest::Client::new();
+    let accounts = format!("{}/v0/aws-accounts", server.base);
+    let account = json!({
+        "name": "main",
+        "spec": {
+            "account_id": "123456789012",
+            "default_region": "us-east-1",
+            "credentials": {"role": {"role_arn": "arn:aws:iam::123456789012:role/threeport"}}
+        }
+    });
+
+    // No token, a wrong token: 401. The right one: created, with Threeport's defaults filled in.
+    let (status, err) = send(http.post(&accounts).json(&account)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{err}");
+    let (status, _) = send(http.post(&accounts).bearer_auth("tp_wrong").json(&account)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, created) = send(http.post(&accounts).bearer_auth(&token).json(&account)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["spec"]["default_account"], false);
+    let account_id = created["id"].as_str().unwrap().to_owned();
+
+    // Secret values are accepted, never stored.
+    let value = format!("s3cr3t-{}", uuid::Uuid::now_v7().simple());
+    let (status, secret) = send(
+        http.post(format!("{}/v0/secret-definitions", server.base))
+            .bearer_auth(&token)
+            .json(&json!({
+                "name": "db-password",
+                "spec": {"aws_account": account_id, "data": {"password": value}}
+            })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{secret}");
+    assert_eq!(secret["spec"], json!({"aws_account": account_id}));
+
+    // Operational endpoints need no token.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response = http
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+
+    let status = server.terminate().await;
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+    assert!(
+        !files_contain(&data, value.as_bytes()),
+        "a secret value reached the data directory"
+    );
+    assert!(
+        files_contain(&data, b"123456789012"),
+        "objects are stored there (the scan works)"
+    );
+
+    // Restart: the objects and the token are still there; no new token is minted.
+    let again = serve(&data, &[]).await;
+    assert!(again.token.is_none(), "the token is minted once");
+    let (status, got) = send(
+        http.get(format!("{}/v0/aws-accounts/{account_id}", again.base))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert_eq!(got["name"], "main");
+    assert!(again.terminate().await.success());
+}
+
+#[tokio::test]
+async fn dev_mode_needs_no_token_and_unknown_controllers_are_refused() {
+    let data = temp_dir();
+    let server = serve(&data, &["--dev"]).await;
+    let (status, page) =
+        send(reqwest::Client::new().get(format!("{}/v0/gateway-definitions", server.base))).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(server.terminate().await.success());
+
+    let output = Command::new(BINARY)
+        .args(["controller", "no-such"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no controller named"));
+}

@@ -1,0 +1,379 @@
+//! Threeport's object model through the HTTP API: every kind accepts a valid spec, secrets
+//! travel on the bus only, and random input never gets a 5xx.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Map, Value, json};
+use threeport_core::{Bus, MemoryBus, MemoryStore, SubscribeOptions};
+use threeport_server::{ApiState, model, router};
+
+async fn serve(bus: Arc<MemoryBus>) -> String {
+    let app = router(ApiState {
+        store: Arc::new(MemoryStore::new()),
+        bus,
+        kinds: Arc::new(model::registry()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/v0")
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    /// Creates an object; returns its id.
+    async fn create(&self, plural: &str, name: &str, spec: Value) -> String {
+        let response = self
+            .http
+            .post(format!("{}/{plural}", self.base))
+            .json(&json!({"name": name, "spec": spec}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{plural}: {body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+}
+
+/// One valid object of every kind, created in dependency order; returns (plural, id) pairs.
+async fn one_of_each(client: &Client) -> Vec<(String, String)> {
+    let mut made = Vec::new();
+    let mut create = async |plural: &str, spec: Value| {
+        let id = client.create(plural, "one", spec).await;
+        made.push((plural.to_owned(), id.clone()));
+        id
+    };
+    let account = create(
+        "aws-accounts",
+        json!({
+            "account_id": "123456789012", "default_region": "eu-west-1",
+            "credentials": {"access_keys": {"access_key_id": "AKIAEXAMPLE"}}
+        }),
+    )
+    .await;
+    let runtime_def = create(
+        "kubernetes-runtime-definitions",
+        json!({"infra_provider": "eks", "aws_account": account}),
+    )
+    .await;
+    let runtime = create(
+        "kubernetes-runtime-instances",
+        json!({
+            "definition": runtime_def, "location": "NorthAmerica:NewYork", "default_runtime": true
+        }),
+    )
+    .await;
+    let eks_def = create(
+        "aws-eks-kubernetes-runtime-definitions",
+        json!({"aws_account": account}),
+    )
+    .await;
+    create(
+        "aws-eks-kubernetes-runtime-instances",
+        json!({"definition": eks_def, "runtime": runtime, "region": "eu-west-1"}),
+    )
+    .await;
+    let workload_def = create("workload-definitions", json!({
+        "yaml_document": "# web\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n---\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n"
+    })).await;
+    let workload = create("workload-instances", json!({"definition": workload_def})).await;
+    create(
+        "workload-resource-definitions",
+        json!({"definition": workload_def, "manifest": {"kind": "Service"}}),
+    )
+    .await;
+    create(
+        "workload-resource-instances",
+        json!({"instance": workload, "manifest": {"kind": "Service"}}),
+    )
+    .await;
+    let helm_def = create(
+        "helm-workload-definitions",
+        json!({"repo": "oci://ghcr.io/charts", "chart": "redis", "values": "replicas: 2\n"}),
+    )
+    .await;
+    let helm = create(
+        "helm-workload-instances",
+        json!({"definition": helm_def, "runtime": runtime, "release_namespace": "cache"}),
+    )
+    .await;
+    let db_def = create("aws-relational-database-definitions", json!({
+        "aws_account": account, "engine": "postgres", "engine_version": "16.4", "database_name": "orders",
+        "database_port": 5432, "storage_gb": 50, "workload_secret_name": "orders-db"
+    })).await;
+    create(
+        "aws-relational-database-instances",
+        json!({"definition": db_def, "workload_instance": workload}),
+    )
+    .await;
+    let bucket_def = create("aws-object-storage-bucket-definitions", json!({
+        "aws_account": account, "workload_service_account_name": "web", "workload_bucket_env_var": "BUCKET"
+    })).await;
+    create(
+        "aws-object-storage-bucket-instances",
+        json!({"definition": bucket_def, "workload_instance": workload}),
+    )
+    .await;
+    let domain = create(
+        "domain-name-definitions",
+        json!({"domain": "example.com", "admin_email": "ops@example.com"}),
+    )
+    .await;
+    create(
+        "domain-name-instances",
+        json!({"definition": domain, "workload_instance": workload}),
+    )
+    .await;
+    let gateway = create("gateway-definitions", json!({
+        "http_ports": [{"port": 443, "tls_enabled": true}, {"port": 80, "https_redirect": true}],
+        "domain_name": domain, "subdomain": "shop", "service_name": "web"
+    })).await;
+    create(
+        "gateway-instances",
+        json!({"definition": gateway, "workload_instance": workload}),
+    )
+    .await;
+    let stack = create(
+        "observability-stack-definitions",
+        json!({"logging": {"enabled": false}}),
+    )
+    .await;
+    create(
+        "observability-stack-instances",
+        json!({"definition": stack, "runtime": runtime}),
+    )
+    .await;
+    let secret = create("secret-definitions", json!({"aws_account": account})).await;
+    create(
+        "secret-instances",
+        json!({"definition": secret, "helm_workload_instance": helm}),
+    )
+    .await;
+    let terraform = create("terraform-definitions", json!({"aws_account": account, "configuration_files": {"main.tf": "resource \"x\" \"y\" {}"}})).await;
+    create(
+        "terraform-instances",
+        json!({"definition": terraform, "variables": {"size": 3}}),
+    )
+    .await;
+    let control_plane = create("control-plane-definitions", json!({})).await;
+    create(
+        "control-plane-instances",
+        json!({"definition": control_plane, "runtime": runtime}),
+    )
+    .await;
+    create("events", json!({"object_kind": "WorkloadInstance", "object_id": workload, "type": "Normal", "reason": "Created", "message": "ok"})).await;
+    made
+}
+
+#[tokio::test]
+async fn every_kind_accepts_a_valid_spec_with_defaults_filled_in() {
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: serve(Arc::new(MemoryBus::new())).await,
+    };
+    let made = one_of_each(&client).await;
+    assert_eq!(
+        made.len(),
+        model::registry().entries().count(),
+        "one of every kind"
+    );
+    let (_, runtime_def) = &made[1];
+    let got: Value = client
+        .http
+        .get(format!(
+            "{}/kubernetes-runtime-definitions/{runtime_def}",
+            client.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["spec"]["node_size"], "medium");
+    assert_eq!(got["spec"]["node_maximum"], 250);
+    // A definition with instances cannot go.
+    let response = client
+        .http
+        .delete(format!(
+            "{}/kubernetes-runtime-definitions/{runtime_def}",
+            client.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn secret_values_go_to_the_bus_not_the_store() {
+    let bus = Arc::new(MemoryBus::new());
+    let mut sub = bus
+        .subscribe(SubscribeOptions::new(
+            "secret-definition-controller",
+            "SecretDefinition",
+        ))
+        .await
+        .unwrap();
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: serve(bus.clone()).await,
+    };
+    let account = client
+        .create(
+            "aws-accounts",
+            "main",
+            json!({
+                "account_id": "123456789012", "default_region": "us-east-1",
+                "credentials": {"role": {"role_arn": "arn:aws:iam::123456789012:role/x"}}
+            }),
+        )
+        .await;
+    let id = client
+        .create(
+            "secret-definitions",
+            "db",
+            json!({"aws_account": account, "data": {"password": "hunter2"}}),
+        )
+        .await;
+    let delivery = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.notification.id.to_string(), id);
+    let secret = delivery
+        .notification
+        .secret
+        .clone()
+        .expect("the values travel with it");
+    assert_eq!(secret.0["password"], "hunter2");
+    delivery.ack().await.unwrap();
+    let stored: Value = client
+        .http
+        .get(format!("{}/secret-definitions/{id}", client.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!stored.to_string().contains("hunter2"), "{stored}");
+
+    let response = client
+        .http
+        .post(format!("{}/secret-definitions", client.base))
+        .json(&json!({"name": "bad", "spec": {"aws_account": account, "data": {"n": 1}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["field"], "spec.data");
+}
+
+/// A random JSON value, biased towards the shapes the API expects.
+fn random_value(rng: &mut fastrand::Rng, depth: u32, ids: &[String]) -> Value {
+    const KEYS: &[&str] = &[
+        "name",
+        "spec",
+        "labels",
+        "version",
+        "status",
+        "id",
+        "definition",
+        "runtime",
+        "aws_account",
+        "engine",
+        "port",
+        "http_ports",
+        "yaml_document",
+        "data",
+        "location",
+        "credentials",
+        "role",
+        "infra_provider",
+        "values",
+        "",
+        "😀",
+        "a.b",
+    ];
+    match rng.u8(0..if depth == 0 { 6 } else { 8 }) {
+        0 => Value::Null,
+        1 => Value::Bool(rng.bool()),
+        2 => json!(rng.i64(..)),
+        3 => json!(rng.f64() * 1e6 - 5e5),
+        4 => match rng.u8(0..4) {
+            0 => Value::String(ids[rng.usize(0..ids.len())].clone()),
+            1 => Value::String("eks".into()),
+            2 => Value::String(String::new()),
+            _ => Value::String((0..rng.usize(0..20)).map(|_| rng.char(..)).collect()),
+        },
+        5 => Value::String("a: [1\n---\n: :".into()),
+        6 => Value::Array(
+            (0..rng.usize(0..4))
+                .map(|_| random_value(rng, depth - 1, ids))
+                .collect(),
+        ),
+        _ => {
+            let mut map = Map::new();
+            for _ in 0..rng.usize(0..5) {
+                map.insert(
+                    KEYS[rng.usize(0..KEYS.len())].to_owned(),
+                    random_value(rng, depth - 1, ids),
+                );
+            }
+            Value::Object(map)
+        }
+    }
+}
+
+#[tokio::test]
+async fn random_input_on_every_route_never_gets_a_5xx() {
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: serve(Arc::new(MemoryBus::new())).await,
+    };
+    let made = one_of_each(&client).await;
+    let ids: Vec<String> = made.iter().map(|(_, id)| id.clone()).collect();
+    let mut rng = fastrand::Rng::with_seed(0x7472_6565_706f_7274);
+    let mut requests = 0;
+    for (plural, id) in &made {
+        for _ in 0..60 {
+            let body = random_value(&mut rng, 3, &ids);
+            let collection = format!("{}/{plural}", client.base);
+            let one = format!("{collection}/{id}");
+            let request = match rng.u8(0..6) {
+                0 => client.http.post(&collection).json(&body),
+                1 => client.http.put(&one).json(&body),
+                2 => client.http.patch(&one).json(&body),
+                3 => client
+                    .http
+                    .post(&collection)
+                    .body(body.to_string().replace('}', "")),
+                4 => client.http.get(&collection).query(&[(
+                    ["name", "label", "ref", "after", "limit", "x"][rng.usize(0..6)],
+                    body.to_string(),
+                )]),
+                _ => client.http.get(format!("{collection}/{}", rng.u64(..))),
+            };
+            let response = request.send().await.unwrap();
+            requests += 1;
+            assert!(
+                !response.status().is_server_error(),
+                "{plural}: {body} → {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+    }
+    assert_eq!(requests, made.len() * 60);
+}
