@@ -165,6 +165,46 @@ impl PgStore {
 
 /// Resolves references, locking the targets (FOR SHARE) so a concurrent deletion waits for
 /// this transaction and then sees the new reference.
+/// Inserts a new object and its creation notification in one statement (a CTE); no row
+/// back means the name is taken.
+fn insert_query<'q>(
+    id: ObjectId,
+    new: &'q NewObject,
+    status: &'q Json<Status<Value>>,
+) -> sqlx::query::QueryAs<'q, Postgres, ObjectRow, sqlx::postgres::PgArguments> {
+    const SQL: &str = concat!(
+        "WITH written AS (INSERT INTO threeport_objects \
+         (id, kind, name, version, generation, created_at, updated_at, labels, refs, spec, status) \
+         VALUES ($1, $2, $3, 1, 1, now(), now(), $4, $5, $6, $7) \
+         ON CONFLICT (kind, name) DO NOTHING RETURNING ",
+        columns!(),
+        "), ",
+        notify!("created"),
+        " SELECT ",
+        columns!(),
+        " FROM written"
+    );
+    sqlx::query_as::<_, ObjectRow>(SQL)
+        .bind(id.0)
+        .bind(&new.kind)
+        .bind(&new.name)
+        .bind(Json(&new.labels))
+        .bind(Json(&new.references))
+        .bind(Json(&new.spec))
+        .bind(status)
+}
+
+fn created_or_exists(row: Option<ObjectRow>, new: &NewObject) -> OpResult<RawObject> {
+    match row {
+        Some(row) => Ok(row.into()),
+        None => Err(Error::AlreadyExists {
+            kind: new.kind.clone(),
+            name: new.name.clone(),
+        }
+        .into()),
+    }
+}
+
 async fn check_references(
     tx: &mut Transaction<'_, Postgres>,
     references: &[Reference],
@@ -219,28 +259,9 @@ impl Store for PgStore {
     async fn create(&self, new: NewObject) -> Result<RawObject> {
         new.validate()?;
         let id = ObjectId::new();
-        const SQL: &str = concat!(
-            "WITH written AS (INSERT INTO threeport_objects \
-             (id, kind, name, version, generation, created_at, updated_at, labels, refs, spec, status) \
-             VALUES ($1, $2, $3, 1, 1, now(), now(), $4, $5, $6, $7) \
-             ON CONFLICT (kind, name) DO NOTHING RETURNING ",
-            columns!(),
-            "), ",
-            notify!("created"),
-            " SELECT ",
-            columns!(),
-            " FROM written"
-        );
         let status = Json(Status::<Value>::default());
         let raw = with_retry("create", || async {
-            let query = sqlx::query_as::<_, ObjectRow>(SQL)
-                .bind(id.0)
-                .bind(&new.kind)
-                .bind(&new.name)
-                .bind(Json(&new.labels))
-                .bind(Json(&new.references))
-                .bind(Json(&new.spec))
-                .bind(&status);
+            let query = insert_query(id, &new, &status);
             // Without references one autocommitted statement suffices: one round trip.
             let row = if new.references.is_empty() {
                 query.fetch_optional(&self.pool).await?
@@ -251,18 +272,41 @@ impl Store for PgStore {
                 tx.commit().await?;
                 row
             };
-            match row {
-                Some(row) => Ok(row.into()),
-                None => Err(Error::AlreadyExists {
-                    kind: new.kind.clone(),
-                    name: new.name.clone(),
-                }
-                .into()),
-            }
+            created_or_exists(row, &new)
         })
         .await?;
         self.wrote();
         Ok(raw)
+    }
+
+    async fn create_all(&self, objects: Vec<(ObjectId, NewObject)>) -> Result<Vec<RawObject>> {
+        for (_, new) in &objects {
+            new.validate()?;
+        }
+        let status = Json(Status::<Value>::default());
+        let created = with_retry("create", || async {
+            let mut tx = self.pool.begin_with(BEGIN).await?;
+            let mut created = Vec::with_capacity(objects.len());
+            for (id, new) in &objects {
+                check_references(&mut tx, &new.references).await?;
+                let taken = sqlx::query("SELECT 1 FROM threeport_objects WHERE id = $1")
+                    .bind(id.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if taken.is_some() {
+                    return Err(Error::invalid("ids", format!("id {id} is taken")).into());
+                }
+                let row = insert_query(*id, new, &status)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                created.push(created_or_exists(row, new)?);
+            }
+            tx.commit().await?;
+            Ok(created)
+        })
+        .await?;
+        self.wrote();
+        Ok(created)
     }
 
     async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject> {

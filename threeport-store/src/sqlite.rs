@@ -96,6 +96,48 @@ fn unix_micros(at: SystemTime) -> i64 {
     micros(at.duration_since(UNIX_EPOCH).unwrap_or_default())
 }
 
+/// Inserts one new object with its references and creation notification, inside `conn`'s
+/// transaction. References may point at objects inserted earlier in the same transaction.
+async fn insert(conn: &mut SqliteConnection, id: ObjectId, new: &NewObject) -> OpResult<RawObject> {
+    check_references(conn, &new.references).await?;
+    let taken = sqlx::query("SELECT 1 FROM threeport_objects WHERE id = ?")
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if taken.is_some() {
+        return Err(Error::invalid("ids", format!("id {id} is taken")).into());
+    }
+    let at = now();
+    let row = sqlx::query_as::<_, ObjectRow>(concat!(
+        "INSERT INTO threeport_objects (id, kind, name, version, generation, created_at, \
+         updated_at, labels, refs, spec, status) VALUES (?, ?, ?, 1, 1, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (kind, name) DO NOTHING RETURNING ",
+        columns!()
+    ))
+    .bind(id.0)
+    .bind(&new.kind)
+    .bind(&new.name)
+    .bind(at)
+    .bind(at)
+    .bind(Json(&new.labels))
+    .bind(Json(&new.references))
+    .bind(Json(&new.spec))
+    .bind(Json(Status::<Value>::default()))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Err(Error::AlreadyExists {
+            kind: new.kind.clone(),
+            name: new.name.clone(),
+        }
+        .into());
+    };
+    let raw = RawObject::from(row);
+    write_references(conn, id, &new.references).await?;
+    record(conn, &raw, Operation::Created).await?;
+    Ok(raw)
+}
+
 async fn check_references(conn: &mut SqliteConnection, references: &[Reference]) -> OpResult<()> {
     let mut found = HashMap::new();
     for r in references {
@@ -177,46 +219,26 @@ async fn row_state(
 #[async_trait]
 impl Store for SqliteStore {
     async fn create(&self, new: NewObject) -> Result<RawObject> {
-        new.validate()?;
-        let id = ObjectId::new();
-        let status = Json(Status::<Value>::default());
-        let raw = with_retry("create", || async {
+        let mut created = self.create_all(vec![(ObjectId::new(), new)]).await?;
+        Ok(created.pop().expect("one object created"))
+    }
+
+    async fn create_all(&self, objects: Vec<(ObjectId, NewObject)>) -> Result<Vec<RawObject>> {
+        for (_, new) in &objects {
+            new.validate()?;
+        }
+        let created = with_retry("create", || async {
             let mut tx = self.pool.begin_with(BEGIN).await?;
-            check_references(&mut tx, &new.references).await?;
-            let at = now();
-            let row = sqlx::query_as::<_, ObjectRow>(concat!(
-                "INSERT INTO threeport_objects (id, kind, name, version, generation, created_at, \
-                 updated_at, labels, refs, spec, status) VALUES (?, ?, ?, 1, 1, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (kind, name) DO NOTHING RETURNING ",
-                columns!()
-            ))
-            .bind(id.0)
-            .bind(&new.kind)
-            .bind(&new.name)
-            .bind(at)
-            .bind(at)
-            .bind(Json(&new.labels))
-            .bind(Json(&new.references))
-            .bind(Json(&new.spec))
-            .bind(&status)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else {
-                return Err(Error::AlreadyExists {
-                    kind: new.kind.clone(),
-                    name: new.name.clone(),
-                }
-                .into());
-            };
-            let raw = RawObject::from(row);
-            write_references(&mut tx, id, &new.references).await?;
-            record(&mut tx, &raw, Operation::Created).await?;
+            let mut created = Vec::with_capacity(objects.len());
+            for (id, new) in &objects {
+                created.push(insert(&mut tx, *id, new).await?);
+            }
             tx.commit().await?;
-            Ok(raw)
+            Ok(created)
         })
         .await?;
         self.outbox_wake.notify_one();
-        Ok(raw)
+        Ok(created)
     }
 
     async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject> {

@@ -22,6 +22,7 @@ pub async fn run(store: Arc<dyn Store>) {
     lists_paginate_in_id_order(&*store).await;
     lists_filter_by_name_labels_and_references(&*store).await;
     references_must_resolve_and_block_deletion(&*store).await;
+    create_all_is_all_or_nothing(&*store).await;
     deletion_is_two_phase(&*store).await;
     invalid_input_names_the_field(&*store).await;
 }
@@ -400,6 +401,85 @@ pub async fn lists_filter_by_name_labels_and_references(store: &dyn Store) {
             .expect("list")
             .items
             .is_empty()
+    );
+}
+
+/// `create_all` creates every object or none; later objects may reference earlier ones.
+pub async fn create_all_is_all_or_nothing(store: &dyn Store) {
+    let def_kind = unique_name("ConfDef");
+    let kind = unique_name("Conf");
+    let (def_id, inst_id) = (ObjectId::new(), ObjectId::new());
+    let mut instance = new(&kind, "inst", json!({"n": 1}));
+    instance.references = vec![Reference::new("definition", def_kind.clone(), def_id)];
+    let created = store
+        .create_all(vec![
+            (def_id, new(&def_kind, "def", json!({}))),
+            (inst_id, instance.clone()),
+        ])
+        .await
+        .expect("a definition and its instance in one call");
+    assert_eq!(
+        created.iter().map(|o| o.meta.id).collect::<Vec<_>>(),
+        vec![def_id, inst_id]
+    );
+    assert_eq!(
+        store.get(&kind, inst_id).await.expect("stored").spec,
+        json!({"n": 1})
+    );
+    expect_kind(
+        store.schedule_deletion(&def_kind, def_id, None).await,
+        ErrorKind::Conflict,
+        "the batch's references block deletion like any other",
+    );
+
+    // The second object's name is taken: the first is not created either.
+    let fresh = ObjectId::new();
+    expect_kind(
+        store
+            .create_all(vec![
+                (fresh, new(&def_kind, "fresh", json!({}))),
+                (ObjectId::new(), new(&kind, "inst", json!({}))),
+            ])
+            .await,
+        ErrorKind::AlreadyExists,
+        "a taken name in the batch",
+    );
+    expect_kind(
+        store.get(&def_kind, fresh).await,
+        ErrorKind::NotFound,
+        "nothing of a failed batch is stored",
+    );
+    // A dangling reference in the batch: nothing stored, the field named.
+    let mut dangling = new(&kind, "dangling", json!({}));
+    dangling.references = vec![Reference::new(
+        "definition",
+        def_kind.clone(),
+        ObjectId::new(),
+    )];
+    match store
+        .create_all(vec![
+            (fresh, new(&def_kind, "fresh", json!({}))),
+            (ObjectId::new(), dangling),
+        ])
+        .await
+    {
+        Err(crate::Error::Invalid { field, .. }) => assert_eq!(field, "spec.definition"),
+        other => {
+            panic!("a dangling reference must be Invalid naming spec.definition, got {other:?}")
+        }
+    }
+    expect_kind(
+        store.get(&def_kind, fresh).await,
+        ErrorKind::NotFound,
+        "rolled back",
+    );
+    // Ids are the caller's: a repeated or taken one is refused.
+    expect_kind(
+        store
+            .create_all(vec![(def_id, new(&def_kind, "again", json!({})))])
+            .await,
+        ErrorKind::Invalid,
+        "a taken id",
     );
 }
 

@@ -1,7 +1,7 @@
 //! [`MemoryStore`]: objects and outbox in one mutex, so every write and its notification are
 //! atomic, exactly as a SQL transaction makes them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -164,46 +164,75 @@ fn check_fence(stored: &mut Stored, fence: Option<u64>) -> Result<()> {
 #[async_trait]
 impl Store for MemoryStore {
     async fn create(&self, new: NewObject) -> Result<RawObject> {
-        new.validate()?;
+        let mut created = self.create_all(vec![(ObjectId::new(), new)]).await?;
+        Ok(created.pop().expect("one object created"))
+    }
+
+    async fn create_all(&self, objects: Vec<(ObjectId, NewObject)>) -> Result<Vec<RawObject>> {
         let mut state = self.state.lock().unwrap();
-        state.check_references(&new.references)?;
-        let table = state.kinds.entry(new.kind.clone()).or_default();
-        if table.names.contains_key(&new.name) {
-            return Err(Error::AlreadyExists {
-                kind: new.kind,
-                name: new.name,
-            });
+        // Check everything first, so the inserts below cannot fail half-way.
+        let mut planned: HashMap<ObjectId, &str> = HashMap::new();
+        let mut names: HashSet<(&str, &str)> = HashSet::new();
+        for (id, new) in &objects {
+            new.validate()?;
+            let taken = state.kinds.values().any(|t| t.objects.contains_key(id));
+            if taken || planned.insert(*id, &new.kind).is_some() {
+                return Err(Error::invalid("ids", format!("id {id} is taken")));
+            }
+            let exists = state
+                .kinds
+                .get(&new.kind)
+                .is_some_and(|t| t.names.contains_key(&new.name));
+            if exists || !names.insert((&new.kind, &new.name)) {
+                return Err(Error::AlreadyExists {
+                    kind: new.kind.clone(),
+                    name: new.name.clone(),
+                });
+            }
+            // References to objects earlier in this call are satisfied; the rest must exist.
+            let stored: Vec<Reference> = new
+                .references
+                .iter()
+                .filter(|r| r.id == *id || planned.get(&r.id) != Some(&r.kind.as_str()))
+                .cloned()
+                .collect();
+            state.check_references(&stored)?;
         }
         let at = now();
-        let raw = RawObject {
-            meta: ObjectMeta {
-                id: ObjectId::new(),
-                kind: new.kind,
-                name: new.name,
-                version: 1,
-                generation: 1,
-                created_at: at,
-                updated_at: at,
-                deletion_scheduled_at: None,
-                labels: new.labels,
-                references: new.references,
-            },
-            spec: new.spec,
-            status: Status::default(),
-        };
-        table.names.insert(raw.meta.name.clone(), raw.meta.id);
-        table.objects.insert(
-            raw.meta.id,
-            Stored {
-                raw: raw.clone(),
-                fence: 0,
-            },
-        );
-        state.link((&raw.meta.kind, raw.meta.id), &raw.meta.references);
-        state.record(&raw.meta, Operation::Created);
+        let mut created = Vec::with_capacity(objects.len());
+        for (id, new) in objects {
+            let raw = RawObject {
+                meta: ObjectMeta {
+                    id,
+                    kind: new.kind,
+                    name: new.name,
+                    version: 1,
+                    generation: 1,
+                    created_at: at,
+                    updated_at: at,
+                    deletion_scheduled_at: None,
+                    labels: new.labels,
+                    references: new.references,
+                },
+                spec: new.spec,
+                status: Status::default(),
+            };
+            let table = state.kinds.entry(raw.meta.kind.clone()).or_default();
+            table.names.insert(raw.meta.name.clone(), id);
+            table.objects.insert(
+                id,
+                Stored {
+                    raw: raw.clone(),
+                    fence: 0,
+                },
+            );
+            state.link((&raw.meta.kind, id), &raw.meta.references);
+            state.record(&raw.meta, Operation::Created);
+            created.push(raw);
+        }
         drop(state);
         self.outbox_wake.notify_one();
-        Ok(raw)
+        Ok(created)
     }
 
     async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject> {

@@ -181,6 +181,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// name or labels, or a reference to a missing or deleting object (the field is named).
     async fn create(&self, new: NewObject) -> Result<RawObject>;
 
+    /// Creates several objects in one transaction, in order, with the ids given: all of them
+    /// or none. An object may reference objects created before it in the same call. Each gets
+    /// its creation notification, as with [`Store::create`].
+    ///
+    /// Errors: as for `create`, for the first object that fails; `Invalid` (field `ids`) if
+    /// an id repeats or is taken.
+    async fn create_all(&self, objects: Vec<(ObjectId, NewObject)>) -> Result<Vec<RawObject>>;
+
     /// Reads one object. `NotFound` if absent.
     async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject>;
 
