@@ -36,6 +36,7 @@
 //! `threeport-server` binary runs on.
 
 pub mod auth;
+pub mod composite;
 pub mod model;
 pub mod ops;
 pub mod plane;
@@ -58,7 +59,7 @@ pub use rest::{ApiError, ApiState, router};
 /// The control plane's HTTP surface: the API (behind `tokens` unless `None`, which disables
 /// authentication) and the unauthenticated `/healthz`, `/readyz` and `/metrics`.
 pub fn app(api: ApiState, tokens: Option<Arc<TokenSet>>, ops: Ops) -> Router {
-    let mut api_routes = router(api);
+    let mut api_routes = router(api.clone()).merge(composite::routes(api));
     if let Some(tokens) = tokens {
         api_routes = api_routes.layer(middleware::from_fn_with_state(tokens, auth::require_token));
     }

@@ -96,7 +96,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 fn entry<'a>(state: &'a ApiState, plural: &str) -> ApiResult<&'a KindEntry> {
     state
@@ -112,7 +112,7 @@ fn parse_id(id: &str) -> ApiResult<ObjectId> {
 
 /// Parses a JSON object body, refusing read-only fields by name. Writes to an existing object
 /// may carry `version`: the version they expect to replace.
-fn body_object(body: &Bytes, version_allowed: bool) -> ApiResult<Map<String, Value>> {
+pub(crate) fn body_object(body: &Bytes, version_allowed: bool) -> ApiResult<Map<String, Value>> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError(Error::invalid("body", format!("not valid JSON: {e}"))))?;
     let Value::Object(map) = value else {
@@ -131,7 +131,7 @@ fn body_object(body: &Bytes, version_allowed: bool) -> ApiResult<Map<String, Val
 }
 
 /// Decodes a body object into `T`, naming the field at fault.
-fn decode<T: serde::de::DeserializeOwned>(map: Map<String, Value>) -> ApiResult<T> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(map: Map<String, Value>) -> ApiResult<T> {
     serde_path_to_error::deserialize(Value::Object(map)).map_err(|err| {
         let path = err.path().to_string();
         let message = err.into_inner().to_string();
@@ -176,8 +176,28 @@ fn with_etag(status: StatusCode, obj: RawObject) -> Response {
     (status, [(header::ETAG, etag)], axum::Json(obj)).into_response()
 }
 
+/// Publishes secret values for a just-created object: in memory, never stored.
+pub(crate) async fn hand_over_secret(
+    state: &ApiState,
+    created: &RawObject,
+    secret: SecretValues,
+) -> ApiResult<()> {
+    let meta = &created.meta;
+    let notification = Notification::new(&meta.kind, meta.id, Operation::Created, meta.version)
+        .with_secret(secret);
+    // The object exists either way; if the values cannot be handed over, say so: the client
+    // must send them again (they were not stored anywhere).
+    state.bus.publish(notification).await.map_err(|err| {
+        ApiError(Error::unavailable(format!(
+            "{} {} was created, but its secret values could not be handed to the controllers \
+             ({err}); send them again",
+            meta.kind, meta.id
+        )))
+    })
+}
+
 /// Takes the kind's secret field out of `spec`, if it has one and the field is set.
-fn take_secret(entry: &KindEntry, spec: &mut Value) -> ApiResult<Option<SecretValues>> {
+pub(crate) fn take_secret(entry: &KindEntry, spec: &mut Value) -> ApiResult<Option<SecretValues>> {
     let Some(field) = entry.secret_field else {
         return Ok(None);
     };
@@ -222,22 +242,7 @@ async fn create(
         })
         .await?;
     if let Some(secret) = secret {
-        let notification = Notification::new(
-            entry.kind,
-            created.meta.id,
-            Operation::Created,
-            created.meta.version,
-        )
-        .with_secret(secret);
-        // The object exists either way; if the values cannot be handed over, say so: the
-        // client must send them again (they were not stored anywhere).
-        state.bus.publish(notification).await.map_err(|err| {
-            ApiError(Error::unavailable(format!(
-                "{} {} was created, but its secret values could not be handed to the \
-                 controllers ({err}); send them again",
-                entry.kind, created.meta.id
-            )))
-        })?;
+        hand_over_secret(&state, &created, secret).await?;
     }
     Ok(with_etag(StatusCode::CREATED, created))
 }

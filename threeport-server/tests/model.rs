@@ -7,14 +7,18 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Map, Value, json};
 use threeport_core::{Bus, MemoryBus, MemoryStore, SubscribeOptions};
-use threeport_server::{ApiState, model, router};
+use threeport_server::{ApiState, Ops, app, model};
 
 async fn serve(bus: Arc<MemoryBus>) -> String {
-    let app = router(ApiState {
-        store: Arc::new(MemoryStore::new()),
-        bus,
-        kinds: Arc::new(model::registry()),
-    });
+    let app = app(
+        ApiState {
+            store: Arc::new(MemoryStore::new()),
+            bus,
+            kinds: Arc::new(model::registry()),
+        },
+        None,
+        Ops::default(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -351,7 +355,11 @@ async fn random_input_on_every_route_never_gets_a_5xx() {
             let body = random_value(&mut rng, 3, &ids);
             let collection = format!("{}/{plural}", client.base);
             let one = format!("{collection}/{id}");
-            let request = match rng.u8(0..6) {
+            let request = match rng.u8(0..7) {
+                6 => client
+                    .http
+                    .post(format!("{}/workloads", client.base))
+                    .json(&body),
                 0 => client.http.post(&collection).json(&body),
                 1 => client.http.put(&one).json(&body),
                 2 => client.http.patch(&one).json(&body),
@@ -376,4 +384,125 @@ async fn random_input_on_every_route_never_gets_a_5xx() {
         }
     }
     assert_eq!(requests, made.len() * 60);
+}
+
+#[tokio::test]
+async fn a_composite_workload_is_created_in_one_transaction() {
+    let bus = Arc::new(MemoryBus::new());
+    let mut secrets = bus
+        .subscribe(SubscribeOptions::new(
+            "secret-definition-controller",
+            "SecretDefinition",
+        ))
+        .await
+        .unwrap();
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: serve(bus.clone()).await,
+    };
+    let account = client
+        .create(
+            "aws-accounts",
+            "main",
+            json!({
+                "account_id": "123456789012", "default_region": "us-east-1",
+                "credentials": {"role": {"role_arn": "arn:aws:iam::123456789012:role/x"}}
+            }),
+        )
+        .await;
+    let workload = |name: &str, storage_gb: u32| {
+        json!({
+            "name": name,
+            "definition": {"yaml_document": "kind: Deployment\nmetadata:\n  name: web\n"},
+            "database": {
+                "aws_account": account, "engine": "postgres", "engine_version": "16.4",
+                "database_name": "shop", "database_port": 5432, "storage_gb": storage_gb,
+                "workload_secret_name": "shop-db"
+            },
+            "bucket": {"aws_account": account, "workload_service_account_name": "web", "workload_bucket_env_var": "BUCKET"},
+            "domain_name": {"domain": "example.com", "admin_email": "ops@example.com"},
+            "gateway": {"http_ports": [{"port": 443, "tls_enabled": true}], "subdomain": "shop", "service_name": "web"},
+            "secret": {"aws_account": account, "data": {"api_key": "k-123"}}
+        })
+    };
+    let post = |body: Value| {
+        client
+            .http
+            .post(format!("{}/workloads", client.base))
+            .json(&body)
+            .send()
+    };
+
+    // A bad part: 400 naming it, and nothing of the workload exists.
+    let response = post(workload("shop", 5)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let err: Value = response.json().await.unwrap();
+    assert_eq!(err["field"], "database.storage_gb", "{err}");
+    let page: Value = client
+        .http
+        .get(format!("{}/workload-definitions", client.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(page["items"].as_array().unwrap().is_empty(), "{page}");
+
+    let response = post(workload("shop", 50)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(
+        created.as_object().unwrap().len(),
+        12,
+        "six definitions and six instances: {created}"
+    );
+    let workload_instance = &created["WorkloadInstance"]["id"];
+    assert_eq!(
+        created["WorkloadInstance"]["spec"]["definition"],
+        created["WorkloadDefinition"]["id"]
+    );
+    assert_eq!(
+        created["GatewayInstance"]["spec"]["workload_instance"],
+        *workload_instance
+    );
+    assert_eq!(
+        created["GatewayDefinition"]["spec"]["domain_name"],
+        created["DomainNameDefinition"]["id"]
+    );
+    assert_eq!(
+        created["SecretDefinition"]["spec"],
+        json!({"aws_account": account})
+    );
+    let delivery = tokio::time::timeout(Duration::from_secs(5), secrets.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        delivery.notification.secret.clone().unwrap().0["api_key"],
+        "k-123"
+    );
+
+    // Same name again: one part collides, so no part is created twice.
+    let response = post(workload("shop", 50)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let page: Value = client
+        .http
+        .get(format!("{}/gateway-definitions", client.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+
+    // Links are the server's to set.
+    let mut linked = workload("other", 50);
+    linked["gateway"]["domain_name"] = json!(account);
+    let response = post(linked).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let err: Value = response.json().await.unwrap();
+    assert_eq!(err["field"], "gateway.domain_name", "{err}");
 }
