@@ -86,7 +86,7 @@ impl Plan<'_> {
             return Err(ApiError(Error::invalid(part, "must be a JSON object")));
         };
         for (field, id) in links {
-            if spec.contains_key(*field) {
+            if spec.get(*field).is_some_and(|v| !v.is_null()) {
                 return Err(ApiError(Error::invalid(
                     format!("{part}.{field}"),
                     "is set by the server: it links the parts of the workload",

@@ -6,6 +6,8 @@ use serde_json::Value;
 use threeport_core::object::Reference;
 use threeport_core::{ApiObject, Error};
 
+pub use threeport_api::plural_path;
+
 /// Decodes and validates a spec of one kind; returns it with defaults filled in, and the
 /// references it holds.
 type CheckSpec = fn(&Value) -> Result<CheckedSpec, Error>;
@@ -129,47 +131,4 @@ fn check_spec<T: ApiObject>(spec: &Value) -> Result<CheckedSpec, Error> {
         spec: serde_json::to_value(&typed)?,
         references: typed.references(),
     })
-}
-
-/// `WorkloadDefinition` → `workload-definitions`; `AwsAccount` → `aws-accounts`.
-pub fn plural_path(kind: &str) -> String {
-    let mut kebab = String::with_capacity(kind.len() + 8);
-    for (i, c) in kind.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                kebab.push('-');
-            }
-            kebab.push(c.to_ascii_lowercase());
-        } else {
-            kebab.push(c);
-        }
-    }
-    if kebab.ends_with('s') || kebab.ends_with('x') {
-        kebab.push_str("es");
-    } else if let Some(stem) = kebab.strip_suffix('y')
-        && !stem.ends_with(['a', 'e', 'o', 'u'])
-    {
-        kebab = format!("{stem}ies");
-    } else {
-        kebab.push('s');
-    }
-    kebab
-}
-
-#[cfg(test)]
-mod tests {
-    use super::plural_path;
-
-    #[test]
-    fn plurals_are_kebab_case() {
-        assert_eq!(plural_path("WorkloadDefinition"), "workload-definitions");
-        assert_eq!(plural_path("AwsAccount"), "aws-accounts");
-        assert_eq!(plural_path("Gateway"), "gateways");
-        assert_eq!(
-            plural_path("ObservabilityStackDefinition"),
-            "observability-stack-definitions"
-        );
-        assert_eq!(plural_path("Policy"), "policies");
-        assert_eq!(plural_path("Address"), "addresses");
-    }
 }

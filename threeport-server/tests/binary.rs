@@ -1,6 +1,8 @@
 //! The `threeport-server` binary, run as a user would: the embedded default (SQLite in a
 //! data directory, in-process bus), tokens, health endpoints, secrets, SIGTERM, restart.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -98,7 +100,7 @@ async fn embedded_control_plane_end_to_end() {
         .token
         .clone()
         .expect("a first start mints and prints a token");
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let accounts = format!("{}/v0/aws-accounts", server.base);
     let account = json!({
         "name": "main",
@@ -172,7 +174,7 @@ async fn dev_mode_needs_no_token_and_unknown_controllers_are_refused() {
     let data = temp_dir();
     let server = serve(&data, &["--dev"]).await;
     let (status, page) =
-        send(reqwest::Client::new().get(format!("{}/v0/gateway-definitions", server.base))).await;
+        send(common::http_client().get(format!("{}/v0/gateway-definitions", server.base))).await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert!(server.terminate().await.success());
 

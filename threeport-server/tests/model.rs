@@ -1,6 +1,8 @@
 //! Threeport's object model through the HTTP API: every kind accepts a valid spec, secrets
 //! travel on the bus only, and random input never gets a 5xx.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -180,7 +182,7 @@ async fn one_of_each(client: &Client) -> Vec<(String, String)> {
 #[tokio::test]
 async fn every_kind_accepts_a_valid_spec_with_defaults_filled_in() {
     let client = Client {
-        http: reqwest::Client::new(),
+        http: common::http_client(),
         base: serve(Arc::new(MemoryBus::new())).await,
     };
     let made = one_of_each(&client).await;
@@ -228,7 +230,7 @@ async fn secret_values_go_to_the_bus_not_the_store() {
         .await
         .unwrap();
     let client = Client {
-        http: reqwest::Client::new(),
+        http: common::http_client(),
         base: serve(bus.clone()).await,
     };
     let account = client
@@ -343,7 +345,7 @@ fn random_value(rng: &mut fastrand::Rng, depth: u32, ids: &[String]) -> Value {
 #[tokio::test]
 async fn random_input_on_every_route_never_gets_a_5xx() {
     let client = Client {
-        http: reqwest::Client::new(),
+        http: common::http_client(),
         base: serve(Arc::new(MemoryBus::new())).await,
     };
     let made = one_of_each(&client).await;
@@ -397,7 +399,7 @@ async fn a_composite_workload_is_created_in_one_transaction() {
         .await
         .unwrap();
     let client = Client {
-        http: reqwest::Client::new(),
+        http: common::http_client(),
         base: serve(bus.clone()).await,
     };
     let account = client

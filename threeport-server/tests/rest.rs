@@ -1,5 +1,7 @@
 //! The generic REST routes over real HTTP, on the memory store and on SQLite.
 
+mod common;
+
 use std::sync::Arc;
 
 use reqwest::StatusCode;
@@ -76,7 +78,7 @@ async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
 
 async fn crud_round_trip(store: Arc<dyn Store>, outbox: Arc<dyn Outbox>) {
     let base = serve(store).await;
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let defs = format!("{base}/database-definitions");
 
     let (status, created) = send(http.post(&defs).json(&json!({
@@ -164,7 +166,7 @@ async fn crud_round_trip(store: Arc<dyn Store>, outbox: Arc<dyn Outbox>) {
 
 async fn bad_input_is_refused_naming_the_field(store: Arc<dyn Store>) {
     let base = serve(store).await;
-    let http = reqwest::Client::new();
+    let http = common::http_client();
     let defs = format!("{base}/database-definitions");
     let cases = [
         (

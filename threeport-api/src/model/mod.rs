@@ -1,7 +1,6 @@
 //! Threeport's object model: every kind the control plane serves, as Rust types with real
 //! enums and Threeport's defaults. Definitions hold reusable configuration; instances reference
-//! a definition and say where it runs. Their controllers come with later issues; the API
-//! serves them all now.
+//! a definition and say where it runs.
 
 mod aws;
 mod network;
@@ -17,41 +16,6 @@ pub use network::*;
 pub use runtime::*;
 pub use support::*;
 pub use workload::*;
-
-use crate::KindRegistry;
-
-/// Every kind of the model, for the API.
-pub fn registry() -> KindRegistry {
-    KindRegistry::new()
-        .with::<WorkloadDefinition>()
-        .with::<WorkloadInstance>()
-        .with::<WorkloadResourceDefinition>()
-        .with::<WorkloadResourceInstance>()
-        .with::<HelmWorkloadDefinition>()
-        .with::<HelmWorkloadInstance>()
-        .with::<KubernetesRuntimeDefinition>()
-        .with::<KubernetesRuntimeInstance>()
-        .with::<AwsAccount>()
-        .with::<AwsEksKubernetesRuntimeDefinition>()
-        .with::<AwsEksKubernetesRuntimeInstance>()
-        .with::<AwsRelationalDatabaseDefinition>()
-        .with::<AwsRelationalDatabaseInstance>()
-        .with::<AwsObjectStorageBucketDefinition>()
-        .with::<AwsObjectStorageBucketInstance>()
-        .with::<GatewayDefinition>()
-        .with::<GatewayInstance>()
-        .with::<DomainNameDefinition>()
-        .with::<DomainNameInstance>()
-        .with::<ObservabilityStackDefinition>()
-        .with::<ObservabilityStackInstance>()
-        .with_secret::<SecretDefinition>("data")
-        .with::<SecretInstance>()
-        .with::<TerraformDefinition>()
-        .with::<TerraformInstance>()
-        .with::<ControlPlaneDefinition>()
-        .with::<ControlPlaneInstance>()
-        .with::<Event>()
-}
 
 /// A reference from `field` to an object of kind `T`.
 fn reference<T: ApiObject>(field: &str, id: ObjectId) -> Reference {
@@ -121,24 +85,6 @@ fn yaml_stream(field: &str, text: &str) -> Result<(), ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_kind_is_served_once() {
-        let registry = registry();
-        assert_eq!(registry.entries().count(), 28);
-        assert!(
-            registry
-                .by_plural("aws-eks-kubernetes-runtime-instances")
-                .is_some()
-        );
-        assert!(
-            registry
-                .by_plural("secret-definitions")
-                .unwrap()
-                .secret_field
-                .is_some()
-        );
-    }
 
     #[test]
     fn yaml_errors_name_the_document() {

@@ -1,0 +1,467 @@
+//! [`Client`]: typed access to a threeport control plane over HTTP(S).
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use threeport_core::object::{Labels, RawObject};
+use threeport_core::{ApiObject, Object, ObjectId, SecretValues};
+
+use crate::model::{
+    AwsObjectStorageBucketDefinition, AwsRelationalDatabaseDefinition, DomainNameDefinition,
+    GatewayDefinition, SecretDefinition, WorkloadDefinition,
+};
+use crate::plural_path;
+
+/// What went wrong talking to the API, by what the caller can do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// 404: no such object (or kind).
+    NotFound {
+        /// The server's message.
+        message: String,
+    },
+    /// 409: a version mismatch, a taken name, or a deletion blocked by references.
+    Conflict {
+        /// The server's message.
+        message: String,
+    },
+    /// 400: the request is invalid; `field` names the culprit.
+    Invalid {
+        /// The offending field (`spec.storage_gb`).
+        field: String,
+        /// Why.
+        message: String,
+    },
+    /// 401: no valid credentials.
+    Unauthorized {
+        /// The server's message.
+        message: String,
+    },
+    /// The server cannot be reached or is not ready (503, connection errors, timeouts).
+    Unavailable {
+        /// What happened.
+        message: String,
+    },
+    /// Anything else: a 5xx, or an answer that does not decode.
+    Server {
+        /// HTTP status, if there was an answer.
+        status: Option<u16>,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::NotFound { message } => write!(f, "not found: {message}"),
+            ClientError::Conflict { message } => write!(f, "conflict: {message}"),
+            ClientError::Invalid { field, message } => write!(f, "invalid {field}: {message}"),
+            ClientError::Unauthorized { message } => write!(f, "unauthorized: {message}"),
+            ClientError::Unavailable { message } => write!(f, "unavailable: {message}"),
+            ClientError::Server { status, message } => match status {
+                Some(status) => write!(f, "server error {status}: {message}"),
+                None => write!(f, "server error: {message}"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<reqwest::Error> for ClientError {
+    fn from(err: reqwest::Error) -> Self {
+        if err.is_connect() || err.is_timeout() || err.is_request() {
+            ClientError::Unavailable {
+                message: err.to_string(),
+            }
+        } else {
+            ClientError::Server {
+                status: err.status().map(|s| s.as_u16()),
+                message: err.to_string(),
+            }
+        }
+    }
+}
+
+/// Builds a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    url: String,
+    token: Option<String>,
+    ca_pem: Option<Vec<u8>>,
+    identity_pem: Option<Vec<u8>>,
+    timeout: Duration,
+}
+
+impl ClientBuilder {
+    /// Sends `Authorization: Bearer <token>`.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Trusts only this PEM CA bundle for `https://` (default: the public web PKI roots).
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Presents this client certificate (PEM certificate chain followed by its private key)
+    /// for mutual TLS.
+    pub fn identity_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.identity_pem = Some(pem.into());
+        self
+    }
+
+    /// Per-request timeout (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The client. TLS uses rustls with the `ring` provider.
+    pub fn build(self) -> Result<Client, ClientError> {
+        let invalid = |field: &str, message: String| ClientError::Invalid {
+            field: field.to_owned(),
+            message,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca_pem {
+            Some(pem) => {
+                for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
+                    let cert = cert.map_err(|e| invalid("ca_pem", e.to_string()))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| invalid("ca_pem", e.to_string()))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid("tls", e.to_string()))?
+            .with_root_certificates(roots);
+        let tls = match &self.identity_pem {
+            None => tls.with_no_client_auth(),
+            Some(pem) => {
+                let chain = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| invalid("identity_pem", e.to_string()))?;
+                let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(pem)
+                    .map_err(|e| invalid("identity_pem", e.to_string()))?;
+                tls.with_client_auth_cert(chain, key)
+                    .map_err(|e| invalid("identity_pem", e.to_string()))?
+            }
+        };
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(self.timeout)
+            .build()
+            .map_err(|e| invalid("url", e.to_string()))?;
+        let base = self.url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(invalid(
+                "url",
+                format!("{base:?} must be an http:// or https:// URL"),
+            ));
+        }
+        Ok(Client {
+            http,
+            base,
+            token: self.token,
+        })
+    }
+}
+
+use rustls::pki_types::pem::PemObject;
+
+/// A typed client for the control plane API. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+/// Filters and a cursor for [`Resource::list`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListParams {
+    /// Only the object with this name.
+    pub name: Option<String>,
+    /// Only objects with all these labels.
+    pub labels: Labels,
+    /// Only objects whose reference `field` points at the id.
+    pub references: Vec<(String, ObjectId)>,
+    /// Start after this id (the previous page's `next`).
+    pub after: Option<ObjectId>,
+    /// Page size (the server's default if `None`).
+    pub limit: Option<usize>,
+}
+
+/// One page of objects.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(bound = "T: ApiObject")]
+pub struct Page<T: ApiObject> {
+    /// The objects.
+    pub items: Vec<Object<T>>,
+    /// Cursor of the next page, if there is one.
+    pub next: Option<ObjectId>,
+}
+
+/// A workload and the services it depends on, for [`Client::create_workload`]. Links between
+/// the parts are filled in by the server.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadRequest {
+    /// Name of every object created.
+    pub name: String,
+    /// Labels of every object created.
+    pub labels: Labels,
+    /// The manifests.
+    pub definition: WorkloadDefinition,
+    /// Runtime of the instance (`None`: the default runtime).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<ObjectId>,
+    /// A database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<AwsRelationalDatabaseDefinition>,
+    /// A bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<AwsObjectStorageBucketDefinition>,
+    /// A domain name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain_name: Option<DomainNameDefinition>,
+    /// A gateway (its `domain_name` is set to the domain above, if any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayDefinition>,
+    /// A secret and its values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<(SecretDefinition, SecretValues)>,
+}
+
+impl Client {
+    /// A builder for the API at `url` (`http://127.0.0.1:1323`).
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            url: url.into(),
+            token: None,
+            ca_pem: None,
+            identity_pem: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The objects of kind `T`.
+    pub fn api<T: ApiObject>(&self) -> Resource<T> {
+        Resource {
+            client: self.clone(),
+            path: format!("{}/v0/{}", self.base, plural_path(T::KIND)),
+            kind: PhantomData,
+        }
+    }
+
+    /// Creates a workload and its services in one transaction; returns the created objects by
+    /// kind.
+    pub async fn create_workload(
+        &self,
+        request: &WorkloadRequest,
+    ) -> Result<BTreeMap<String, RawObject>, ClientError> {
+        let mut body = serde_json::json!({
+            "name": request.name,
+            "labels": request.labels,
+            "definition": request.definition,
+        });
+        if let Some(runtime) = request.runtime {
+            body["instance"] = serde_json::json!({ "runtime": runtime });
+        }
+        let parts = [
+            ("database", serde_json::to_value(&request.database)),
+            ("bucket", serde_json::to_value(&request.bucket)),
+            ("domain_name", serde_json::to_value(&request.domain_name)),
+            ("gateway", serde_json::to_value(&request.gateway)),
+        ];
+        for (name, part) in parts {
+            let part = part.map_err(decode_error)?;
+            if !part.is_null() {
+                body[name] = part;
+            }
+        }
+        if let Some((definition, values)) = &request.secret {
+            let mut part = serde_json::to_value(definition).map_err(decode_error)?;
+            part["data"] = serde_json::to_value(values).map_err(decode_error)?;
+            body["secret"] = part;
+        }
+        let request = self.request(Method::POST, &format!("{}/v0/workloads", self.base));
+        send(request.json(&body)).await
+    }
+
+    fn request(&self, method: Method, url: &str) -> RequestBuilder {
+        let request = self.http.request(method, url);
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+}
+
+fn decode_error(err: serde_json::Error) -> ClientError {
+    ClientError::Server {
+        status: None,
+        message: format!("cannot encode or decode: {err}"),
+    }
+}
+
+/// Sends a request; decodes a success as `R`, an error body into a [`ClientError`].
+async fn send<R: serde::de::DeserializeOwned>(request: RequestBuilder) -> Result<R, ClientError> {
+    let response = request.send().await?;
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map_err(decode_error);
+    }
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let message = body["message"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+    Err(match status {
+        StatusCode::NOT_FOUND => ClientError::NotFound { message },
+        StatusCode::CONFLICT => ClientError::Conflict { message },
+        StatusCode::BAD_REQUEST => ClientError::Invalid {
+            field: body["field"].as_str().unwrap_or("request").to_owned(),
+            message,
+        },
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ClientError::Unauthorized { message },
+        StatusCode::SERVICE_UNAVAILABLE => ClientError::Unavailable { message },
+        other => ClientError::Server {
+            status: Some(other.as_u16()),
+            message,
+        },
+    })
+}
+
+/// The objects of one kind, from [`Client::api`].
+#[derive(Debug, Clone)]
+pub struct Resource<T> {
+    client: Client,
+    path: String,
+    kind: PhantomData<fn() -> T>,
+}
+
+impl<T: ApiObject> Resource<T> {
+    /// Creates an object.
+    pub async fn create(&self, name: &str, spec: &T) -> Result<Object<T>, ClientError> {
+        self.create_labelled(name, &Labels::new(), spec).await
+    }
+
+    /// Creates an object with labels.
+    pub async fn create_labelled(
+        &self,
+        name: &str,
+        labels: &Labels,
+        spec: &T,
+    ) -> Result<Object<T>, ClientError> {
+        let body = serde_json::json!({ "name": name, "labels": labels, "spec": spec });
+        send(self.client.request(Method::POST, &self.path).json(&body)).await
+    }
+
+    /// Reads an object.
+    pub async fn get(&self, id: ObjectId) -> Result<Object<T>, ClientError> {
+        send(
+            self.client
+                .request(Method::GET, &format!("{}/{id}", self.path)),
+        )
+        .await
+    }
+
+    /// One page of objects.
+    pub async fn list(&self, params: &ListParams) -> Result<Page<T>, ClientError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(name) = &params.name {
+            query.push(("name", name.clone()));
+        }
+        for (key, value) in &params.labels {
+            query.push(("label", format!("{key}={value}")));
+        }
+        for (field, id) in &params.references {
+            query.push(("ref", format!("{field}={id}")));
+        }
+        if let Some(after) = params.after {
+            query.push(("after", after.to_string()));
+        }
+        if let Some(limit) = params.limit {
+            query.push(("limit", limit.to_string()));
+        }
+        send(self.client.request(Method::GET, &self.path).query(&query)).await
+    }
+
+    /// Every object matching the filters, following the cursor to the end.
+    pub async fn list_all(&self, params: &ListParams) -> Result<Vec<Object<T>>, ClientError> {
+        let mut params = params.clone();
+        let mut all = Vec::new();
+        loop {
+            let page = self.list(&params).await?;
+            all.extend(page.items);
+            match page.next {
+                Some(next) => params.after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// Replaces the object's spec and labels, if its version is still `obj.meta.version`.
+    pub async fn replace(&self, obj: &Object<T>) -> Result<Object<T>, ClientError> {
+        let body = serde_json::json!({ "labels": obj.meta.labels, "spec": obj.spec });
+        let request = self
+            .client
+            .request(Method::PUT, &format!("{}/{}", self.path, obj.meta.id))
+            .header("If-Match", format!("\"{}\"", obj.meta.version));
+        send(request.json(&body)).await
+    }
+
+    /// Applies a JSON merge patch (`{"spec": {…}, "labels": {…}}`).
+    pub async fn patch(&self, id: ObjectId, patch: &Value) -> Result<Object<T>, ClientError> {
+        let request = self
+            .client
+            .request(Method::PATCH, &format!("{}/{id}", self.path));
+        send(request.json(patch)).await
+    }
+
+    /// Schedules deletion; the object goes once its controller has cleaned up.
+    pub async fn delete(&self, id: ObjectId) -> Result<Object<T>, ClientError> {
+        send(
+            self.client
+                .request(Method::DELETE, &format!("{}/{id}", self.path)),
+        )
+        .await
+    }
+
+    /// Polls the object until `done` holds (e.g. `Object::is_reconciled`), at most `timeout`.
+    pub async fn wait_until(
+        &self,
+        id: ObjectId,
+        timeout: Duration,
+        mut done: impl FnMut(&Object<T>) -> bool,
+    ) -> Result<Object<T>, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let obj = self.get(id).await?;
+            if done(&obj) {
+                return Ok(obj);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::Unavailable {
+                    message: format!("{} {id} did not get there within {timeout:?}", T::KIND),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
