@@ -31,8 +31,13 @@ fn temp_dir() -> PathBuf {
 
 /// Starts `serve` on a free port; reads the banner for the address and a minted token.
 async fn serve(data_dir: &Path, extra: &[&str]) -> Server {
+    start("serve", data_dir, extra).await
+}
+
+/// Starts a role (`serve`, `api`) on a free port and reads its banner.
+async fn start(role: &str, data_dir: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(BINARY)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([role, "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(extra)
         .stdout(Stdio::piped())
@@ -185,4 +190,115 @@ async fn dev_mode_needs_no_token_and_unknown_controllers_are_refused() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no controller named"));
+}
+
+#[path = "../../threeport-store/tests/common/mod.rs"]
+mod postgres;
+
+#[path = "../../threeport-bus/tests/common/mod.rs"]
+mod nats;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_api_processes_share_postgres_and_nats() {
+    use threeport_core::{Bus, SubscribeOptions};
+
+    let database = postgres::fresh_postgres().await;
+    let mut server = nats::NatsServer::start().await;
+    let data = temp_dir();
+    let minted = threeport_server::auth::mint_token().unwrap();
+    let token_file = data.join("tokens");
+    std::fs::write(&token_file, format!("{}\n", minted.hash)).unwrap();
+    let flags = [
+        "--database-url",
+        database.as_str(),
+        "--nats-url",
+        server.url.as_str(),
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ];
+    let a = start("api", &data, &flags).await;
+    let b = start("api", &data, &flags).await;
+    assert!(a.token.is_none() && b.token.is_none(), "a given token file mints nothing");
+
+    // Controllers would hear of every change through NATS.
+    let client = threeport_bus::connect(&server.url, Duration::from_secs(5)).await.unwrap();
+    let bus = threeport_bus::NatsBus::new(client, threeport_bus::NatsConfig::default());
+    let mut notes = bus
+        .subscribe(SubscribeOptions::new("aws-account-controller", "AwsAccount"))
+        .await
+        .unwrap();
+
+    let http = common::http_client();
+    let account = json!({
+        "name": "shared",
+        "spec": {"account_id": "123456789012", "default_region": "us-east-1",
+                 "credentials": {"access_keys": {"access_key_id": "AKIA"}}}
+    });
+    let (status, created) = send(
+        http.post(format!("{}/v0/aws-accounts", a.base))
+            .bearer_auth(&minted.token)
+            .json(&account),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    // The other process sees it, and a write from a stale version loses there too.
+    let (status, got) = send(
+        http.get(format!("{}/v0/aws-accounts/{id}", b.base))
+            .bearer_auth(&minted.token),
+    )
+    .await;
+    assert_eq!((status, got["name"].as_str()), (StatusCode::OK, Some("shared")));
+    let (status, _) = send(
+        http.patch(format!("{}/v0/aws-accounts/{id}", a.base))
+            .bearer_auth(&minted.token)
+            .json(&json!({"labels": {"by": "a"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = send(
+        http.patch(format!("{}/v0/aws-accounts/{id}", b.base))
+            .bearer_auth(&minted.token)
+            .header("If-Match", "1")
+            .json(&json!({"labels": {"by": "b"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = send(
+        http.post(format!("{}/v0/aws-accounts", b.base))
+            .bearer_auth(&minted.token)
+            .json(&account),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "names are unique across processes");
+
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), notes.next())
+            .await
+            .expect("notified through NATS")
+            .unwrap()
+            .unwrap();
+        seen.push(delivery.notification.operation);
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(seen, [threeport_core::Operation::Created, threeport_core::Operation::Updated]);
+
+    // Readiness follows the bus.
+    let ready = http.get(format!("{}/readyz", a.base)).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    server.stop().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = send(http.get(format!("{}/readyz", a.base))).await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(body["failing"]["bus"].is_string(), "{body}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never unready without NATS");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.restart().await;
+    assert!(a.terminate().await.success());
+    assert!(b.terminate().await.success());
 }
