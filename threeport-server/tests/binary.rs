@@ -218,13 +218,21 @@ async fn two_api_processes_share_postgres_and_nats() {
     ];
     let a = start("api", &data, &flags).await;
     let b = start("api", &data, &flags).await;
-    assert!(a.token.is_none() && b.token.is_none(), "a given token file mints nothing");
+    assert!(
+        a.token.is_none() && b.token.is_none(),
+        "a given token file mints nothing"
+    );
 
     // Controllers would hear of every change through NATS.
-    let client = threeport_bus::connect(&server.url, Duration::from_secs(5)).await.unwrap();
+    let client = threeport_bus::connect(&server.url, Duration::from_secs(5))
+        .await
+        .unwrap();
     let bus = threeport_bus::NatsBus::new(client, threeport_bus::NatsConfig::default());
     let mut notes = bus
-        .subscribe(SubscribeOptions::new("aws-account-controller", "AwsAccount"))
+        .subscribe(SubscribeOptions::new(
+            "aws-account-controller",
+            "AwsAccount",
+        ))
         .await
         .unwrap();
 
@@ -248,7 +256,10 @@ async fn two_api_processes_share_postgres_and_nats() {
             .bearer_auth(&minted.token),
     )
     .await;
-    assert_eq!((status, got["name"].as_str()), (StatusCode::OK, Some("shared")));
+    assert_eq!(
+        (status, got["name"].as_str()),
+        (StatusCode::OK, Some("shared"))
+    );
     let (status, _) = send(
         http.patch(format!("{}/v0/aws-accounts/{id}", a.base))
             .bearer_auth(&minted.token)
@@ -270,7 +281,11 @@ async fn two_api_processes_share_postgres_and_nats() {
             .json(&account),
     )
     .await;
-    assert_eq!(status, StatusCode::CONFLICT, "names are unique across processes");
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "names are unique across processes"
+    );
 
     let mut seen = Vec::new();
     while seen.len() < 2 {
@@ -282,7 +297,13 @@ async fn two_api_processes_share_postgres_and_nats() {
         seen.push(delivery.notification.operation);
         delivery.ack().await.unwrap();
     }
-    assert_eq!(seen, [threeport_core::Operation::Created, threeport_core::Operation::Updated]);
+    assert_eq!(
+        seen,
+        [
+            threeport_core::Operation::Created,
+            threeport_core::Operation::Updated
+        ]
+    );
 
     // Readiness follows the bus.
     let ready = http.get(format!("{}/readyz", a.base)).send().await.unwrap();
@@ -295,7 +316,10 @@ async fn two_api_processes_share_postgres_and_nats() {
             assert!(body["failing"]["bus"].is_string(), "{body}");
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never unready without NATS");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never unready without NATS"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     server.restart().await;

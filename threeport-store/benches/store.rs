@@ -9,13 +9,15 @@
 //!    and random cursors), plus a labelled list for information.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use threeport_core::{Labels, ListQuery, NewObject, ObjectId, Store};
 use threeport_store::{ConnectOptions, PgStore};
 
-const CONCURRENCY: usize = 32;
+#[path = "support/mod.rs"]
+mod support;
+use support::{CONCURRENCY, concurrently, fresh_database, percentile, redact};
+
 const STORED: i64 = 100_000;
 
 fn main() {
@@ -63,34 +65,7 @@ async fn run(creates: usize) {
     let create_per_s = creates as f64 / took.as_secs_f64();
     println!("  store create (object + outbox row): {took:>9.3?}  {create_per_s:>8.0}/s");
 
-    sqlx::query(
-        "CREATE TABLE bench_raw (id UUID PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, spec JSONB NOT NULL)",
-    )
-    .execute(store.pool())
-    .await
-    .expect("raw table");
-    let took = concurrently(creates, {
-        let pool = store.pool().clone();
-        move |i| {
-            let pool = pool.clone();
-            async move {
-                let mut tx = pool.begin().await.expect("begin");
-                sqlx::query(
-                    "INSERT INTO bench_raw (id, kind, name, spec) VALUES ($1, 'Widget', $2, $3)",
-                )
-                .bind(ObjectId::new().0)
-                .bind(format!("w{i}"))
-                .bind(sqlx::types::Json(
-                    serde_json::json!({"size": i, "image": "registry.example.com/app:1.2.3"}),
-                ))
-                .execute(&mut *tx)
-                .await
-                .expect("insert");
-                tx.commit().await.expect("commit");
-            }
-        }
-    })
-    .await;
+    let took = support::raw_insert_baseline(store.pool(), creates).await;
     let raw_insert_per_s = creates as f64 / took.as_secs_f64();
     println!("  raw INSERT + COMMIT (baseline):     {took:>9.3?}  {raw_insert_per_s:>8.0}/s");
 
@@ -166,63 +141,4 @@ async fn run(creates: usize) {
         "RESULT store create_per_s={create_per_s:.0} raw_insert_per_s={raw_insert_per_s:.0} ratio={:.3} get_p99_ms={get_p99:.3} list_p99_ms={list_p99:.3}",
         create_per_s / raw_insert_per_s
     );
-}
-
-/// Runs `op(i)` for i in 0..n on `CONCURRENCY` tasks; returns the wall time.
-async fn concurrently<F, Fut>(n: usize, op: F) -> Duration
-where
-    F: Fn(usize) -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
-            let next = next.clone();
-            let op = op.clone();
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= n {
-                        return;
-                    }
-                    op(i).await;
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("task");
-    }
-    started.elapsed()
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> f64 {
-    samples.sort();
-    let index = ((samples.len() as f64 * p / 100.0).ceil() as usize).clamp(1, samples.len()) - 1;
-    samples[index].as_secs_f64() * 1000.0
-}
-
-fn redact(url: &str) -> String {
-    match url.split_once('@') {
-        Some((_, host)) => format!("postgres://…@{host}"),
-        None => url.to_owned(),
-    }
-}
-
-async fn fresh_database() -> String {
-    let admin = std::env::var("THREEPORT_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let mut conn = PgConnection::connect(&admin)
-        .await
-        .expect("PostgreSQL must be running on loopback");
-    let name = format!("threeport_bench_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .expect("create database");
-    format!(
-        "{}/{name}",
-        admin.rsplit_once('/').expect("database in URL").0
-    )
 }
