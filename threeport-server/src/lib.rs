@@ -38,6 +38,7 @@
 pub mod auth;
 pub mod composite;
 pub mod model;
+pub mod openapi;
 pub mod ops;
 pub mod plane;
 mod registry;
@@ -57,14 +58,17 @@ pub use registry::{CheckedSpec, KindEntry, KindRegistry, plural_path};
 pub use rest::{ApiError, ApiState, router};
 
 /// The control plane's HTTP surface: the API (behind `tokens` unless `None`, which disables
-/// authentication) and the unauthenticated `/healthz`, `/readyz` and `/metrics`.
+/// authentication) and the unauthenticated `/healthz`, `/readyz`, `/metrics`, `/openapi.json`
+/// and `/docs`.
 pub fn app(api: ApiState, tokens: Option<Arc<TokenSet>>, ops: Ops) -> Router {
+    let docs = openapi::routes(&api.kinds);
     let mut api_routes = router(api.clone()).merge(composite::routes(api));
     if let Some(tokens) = tokens {
         api_routes = api_routes.layer(middleware::from_fn_with_state(tokens, auth::require_token));
     }
     api_routes
         .merge(ops::routes(ops))
+        .merge(docs)
         .layer(middleware::from_fn(log_request))
 }
 

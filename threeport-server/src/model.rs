@@ -6,7 +6,7 @@ use crate::KindRegistry;
 
 /// Every kind of the model, for the API.
 pub fn registry() -> KindRegistry {
-    KindRegistry::new()
+    let registry = KindRegistry::new()
         .with::<WorkloadDefinition>()
         .with::<WorkloadInstance>()
         .with::<WorkloadResourceDefinition>()
@@ -34,7 +34,37 @@ pub fn registry() -> KindRegistry {
         .with::<TerraformInstance>()
         .with::<ControlPlaneDefinition>()
         .with::<ControlPlaneInstance>()
-        .with::<Event>()
+        .with::<Event>();
+    // Every kind documents its spec in the OpenAPI document.
+    registry
+        .documented::<WorkloadDefinition>()
+        .documented::<WorkloadInstance>()
+        .documented::<WorkloadResourceDefinition>()
+        .documented::<WorkloadResourceInstance>()
+        .documented::<HelmWorkloadDefinition>()
+        .documented::<HelmWorkloadInstance>()
+        .documented::<KubernetesRuntimeDefinition>()
+        .documented::<KubernetesRuntimeInstance>()
+        .documented::<AwsAccount>()
+        .documented::<AwsEksKubernetesRuntimeDefinition>()
+        .documented::<AwsEksKubernetesRuntimeInstance>()
+        .documented::<AwsRelationalDatabaseDefinition>()
+        .documented::<AwsRelationalDatabaseInstance>()
+        .documented::<AwsObjectStorageBucketDefinition>()
+        .documented::<AwsObjectStorageBucketInstance>()
+        .documented::<GatewayDefinition>()
+        .documented::<GatewayInstance>()
+        .documented::<DomainNameDefinition>()
+        .documented::<DomainNameInstance>()
+        .documented::<ObservabilityStackDefinition>()
+        .documented::<ObservabilityStackInstance>()
+        .documented::<SecretDefinition>()
+        .documented::<SecretInstance>()
+        .documented::<TerraformDefinition>()
+        .documented::<TerraformInstance>()
+        .documented::<ControlPlaneDefinition>()
+        .documented::<ControlPlaneInstance>()
+        .documented::<Event>()
 }
 
 #[cfg(test)]

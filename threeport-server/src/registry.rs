@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use threeport_core::object::Reference;
 use threeport_core::{ApiObject, Error};
+use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, Schema};
 
 pub use threeport_api::plural_path;
 
@@ -32,6 +34,17 @@ pub struct KindEntry {
     /// the bus in memory and never stored.
     pub secret_field: Option<&'static str>,
     check: CheckSpec,
+    schema: Option<SpecSchema>,
+}
+
+/// Adds a kind's spec schema (and the schemas it refers to) to a list; returns its name.
+type SpecSchema = fn(&mut Vec<(String, RefOr<Schema>)>) -> String;
+
+fn spec_schema<T: ToSchema>(schemas: &mut Vec<(String, RefOr<Schema>)>) -> String {
+    let name = T::name().into_owned();
+    schemas.push((name.clone(), T::schema()));
+    T::schemas(schemas);
+    name
 }
 
 impl KindEntry {
@@ -39,6 +52,12 @@ impl KindEntry {
     /// refused naming the field), validates it, and returns it normalized with its references.
     pub fn check(&self, spec: &Value) -> Result<CheckedSpec, Error> {
         (self.check)(spec)
+    }
+
+    /// Adds the spec's OpenAPI schema and those it refers to; returns its name, or `None` if
+    /// the kind was registered without one (its spec is then documented as any object).
+    pub fn spec_schema(&self, schemas: &mut Vec<(String, RefOr<Schema>)>) -> Option<String> {
+        self.schema.map(|add| add(schemas))
     }
 }
 
@@ -92,8 +111,23 @@ impl KindRegistry {
                 plural,
                 secret_field,
                 check: check_spec::<T>,
+                schema: None,
             },
         );
+        self
+    }
+
+    /// Documents the already registered kind `T` with its OpenAPI schema (from
+    /// `#[derive(utoipa::ToSchema)]`).
+    ///
+    /// # Panics
+    /// If `T` is not registered: a programming error in how the registry is built.
+    pub fn documented<T: ApiObject + ToSchema>(mut self) -> Self {
+        let entry = self
+            .by_plural
+            .get_mut(&plural_path(T::KIND))
+            .unwrap_or_else(|| panic!("register {} before documenting it", T::KIND));
+        entry.schema = Some(spec_schema::<T>);
         self
     }
 

@@ -508,3 +508,90 @@ async fn a_composite_workload_is_created_in_one_transaction() {
     let err: Value = response.json().await.unwrap();
     assert_eq!(err["field"], "gateway.domain_name", "{err}");
 }
+
+/// Every `$ref` in `value`.
+fn refs(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("$ref", Value::String(r)) => found.push(r.clone()),
+                    _ => refs(v, found),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_kind_from_its_type() {
+    let base = serve(Arc::new(MemoryBus::new())).await;
+    let root = base.trim_end_matches("/v0");
+    let http = common::http_client();
+    let doc: Value = http
+        .get(format!("{root}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for entry in model::registry().entries() {
+        let collection = &doc["paths"][format!("/v0/{}", entry.plural)];
+        let object = &doc["paths"][format!("/v0/{}/{{id}}", entry.plural)];
+        for (path, method) in [
+            (collection, "post"),
+            (collection, "get"),
+            (object, "get"),
+            (object, "put"),
+            (object, "patch"),
+            (object, "delete"),
+        ] {
+            assert!(path[method].is_object(), "{} {method}", entry.plural);
+        }
+        assert!(
+            doc["components"]["schemas"][entry.kind].is_object(),
+            "schema of {}",
+            entry.kind
+        );
+    }
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(found.len() > 100);
+    for r in found {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .expect("local reference");
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{r} resolves"
+        );
+    }
+    let engine = &doc["components"]["schemas"]["DatabaseEngine"];
+    assert_eq!(
+        engine["enum"],
+        json!(["mysql", "postgres", "mariadb"]),
+        "{engine}"
+    );
+    let database = &doc["components"]["schemas"]["AwsRelationalDatabaseDefinition"];
+    assert!(
+        database["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("storage_gb")),
+        "{database}"
+    );
+
+    let page = http
+        .get(format!("{root}/docs"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("/v0/aws-eks-kubernetes-runtime-instances"));
+}

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use threeport_core::object::Reference;
 use threeport_core::{ApiObject, ObjectId, ValidationError};
+use utoipa::ToSchema;
 
 use super::{KubernetesRuntimeInstance, WorkloadInstance, dns_label, reference, require};
 
@@ -26,7 +27,7 @@ fn aws_region(field: &str, value: &str) -> Result<(), ValidationError> {
 
 /// How threeport acts in an account. Secret access keys are never stored: they arrive with
 /// the account's notification only (issue 7 wires them through).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum AwsCredentials {
     /// Assume a role (the recommended way).
@@ -45,7 +46,7 @@ pub enum AwsCredentials {
 }
 
 /// An AWS account threeport manages resources in.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsAccount {
     /// The 12-digit account id.
@@ -96,10 +97,11 @@ fn default_maximum_size() -> u32 {
 }
 
 /// An EKS cluster shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsEksKubernetesRuntimeDefinition {
     /// The account it is created in.
+    #[schema(value_type = String, format = Uuid)]
     pub aws_account: ObjectId,
     /// Availability zones to spread over.
     #[serde(default = "default_zone_count")]
@@ -149,12 +151,14 @@ impl ApiObject for AwsEksKubernetesRuntimeDefinition {
 }
 
 /// An EKS cluster: the cloud side of a Kubernetes runtime instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsEksKubernetesRuntimeInstance {
     /// Its shape.
+    #[schema(value_type = String, format = Uuid)]
     pub definition: ObjectId,
     /// The runtime it provides.
+    #[schema(value_type = String, format = Uuid)]
     pub runtime: ObjectId,
     /// AWS region.
     pub region: String,
@@ -175,7 +179,7 @@ impl ApiObject for AwsEksKubernetesRuntimeInstance {
 }
 
 /// Database engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DatabaseEngine {
     /// MySQL.
@@ -187,7 +191,7 @@ pub enum DatabaseEngine {
 }
 
 /// Database machine size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MachineSize {
     /// 2 vCPU burstable.
@@ -208,10 +212,11 @@ fn default_backup_days() -> u32 {
 }
 
 /// An RDS database for a workload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsRelationalDatabaseDefinition {
     /// The account it is created in.
+    #[schema(value_type = String, format = Uuid)]
     pub aws_account: ObjectId,
     /// Engine.
     pub engine: DatabaseEngine,
@@ -273,12 +278,14 @@ impl ApiObject for AwsRelationalDatabaseDefinition {
 }
 
 /// An RDS database serving one workload instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsRelationalDatabaseInstance {
     /// Its definition.
+    #[schema(value_type = String, format = Uuid)]
     pub definition: ObjectId,
     /// The workload that uses it.
+    #[schema(value_type = String, format = Uuid)]
     pub workload_instance: ObjectId,
 }
 
@@ -294,10 +301,11 @@ impl ApiObject for AwsRelationalDatabaseInstance {
 }
 
 /// An S3 bucket for a workload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsObjectStorageBucketDefinition {
     /// The account it is created in.
+    #[schema(value_type = String, format = Uuid)]
     pub aws_account: ObjectId,
     /// Anyone may read its objects.
     #[serde(default)]
@@ -333,12 +341,14 @@ impl ApiObject for AwsObjectStorageBucketDefinition {
 }
 
 /// An S3 bucket serving one workload instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsObjectStorageBucketInstance {
     /// Its definition.
+    #[schema(value_type = String, format = Uuid)]
     pub definition: ObjectId,
     /// The workload that uses it.
+    #[schema(value_type = String, format = Uuid)]
     pub workload_instance: ObjectId,
 }
 

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use threeport_core::object::Reference;
 use threeport_core::{ApiObject, ObjectId, ValidationError};
+use utoipa::ToSchema;
 
 use super::{WorkloadInstance, dns_label, domain, maybe_reference, reference};
 
@@ -11,7 +12,7 @@ fn default_path() -> String {
 }
 
 /// An HTTP(S) port of a gateway.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayHttpPort {
     /// Port number.
@@ -28,7 +29,7 @@ pub struct GatewayHttpPort {
 }
 
 /// A TCP port of a gateway.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayTcpPort {
     /// Port number.
@@ -39,7 +40,7 @@ pub struct GatewayTcpPort {
 }
 
 /// Ingress to a workload's service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayDefinition {
     /// HTTP ports.
@@ -50,6 +51,7 @@ pub struct GatewayDefinition {
     pub tcp_ports: Vec<GatewayTcpPort>,
     /// The domain it answers for.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Uuid)]
     pub domain_name: Option<ObjectId>,
     /// Subdomain under that domain.
     #[serde(default)]
@@ -112,12 +114,14 @@ impl ApiObject for GatewayDefinition {
 }
 
 /// A gateway in front of one workload instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayInstance {
     /// Its definition.
+    #[schema(value_type = String, format = Uuid)]
     pub definition: ObjectId,
     /// The workload it serves.
+    #[schema(value_type = String, format = Uuid)]
     pub workload_instance: ObjectId,
 }
 
@@ -133,7 +137,7 @@ impl ApiObject for GatewayInstance {
 }
 
 /// Visibility of a DNS zone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Zone {
     /// Resolvable on the internet.
@@ -144,7 +148,7 @@ pub enum Zone {
 }
 
 /// A DNS domain whose records threeport manages.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DomainNameDefinition {
     /// The domain (`example.com`).
@@ -176,12 +180,14 @@ impl ApiObject for DomainNameDefinition {
 }
 
 /// DNS records for one workload instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DomainNameInstance {
     /// Its definition.
+    #[schema(value_type = String, format = Uuid)]
     pub definition: ObjectId,
     /// The workload it points at.
+    #[schema(value_type = String, format = Uuid)]
     pub workload_instance: ObjectId,
 }
 

@@ -3,11 +3,12 @@
 use serde::{Deserialize, Serialize};
 use threeport_core::object::Reference;
 use threeport_core::{ApiObject, ObjectId, ValidationError};
+use utoipa::ToSchema;
 
 use super::{AwsAccount, maybe_reference, reference, require};
 
 /// Who provides a runtime's cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InfraProvider {
     /// A local kind cluster.
@@ -19,7 +20,7 @@ pub enum InfraProvider {
 }
 
 /// Node size class (Threeport's sizes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeSize {
     /// About 2 vCPU.
@@ -38,7 +39,7 @@ pub enum NodeSize {
 }
 
 /// Node profile: what the nodes are balanced for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeProfile {
     /// General purpose.
@@ -55,13 +56,14 @@ fn default_node_maximum() -> u32 {
 }
 
 /// A kind of Kubernetes cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesRuntimeDefinition {
     /// Who provides the cluster.
     pub infra_provider: InfraProvider,
     /// The AWS account of an `eks` runtime.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Uuid)]
     pub aws_account: Option<ObjectId>,
     /// Spread the control plane and nodes for availability.
     #[serde(default)]
@@ -101,7 +103,7 @@ impl ApiObject for KubernetesRuntimeDefinition {
 
 /// How to reach a cluster's API server. Credentials are not part of it: they are secrets and
 /// never stored by threeport (they arrive with the notification, see `SecretDefinition`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionData {
     /// `https://host:port` of the API server.
@@ -112,10 +114,11 @@ pub struct ConnectionData {
 }
 
 /// One Kubernetes cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesRuntimeInstance {
     /// Its definition.
+    #[schema(value_type = String, format = Uuid)]
     pub definition: ObjectId,
     /// Where it runs, as Threeport names locations: `<Region>:<City>` (`NorthAmerica:NewYork`).
     pub location: String,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use threeport_core::object::{EventType, Reference};
 use threeport_core::{ApiObject, ObjectId, ValidationError};
+use utoipa::ToSchema;
 
 use super::{
     AwsAccount, HelmWorkloadInstance, KubernetesRuntimeInstance, WorkloadInstance, dns_label,
@@ -13,7 +14,7 @@ use super::{
 };
 
 /// One component of an observability stack.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObservabilityComponent {
     /// Deploy it.
@@ -35,7 +36,7 @@ fn enabled() -> ObservabilityComponent {
 }
 
 /// Metrics (Prometheus), logging (Loki, Promtail) and dashboards (Grafana).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObservabilityStackDefinition {
     /// Metrics.
@@ -67,12 +68,14 @@ impl ApiObject for ObservabilityStackDefinition {
 }
 
 /// An observability stack on one runtime.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObservabilityStackInstance {
     /// Its definition.
+    #[schema(value_type = String, format = Uuid)]
     pub definition: ObjectId,
     /// The runtime it observes.
+    #[schema(value_type = String, format = Uuid)]
     pub runtime: ObjectId,
 }
 
@@ -89,10 +92,11 @@ impl ApiObject for ObservabilityStackInstance {
 
 /// A secret kept in a secret manager. Its values (`data` on create) are never stored by
 /// threeport: the API hands them to the controller in memory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretDefinition {
     /// The account whose Secrets Manager keeps it.
+    #[schema(value_type = String, format = Uuid)]
     pub aws_account: ObjectId,
 }
 
@@ -105,16 +109,19 @@ impl ApiObject for SecretDefinition {
 }
 
 /// A secret made available to one workload (or Helm workload) instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretInstance {
     /// Its definition.
+    #[schema(value_type = String, format = Uuid)]
     pub definition: ObjectId,
     /// The workload that reads it.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Uuid)]
     pub workload_instance: Option<ObjectId>,
     /// Or the Helm workload that reads it.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Uuid)]
     pub helm_workload_instance: Option<ObjectId>,
 }
 
@@ -145,12 +152,13 @@ impl ApiObject for SecretInstance {
 }
 
 /// A Terraform configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TerraformDefinition {
     /// File name (`main.tf`) → content.
     pub configuration_files: BTreeMap<String, String>,
     /// The account it applies in.
+    #[schema(value_type = String, format = Uuid)]
     pub aws_account: ObjectId,
 }
 
@@ -181,10 +189,11 @@ impl ApiObject for TerraformDefinition {
 }
 
 /// An applied Terraform configuration. Its state and outputs are the controller's status.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TerraformInstance {
     /// Its definition.
+    #[schema(value_type = String, format = Uuid)]
     pub definition: ObjectId,
     /// Input variables.
     #[serde(default)]
@@ -211,7 +220,7 @@ fn default_namespace() -> String {
 }
 
 /// A threeport control plane's configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ControlPlaneDefinition {
     /// Require authentication on its API.
@@ -225,12 +234,14 @@ impl ApiObject for ControlPlaneDefinition {
 }
 
 /// A threeport control plane deployed on a runtime.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ControlPlaneInstance {
     /// Its definition.
+    #[schema(value_type = String, format = Uuid)]
     pub definition: ObjectId,
     /// Where it runs.
+    #[schema(value_type = String, format = Uuid)]
     pub runtime: ObjectId,
     /// Namespace it runs in.
     #[serde(default = "default_namespace")]
@@ -255,15 +266,17 @@ impl ApiObject for ControlPlaneInstance {
 }
 
 /// Something that happened to an object, reported by a controller or an in-cluster agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Event {
     /// Kind of the object it happened to.
     pub object_kind: String,
     /// Id of the object it happened to.
+    #[schema(value_type = String, format = Uuid)]
     pub object_id: ObjectId,
     /// Normal or warning.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "Normal")]
     pub event_type: EventType,
     /// Machine-readable cause (`Scheduled`, `BackOff`).
     pub reason: String,

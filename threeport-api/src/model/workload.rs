@@ -4,13 +4,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use threeport_core::object::Reference;
 use threeport_core::{ApiObject, ObjectId, ValidationError};
+use utoipa::ToSchema;
 
 use super::{
     KubernetesRuntimeInstance, dns_label, maybe_reference, reference, require, yaml_stream,
 };
 
 /// A workload as Kubernetes manifests: one multi-document YAML stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadDefinition {
     /// The manifests (`---`-separated documents; comments and empty documents allowed).
@@ -27,13 +28,15 @@ impl ApiObject for WorkloadDefinition {
 }
 
 /// A deployment of a [`WorkloadDefinition`] to a Kubernetes runtime.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadInstance {
     /// The definition deployed.
+    #[schema(value_type = String, format = Uuid)]
     pub definition: ObjectId,
     /// Where; `None`: the default runtime.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Uuid)]
     pub runtime: Option<ObjectId>,
 }
 
@@ -54,10 +57,11 @@ impl ApiObject for WorkloadInstance {
 }
 
 /// One resource of a workload definition, as the workload controller split it out.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadResourceDefinition {
     /// The definition it belongs to.
+    #[schema(value_type = String, format = Uuid)]
     pub definition: ObjectId,
     /// The resource's manifest, as JSON.
     pub manifest: Value,
@@ -75,10 +79,11 @@ impl ApiObject for WorkloadResourceDefinition {
 }
 
 /// One resource of a workload instance, as deployed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadResourceInstance {
     /// The instance it belongs to.
+    #[schema(value_type = String, format = Uuid)]
     pub instance: ObjectId,
     /// The manifest applied (with namespace and labels filled in).
     pub manifest: Value,
@@ -93,7 +98,7 @@ impl ApiObject for WorkloadResourceInstance {
 }
 
 /// A workload as a Helm chart.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HelmWorkloadDefinition {
     /// Chart repository: `https://…` or an OCI registry `oci://…`.
@@ -130,13 +135,15 @@ impl ApiObject for HelmWorkloadDefinition {
 }
 
 /// A release of a [`HelmWorkloadDefinition`] on a Kubernetes runtime.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HelmWorkloadInstance {
     /// The definition released.
+    #[schema(value_type = String, format = Uuid)]
     pub definition: ObjectId,
     /// Where; `None`: the default runtime.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Uuid)]
     pub runtime: Option<ObjectId>,
     /// Values merged over the definition's (YAML).
     #[serde(default)]
