@@ -17,6 +17,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::json;
 use threeport_core::Error;
 
+use crate::tls::ClientCertificate;
+
 /// The hashes of the tokens the API accepts.
 #[derive(Debug, Clone, Default)]
 pub struct TokenSet {
@@ -104,12 +106,16 @@ impl TokenSet {
     }
 }
 
-/// Middleware: lets a request through only with a bearer token from the set.
+/// Middleware: lets a request through with a bearer token from the set, or over a connection
+/// authenticated by a client certificate (see [`crate::tls`]).
 pub async fn require_token(
     State(tokens): State<Arc<TokenSet>>,
     request: Request,
     next: Next,
 ) -> Response {
+    if request.extensions().get::<ClientCertificate>().is_some() {
+        return next.run(request).await;
+    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)

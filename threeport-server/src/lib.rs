@@ -43,6 +43,7 @@ pub mod ops;
 pub mod plane;
 mod registry;
 pub mod rest;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use threeport_core::{OutboxRelay, RelayConfig};
 use threeport_server::auth::{TokenSet, mint_token};
 use threeport_server::plane::{self, PlaneConfig};
+use threeport_server::tls::{TlsFiles, serve_tls, server_config};
 use threeport_server::{ApiState, Ops, app, model};
 use tokio_util::sync::CancellationToken;
 
@@ -75,6 +76,34 @@ struct ServeArgs {
     /// Development mode: no authentication at all.
     #[arg(long, env = "THREEPORT_DEV")]
     dev: bool,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "THREEPORT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "THREEPORT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: client certificates this PEM CA signed authenticate requests (clients
+    /// without one use a bearer token).
+    #[arg(long, env = "THREEPORT_CLIENT_CA", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The TLS configuration, if HTTPS was asked for.
+    fn tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        let files = TlsFiles {
+            cert_pem: read(cert)?,
+            key_pem: read(key)?,
+            client_ca_pem: self.client_ca.as_ref().map(read).transpose()?,
+        };
+        server_config(&files).map(Some).map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Args)]
@@ -199,6 +228,7 @@ fn tokens(args: &ServeArgs) -> Result<(Option<Arc<TokenSet>>, String), String> {
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let (tokens, auth_line) = tokens(&args)?;
+    let tls = args.tls()?;
     let plane = plane::open(&args.plane.config())
         .await
         .map_err(|e| e.to_string())?;
@@ -224,19 +254,27 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     println!(
-        "threeport control plane on http://{address} ({})",
+        "threeport control plane on {scheme}://{address} ({})",
         plane.description
     );
+    if args.client_ca.is_some() {
+        println!("mutual TLS: client certificates signed by the client CA authenticate");
+    }
     println!("{auth_line}");
     println!(
-        "try: curl -H 'Authorization: Bearer <token>' http://{address}/v0/workload-definitions"
+        "try: curl -H 'Authorization: Bearer <token>' {scheme}://{address}/v0/workload-definitions"
     );
     tracing::info!(%address, backends = %plane.description, "serving");
-    axum::serve(listener, app(state, tokens, ops))
-        .with_graceful_shutdown(stop_signal())
-        .await
-        .map_err(|e| format!("serving failed: {e}"))?;
+    let app = app(state, tokens, ops);
+    match tls {
+        Some(config) => serve_tls(listener, config, app, stop_signal()).await,
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(stop_signal())
+            .await
+            .map_err(|e| format!("serving failed: {e}"))?,
+    }
     tracing::info!("stopping");
     shutdown.cancel();
     let _ = relay.await;
