@@ -49,9 +49,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
 pub use auth::TokenSet;
 pub use ops::Ops;
@@ -60,8 +65,10 @@ pub use rest::{ApiError, ApiState, router};
 
 /// The control plane's HTTP surface: the API (behind `tokens` unless `None`, which disables
 /// authentication) and the unauthenticated `/healthz`, `/readyz`, `/metrics`, `/openapi.json`
-/// and `/docs`.
+/// and `/docs`. Every request is logged and counted in `ops.metrics`
+/// (`http_requests_total`, `http_request_duration_seconds`, by method, route and status).
 pub fn app(api: ApiState, tokens: Option<Arc<TokenSet>>, ops: Ops) -> Router {
+    let metrics = HttpMetrics::register(&mut ops.metrics.lock().unwrap());
     let docs = openapi::routes(&api.kinds);
     let mut api_routes = router(api.clone()).merge(composite::routes(api));
     if let Some(tokens) = tokens {
@@ -70,20 +77,77 @@ pub fn app(api: ApiState, tokens: Option<Arc<TokenSet>>, ops: Ops) -> Router {
     api_routes
         .merge(ops::routes(ops))
         .merge(docs)
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(metrics, observe_request))
 }
 
-/// One structured log line per request: method, path, status, duration.
-async fn log_request(request: Request, next: Next) -> Response {
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    /// The route template (`/v0/{plural}/{id}`), not the raw path: bounded cardinality.
+    route: String,
+    status: u16,
+}
+
+/// Request counters and latencies.
+#[derive(Debug, Clone)]
+struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<RequestLabels, Histogram>,
+}
+
+impl HttpMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = HttpMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+            }),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests served, by method, route and status",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer HTTP requests, by method, route and status",
+            metrics.duration.clone(),
+        );
+        metrics
+    }
+}
+
+/// One structured log line and the metrics per request.
+async fn observe_request(
+    State(metrics): State<HttpMetrics>,
+    request: Request,
+    next: Next,
+) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
+    let took = started.elapsed();
+    let labels = RequestLabels {
+        method: method.to_string(),
+        route,
+        status: response.status().as_u16(),
+    };
+    metrics.requests.get_or_create(&labels).inc();
+    metrics
+        .duration
+        .get_or_create(&labels)
+        .observe(took.as_secs_f64());
     tracing::info!(
         %method,
         path,
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
+        status = labels.status,
+        ms = took.as_secs_f64() * 1000.0,
         "request"
     );
     response
