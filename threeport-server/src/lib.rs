@@ -37,6 +37,7 @@
 
 pub mod auth;
 pub mod composite;
+pub mod controllers;
 pub mod model;
 pub mod openapi;
 pub mod ops;

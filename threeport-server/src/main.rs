@@ -3,7 +3,7 @@
 //! - `serve`: the API, every available controller and the outbox relay in one process. With
 //!   no flags: SQLite in `./threeport-data`, an in-process bus, on 127.0.0.1:1323.
 //! - `api`: the API and the outbox relay only (run any number behind a load balancer).
-//! - `controller <name>`: one controller.
+//! - `controller <name>`: one controller (`workload-definition`), any number of replicas.
 //! - `token`: mints an API token and prints it (its hash can be appended to a token file).
 //!
 //! Every flag has an environment variable (`THREEPORT_…`); `--help` lists them.
@@ -14,11 +14,12 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use threeport_core::Backends;
 use threeport_core::{OutboxRelay, RelayConfig};
 use threeport_server::auth::{TokenSet, mint_token};
 use threeport_server::plane::{self, PlaneConfig};
 use threeport_server::tls::{TlsFiles, serve_tls, server_config};
-use threeport_server::{ApiState, Ops, app, model};
+use threeport_server::{ApiState, Ops, app, controllers, model, ops};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -49,10 +50,13 @@ enum Command {
     Api(ServeArgs),
     /// One controller.
     Controller {
-        /// Which controller.
+        /// Which controller (`workload-definition`).
         name: String,
         #[command(flatten)]
         plane: PlaneArgs,
+        /// Serve /healthz, /readyz and /metrics here.
+        #[arg(long, env = "THREEPORT_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Mints an API token and prints it once.
     Token {
@@ -141,12 +145,13 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
-            Command::Api(args) => serve(args).await,
-            Command::Controller { name, .. } => Err(format!(
-                "no controller named {name:?}: this build has none yet (the workload, runtime \
-                 and AWS controllers are still to come)"
-            )),
+            Command::Serve(args) => serve(args, controllers::AVAILABLE).await,
+            Command::Api(args) => serve(args, &[]).await,
+            Command::Controller {
+                name,
+                plane,
+                metrics_listen,
+            } => controller(&name, &plane, metrics_listen).await,
             Command::Token { add_to } => token(add_to.as_deref()),
         }
     });
@@ -226,7 +231,8 @@ fn tokens(args: &ServeArgs) -> Result<(Option<Arc<TokenSet>>, String), String> {
     Ok((Some(Arc::new(set)), line))
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
+/// Runs the API and the outbox relay, and the `controllers` named, until a stop signal.
+async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
     let (tokens, auth_line) = tokens(&args)?;
     let tls = args.tls()?;
     let plane = plane::open(&args.plane.config())
@@ -250,6 +256,18 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         probes: plane.probes.clone(),
         metrics: Arc::new(Mutex::new(prometheus_client::registry::Registry::default())),
     };
+    let mut running = Vec::new();
+    for name in controllers {
+        let backends = Backends {
+            store: plane.store.clone(),
+            bus: plane.bus.clone(),
+            locker: plane.locker.clone(),
+        };
+        running.push(
+            controllers::spawn(name, backends, &ops.metrics, shutdown.clone())
+                .map_err(|e| e.to_string())?,
+        );
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -277,7 +295,69 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     tracing::info!("stopping");
     shutdown.cancel();
+    for controller in running {
+        let _ = controller.await;
+    }
     let _ = relay.await;
+    Ok(())
+}
+
+/// Runs one controller until a stop signal, with its operational endpoints if asked.
+async fn controller(
+    name: &str,
+    plane_args: &PlaneArgs,
+    metrics_listen: Option<SocketAddr>,
+) -> Result<(), String> {
+    if !controllers::AVAILABLE.contains(&name) {
+        return Err(format!(
+            "no controller named {name:?}; available: {}",
+            controllers::AVAILABLE.join(", ")
+        ));
+    }
+    let plane = plane::open(&plane_args.config())
+        .await
+        .map_err(|e| e.to_string())?;
+    let ops = Ops {
+        probes: plane.probes.clone(),
+        metrics: Arc::new(Mutex::new(prometheus_client::registry::Registry::default())),
+    };
+    let shutdown = CancellationToken::new();
+    let backends = Backends {
+        store: plane.store.clone(),
+        bus: plane.bus.clone(),
+        locker: plane.locker.clone(),
+    };
+    let running = controllers::spawn(name, backends, &ops.metrics, shutdown.clone())
+        .map_err(|e| e.to_string())?;
+    println!(
+        "threeport controller {name} running ({})",
+        plane.description
+    );
+    let endpoints = match metrics_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+            let address = listener.local_addr().map_err(|e| e.to_string())?;
+            println!("metrics on http://{address}/metrics");
+            let routes = ops::routes(ops);
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, routes)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }))
+        }
+        None => None,
+    };
+    println!("ready");
+    stop_signal().await;
+    tracing::info!("stopping");
+    shutdown.cancel();
+    let _ = running.await;
+    if let Some(endpoints) = endpoints {
+        let _ = endpoints.await;
+    }
     Ok(())
 }
 

@@ -97,6 +97,29 @@ fn files_contain(dir: &Path, needle: &[u8]) -> bool {
     })
 }
 
+const WEB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n";
+
+/// Polls a workload definition until its controller has reconciled it.
+async fn wait_reconciled(http: &reqwest::Client, base: &str, token: &str, id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, got) = send(
+            http.get(format!("{base}/v0/workload-definitions/{id}"))
+                .bearer_auth(token),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{got}");
+        if got["status"]["state"] == "reconciled" {
+            return got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reconciled: {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn embedded_control_plane_end_to_end() {
     let data = temp_dir();
@@ -325,4 +348,149 @@ async fn two_api_processes_share_postgres_and_nats() {
     server.restart().await;
     assert!(a.terminate().await.success());
     assert!(b.terminate().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_and_two_controller_processes_on_postgres_and_nats() {
+    let database = postgres::fresh_postgres().await;
+    let server = nats::NatsServer::start().await;
+    let data = temp_dir();
+    let minted = threeport_server::auth::mint_token().unwrap();
+    let token_file = data.join("tokens");
+    std::fs::write(&token_file, format!("{}\n", minted.hash)).unwrap();
+    let plane = [
+        "--database-url",
+        database.as_str(),
+        "--nats-url",
+        server.url.as_str(),
+    ];
+    let api = start(
+        "api",
+        &data,
+        &[&plane[..], &["--token-file", token_file.to_str().unwrap()]].concat(),
+    )
+    .await;
+    let mut controllers = Vec::new();
+    for _ in 0..2 {
+        let mut child = Command::new(BINARY)
+            .args([
+                "controller",
+                "workload-definition",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .args(plane)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut metrics = None;
+        while let Ok(Ok(Some(line))) =
+            tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
+        {
+            if let Some(url) = line.strip_prefix("metrics on ") {
+                metrics = Some(url.to_owned());
+            }
+            if line == "ready" {
+                break;
+            }
+        }
+        controllers.push((
+            Server {
+                child,
+                base: String::new(),
+                token: None,
+            },
+            metrics.expect("metrics address"),
+        ));
+    }
+
+    let http = common::http_client();
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let (status, created) = send(
+            http.post(format!("{}/v0/workload-definitions", api.base))
+                .bearer_auth(&minted.token)
+                .json(&json!({"name": format!("web-{n}"), "spec": {"yaml_document": WEB}})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let got = wait_reconciled(&http, &api.base, &minted.token, id).await;
+        assert_eq!(got["status"]["details"]["resource_count"], 2);
+    }
+    let (_, records) = send(
+        http.get(format!(
+            "{}/v0/workload-resource-definitions?limit=1000",
+            api.base
+        ))
+        .bearer_auth(&minted.token),
+    )
+    .await;
+    assert_eq!(
+        records["items"].as_array().unwrap().len(),
+        40,
+        "two records per definition"
+    );
+
+    // Between them the two processes reconciled each definition (successfully) once.
+    let mut successes = 0;
+    for (_, metrics) in &controllers {
+        let text = http
+            .get(metrics)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        successes += text
+            .lines()
+            .filter(|l| {
+                l.starts_with("controller_runtime_reconcile_total")
+                    && l.contains("result=\"success\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    assert_eq!(successes, 20);
+
+    // Deleting a definition removes its records too.
+    let (status, _) = send(
+        http.delete(format!("{}/v0/workload-definitions/{}", api.base, ids[0]))
+            .bearer_auth(&minted.token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = send(
+            http.get(format!("{}/v0/workload-definitions/{}", api.base, ids[0]))
+                .bearer_auth(&minted.token),
+        )
+        .await;
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never removed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, records) = send(
+        http.get(format!(
+            "{}/v0/workload-resource-definitions?limit=1000",
+            api.base
+        ))
+        .bearer_auth(&minted.token),
+    )
+    .await;
+    assert_eq!(records["items"].as_array().unwrap().len(), 38);
+
+    for (controller, _) in controllers {
+        assert!(controller.terminate().await.success());
+    }
+    assert!(api.terminate().await.success());
 }

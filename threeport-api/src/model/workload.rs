@@ -18,9 +18,16 @@ pub struct WorkloadDefinition {
     pub yaml_document: String,
 }
 
+/// What the workload-definition controller found in the manifests.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct WorkloadDefinitionStatus {
+    /// Resources the manifests define (after expanding `List` kinds).
+    pub resource_count: usize,
+}
+
 impl ApiObject for WorkloadDefinition {
     const KIND: &'static str = "WorkloadDefinition";
-    type Status = ();
+    type Status = WorkloadDefinitionStatus;
     fn validate(&self) -> Result<(), ValidationError> {
         require("yaml_document", &self.yaml_document)?;
         yaml_stream("yaml_document", &self.yaml_document)
@@ -56,7 +63,9 @@ impl ApiObject for WorkloadInstance {
     }
 }
 
-/// One resource of a workload definition, as the workload controller split it out.
+/// One resource of a workload definition, as the workload-definition controller split it out.
+/// Owned by its definition (found by the [`WORKLOAD_DEFINITION_LABEL`] label): the controller
+/// creates, updates and removes these records, so they do not block the definition's deletion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadResourceDefinition {
@@ -70,13 +79,10 @@ pub struct WorkloadResourceDefinition {
 impl ApiObject for WorkloadResourceDefinition {
     const KIND: &'static str = "WorkloadResourceDefinition";
     type Status = ();
-    fn references(&self) -> Vec<Reference> {
-        vec![reference::<WorkloadDefinition>(
-            "definition",
-            self.definition,
-        )]
-    }
 }
+
+/// Label carrying the id of the workload definition a resource record belongs to.
+pub const WORKLOAD_DEFINITION_LABEL: &str = "threeport.io/workload-definition";
 
 /// One resource of a workload instance, as deployed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
