@@ -65,6 +65,8 @@ async fn run(creates: usize) {
             store: sql.store.clone(),
             bus,
             kinds: Arc::new(model::registry()),
+
+            sealer: Arc::new(threeport_server::Sealer::ephemeral().unwrap()),
         },
         Some(Arc::new(tokens)),
         Ops::default(),

@@ -35,7 +35,9 @@ use crate::model::{
     WorkloadDefinition, WorkloadInstance,
 };
 use crate::registry::plural_path;
-use crate::rest::{ApiResult, ApiState, body_object, decode, hand_over_secret, take_secret};
+use crate::rest::{
+    ApiResult, ApiState, body_object, decode, hand_over_secret, seal_fields, take_secret,
+};
 
 /// The `/v0/workloads` route.
 pub fn routes(state: ApiState) -> Router {
@@ -104,7 +106,9 @@ impl Plan<'_> {
                     format!("{} is not served here", T::KIND),
                 ))
             })?;
-        let checked = entry.check(&Value::Object(spec)).map_err(|err| match err {
+        let mut spec = Value::Object(spec);
+        seal_fields(self.state, entry, &mut spec)?;
+        let checked = entry.check(&spec).map_err(|err| match err {
             Error::Invalid { field, message } => {
                 let field = field.strip_prefix("spec").unwrap_or(&field);
                 ApiError(Error::invalid(format!("{part}{field}"), message))

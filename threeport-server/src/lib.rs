@@ -23,6 +23,7 @@
 //! let app = router(ApiState {
 //!     store: Arc::new(MemoryStore::new()),
 //!     bus: Arc::new(threeport_core::MemoryBus::new()),
+//!     sealer: Arc::new(threeport_server::Sealer::ephemeral().unwrap()),
 //!     kinds: Arc::new(KindRegistry::new().with::<AwsAccount>()),
 //! });
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -44,6 +45,7 @@ pub mod ops;
 pub mod plane;
 mod registry;
 pub mod rest;
+pub mod seal;
 pub mod tls;
 
 use std::sync::Arc;
@@ -63,6 +65,7 @@ pub use auth::TokenSet;
 pub use ops::Ops;
 pub use registry::{CheckedSpec, KindEntry, KindRegistry, plural_path};
 pub use rest::{ApiError, ApiState, router};
+pub use seal::Sealer;
 
 /// The control plane's HTTP surface: the API (behind `tokens` unless `None`, which disables
 /// authentication) and the unauthenticated `/healthz`, `/readyz`, `/metrics`, `/openapi.json`

@@ -19,7 +19,7 @@ use threeport_core::{OutboxRelay, RelayConfig};
 use threeport_server::auth::{TokenSet, mint_token};
 use threeport_server::plane::{self, PlaneConfig};
 use threeport_server::tls::{TlsFiles, serve_tls, server_config};
-use threeport_server::{ApiState, Ops, app, controllers, model, ops};
+use threeport_server::{ApiState, Ops, Sealer, app, controllers, model, ops};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -80,6 +80,11 @@ struct ServeArgs {
     /// Development mode: no authentication at all.
     #[arg(long, env = "THREEPORT_DEV")]
     dev: bool,
+    /// File holding the key (64 hex digits) that encrypts secret fields at rest; created if
+    /// missing. Default: `<data-dir>/encryption.key` for the embedded default. Every API
+    /// replica and controller of a control plane must share it.
+    #[arg(long, env = "THREEPORT_ENCRYPTION_KEY_FILE")]
+    encryption_key_file: Option<PathBuf>,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
     #[arg(long, env = "THREEPORT_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -93,6 +98,27 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// The sealer of secret fields.
+    fn sealer(&self) -> Result<Sealer, String> {
+        if let Ok(hex_key) = std::env::var("THREEPORT_ENCRYPTION_KEY") {
+            return Sealer::from_hex(&hex_key).map_err(|e| e.to_string());
+        }
+        let path = match (&self.encryption_key_file, &self.plane.database_url) {
+            (Some(path), _) => path.clone(),
+            (None, None) => {
+                std::fs::create_dir_all(&self.plane.data_dir)
+                    .map_err(|e| format!("cannot create {}: {e}", self.plane.data_dir.display()))?;
+                self.plane.data_dir.join("encryption.key")
+            }
+            (None, Some(_)) => {
+                return Err("a shared database needs a shared encryption key: set \
+                     THREEPORT_ENCRYPTION_KEY (64 hex digits) or --encryption-key-file"
+                    .to_owned());
+            }
+        };
+        Sealer::from_file_or_create(&path).map_err(|e| e.to_string())
+    }
+
     /// The TLS configuration, if HTTPS was asked for.
     fn tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
@@ -235,6 +261,7 @@ fn tokens(args: &ServeArgs) -> Result<(Option<Arc<TokenSet>>, String), String> {
 async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
     let (tokens, auth_line) = tokens(&args)?;
     let tls = args.tls()?;
+    let sealer = Arc::new(args.sealer()?);
     let plane = plane::open(&args.plane.config())
         .await
         .map_err(|e| e.to_string())?;
@@ -251,6 +278,7 @@ async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
         store: plane.store.clone(),
         bus: plane.bus.clone(),
         kinds: Arc::new(model::registry()),
+        sealer,
     };
     let ops = Ops {
         probes: plane.probes.clone(),

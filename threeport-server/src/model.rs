@@ -35,8 +35,10 @@ pub fn registry() -> KindRegistry {
         .with::<ControlPlaneDefinition>()
         .with::<ControlPlaneInstance>()
         .with::<Event>();
-    // Every kind documents its spec in the OpenAPI document.
+    // Secret parts are encrypted at rest; every kind documents its spec in the OpenAPI document.
     registry
+        .sealed::<AwsAccount>(&["credentials.access_keys.secret_access_key"])
+        .sealed::<KubernetesRuntimeInstance>(&["connection.token"])
         .documented::<WorkloadDefinition>()
         .documented::<WorkloadInstance>()
         .documented::<WorkloadResourceDefinition>()

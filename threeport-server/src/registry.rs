@@ -33,6 +33,8 @@ pub struct KindEntry {
     /// A spec field holding secret values (string to string), accepted on create, handed to
     /// the bus in memory and never stored.
     pub secret_field: Option<&'static str>,
+    /// Dotted spec paths of values kept encrypted at rest (see [`crate::seal`]).
+    pub sealed_fields: &'static [&'static str],
     check: CheckSpec,
     schema: Option<SpecSchema>,
 }
@@ -110,6 +112,7 @@ impl KindRegistry {
                 kind: T::KIND,
                 plural,
                 secret_field,
+                sealed_fields: &[],
                 check: check_spec::<T>,
                 schema: None,
             },
@@ -128,6 +131,20 @@ impl KindRegistry {
             .get_mut(&plural_path(T::KIND))
             .unwrap_or_else(|| panic!("register {} before documenting it", T::KIND));
         entry.schema = Some(spec_schema::<T>);
+        self
+    }
+
+    /// Keeps the already registered kind `T`'s values at `paths` (dotted, inside the spec)
+    /// encrypted at rest: the API seals them before storing (see [`crate::seal`]).
+    ///
+    /// # Panics
+    /// If `T` is not registered: a programming error in how the registry is built.
+    pub fn sealed<T: ApiObject>(mut self, paths: &'static [&'static str]) -> Self {
+        let entry = self
+            .by_plural
+            .get_mut(&plural_path(T::KIND))
+            .unwrap_or_else(|| panic!("register {} before sealing its fields", T::KIND));
+        entry.sealed_fields = paths;
         self
     }
 

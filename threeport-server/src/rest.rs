@@ -28,6 +28,7 @@ use threeport_core::store::{ListQuery, SpecUpdate};
 use threeport_core::{Bus, Error, ErrorKind, Notification, Operation, SecretValues, Store};
 
 use crate::registry::{KindEntry, KindRegistry};
+use crate::seal::Sealer;
 
 /// Fields of an object that only the server writes.
 const READ_ONLY: &[&str] = &[
@@ -51,6 +52,8 @@ pub struct ApiState {
     pub bus: Arc<dyn Bus>,
     /// The kinds served.
     pub kinds: Arc<KindRegistry>,
+    /// Encrypts the kinds' sealed fields before they are stored.
+    pub sealer: Arc<Sealer>,
 }
 
 /// The `/v0` routes for every registered kind.
@@ -176,6 +179,22 @@ fn with_etag(status: StatusCode, obj: RawObject) -> Response {
     (status, [(header::ETAG, etag)], axum::Json(obj)).into_response()
 }
 
+/// Seals the kind's sealed fields in `spec` that are still plain text.
+pub(crate) fn seal_fields(state: &ApiState, entry: &KindEntry, spec: &mut Value) -> ApiResult<()> {
+    for path in entry.sealed_fields {
+        let mut at = Some(&mut *spec);
+        for part in path.split('.') {
+            at = at.and_then(|v| v.get_mut(part));
+        }
+        if let Some(Value::String(value)) = at
+            && !Sealer::is_sealed(value)
+        {
+            *value = state.sealer.seal(&format!("spec.{path}"), value)?;
+        }
+    }
+    Ok(())
+}
+
 /// Publishes secret values for a just-created object: in memory, never stored.
 pub(crate) async fn hand_over_secret(
     state: &ApiState,
@@ -230,6 +249,7 @@ async fn create(
     let entry = entry(&state, &plural)?;
     let mut body: CreateBody = decode(body_object(&body, false)?)?;
     let secret = take_secret(entry, &mut body.spec)?;
+    seal_fields(&state, entry, &mut body.spec)?;
     let checked = entry.check(&body.spec)?;
     let created = state
         .store
@@ -326,8 +346,9 @@ async fn write_spec(
     id: ObjectId,
     expected_version: Option<u64>,
     labels: Labels,
-    spec: Value,
+    mut spec: Value,
 ) -> ApiResult<Response> {
+    seal_fields(state, entry, &mut spec)?;
     let checked = entry.check(&spec)?;
     let updated = state
         .store

@@ -149,6 +149,38 @@ async fn embedded_control_plane_end_to_end() {
     assert_eq!(created["spec"]["default_account"], false);
     let account_id = created["id"].as_str().unwrap().to_owned();
 
+    // A secret access key is stored sealed: the API answers with the sealed form only.
+    let access_key = format!("wJalr-{}", uuid::Uuid::now_v7().simple());
+    let (status, keyed) = send(
+        http.post(&accounts).bearer_auth(&token).json(&json!({
+            "name": "keyed",
+            "spec": {"account_id": "210987654321", "default_region": "eu-west-1",
+                     "credentials": {"access_keys": {"access_key_id": "AKIA", "secret_access_key": access_key}}}
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{keyed}");
+    let stored = keyed["spec"]["credentials"]["access_keys"]["secret_access_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        stored.starts_with("sealed:v1:") && !stored.contains(&access_key),
+        "{stored}"
+    );
+    // Sent back as read (a PUT of the object), it stays sealed, not sealed twice.
+    let (status, again) = send(
+        http.put(format!("{accounts}/{}", keyed["id"].as_str().unwrap()))
+            .bearer_auth(&token)
+            .json(&json!({"spec": keyed["spec"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(
+        again["spec"]["credentials"]["access_keys"]["secret_access_key"],
+        stored
+    );
+
     // Secret values are accepted, never stored.
     let value = format!("s3cr3t-{}", uuid::Uuid::now_v7().simple());
     let (status, secret) = send(
@@ -178,6 +210,10 @@ async fn embedded_control_plane_end_to_end() {
     assert!(
         !files_contain(&data, value.as_bytes()),
         "a secret value reached the data directory"
+    );
+    assert!(
+        !files_contain(&data, access_key.as_bytes()),
+        "a secret access key reached the data directory unsealed"
     );
     assert!(
         files_contain(&data, b"123456789012"),
@@ -213,6 +249,26 @@ async fn dev_mode_needs_no_token_and_unknown_controllers_are_refused() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no controller named"));
+
+    // A shared database needs a shared encryption key, said before anything starts.
+    let output = Command::new(BINARY)
+        .args([
+            "api",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/none",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env_remove("THREEPORT_ENCRYPTION_KEY")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("shared encryption key"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[path = "../../threeport-store/tests/common/mod.rs"]
@@ -231,6 +287,7 @@ async fn two_api_processes_share_postgres_and_nats() {
     let minted = threeport_server::auth::mint_token().unwrap();
     let token_file = data.join("tokens");
     std::fs::write(&token_file, format!("{}\n", minted.hash)).unwrap();
+    let key_file = data.join("encryption.key");
     let flags = [
         "--database-url",
         database.as_str(),
@@ -238,6 +295,8 @@ async fn two_api_processes_share_postgres_and_nats() {
         server.url.as_str(),
         "--token-file",
         token_file.to_str().unwrap(),
+        "--encryption-key-file",
+        key_file.to_str().unwrap(),
     ];
     let a = start("api", &data, &flags).await;
     let b = start("api", &data, &flags).await;
@@ -263,7 +322,7 @@ async fn two_api_processes_share_postgres_and_nats() {
     let account = json!({
         "name": "shared",
         "spec": {"account_id": "123456789012", "default_region": "us-east-1",
-                 "credentials": {"access_keys": {"access_key_id": "AKIA"}}}
+                 "credentials": {"access_keys": {"access_key_id": "AKIA", "secret_access_key": "wJalrXUtnFEMI"}}}
     });
     let (status, created) = send(
         http.post(format!("{}/v0/aws-accounts", a.base))
@@ -364,10 +423,20 @@ async fn an_api_and_two_controller_processes_on_postgres_and_nats() {
         "--nats-url",
         server.url.as_str(),
     ];
+    let key_file = data.join("encryption.key");
     let api = start(
         "api",
         &data,
-        &[&plane[..], &["--token-file", token_file.to_str().unwrap()]].concat(),
+        &[
+            &plane[..],
+            &[
+                "--token-file",
+                token_file.to_str().unwrap(),
+                "--encryption-key-file",
+                key_file.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
     )
     .await;
     let mut controllers = Vec::new();

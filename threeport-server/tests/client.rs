@@ -23,6 +23,8 @@ async fn serve() -> (String, String) {
             store: Arc::new(MemoryStore::new()),
             bus: Arc::new(MemoryBus::new()),
             kinds: Arc::new(model::registry()),
+
+            sealer: Arc::new(threeport_server::Sealer::ephemeral().unwrap()),
         },
         Some(Arc::new(tokens)),
         Ops::default(),

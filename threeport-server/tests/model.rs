@@ -17,6 +17,8 @@ async fn serve(bus: Arc<MemoryBus>) -> String {
             store: Arc::new(MemoryStore::new()),
             bus,
             kinds: Arc::new(model::registry()),
+
+            sealer: Arc::new(threeport_server::Sealer::ephemeral().unwrap()),
         },
         None,
         Ops::default(),
@@ -61,7 +63,7 @@ async fn one_of_each(client: &Client) -> Vec<(String, String)> {
         "aws-accounts",
         json!({
             "account_id": "123456789012", "default_region": "eu-west-1",
-            "credentials": {"access_keys": {"access_key_id": "AKIAEXAMPLE"}}
+            "credentials": {"access_keys": {"access_key_id": "AKIAEXAMPLE", "secret_access_key": "wJalrXUtnFEMI"}}
         }),
     )
     .await;

@@ -63,6 +63,8 @@ async fn serve(store: Arc<dyn Store>) -> String {
         store,
         bus: Arc::new(threeport_core::MemoryBus::new()),
         kinds: Arc::new(kinds),
+
+        sealer: Arc::new(threeport_server::Sealer::ephemeral().unwrap()),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -59,6 +59,8 @@ async fn client_certificates_or_tokens_authenticate_over_https() {
             store: Arc::new(MemoryStore::new()),
             bus: Arc::new(MemoryBus::new()),
             kinds: Arc::new(model::registry()),
+
+            sealer: Arc::new(threeport_server::Sealer::ephemeral().unwrap()),
         },
         Some(Arc::new(tokens)),
         Ops::default(),
@@ -88,6 +90,7 @@ async fn client_certificates_or_tokens_authenticate_over_https() {
         default_account: true,
         credentials: AwsCredentials::AccessKeys {
             access_key_id: "AKIA".into(),
+            secret_access_key: "wJalrXUtnFEMI".into(),
         },
     };
     // A client certificate is enough.

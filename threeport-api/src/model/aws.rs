@@ -25,8 +25,7 @@ fn aws_region(field: &str, value: &str) -> Result<(), ValidationError> {
     }
 }
 
-/// How threeport acts in an account. Secret access keys are never stored: they arrive with
-/// the account's notification only (issue 7 wires them through).
+/// How threeport acts in an account.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum AwsCredentials {
@@ -42,6 +41,9 @@ pub enum AwsCredentials {
     AccessKeys {
         /// The access key id (not secret).
         access_key_id: String,
+        /// The secret access key: sent in plain text, stored encrypted (`sealed:v1:…`),
+        /// readable only by the controllers that hold the server's key.
+        secret_access_key: String,
     },
 }
 
@@ -72,8 +74,15 @@ impl ApiObject for AwsAccount {
             AwsCredentials::Role { role_arn, .. } if !role_arn.starts_with("arn:aws") => Err(
                 ValidationError::new("credentials.role.role_arn", "must be an IAM role ARN"),
             ),
-            AwsCredentials::AccessKeys { access_key_id } => {
-                require("credentials.access_keys.access_key_id", access_key_id)
+            AwsCredentials::AccessKeys {
+                access_key_id,
+                secret_access_key,
+            } => {
+                require("credentials.access_keys.access_key_id", access_key_id)?;
+                require(
+                    "credentials.access_keys.secret_access_key",
+                    secret_access_key,
+                )
             }
             AwsCredentials::Role { .. } => Ok(()),
         }

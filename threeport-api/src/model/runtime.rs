@@ -101,8 +101,7 @@ impl ApiObject for KubernetesRuntimeDefinition {
     }
 }
 
-/// How to reach a cluster's API server. Credentials are not part of it: they are secrets and
-/// never stored by threeport (they arrive with the notification, see `SecretDefinition`).
+/// How to reach a cluster's API server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionData {
@@ -111,6 +110,9 @@ pub struct ConnectionData {
     /// PEM CA bundle that signs the API server's certificate.
     #[serde(default)]
     pub ca_certificate: Option<String>,
+    /// Bearer token for the API server: sent in plain text, stored encrypted (`sealed:v1:…`).
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// One Kubernetes cluster.
