@@ -195,14 +195,43 @@ async fn embedded_control_plane_end_to_end() {
     assert_eq!(status, StatusCode::CREATED, "{secret}");
     assert_eq!(secret["spec"], json!({"aws_account": account_id}));
 
-    // Operational endpoints need no token.
-    for path in ["/healthz", "/readyz", "/metrics"] {
+    // The workload-definition controller runs in the same process.
+    let (status, definition) = send(
+        http.post(format!("{}/v0/workload-definitions", server.base))
+            .bearer_auth(&token)
+            .json(&json!({"name": "web", "spec": {"yaml_document": WEB}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{definition}");
+    let id = definition["id"].as_str().unwrap();
+    let reconciled = wait_reconciled(&http, &server.base, &token, id).await;
+    assert_eq!(
+        reconciled["status"]["details"]["resource_count"], 2,
+        "{reconciled}"
+    );
+
+    // Operational endpoints need no token; requests and reconciles are counted.
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
         let response = http
             .get(format!("{}{path}", server.base))
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    let metrics = http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"http_requests_total{method="POST",route="/v0/{plural}",status="401"} 2"#,
+        r#"controller_runtime_reconcile_total{controller="workload-definition-controller",result="success"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
     }
 
     let status = server.terminate().await;
