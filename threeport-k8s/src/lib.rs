@@ -1,0 +1,183 @@
+//! # threeport-k8s
+//!
+//! Kubernetes access for threeport, behind one small dyn-compatible trait, [`Cluster`]:
+//! server-side apply of arbitrary manifests (core kinds, any API group, custom resources) under
+//! a field manager, reads, lists, deletes and watches.
+//!
+//! - [`KubeCluster`]: the real thing, on `kube`, built from a runtime's connection data; kinds
+//!   are resolved through API discovery, so CRDs work like built-in kinds.
+//! - [`MemoryCluster`]: an in-memory fake with the same behaviour (namespaces must exist,
+//!   CRDs register their kinds, field managers own what they applied).
+//! - [`FakeApiServer`]: that fake behind the Kubernetes HTTP API on loopback (discovery, get,
+//!   list, create, server-side apply, merge patch, delete, watch, `Status` error bodies), so
+//!   `KubeCluster` is tested over the wire.
+//! - [`conformance`]: the checks every `Cluster` passes.
+//!
+//! [`apply_all`] and [`delete_all`] order a set of manifests: namespaces and CRDs before what
+//! lives in them, and the reverse on deletion.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use serde_json::json;
+//! use threeport_k8s::{Cluster, MemoryCluster, ResourceRef, apply_all};
+//!
+//! let cluster = MemoryCluster::new();
+//! let manifests = [
+//!     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web", "namespace": "shop"}}),
+//!     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+//! ];
+//! apply_all(&cluster, &manifests, "threeport").await?;
+//! let config = ResourceRef::of(&manifests[0])?;
+//! assert!(cluster.get(&config).await?.is_some());
+//! # Ok::<(), threeport_core::Error>(()) }).unwrap();
+//! ```
+
+pub mod conformance;
+mod fake_server;
+mod kube_cluster;
+mod memory;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use threeport_core::{Error, Result};
+
+pub use fake_server::FakeApiServer;
+pub use kube_cluster::{ClusterConnection, KubeCluster};
+pub use memory::MemoryCluster;
+
+/// Names one live resource.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ResourceRef {
+    /// `v1`, `apps/v1`, `example.com/v1alpha1`.
+    pub api_version: String,
+    /// `Deployment`.
+    pub kind: String,
+    /// Namespace of a namespaced resource (`None`: cluster-scoped, or the default namespace).
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+}
+
+impl ResourceRef {
+    /// The reference a manifest describes. Errors name the missing field.
+    pub fn of(manifest: &Value) -> Result<Self> {
+        let field = |path: &str, value: &Value| {
+            value
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| Error::invalid(path, "is required"))
+        };
+        Ok(ResourceRef {
+            api_version: field("apiVersion", &manifest["apiVersion"])?,
+            kind: field("kind", &manifest["kind"])?,
+            namespace: manifest["metadata"]["namespace"]
+                .as_str()
+                .map(str::to_owned),
+            name: field("metadata.name", &manifest["metadata"]["name"])?,
+        })
+    }
+}
+
+impl std::fmt::Display for ResourceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(
+                f,
+                "{} {}/{} ({})",
+                self.kind, ns, self.name, self.api_version
+            ),
+            None => write!(f, "{} {} ({})", self.kind, self.name, self.api_version),
+        }
+    }
+}
+
+/// What changed, as a watch reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "object")]
+pub enum WatchEvent {
+    /// Created (or present when the watch started).
+    #[serde(rename = "ADDED")]
+    Added(Value),
+    /// Changed.
+    #[serde(rename = "MODIFIED")]
+    Modified(Value),
+    /// Gone.
+    #[serde(rename = "DELETED")]
+    Deleted(Value),
+}
+
+/// One Kubernetes cluster.
+///
+/// Errors: `Invalid` for a manifest without `apiVersion`/`kind`/`metadata.name` or a kind
+/// the cluster does not serve; `NotFound` (kind `Namespace`) when a namespaced resource's
+/// namespace does not exist; `Unavailable` when the API server cannot be reached.
+#[async_trait]
+pub trait Cluster: Send + Sync + std::fmt::Debug + 'static {
+    /// Server-side applies one manifest as `field_manager` (forcing conflicts: threeport owns
+    /// what it applies); returns the live object.
+    async fn apply(&self, manifest: &Value, field_manager: &str) -> Result<Value>;
+
+    /// The live object, if it exists.
+    async fn get(&self, resource: &ResourceRef) -> Result<Option<Value>>;
+
+    /// Objects of a kind, in one namespace or (`None`) everywhere.
+    async fn list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Value>>;
+
+    /// Deletes an object; `false` if it was not there.
+    async fn delete(&self, resource: &ResourceRef) -> Result<bool>;
+
+    /// Changes to objects of a kind from now on (after the current ones, reported as added).
+    async fn watch(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<BoxStream<'static, Result<WatchEvent>>>;
+}
+
+/// Where a kind goes in an apply: namespaces and CRDs first, then the rest in order.
+fn apply_rank(kind: &str) -> u8 {
+    match kind {
+        "Namespace" => 0,
+        "CustomResourceDefinition" => 1,
+        _ => 2,
+    }
+}
+
+/// Applies `manifests` in dependency order (namespaces, then CRDs, then the rest in the given
+/// order); returns the live objects in that order.
+pub async fn apply_all(
+    cluster: &dyn Cluster,
+    manifests: &[Value],
+    field_manager: &str,
+) -> Result<Vec<Value>> {
+    let mut ordered: Vec<&Value> = manifests.iter().collect();
+    ordered.sort_by_key(|m| apply_rank(m["kind"].as_str().unwrap_or_default()));
+    let mut live = Vec::with_capacity(ordered.len());
+    for manifest in ordered {
+        live.push(cluster.apply(manifest, field_manager).await?);
+    }
+    Ok(live)
+}
+
+/// Deletes `resources` in the reverse of [`apply_all`]'s order: what lives in namespaces and
+/// custom resources first, namespaces last. Returns how many existed.
+pub async fn delete_all(cluster: &dyn Cluster, resources: &[ResourceRef]) -> Result<usize> {
+    let mut ordered: Vec<&ResourceRef> = resources.iter().rev().collect();
+    ordered.sort_by_key(|r| std::cmp::Reverse(apply_rank(&r.kind)));
+    let mut existed = 0;
+    for resource in ordered {
+        if cluster.delete(resource).await? {
+            existed += 1;
+        }
+    }
+    Ok(existed)
+}

@@ -1,0 +1,584 @@
+//! [`MemoryCluster`]: a Kubernetes cluster's API semantics in memory — built-in kinds and
+//! registered CRDs, namespaces that must exist, server-side apply by field manager,
+//! resource versions, watches.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde_json::{Map, Value, json};
+use threeport_core::{Error, Result};
+use tokio::sync::broadcast;
+
+use crate::{Cluster, ResourceRef, WatchEvent};
+
+/// A served kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KindInfo {
+    pub(crate) api_version: String,
+    pub(crate) kind: String,
+    pub(crate) plural: String,
+    pub(crate) namespaced: bool,
+}
+
+const BUILT_IN: &[(&str, &str, &str, bool)] = &[
+    ("v1", "Namespace", "namespaces", false),
+    ("v1", "Node", "nodes", false),
+    ("v1", "ConfigMap", "configmaps", true),
+    ("v1", "Secret", "secrets", true),
+    ("v1", "Service", "services", true),
+    ("v1", "ServiceAccount", "serviceaccounts", true),
+    ("v1", "Pod", "pods", true),
+    (
+        "v1",
+        "PersistentVolumeClaim",
+        "persistentvolumeclaims",
+        true,
+    ),
+    ("apps/v1", "Deployment", "deployments", true),
+    ("apps/v1", "StatefulSet", "statefulsets", true),
+    ("apps/v1", "DaemonSet", "daemonsets", true),
+    ("apps/v1", "ReplicaSet", "replicasets", true),
+    ("batch/v1", "Job", "jobs", true),
+    ("batch/v1", "CronJob", "cronjobs", true),
+    ("networking.k8s.io/v1", "Ingress", "ingresses", true),
+    ("rbac.authorization.k8s.io/v1", "Role", "roles", true),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        "rolebindings",
+        true,
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        "clusterroles",
+        false,
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        false,
+    ),
+    (
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        false,
+    ),
+];
+
+/// Key of a stored object: api version, kind, namespace ("" when cluster-scoped), name.
+type Key = (String, String, String, String);
+
+#[derive(Debug)]
+struct Stored {
+    /// What each field manager applied last, in the order managers first applied.
+    applied: Vec<(String, Value)>,
+    live: Value,
+}
+
+#[derive(Debug)]
+struct State {
+    kinds: Vec<KindInfo>,
+    objects: BTreeMap<Key, Stored>,
+    resource_version: u64,
+    uid: u64,
+}
+
+/// An in-memory Kubernetes cluster. Cheap to clone; clones share the cluster.
+#[derive(Debug, Clone)]
+pub struct MemoryCluster {
+    state: Arc<Mutex<State>>,
+    events: broadcast::Sender<(KindInfo, WatchEvent)>,
+}
+
+impl Default for MemoryCluster {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Merges `patch` into `target` as JSON merge patch does (objects by key, `null` removes).
+pub(crate) fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    merge(target.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        (target, Value::Object(_)) => {
+            // A fresh object: nulls in the patch have nothing to remove.
+            let mut fresh = Value::Object(Map::new());
+            merge(&mut fresh, patch);
+            *target = fresh;
+        }
+        (target, patch) => *target = patch.clone(),
+    }
+}
+
+impl MemoryCluster {
+    /// A cluster serving the common built-in kinds, with the `default` namespace.
+    pub fn new() -> Self {
+        let kinds = BUILT_IN
+            .iter()
+            .map(|(api_version, kind, plural, namespaced)| KindInfo {
+                api_version: (*api_version).to_owned(),
+                kind: (*kind).to_owned(),
+                plural: (*plural).to_owned(),
+                namespaced: *namespaced,
+            })
+            .collect();
+        let (events, _) = broadcast::channel(1024);
+        let cluster = MemoryCluster {
+            state: Arc::new(Mutex::new(State {
+                kinds,
+                objects: BTreeMap::new(),
+                resource_version: 0,
+                uid: 0,
+            })),
+            events,
+        };
+        let default =
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+        cluster
+            .apply_sync(&default, "kube-system")
+            .expect("the default namespace");
+        cluster
+    }
+
+    /// Every served kind.
+    pub(crate) fn kinds(&self) -> Vec<KindInfo> {
+        self.state.lock().unwrap().kinds.clone()
+    }
+
+    fn kind_of(state: &State, api_version: &str, kind: &str) -> Result<KindInfo> {
+        state
+            .kinds
+            .iter()
+            .find(|k| k.api_version == api_version && k.kind == kind)
+            .cloned()
+            .ok_or_else(|| {
+                Error::invalid(
+                    "kind",
+                    format!("the cluster serves no kind {kind} in {api_version}"),
+                )
+            })
+    }
+
+    fn key(info: &KindInfo, namespace: Option<&str>, name: &str) -> Key {
+        let namespace = if info.namespaced {
+            namespace.unwrap_or("default")
+        } else {
+            ""
+        };
+        (
+            info.api_version.clone(),
+            info.kind.clone(),
+            namespace.to_owned(),
+            name.to_owned(),
+        )
+    }
+
+    fn emit(&self, info: &KindInfo, event: WatchEvent) {
+        // Nobody watching is fine.
+        let _ = self.events.send((info.clone(), event));
+    }
+
+    /// Server-side apply, synchronously (the in-memory work never waits).
+    pub(crate) fn apply_sync(&self, manifest: &Value, field_manager: &str) -> Result<Value> {
+        let resource = ResourceRef::of(manifest)?;
+        if field_manager.is_empty() {
+            return Err(Error::invalid("fieldManager", "is required for apply"));
+        }
+        let mut state = self.state.lock().unwrap();
+        let info = Self::kind_of(&state, &resource.api_version, &resource.kind)?;
+        let key = Self::key(&info, resource.namespace.as_deref(), &resource.name);
+        if info.namespaced && !state.objects.contains_key(&namespace_key(&key.2)) {
+            return Err(Error::not_found("Namespace", &key.2));
+        }
+        state.resource_version += 1;
+        let resource_version = state.resource_version.to_string();
+        let mut applied = manifest.clone();
+        if let Some(metadata) = applied["metadata"].as_object_mut() {
+            for server_field in [
+                "uid",
+                "resourceVersion",
+                "creationTimestamp",
+                "managedFields",
+                "generation",
+            ] {
+                metadata.remove(server_field);
+            }
+        }
+        let (event, live) = match state.objects.get_mut(&key) {
+            Some(stored) => {
+                match stored.applied.iter_mut().find(|(m, _)| m == field_manager) {
+                    Some((_, previous)) => *previous = applied,
+                    None => stored.applied.push((field_manager.to_owned(), applied)),
+                }
+                let old_spec = stored.live["spec"].clone();
+                let metadata = stored.live["metadata"].clone();
+                let mut live = Value::Object(Map::new());
+                for (_, config) in &stored.applied {
+                    merge(&mut live, config);
+                }
+                let mut generation = metadata["generation"].as_u64().unwrap_or(1);
+                if live["spec"] != old_spec {
+                    generation += 1;
+                }
+                live["metadata"]["uid"] = metadata["uid"].clone();
+                live["metadata"]["creationTimestamp"] = metadata["creationTimestamp"].clone();
+                live["metadata"]["generation"] = json!(generation);
+                finish_metadata(&mut live, &stored.applied, &key, &resource_version);
+                stored.live = live.clone();
+                (WatchEvent::Modified(live.clone()), live)
+            }
+            None => {
+                state.uid += 1;
+                let applied = vec![(field_manager.to_owned(), applied)];
+                let mut live = applied[0].1.clone();
+                live["metadata"]["uid"] =
+                    json!(format!("00000000-0000-0000-0000-{:012}", state.uid));
+                live["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+                live["metadata"]["generation"] = json!(1);
+                finish_metadata(&mut live, &applied, &key, &resource_version);
+                state.objects.insert(
+                    key,
+                    Stored {
+                        applied,
+                        live: live.clone(),
+                    },
+                );
+                (WatchEvent::Added(live.clone()), live)
+            }
+        };
+        if info.kind == "CustomResourceDefinition" {
+            register_crd(&mut state, &live)?;
+        }
+        drop(state);
+        self.emit(&info, event);
+        Ok(live)
+    }
+
+    /// Creates an object, refusing one that exists (HTTP POST).
+    pub(crate) fn create_sync(&self, manifest: &Value, field_manager: &str) -> Result<Value> {
+        let resource = ResourceRef::of(manifest)?;
+        if self.get_sync(&resource)?.is_some() {
+            return Err(Error::AlreadyExists {
+                kind: resource.kind,
+                name: resource.name,
+            });
+        }
+        self.apply_sync(manifest, field_manager)
+    }
+
+    /// JSON merge patch of an existing object: the fields it sets belong to the
+    /// `merge-patch` manager; the fields it nulls leave every manager's configuration.
+    pub(crate) fn merge_patch_sync(&self, resource: &ResourceRef, patch: &Value) -> Result<Value> {
+        const MANAGER: &str = "merge-patch";
+        let own = {
+            let mut state = self.state.lock().unwrap();
+            let info = Self::kind_of(&state, &resource.api_version, &resource.kind)?;
+            let key = Self::key(&info, resource.namespace.as_deref(), &resource.name);
+            let Some(stored) = state.objects.get_mut(&key) else {
+                return Err(Error::not_found(&resource.kind, &resource.name));
+            };
+            let removals = only_nulls(patch);
+            for (_, config) in &mut stored.applied {
+                remove_paths(config, &removals);
+            }
+            let mut own = stored
+                .applied
+                .iter()
+                .find(|(m, _)| m == MANAGER)
+                .map(|(_, c)| c.clone())
+                .unwrap_or_else(|| json!({"metadata": {}}));
+            merge(&mut own, patch);
+            own["apiVersion"] = json!(resource.api_version);
+            own["kind"] = json!(resource.kind);
+            own["metadata"]["name"] = json!(resource.name);
+            if !key.2.is_empty() {
+                own["metadata"]["namespace"] = json!(key.2);
+            }
+            own
+        };
+        self.apply_sync(&own, MANAGER)
+    }
+
+    pub(crate) fn get_sync(&self, resource: &ResourceRef) -> Result<Option<Value>> {
+        let state = self.state.lock().unwrap();
+        let info = Self::kind_of(&state, &resource.api_version, &resource.kind)?;
+        let key = Self::key(&info, resource.namespace.as_deref(), &resource.name);
+        Ok(state.objects.get(&key).map(|s| s.live.clone()))
+    }
+
+    pub(crate) fn list_sync(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Value>> {
+        let state = self.state.lock().unwrap();
+        let info = Self::kind_of(&state, api_version, kind)?;
+        Ok(state
+            .objects
+            .iter()
+            .filter(|((v, k, ns, _), _)| {
+                *v == info.api_version
+                    && *k == info.kind
+                    && namespace.is_none_or(|n| !info.namespaced || n == ns)
+            })
+            .map(|(_, s)| s.live.clone())
+            .collect())
+    }
+
+    pub(crate) fn delete_sync(&self, resource: &ResourceRef) -> Result<bool> {
+        let mut state = self.state.lock().unwrap();
+        let info = Self::kind_of(&state, &resource.api_version, &resource.kind)?;
+        let key = Self::key(&info, resource.namespace.as_deref(), &resource.name);
+        let Some(stored) = state.objects.remove(&key) else {
+            return Ok(false);
+        };
+        let mut gone = vec![(info.clone(), stored.live.clone())];
+        // What lived in a namespace, or was of a CRD's kinds, goes with it.
+        if info.kind == "Namespace" {
+            let inside: Vec<Key> = state
+                .objects
+                .keys()
+                .filter(|k| k.2 == key.3)
+                .cloned()
+                .collect();
+            for k in inside {
+                let stored = state.objects.remove(&k).expect("listed");
+                let kind = Self::kind_of(&state, &k.0, &k.1)?;
+                gone.push((kind, stored.live));
+            }
+        }
+        if info.kind == "CustomResourceDefinition" {
+            let removed: Vec<KindInfo> = crd_kinds(&stored.live);
+            state.kinds.retain(|k| !removed.contains(k));
+            let instances: Vec<Key> = state
+                .objects
+                .keys()
+                .filter(|k| {
+                    removed
+                        .iter()
+                        .any(|r| r.api_version == k.0 && r.kind == k.1)
+                })
+                .cloned()
+                .collect();
+            for k in instances {
+                let stored = state.objects.remove(&k).expect("listed");
+                let kind = removed
+                    .iter()
+                    .find(|r| r.kind == k.1)
+                    .cloned()
+                    .expect("matched");
+                gone.push((kind, stored.live));
+            }
+        }
+        drop(state);
+        for (kind, live) in gone {
+            self.emit(&kind, WatchEvent::Deleted(live));
+        }
+        Ok(true)
+    }
+
+    /// Current objects as `Added`, then changes, for one kind.
+    pub(crate) fn watch_sync(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<BoxStream<'static, Result<WatchEvent>>> {
+        // Subscribe before listing, so nothing falls between the two.
+        let receiver = self.events.subscribe();
+        let current = self.list_sync(api_version, kind, namespace)?;
+        let (api_version, kind) = (api_version.to_owned(), kind.to_owned());
+        let namespace = namespace.map(str::to_owned);
+        let initial = futures::stream::iter(current.into_iter().map(|o| Ok(WatchEvent::Added(o))));
+        let changes = tokio_stream_of(receiver).filter_map(move |(info, event)| {
+            let matches = info.api_version == api_version
+                && info.kind == kind
+                && namespace.as_deref().is_none_or(|n| {
+                    let object = match &event {
+                        WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => {
+                            o
+                        }
+                    };
+                    object["metadata"]["namespace"].as_str() == Some(n)
+                });
+            async move { matches.then_some(Ok(event)) }
+        });
+        Ok(initial.chain(changes).boxed())
+    }
+}
+
+/// A broadcast receiver as a stream (lagging receivers skip what they missed).
+fn tokio_stream_of<T: Clone + Send + 'static>(
+    receiver: broadcast::Receiver<T>,
+) -> BoxStream<'static, T> {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(item) => return Some((item, receiver)),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .boxed()
+}
+
+/// Removes from `target` the `null` leaves of `removals`, descending only where `target` has
+/// objects (a configuration without the field stays as it was).
+fn remove_paths(target: &mut Value, removals: &Value) {
+    let (Value::Object(target), Value::Object(removals)) = (target, removals) else {
+        return;
+    };
+    for (key, removal) in removals {
+        if removal.is_null() {
+            target.remove(key);
+        } else if let Some(inner) = target.get_mut(key) {
+            remove_paths(inner, removal);
+        }
+    }
+}
+
+/// The removals of a merge patch: its `null` leaves, nothing else.
+fn only_nulls(patch: &Value) -> Value {
+    match patch {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter_map(|(k, v)| match v {
+                    Value::Null => Some((k.clone(), Value::Null)),
+                    Value::Object(_) => {
+                        let inner = only_nulls(v);
+                        inner
+                            .as_object()
+                            .is_some_and(|m| !m.is_empty())
+                            .then(|| (k.clone(), inner))
+                    }
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => Value::Object(Map::new()),
+    }
+}
+
+fn namespace_key(namespace: &str) -> Key {
+    (
+        "v1".into(),
+        "Namespace".into(),
+        String::new(),
+        namespace.to_owned(),
+    )
+}
+
+fn finish_metadata(
+    live: &mut Value,
+    applied: &[(String, Value)],
+    key: &Key,
+    resource_version: &str,
+) {
+    let metadata = &mut live["metadata"];
+    metadata["name"] = json!(key.3);
+    if key.2.is_empty() {
+        if let Some(m) = metadata.as_object_mut() {
+            m.remove("namespace");
+        }
+    } else {
+        metadata["namespace"] = json!(key.2);
+    }
+    metadata["resourceVersion"] = json!(resource_version);
+    metadata["managedFields"] = Value::Array(
+        applied
+            .iter()
+            .map(|(manager, _)| json!({"manager": manager, "operation": "Apply"}))
+            .collect(),
+    );
+}
+
+fn crd_kinds(crd: &Value) -> Vec<KindInfo> {
+    let spec = &crd["spec"];
+    let (Some(group), Some(kind), Some(plural)) = (
+        spec["group"].as_str(),
+        spec["names"]["kind"].as_str(),
+        spec["names"]["plural"].as_str(),
+    ) else {
+        return Vec::new();
+    };
+    let namespaced = spec["scope"].as_str() != Some("Cluster");
+    spec["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["served"].as_bool().unwrap_or(true))
+        .filter_map(|v| v["name"].as_str())
+        .map(|version| KindInfo {
+            api_version: format!("{group}/{version}"),
+            kind: kind.to_owned(),
+            plural: plural.to_owned(),
+            namespaced,
+        })
+        .collect()
+}
+
+fn register_crd(state: &mut State, crd: &Value) -> Result<()> {
+    let kinds = crd_kinds(crd);
+    if kinds.is_empty() {
+        return Err(Error::invalid(
+            "spec",
+            "a CustomResourceDefinition needs spec.group, spec.names.kind, spec.names.plural and served versions",
+        ));
+    }
+    for kind in kinds {
+        state
+            .kinds
+            .retain(|k| !(k.api_version == kind.api_version && k.kind == kind.kind));
+        state.kinds.push(kind);
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Cluster for MemoryCluster {
+    async fn apply(&self, manifest: &Value, field_manager: &str) -> Result<Value> {
+        self.apply_sync(manifest, field_manager)
+    }
+
+    async fn get(&self, resource: &ResourceRef) -> Result<Option<Value>> {
+        self.get_sync(resource)
+    }
+
+    async fn list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Value>> {
+        self.list_sync(api_version, kind, namespace)
+    }
+
+    async fn delete(&self, resource: &ResourceRef) -> Result<bool> {
+        self.delete_sync(resource)
+    }
+
+    async fn watch(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<BoxStream<'static, Result<WatchEvent>>> {
+        self.watch_sync(api_version, kind, namespace)
+    }
+}
