@@ -3,7 +3,8 @@
 //! - `serve`: the API, every available controller and the outbox relay in one process. With
 //!   no flags: SQLite in `./threeport-data`, an in-process bus, on 127.0.0.1:1323.
 //! - `api`: the API and the outbox relay only (run any number behind a load balancer).
-//! - `controller <name>`: one controller (`workload-definition`), any number of replicas.
+//! - `controller <name>`: one controller (`workload-definition`, `workload-instance`,
+//!   `kubernetes-runtime`), any number of replicas.
 //! - `token`: mints an API token and prints it (its hash can be appended to a token file).
 //!
 //! Every flag has an environment variable (`THREEPORT_…`); `--help` lists them.
@@ -17,6 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use threeport_core::Backends;
 use threeport_core::{OutboxRelay, RelayConfig};
 use threeport_server::auth::{TokenSet, mint_token};
+use threeport_server::controllers::{ClusterProvider, KubeClusters};
 use threeport_server::plane::{self, PlaneConfig};
 use threeport_server::tls::{TlsFiles, serve_tls, server_config};
 use threeport_server::{ApiState, Ops, Sealer, app, controllers, model, ops};
@@ -80,11 +82,6 @@ struct ServeArgs {
     /// Development mode: no authentication at all.
     #[arg(long, env = "THREEPORT_DEV")]
     dev: bool,
-    /// File holding the key (64 hex digits) that encrypts secret fields at rest; created if
-    /// missing. Default: `<data-dir>/encryption.key` for the embedded default. Every API
-    /// replica and controller of a control plane must share it.
-    #[arg(long, env = "THREEPORT_ENCRYPTION_KEY_FILE")]
-    encryption_key_file: Option<PathBuf>,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
     #[arg(long, env = "THREEPORT_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -98,27 +95,6 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The sealer of secret fields.
-    fn sealer(&self) -> Result<Sealer, String> {
-        if let Ok(hex_key) = std::env::var("THREEPORT_ENCRYPTION_KEY") {
-            return Sealer::from_hex(&hex_key).map_err(|e| e.to_string());
-        }
-        let path = match (&self.encryption_key_file, &self.plane.database_url) {
-            (Some(path), _) => path.clone(),
-            (None, None) => {
-                std::fs::create_dir_all(&self.plane.data_dir)
-                    .map_err(|e| format!("cannot create {}: {e}", self.plane.data_dir.display()))?;
-                self.plane.data_dir.join("encryption.key")
-            }
-            (None, Some(_)) => {
-                return Err("a shared database needs a shared encryption key: set \
-                     THREEPORT_ENCRYPTION_KEY (64 hex digits) or --encryption-key-file"
-                    .to_owned());
-            }
-        };
-        Sealer::from_file_or_create(&path).map_err(|e| e.to_string())
-    }
-
     /// The TLS configuration, if HTTPS was asked for.
     fn tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
@@ -147,9 +123,35 @@ struct PlaneArgs {
     /// NATS URL; without it, an in-process bus.
     #[arg(long, env = "THREEPORT_NATS_URL")]
     nats_url: Option<String>,
+    /// File holding the key (64 hex digits) that encrypts secret fields at rest; created if
+    /// missing. Default: `<data-dir>/encryption.key` for the embedded default. Every API
+    /// replica and controller of a control plane must share it.
+    #[arg(long, env = "THREEPORT_ENCRYPTION_KEY_FILE")]
+    encryption_key_file: Option<PathBuf>,
 }
 
 impl PlaneArgs {
+    /// The sealer of secret fields.
+    fn sealer(&self) -> Result<Sealer, String> {
+        if let Ok(hex_key) = std::env::var("THREEPORT_ENCRYPTION_KEY") {
+            return Sealer::from_hex(&hex_key).map_err(|e| e.to_string());
+        }
+        let path = match (&self.encryption_key_file, &self.database_url) {
+            (Some(path), _) => path.clone(),
+            (None, None) => {
+                std::fs::create_dir_all(&self.data_dir)
+                    .map_err(|e| format!("cannot create {}: {e}", self.data_dir.display()))?;
+                self.data_dir.join("encryption.key")
+            }
+            (None, Some(_)) => {
+                return Err("a shared database needs a shared encryption key: set \
+                     THREEPORT_ENCRYPTION_KEY (64 hex digits) or --encryption-key-file"
+                    .to_owned());
+            }
+        };
+        Sealer::from_file_or_create(&path).map_err(|e| e.to_string())
+    }
+
     fn config(&self) -> PlaneConfig {
         PlaneConfig {
             database_url: self.database_url.clone(),
@@ -261,7 +263,7 @@ fn tokens(args: &ServeArgs) -> Result<(Option<Arc<TokenSet>>, String), String> {
 async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
     let (tokens, auth_line) = tokens(&args)?;
     let tls = args.tls()?;
-    let sealer = Arc::new(args.sealer()?);
+    let sealer = Arc::new(args.plane.sealer()?);
     let plane = plane::open(&args.plane.config())
         .await
         .map_err(|e| e.to_string())?;
@@ -278,12 +280,13 @@ async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
         store: plane.store.clone(),
         bus: plane.bus.clone(),
         kinds: Arc::new(model::registry()),
-        sealer,
+        sealer: sealer.clone(),
     };
     let ops = Ops {
         probes: plane.probes.clone(),
         metrics: Arc::new(Mutex::new(prometheus_client::registry::Registry::default())),
     };
+    let clusters: Arc<dyn ClusterProvider> = Arc::new(KubeClusters::new(sealer.clone()));
     let mut running = Vec::new();
     for name in controllers {
         let backends = Backends {
@@ -292,7 +295,7 @@ async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
             locker: plane.locker.clone(),
         };
         running.push(
-            controllers::spawn(name, backends, &ops.metrics, shutdown.clone())
+            controllers::spawn(name, backends, &clusters, &ops.metrics, shutdown.clone())
                 .map_err(|e| e.to_string())?,
         );
     }
@@ -355,7 +358,9 @@ async fn controller(
         bus: plane.bus.clone(),
         locker: plane.locker.clone(),
     };
-    let running = controllers::spawn(name, backends, &ops.metrics, shutdown.clone())
+    let clusters: Arc<dyn ClusterProvider> =
+        Arc::new(KubeClusters::new(Arc::new(plane_args.sealer()?)));
+    let running = controllers::spawn(name, backends, &clusters, &ops.metrics, shutdown.clone())
         .map_err(|e| e.to_string())?;
     println!(
         "threeport controller {name} running ({})",

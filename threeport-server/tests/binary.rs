@@ -446,26 +446,19 @@ async fn an_api_and_two_controller_processes_on_postgres_and_nats() {
     let minted = threeport_server::auth::mint_token().unwrap();
     let token_file = data.join("tokens");
     std::fs::write(&token_file, format!("{}\n", minted.hash)).unwrap();
+    let key_file = data.join("encryption.key");
     let plane = [
         "--database-url",
         database.as_str(),
         "--nats-url",
         server.url.as_str(),
+        "--encryption-key-file",
+        key_file.to_str().unwrap(),
     ];
-    let key_file = data.join("encryption.key");
     let api = start(
         "api",
         &data,
-        &[
-            &plane[..],
-            &[
-                "--token-file",
-                token_file.to_str().unwrap(),
-                "--encryption-key-file",
-                key_file.to_str().unwrap(),
-            ],
-        ]
-        .concat(),
+        &[&plane[..], &["--token-file", token_file.to_str().unwrap()]].concat(),
     )
     .await;
     let mut controllers = Vec::new();
@@ -591,4 +584,179 @@ async fn an_api_and_two_controller_processes_on_postgres_and_nats() {
         assert!(controller.terminate().await.success());
     }
     assert!(api.terminate().await.success());
+}
+
+/// Polls `GET <url>` until `done` holds for the object.
+async fn wait_for(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, got) = send(http.get(url).bearer_auth(token)).await;
+        if status == StatusCode::OK && done(&got) {
+            return got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never got there: {status} {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_reach_a_cluster_follow_their_manifests_and_leave() {
+    use threeport_k8s::{Cluster, FakeApiServer, MemoryCluster, ResourceRef};
+
+    let kube = FakeApiServer::start_with_token(MemoryCluster::new(), "cluster-token")
+        .await
+        .unwrap();
+    let data = temp_dir();
+    let server = serve(&data, &[]).await;
+    let token = server.token.clone().unwrap();
+    let http = common::http_client();
+    let api = |path: &str| format!("{}/v0/{path}", server.base);
+    let post = |path: &str, body: Value| {
+        let request = http.post(api(path)).bearer_auth(&token).json(&body);
+        let path = path.to_owned();
+        async move {
+            let (status, created) = send(request).await;
+            assert_eq!(status, StatusCode::CREATED, "{path}: {created}");
+            created["id"].as_str().unwrap().to_owned()
+        }
+    };
+
+    // An existing cluster, registered by its connection data, becomes the default runtime.
+    let runtime_def = post(
+        "kubernetes-runtime-definitions",
+        json!({"name": "existing", "spec": {"infra_provider": "existing"}}),
+    )
+    .await;
+    let runtime = post(
+        "kubernetes-runtime-instances",
+        json!({"name": "local", "spec": {
+        "definition": runtime_def, "location": "NorthAmerica:NewYork", "default_runtime": true,
+        "connection": {"api_endpoint": kube.url, "token": "cluster-token"}}}),
+    )
+    .await;
+    wait_for(
+        &http,
+        &api(&format!("kubernetes-runtime-instances/{runtime}")),
+        &token,
+        |o| o["status"]["state"] == "reconciled",
+    )
+    .await;
+
+    let three = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: nginx}]}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n";
+    let definition = post(
+        "workload-definitions",
+        json!({"name": "web", "spec": {"yaml_document": three}}),
+    )
+    .await;
+    let instance = post(
+        "workload-instances",
+        json!({"name": "web", "spec": {"definition": definition}}),
+    )
+    .await;
+    let instance_url = api(&format!("workload-instances/{instance}"));
+    let deployed = wait_for(&http, &instance_url, &token, |o| {
+        o["status"]["state"] == "reconciled"
+            && o["status"]["details"]["resources"]
+                .as_array()
+                .is_some_and(|r| r.len() == 4)
+    })
+    .await;
+    let namespace = deployed["status"]["details"]["namespace"]
+        .as_str()
+        .expect("a generated namespace")
+        .to_owned();
+    assert_eq!(
+        deployed["spec"]["runtime"], runtime,
+        "the default runtime is pinned"
+    );
+    let deployment = ResourceRef {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        namespace: Some(namespace.clone()),
+        name: "web".into(),
+    };
+    let live = kube
+        .cluster
+        .get(&deployment)
+        .await
+        .unwrap()
+        .expect("deployed to the cluster");
+    assert_eq!(
+        live["metadata"]["labels"]["threeport.io/workload-instance"],
+        instance
+    );
+    assert_eq!(
+        live["spec"]["template"]["metadata"]["labels"]["threeport.io/workload-instance"],
+        instance
+    );
+    assert_eq!(live["metadata"]["managedFields"][0]["manager"], "threeport");
+
+    // The runtime hosts a workload: it cannot go.
+    let (status, _) = send(
+        http.delete(api(&format!("kubernetes-runtime-instances/{runtime}")))
+            .bearer_auth(&token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // A new manifest: the deployment changes, the config map goes.
+    let two = three.replace("replicas: 1", "replicas: 3").replace(
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n",
+        "",
+    );
+    let (status, body) = send(
+        http.patch(api(&format!("workload-definitions/{definition}")))
+            .bearer_auth(&token)
+            .json(&json!({"spec": {"yaml_document": two}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_for(&http, &instance_url, &token, |o| {
+        o["status"]["state"] == "reconciled"
+            && o["status"]["details"]["resources"]
+                .as_array()
+                .is_some_and(|r| r.len() == 3)
+    })
+    .await;
+    let live = kube.cluster.get(&deployment).await.unwrap().unwrap();
+    assert_eq!(live["spec"]["replicas"], 3);
+    let settings = ResourceRef {
+        kind: "ConfigMap".into(),
+        api_version: "v1".into(),
+        name: "settings".into(),
+        namespace: Some(namespace.clone()),
+    };
+    assert!(
+        kube.cluster.get(&settings).await.unwrap().is_none(),
+        "dropped from the manifests, deleted"
+    );
+
+    // Deleting the instance removes everything it deployed, namespace last.
+    let (status, _) = send(http.delete(&instance_url).bearer_auth(&token)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while send(http.get(&instance_url).bearer_auth(&token)).await.0 != StatusCode::NOT_FOUND {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "instance never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(kube.cluster.get(&deployment).await.unwrap().is_none());
+    let ns = ResourceRef {
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+        namespace: None,
+        name: namespace,
+    };
+    assert!(kube.cluster.get(&ns).await.unwrap().is_none());
+    assert!(server.terminate().await.success());
 }

@@ -47,9 +47,41 @@ pub struct WorkloadInstance {
     pub runtime: Option<ObjectId>,
 }
 
+/// One resource a workload instance put on its cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+pub struct AppliedResource {
+    /// `apps/v1`.
+    pub api_version: String,
+    /// `Deployment`.
+    pub kind: String,
+    /// Namespace (none for cluster-scoped kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// The live object's resource version after the last apply.
+    pub resource_version: String,
+}
+
+/// What the workload-instance controller deployed, and where.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct WorkloadInstanceStatus {
+    /// The runtime it runs on.
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub runtime: Option<ObjectId>,
+    /// The namespace threeport generated for it, if the manifests brought none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Every resource applied, in apply order.
+    pub resources: Vec<AppliedResource>,
+}
+
+/// Label on every resource threeport deploys for a workload instance: the instance's id.
+pub const WORKLOAD_INSTANCE_LABEL: &str = "threeport.io/workload-instance";
+
 impl ApiObject for WorkloadInstance {
     const KIND: &'static str = "WorkloadInstance";
-    type Status = ();
+    type Status = WorkloadInstanceStatus;
     fn references(&self) -> Vec<Reference> {
         let mut refs = vec![reference::<WorkloadDefinition>(
             "definition",

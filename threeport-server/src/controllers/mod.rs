@@ -1,6 +1,9 @@
 //! The controllers this build has, by the name `threeport-server controller <name>` takes.
 
+mod clusters;
+mod runtime;
 mod workload_definition;
+mod workload_instance;
 
 use std::sync::{Arc, Mutex};
 
@@ -9,17 +12,26 @@ use threeport_core::{Backends, Controller, ControllerConfig, ControllerMetrics, 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use clusters::{ClusterProvider, KubeClusters, SingleCluster};
+pub use runtime::RuntimeReconciler;
 pub use workload_definition::{WorkloadDefinitionReconciler, split_manifests};
+pub use workload_instance::{FIELD_MANAGER, WorkloadInstanceReconciler};
 
 /// Names of the available controllers.
-pub const AVAILABLE: &[&str] = &["workload-definition"];
+pub const AVAILABLE: &[&str] = &[
+    "workload-definition",
+    "workload-instance",
+    "kubernetes-runtime",
+];
 
-/// Starts controller `name` on `backends` until `shutdown`, its metrics in `metrics`.
+/// Starts controller `name` on `backends` until `shutdown`, its metrics in `metrics`;
+/// controllers that reach clusters do so through `clusters`.
 ///
 /// Errors: `Invalid` (field `controller`) for a name not in [`AVAILABLE`].
 pub fn spawn(
     name: &str,
     backends: Backends,
+    clusters: &Arc<dyn ClusterProvider>,
     metrics: &Arc<Mutex<Registry>>,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<Result<()>>> {
@@ -32,6 +44,18 @@ pub fn spawn(
     match name {
         "workload-definition" => Ok(tokio::spawn(
             Controller::new(WorkloadDefinitionReconciler, backends)
+                .with_config(config)
+                .with_metrics(registered)
+                .run(shutdown),
+        )),
+        "workload-instance" => Ok(tokio::spawn(
+            Controller::new(WorkloadInstanceReconciler::new(clusters.clone()), backends)
+                .with_config(config)
+                .with_metrics(registered)
+                .run(shutdown),
+        )),
+        "kubernetes-runtime" => Ok(tokio::spawn(
+            Controller::new(RuntimeReconciler::new(clusters.clone()), backends)
                 .with_config(config)
                 .with_metrics(registered)
                 .run(shutdown),

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde_json::Value;
 use threeport_api::model::{
-    WORKLOAD_DEFINITION_LABEL, WorkloadDefinition, WorkloadResourceDefinition,
+    WORKLOAD_DEFINITION_LABEL, WorkloadDefinition, WorkloadInstance, WorkloadResourceDefinition,
 };
 use threeport_core::object::{Labels, NewObject};
 use threeport_core::store::ListQuery;
@@ -100,6 +100,41 @@ async fn remove(
     }
 }
 
+/// Label on a workload instance: the generation of its definition it was last told about.
+/// Changing it (a desired-state change) is how a new definition reaches the instances.
+pub const DEFINITION_GENERATION_LABEL: &str = "threeport.io/definition-generation";
+
+/// Tells every instance of `definition` about its current generation, so they reconcile the
+/// new manifests.
+async fn poke_instances(
+    ctx: &Context,
+    definition: &Object<WorkloadDefinition>,
+) -> Result<(), ReconcileError> {
+    let generation = definition.meta.generation.to_string();
+    let instances = ctx.api::<WorkloadInstance>();
+    let query = ListQuery::default()
+        .referencing("definition", definition.id())
+        .limit(1000);
+    for mut instance in instances.list_all(&query).await? {
+        if instance.is_deleting()
+            || instance.meta.labels.get(DEFINITION_GENERATION_LABEL) == Some(&generation)
+        {
+            continue;
+        }
+        instance
+            .meta
+            .labels
+            .insert(DEFINITION_GENERATION_LABEL.to_owned(), generation.clone());
+        match instances.update(&instance).await {
+            Ok(_) => {}
+            // Changed meanwhile: that change makes it reconcile anyway.
+            Err(err) if err.kind() == ErrorKind::Conflict => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Reconciler for WorkloadDefinitionReconciler {
     type Object = WorkloadDefinition;
@@ -156,6 +191,7 @@ impl Reconciler for WorkloadDefinitionReconciler {
             remove(&api, record).await?;
         }
         definition.status.details.resource_count = manifests.len();
+        poke_instances(ctx, definition).await?;
         Ok(Action::Done)
     }
 

@@ -1,0 +1,83 @@
+//! Where controllers get a [`Cluster`] for a Kubernetes runtime instance.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use threeport_api::model::KubernetesRuntimeInstance;
+use threeport_core::{Error, Object, ObjectId, Result};
+use threeport_k8s::{Cluster, ClusterConnection, KubeCluster};
+
+use crate::seal::Sealer;
+
+/// Gives the cluster of a runtime instance.
+#[async_trait]
+pub trait ClusterProvider: Send + Sync + std::fmt::Debug + 'static {
+    /// The cluster `runtime` describes.
+    async fn cluster(
+        &self,
+        runtime: &Object<KubernetesRuntimeInstance>,
+    ) -> Result<Arc<dyn Cluster>>;
+}
+
+/// Real clusters, reached with `kube` from the runtime's connection data (its token opened
+/// with the server's key). Clients are kept per runtime version.
+#[derive(Debug)]
+pub struct KubeClusters {
+    sealer: Arc<Sealer>,
+    clients: Mutex<HashMap<(ObjectId, u64), Arc<KubeCluster>>>,
+}
+
+impl KubeClusters {
+    /// Clusters whose tokens `sealer` opens.
+    pub fn new(sealer: Arc<Sealer>) -> Self {
+        KubeClusters {
+            sealer,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl ClusterProvider for KubeClusters {
+    async fn cluster(
+        &self,
+        runtime: &Object<KubernetesRuntimeInstance>,
+    ) -> Result<Arc<dyn Cluster>> {
+        let key = (runtime.id(), runtime.meta.generation);
+        if let Some(client) = self.clients.lock().unwrap().get(&key) {
+            return Ok(client.clone());
+        }
+        let Some(connection) = &runtime.spec.connection else {
+            return Err(Error::invalid(
+                "spec.connection",
+                format!("runtime {} has no connection data yet", runtime.meta.name),
+            ));
+        };
+        let token = connection
+            .token
+            .as_deref()
+            .map(|sealed| self.sealer.open("spec.connection.token", sealed))
+            .transpose()?;
+        let client = Arc::new(KubeCluster::connect(&ClusterConnection {
+            api_endpoint: connection.api_endpoint.clone(),
+            ca_certificate: connection.ca_certificate.clone(),
+            token,
+        })?);
+        let mut clients = self.clients.lock().unwrap();
+        clients.retain(|(id, _), _| *id != runtime.id());
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+/// One cluster for every runtime (tests, single-cluster setups).
+#[derive(Debug, Clone)]
+pub struct SingleCluster(pub Arc<dyn Cluster>);
+
+#[async_trait]
+impl ClusterProvider for SingleCluster {
+    async fn cluster(&self, _: &Object<KubernetesRuntimeInstance>) -> Result<Arc<dyn Cluster>> {
+        Ok(self.0.clone())
+    }
+}
