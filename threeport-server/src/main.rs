@@ -3,8 +3,8 @@
 //! - `serve`: the API, every available controller and the outbox relay in one process. With
 //!   no flags: SQLite in `./threeport-data`, an in-process bus, on 127.0.0.1:1323.
 //! - `api`: the API and the outbox relay only (run any number behind a load balancer).
-//! - `controller <name>`: one controller (`workload-definition`, `workload-instance`,
-//!   `kubernetes-runtime`), any number of replicas.
+//! - `controller <name>…`: one or more controllers (`workload-definition`,
+//!   `workload-instance`, `kubernetes-runtime`), any number of replicas.
 //! - `token`: mints an API token and prints it (its hash can be appended to a token file).
 //!
 //! Every flag has an environment variable (`THREEPORT_…`); `--help` lists them.
@@ -50,10 +50,11 @@ enum Command {
     Serve(ServeArgs),
     /// API and outbox relay only.
     Api(ServeArgs),
-    /// One controller.
+    /// One or more controllers.
     Controller {
-        /// Which controller (`workload-definition`).
-        name: String,
+        /// Which controllers (`workload-definition`, `workload-instance`, `kubernetes-runtime`).
+        #[arg(required = true, num_args = 1..)]
+        names: Vec<String>,
         #[command(flatten)]
         plane: PlaneArgs,
         /// Serve /healthz, /readyz and /metrics here.
@@ -176,10 +177,10 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args, controllers::AVAILABLE).await,
             Command::Api(args) => serve(args, &[]).await,
             Command::Controller {
-                name,
+                names,
                 plane,
                 metrics_listen,
-            } => controller(&name, &plane, metrics_listen).await,
+            } => controller(&names, &plane, metrics_listen).await,
             Command::Token { add_to } => token(add_to.as_deref()),
         }
     });
@@ -333,15 +334,18 @@ async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs one controller until a stop signal, with its operational endpoints if asked.
+/// Runs controllers until a stop signal, with their operational endpoints if asked.
 async fn controller(
-    name: &str,
+    names: &[String],
     plane_args: &PlaneArgs,
     metrics_listen: Option<SocketAddr>,
 ) -> Result<(), String> {
-    if !controllers::AVAILABLE.contains(&name) {
+    if let Some(unknown) = names
+        .iter()
+        .find(|name| !controllers::AVAILABLE.contains(&name.as_str()))
+    {
         return Err(format!(
-            "no controller named {name:?}; available: {}",
+            "no controller named {unknown:?}; available: {}",
             controllers::AVAILABLE.join(", ")
         ));
     }
@@ -353,17 +357,23 @@ async fn controller(
         metrics: Arc::new(Mutex::new(prometheus_client::registry::Registry::default())),
     };
     let shutdown = CancellationToken::new();
-    let backends = Backends {
-        store: plane.store.clone(),
-        bus: plane.bus.clone(),
-        locker: plane.locker.clone(),
-    };
     let clusters: Arc<dyn ClusterProvider> =
         Arc::new(KubeClusters::new(Arc::new(plane_args.sealer()?)));
-    let running = controllers::spawn(name, backends, &clusters, &ops.metrics, shutdown.clone())
-        .map_err(|e| e.to_string())?;
+    let mut running = Vec::new();
+    for name in names {
+        let backends = Backends {
+            store: plane.store.clone(),
+            bus: plane.bus.clone(),
+            locker: plane.locker.clone(),
+        };
+        running.push(
+            controllers::spawn(name, backends, &clusters, &ops.metrics, shutdown.clone())
+                .map_err(|e| e.to_string())?,
+        );
+    }
     println!(
-        "threeport controller {name} running ({})",
+        "threeport controllers {} running ({})",
+        names.join(", "),
         plane.description
     );
     let endpoints = match metrics_listen {
@@ -387,7 +397,9 @@ async fn controller(
     stop_signal().await;
     tracing::info!("stopping");
     shutdown.cancel();
-    let _ = running.await;
+    for controller in running {
+        let _ = controller.await;
+    }
     if let Some(endpoints) = endpoints {
         let _ = endpoints.await;
     }

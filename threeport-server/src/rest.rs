@@ -390,21 +390,34 @@ async fn patch(
             "unknown field: a patch may change labels and spec",
         )));
     }
-    let current = state.store.get(entry.kind, id).await?;
-    // Without a version from the client, patch the version just read: a concurrent change
-    // in between is a conflict, not a lost update.
-    let expected = expected_version(&headers, body_version)?.unwrap_or(current.meta.version);
-    let mut spec = current.spec;
-    if let Some(spec_patch) = patch.remove("spec") {
-        merge_patch(&mut spec, spec_patch);
+    let asked = expected_version(&headers, body_version)?;
+    // Without a version from the client, patch the version just read, and read again if
+    // something (a controller's status write, say) got in between: the patch applies to the
+    // latest object and never overwrites a change it did not see.
+    let mut attempts = 0;
+    loop {
+        let current = state.store.get(entry.kind, id).await?;
+        let mut spec = current.spec;
+        if let Some(spec_patch) = patch.get("spec") {
+            merge_patch(&mut spec, spec_patch.clone());
+        }
+        let mut labels = serde_json::to_value(&current.meta.labels).map_err(Error::from)?;
+        if let Some(labels_patch) = patch.get("labels") {
+            merge_patch(&mut labels, labels_patch.clone());
+        }
+        let labels: Labels = serde_json::from_value(labels)
+            .map_err(|e| ApiError(Error::invalid("labels", e.to_string())))?;
+        let expected = asked.unwrap_or(current.meta.version);
+        match write_spec(&state, entry, id, Some(expected), labels, spec).await {
+            Err(ApiError(err))
+                if asked.is_none() && err.kind() == ErrorKind::Conflict && attempts < 10 =>
+            {
+                attempts += 1;
+                // Deletion scheduled is a conflict too, and stays one: the next read says so.
+            }
+            result => return result,
+        }
     }
-    let mut labels = serde_json::to_value(&current.meta.labels).map_err(Error::from)?;
-    if let Some(labels_patch) = patch.remove("labels") {
-        merge_patch(&mut labels, labels_patch);
-    }
-    let labels: Labels = serde_json::from_value(labels)
-        .map_err(|e| ApiError(Error::invalid("labels", e.to_string())))?;
-    write_spec(&state, entry, id, Some(expected), labels, spec).await
 }
 
 /// RFC 7396: objects merge key by key, `null` removes, anything else replaces.

@@ -607,18 +607,14 @@ async fn wait_for(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workloads_reach_a_cluster_follow_their_manifests_and_leave() {
-    use threeport_k8s::{Cluster, FakeApiServer, MemoryCluster, ResourceRef};
+/// Through the API at `base`: register the fake cluster as the default runtime, deploy a
+/// workload, change its manifests, delete it; checks the cluster each time.
+async fn workload_lifecycle(base: &str, token: &str, kube: &threeport_k8s::FakeApiServer) {
+    use threeport_k8s::{Cluster, ResourceRef};
 
-    let kube = FakeApiServer::start_with_token(MemoryCluster::new(), "cluster-token")
-        .await
-        .unwrap();
-    let data = temp_dir();
-    let server = serve(&data, &[]).await;
-    let token = server.token.clone().unwrap();
+    let token = token.to_owned();
     let http = common::http_client();
-    let api = |path: &str| format!("{}/v0/{path}", server.base);
+    let api = |path: &str| format!("{base}/v0/{path}");
     let post = |path: &str, body: Value| {
         let request = http.post(api(path)).bearer_auth(&token).json(&body);
         let path = path.to_owned();
@@ -758,5 +754,80 @@ async fn workloads_reach_a_cluster_follow_their_manifests_and_leave() {
         name: namespace,
     };
     assert!(kube.cluster.get(&ns).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_reach_a_cluster_follow_their_manifests_and_leave() {
+    use threeport_k8s::{FakeApiServer, MemoryCluster};
+
+    let kube = FakeApiServer::start_with_token(MemoryCluster::new(), "cluster-token")
+        .await
+        .unwrap();
+    let server = serve(&temp_dir(), &[]).await;
+    workload_lifecycle(&server.base, server.token.as_deref().unwrap(), &kube).await;
     assert!(server.terminate().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workloads_with_two_controller_replicas_on_postgres_and_nats() {
+    use threeport_k8s::{FakeApiServer, MemoryCluster};
+
+    let kube = FakeApiServer::start_with_token(MemoryCluster::new(), "cluster-token")
+        .await
+        .unwrap();
+    let database = postgres::fresh_postgres().await;
+    let nats_server = nats::NatsServer::start().await;
+    let data = temp_dir();
+    let minted = threeport_server::auth::mint_token().unwrap();
+    let token_file = data.join("tokens");
+    std::fs::write(&token_file, format!("{}\n", minted.hash)).unwrap();
+    let key_file = data.join("encryption.key");
+    let plane = [
+        "--database-url",
+        database.as_str(),
+        "--nats-url",
+        nats_server.url.as_str(),
+        "--encryption-key-file",
+        key_file.to_str().unwrap(),
+    ];
+    let api = start(
+        "api",
+        &data,
+        &[&plane[..], &["--token-file", token_file.to_str().unwrap()]].concat(),
+    )
+    .await;
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let mut child = Command::new(BINARY)
+            .args([
+                "controller",
+                "workload-definition",
+                "workload-instance",
+                "kubernetes-runtime",
+            ])
+            .args(plane)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        while let Ok(Ok(Some(line))) =
+            tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
+        {
+            if line == "ready" {
+                break;
+            }
+        }
+        replicas.push(Server {
+            child,
+            base: String::new(),
+            token: None,
+        });
+    }
+    workload_lifecycle(&api.base, &minted.token, &kube).await;
+    for replica in replicas {
+        assert!(replica.terminate().await.success());
+    }
+    assert!(api.terminate().await.success());
 }
