@@ -16,16 +16,23 @@ use threeport_core::{Error, Result};
 
 use crate::{Cluster, ResourceRef, WatchEvent};
 
-/// How to reach a cluster's API server: endpoint, the CA that signs its certificate, and a
-/// bearer token (as a KubernetesRuntimeInstance's connection data gives them).
+/// How to reach a cluster's API server (as a KubernetesRuntimeInstance's connection data
+/// gives it): an endpoint with a CA and a bearer token or a client certificate, or a whole
+/// kubeconfig.
 #[derive(Clone, Default)]
 pub struct ClusterConnection {
-    /// `https://host:6443` (or `http://` for a local test server).
+    /// `https://host:6443` (or `http://` for a local test server). Ignored with a kubeconfig.
     pub api_endpoint: String,
     /// PEM CA bundle; `None`: the system's roots.
     pub ca_certificate: Option<String>,
     /// Bearer token.
     pub token: Option<String>,
+    /// PEM client certificate (with `client_key`), for certificate authentication.
+    pub client_certificate: Option<String>,
+    /// PEM private key of `client_certificate`.
+    pub client_key: Option<String>,
+    /// A kubeconfig (YAML); its current context is used, and the fields above are ignored.
+    pub kubeconfig: Option<String>,
 }
 
 impl std::fmt::Debug for ClusterConnection {
@@ -33,6 +40,11 @@ impl std::fmt::Debug for ClusterConnection {
         f.debug_struct("ClusterConnection")
             .field("api_endpoint", &self.api_endpoint)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("client_certificate", &self.client_certificate.is_some())
+            .field(
+                "kubeconfig",
+                &self.kubeconfig.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -72,26 +84,55 @@ fn kube_error(what: &str, err: kube::Error) -> Error {
 
 impl KubeCluster {
     /// Connects to the API server `connection` names (nothing is sent until first use).
-    pub fn connect(connection: &ClusterConnection) -> Result<Self> {
+    pub async fn connect(connection: &ClusterConnection) -> Result<Self> {
+        let config = match &connection.kubeconfig {
+            Some(yaml) => {
+                let kubeconfig = kube::config::Kubeconfig::from_yaml(yaml)
+                    .map_err(|e| Error::invalid("kubeconfig", e.to_string()))?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                    .await
+                    .map_err(|e| Error::invalid("kubeconfig", e.to_string()))?
+            }
+            None => Self::config(connection)?,
+        };
+        let endpoint = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config)
+            .map_err(|e| Error::invalid("connection", format!("cannot build a client: {e}")))?;
+        Ok(KubeCluster {
+            client,
+            endpoint,
+            kinds: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn config(connection: &ClusterConnection) -> Result<kube::Config> {
+        use base64::Engine as _;
         let cluster_url = connection
             .api_endpoint
             .parse()
             .map_err(|e| Error::invalid("api_endpoint", format!("{e}")))?;
         let mut config = kube::Config::new(cluster_url);
         if let Some(pem) = &connection.ca_certificate {
-            let certs = pem_certificates(pem)?;
-            config.root_cert = Some(certs);
+            config.root_cert = Some(pem_certificates(pem)?);
         }
         if let Some(token) = &connection.token {
             config.auth_info.token = Some(token.clone().into());
         }
-        let client = kube::Client::try_from(config)
-            .map_err(|e| Error::invalid("connection", format!("cannot build a client: {e}")))?;
-        Ok(KubeCluster {
-            client,
-            endpoint: connection.api_endpoint.clone(),
-            kinds: Mutex::new(HashMap::new()),
-        })
+        match (&connection.client_certificate, &connection.client_key) {
+            (Some(certificate), Some(key)) => {
+                let encode = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
+                config.auth_info.client_certificate_data = Some(encode(certificate));
+                config.auth_info.client_key_data = Some(encode(key).into());
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::invalid(
+                    "client_certificate",
+                    "a client certificate needs its key, and a key its certificate",
+                ));
+            }
+        }
+        Ok(config)
     }
 
     /// The API resource and scope of a kind, from discovery.

@@ -43,8 +43,11 @@ fn peak_rss_mb(pid: u32) -> f64 {
 
 async fn run(instances: usize) {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let kube = FakeApiServer::start_with_token(MemoryCluster::new(), "bench").await.expect("fake API server");
-    let data = std::env::temp_dir().join(format!("threeport-bench-{}", uuid::Uuid::now_v7().simple()));
+    let kube = FakeApiServer::start_with_token(MemoryCluster::new(), "bench")
+        .await
+        .expect("fake API server");
+    let data =
+        std::env::temp_dir().join(format!("threeport-bench-{}", uuid::Uuid::now_v7().simple()));
     let mut server = Command::new(BINARY)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
@@ -59,7 +62,11 @@ async fn run(instances: usize) {
     let (mut base, mut token) = (String::new(), String::new());
     while let Ok(Some(line)) = lines.next_line().await {
         if let Some(rest) = line.strip_prefix("threeport control plane on ") {
-            base = rest.split_whitespace().next().unwrap_or_default().to_owned();
+            base = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
         }
         if let Some(at) = line.find("tp_") {
             token = line[at..].trim().to_owned();
@@ -68,7 +75,9 @@ async fn run(instances: usize) {
             break;
         }
     }
-    println!("workloads bench: {instances} instances × 5 resources, threeport-server pid {pid} at {base}");
+    println!(
+        "workloads bench: {instances} instances × 5 resources, threeport-server pid {pid} at {base}"
+    );
     let http = reqwest::Client::new();
     let api = |path: &str| format!("{base}/v0/{path}");
     let post = |path: String, body: Value| {
@@ -80,11 +89,23 @@ async fn run(instances: usize) {
             created["id"].as_str().expect("id").to_owned()
         }
     };
-    let runtime_def = post("kubernetes-runtime-definitions".into(), json!({"name": "existing", "spec": {"infra_provider": "existing"}})).await;
-    post("kubernetes-runtime-instances".into(), json!({"name": "local", "spec": {
+    let runtime_def = post(
+        "kubernetes-runtime-definitions".into(),
+        json!({"name": "existing", "spec": {"infra_provider": "existing"}}),
+    )
+    .await;
+    post(
+        "kubernetes-runtime-instances".into(),
+        json!({"name": "local", "spec": {
         "definition": runtime_def, "location": "Europe:Paris", "default_runtime": true,
-        "connection": {"api_endpoint": kube.url, "token": "bench"}}})).await;
-    let definition = post("workload-definitions".into(), json!({"name": "web", "spec": {"yaml_document": FIVE}})).await;
+        "connection": {"api_endpoint": kube.url, "token": "bench"}}}),
+    )
+    .await;
+    let definition = post(
+        "workload-definitions".into(),
+        json!({"name": "web", "spec": {"yaml_document": FIVE}}),
+    )
+    .await;
 
     let started = Instant::now();
     futures::stream::iter(0..instances)
@@ -105,12 +126,25 @@ async fn run(instances: usize) {
             if let Some(after) = &after {
                 url.push_str(&format!("&after={after}"));
             }
-            let page: Value = http.get(url).bearer_auth(&token).send().await.expect("list").json().await.expect("page");
+            let page: Value = http
+                .get(url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("list")
+                .json()
+                .await
+                .expect("page");
             reconciled += page["items"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter(|i| i["status"]["state"] == "reconciled" && i["status"]["details"]["resources"].as_array().is_some_and(|r| r.len() == 6))
+                .filter(|i| {
+                    i["status"]["state"] == "reconciled"
+                        && i["status"]["details"]["resources"]
+                            .as_array()
+                            .is_some_and(|r| r.len() == 6)
+                })
                 .count();
             match page["next"].as_str() {
                 Some(next) => after = Some(next.to_owned()),
@@ -120,15 +154,30 @@ async fn run(instances: usize) {
         if reconciled == instances {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(600), "only {reconciled} of {instances} reconciled in 10 min");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "only {reconciled} of {instances} reconciled in 10 min"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let deployed = kube.cluster.list("apps/v1", "Deployment", None).await.expect("list").len();
+    let deployed = kube
+        .cluster
+        .list("apps/v1", "Deployment", None)
+        .await
+        .expect("list")
+        .len();
     let peak = peak_rss_mb(pid);
-    println!("  {instances} instances created through the API in {created:.2?}; all reconciled after {seconds:.2} s");
-    println!("  deployments in the cluster: {deployed}; control plane peak RSS (VmHWM): {peak:.1} MB");
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+    println!(
+        "  {instances} instances created through the API in {created:.2?}; all reconciled after {seconds:.2} s"
+    );
+    println!(
+        "  deployments in the cluster: {deployed}; control plane peak RSS (VmHWM): {peak:.1} MB"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await;
     let _ = server.wait().await;
     let _ = std::fs::remove_dir_all(&data);
     println!("RESULT workloads instances={instances} seconds={seconds:.2} peak_rss_mb={peak:.1}");

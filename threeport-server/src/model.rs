@@ -38,7 +38,11 @@ pub fn registry() -> KindRegistry {
     // Secret parts are encrypted at rest; every kind documents its spec in the OpenAPI document.
     registry
         .sealed::<AwsAccount>(&["credentials.access_keys.secret_access_key"])
-        .sealed::<KubernetesRuntimeInstance>(&["connection.token"])
+        .sealed::<KubernetesRuntimeInstance>(&[
+            "connection.token",
+            "connection.client_key",
+            "connection.kubeconfig",
+        ])
         .documented::<WorkloadDefinition>()
         .documented::<WorkloadInstance>()
         .documented::<WorkloadResourceDefinition>()

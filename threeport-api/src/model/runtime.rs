@@ -5,7 +5,7 @@ use threeport_core::object::Reference;
 use threeport_core::{ApiObject, ObjectId, ValidationError};
 use utoipa::ToSchema;
 
-use super::{AwsAccount, maybe_reference, reference, require};
+use super::{AwsAccount, maybe_reference, reference};
 
 /// Who provides a runtime's cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -105,7 +105,8 @@ impl ApiObject for KubernetesRuntimeDefinition {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionData {
-    /// `https://host:port` of the API server.
+    /// `https://host:port` of the API server (not needed with a kubeconfig).
+    #[serde(default)]
     pub api_endpoint: String,
     /// PEM CA bundle that signs the API server's certificate.
     #[serde(default)]
@@ -113,6 +114,15 @@ pub struct ConnectionData {
     /// Bearer token for the API server: sent in plain text, stored encrypted (`sealed:v1:…`).
     #[serde(default)]
     pub token: Option<String>,
+    /// PEM client certificate, for certificate authentication (with `client_key`).
+    #[serde(default)]
+    pub client_certificate: Option<String>,
+    /// PEM key of `client_certificate`: stored encrypted.
+    #[serde(default)]
+    pub client_key: Option<String>,
+    /// A whole kubeconfig (YAML), instead of the fields above: stored encrypted.
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
 }
 
 /// One Kubernetes cluster.
@@ -150,7 +160,9 @@ impl ApiObject for KubernetesRuntimeInstance {
                 ),
             ));
         }
-        if let Some(connection) = &self.connection {
+        if let Some(connection) = &self.connection
+            && connection.kubeconfig.is_none()
+        {
             // Plain HTTP only to this machine (a local API server or proxy).
             let endpoint = &connection.api_endpoint;
             let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
@@ -162,7 +174,12 @@ impl ApiObject for KubernetesRuntimeInstance {
                     "must be an https:// URL (http:// only on loopback)",
                 ));
             }
-            require("connection.api_endpoint", &connection.api_endpoint)?;
+            if connection.client_certificate.is_some() != connection.client_key.is_some() {
+                return Err(ValidationError::new(
+                    "connection.client_key",
+                    "a client certificate and its key go together",
+                ));
+            }
         }
         Ok(())
     }

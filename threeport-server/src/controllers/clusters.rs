@@ -54,16 +54,26 @@ impl ClusterProvider for KubeClusters {
                 format!("runtime {} has no connection data yet", runtime.meta.name),
             ));
         };
-        let token = connection
-            .token
-            .as_deref()
-            .map(|sealed| self.sealer.open("spec.connection.token", sealed))
-            .transpose()?;
-        let client = Arc::new(KubeCluster::connect(&ClusterConnection {
-            api_endpoint: connection.api_endpoint.clone(),
-            ca_certificate: connection.ca_certificate.clone(),
-            token,
-        })?);
+        let open = |field: &str, sealed: &Option<String>| {
+            sealed
+                .as_deref()
+                .map(|sealed| {
+                    self.sealer
+                        .open(&format!("spec.connection.{field}"), sealed)
+                })
+                .transpose()
+        };
+        let client = Arc::new(
+            KubeCluster::connect(&ClusterConnection {
+                api_endpoint: connection.api_endpoint.clone(),
+                ca_certificate: connection.ca_certificate.clone(),
+                token: open("token", &connection.token)?,
+                client_certificate: connection.client_certificate.clone(),
+                client_key: open("client_key", &connection.client_key)?,
+                kubeconfig: open("kubeconfig", &connection.kubeconfig)?,
+            })
+            .await?,
+        );
         let mut clients = self.clients.lock().unwrap();
         clients.retain(|(id, _), _| *id != runtime.id());
         clients.insert(key, client.clone());
