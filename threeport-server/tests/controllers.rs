@@ -107,3 +107,234 @@ async fn records_follow_the_manifests() {
     assert!(records(&memory, &done).await.is_empty());
     shutdown.cancel();
 }
+
+mod cluster_controllers {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use threeport_core::{Api, Controller, LifecycleState, MemoryBackends, Object};
+    use threeport_k8s::{Cluster, MemoryCluster, ResourceRef};
+    use threeport_server::controllers::{
+        ClusterProvider, RuntimeReconciler, SingleCluster, WorkloadDefinitionReconciler,
+        WorkloadInstanceReconciler,
+    };
+    use threeport_server::model::*;
+    use tokio_util::sync::CancellationToken;
+
+    const TEN_SECONDS: Duration = Duration::from_secs(10);
+
+    struct Plane {
+        memory: MemoryBackends,
+        cluster: MemoryCluster,
+        shutdown: CancellationToken,
+    }
+
+    fn start() -> Plane {
+        let memory = MemoryBackends::new();
+        let shutdown = CancellationToken::new();
+        memory.spawn_relay(shutdown.clone());
+        let cluster = MemoryCluster::new();
+        let clusters: Arc<dyn ClusterProvider> = Arc::new(SingleCluster(Arc::new(cluster.clone())));
+        tokio::spawn(
+            Controller::new(RuntimeReconciler::new(clusters.clone()), memory.backends())
+                .run(shutdown.clone()),
+        );
+        tokio::spawn(
+            Controller::new(WorkloadInstanceReconciler::new(clusters), memory.backends())
+                .run(shutdown.clone()),
+        );
+        tokio::spawn(
+            Controller::new(WorkloadDefinitionReconciler, memory.backends()).run(shutdown.clone()),
+        );
+        Plane {
+            memory,
+            cluster,
+            shutdown,
+        }
+    }
+
+    fn account() -> AwsAccount {
+        AwsAccount {
+            account_id: "123456789012".into(),
+            default_region: "us-east-1".into(),
+            default_account: true,
+            credentials: AwsCredentials::Role {
+                role_arn: "arn:aws:iam::123456789012:role/x".into(),
+                external_id: None,
+            },
+        }
+    }
+
+    fn definition(
+        provider: InfraProvider,
+        account: Option<threeport_core::ObjectId>,
+    ) -> KubernetesRuntimeDefinition {
+        KubernetesRuntimeDefinition {
+            infra_provider: provider,
+            aws_account: account,
+            high_availability: false,
+            node_size: NodeSize::Medium,
+            node_profile: NodeProfile::Balanced,
+            node_maximum: 6,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_eks_runtime_requests_its_cluster_from_the_aws_controller() {
+        let plane = start();
+        let store = plane.memory.store.clone();
+        let account = Api::<AwsAccount>::new(store.clone())
+            .create("main", account())
+            .await
+            .unwrap();
+        let def = Api::<KubernetesRuntimeDefinition>::new(store.clone())
+            .create("eks", definition(InfraProvider::Eks, Some(account.id())))
+            .await
+            .unwrap();
+        let runtimes = Api::<KubernetesRuntimeInstance>::new(store.clone());
+        let runtime = runtimes
+            .create(
+                "paris",
+                KubernetesRuntimeInstance {
+                    definition: def.id(),
+                    location: "Europe:Paris".into(),
+                    default_runtime: true,
+                    connection: None,
+                },
+            )
+            .await
+            .unwrap();
+        let waiting = tokio::time::timeout(
+            TEN_SECONDS,
+            runtimes.wait_until(runtime.id(), |o| {
+                o.status.state == LifecycleState::CreationAcknowledged
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            waiting
+                .status
+                .events
+                .iter()
+                .any(|e| e.reason == "WaitingForCluster")
+        );
+        let eks = Api::<AwsEksKubernetesRuntimeInstance>::new(store.clone())
+            .get_by_name("paris")
+            .await
+            .unwrap();
+        assert_eq!(
+            (eks.spec.region.as_str(), eks.spec.runtime),
+            ("eu-west-3", runtime.id())
+        );
+        let eks_def = Api::<AwsEksKubernetesRuntimeDefinition>::new(store.clone())
+            .get(eks.spec.definition)
+            .await
+            .unwrap();
+        assert_eq!(eks_def.spec.aws_account, account.id());
+
+        // The AWS controller (issue 7) would write the connection data; then it is checked.
+        let mut connected = runtimes.get(runtime.id()).await.unwrap();
+        connected.spec.connection = Some(ConnectionData {
+            api_endpoint: "https://eks.example.com".into(),
+            ca_certificate: None,
+            token: None,
+            client_certificate: None,
+            client_key: None,
+            kubeconfig: None,
+        });
+        runtimes.update(&connected).await.unwrap();
+        tokio::time::timeout(
+            TEN_SECONDS,
+            runtimes.wait_until(runtime.id(), |o: &Object<KubernetesRuntimeInstance>| {
+                o.is_reconciled()
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        plane.shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn crds_custom_resources_and_lists_deploy_together() {
+        let plane = start();
+        let store = plane.memory.store.clone();
+        let def = Api::<KubernetesRuntimeDefinition>::new(store.clone())
+            .create("existing", definition(InfraProvider::Existing, None))
+            .await
+            .unwrap();
+        Api::<KubernetesRuntimeInstance>::new(store.clone())
+            .create(
+                "local",
+                KubernetesRuntimeInstance {
+                    definition: def.id(),
+                    location: "Europe:Paris".into(),
+                    default_runtime: true,
+                    connection: Some(ConnectionData {
+                        api_endpoint: "https://k8s.example.com".into(),
+                        ca_certificate: None,
+                        token: None,
+                        client_certificate: None,
+                        client_key: None,
+                        kubeconfig: None,
+                    }),
+                },
+            )
+            .await
+            .unwrap();
+        // A custom resource before its CRD, and a List, in one file with its own namespace.
+        let yaml = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: shop}\nspec: {size: 2}\n---\n# the definition\napiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: widgets.example.com}\nspec:\n  group: example.com\n  scope: Namespaced\n  names: {kind: Widget, plural: widgets}\n  versions: [{name: v1, served: true, storage: true}]\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: a, namespace: shop}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b, namespace: shop}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n";
+        let workload = Api::<WorkloadDefinition>::new(store.clone())
+            .create(
+                "widgets",
+                WorkloadDefinition {
+                    yaml_document: yaml.into(),
+                },
+            )
+            .await
+            .unwrap();
+        let instances = Api::<WorkloadInstance>::new(store.clone());
+        let instance = instances
+            .create(
+                "widgets",
+                WorkloadInstance {
+                    definition: workload.id(),
+                    runtime: None,
+                },
+            )
+            .await
+            .unwrap();
+        let done = tokio::time::timeout(
+            TEN_SECONDS,
+            instances.wait_until(instance.id(), |o: &Object<WorkloadInstance>| {
+                o.is_reconciled() && o.status.details.resources.len() == 5
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            done.status.details.namespace, None,
+            "the manifests bring their namespace"
+        );
+        let widget = ResourceRef {
+            api_version: "example.com/v1".into(),
+            kind: "Widget".into(),
+            namespace: Some("shop".into()),
+            name: "w".into(),
+        };
+        let live = plane
+            .cluster
+            .get(&widget)
+            .await
+            .unwrap()
+            .expect("the custom resource is there");
+        assert_eq!(
+            live["metadata"]["labels"]["threeport.io/workload-instance"],
+            instance.id().to_string()
+        );
+        plane.shutdown.cancel();
+    }
+}

@@ -5,7 +5,7 @@ use threeport_core::object::Reference;
 use threeport_core::{ApiObject, ObjectId, ValidationError};
 use utoipa::ToSchema;
 
-use super::{KubernetesRuntimeInstance, WorkloadInstance, dns_label, reference, require};
+use super::{WorkloadInstance, dns_label, reference, require};
 
 /// An AWS region name (`us-east-1`, `us-gov-west-1`).
 fn aws_region(field: &str, value: &str) -> Result<(), ValidationError> {
@@ -179,12 +179,41 @@ impl ApiObject for AwsEksKubernetesRuntimeInstance {
     fn validate(&self) -> Result<(), ValidationError> {
         aws_region("region", &self.region)
     }
+    /// The runtime is the owner, not a dependency: the runtime controller creates this object
+    /// and deletes it when the runtime goes, so it must not block that deletion.
     fn references(&self) -> Vec<Reference> {
-        vec![
-            reference::<AwsEksKubernetesRuntimeDefinition>("definition", self.definition),
-            reference::<KubernetesRuntimeInstance>("runtime", self.runtime),
-        ]
+        vec![reference::<AwsEksKubernetesRuntimeDefinition>(
+            "definition",
+            self.definition,
+        )]
     }
+}
+
+/// The AWS region of a Threeport location (`NorthAmerica:NewYork` → `us-east-1`), if known.
+pub fn aws_region_of(location: &str) -> Option<&'static str> {
+    const REGIONS: &[(&str, &str)] = &[
+        ("NorthAmerica:NewYork", "us-east-1"),
+        ("NorthAmerica:Virginia", "us-east-1"),
+        ("NorthAmerica:Ohio", "us-east-2"),
+        ("NorthAmerica:California", "us-west-1"),
+        ("NorthAmerica:Oregon", "us-west-2"),
+        ("NorthAmerica:Montreal", "ca-central-1"),
+        ("SouthAmerica:SaoPaulo", "sa-east-1"),
+        ("Europe:Ireland", "eu-west-1"),
+        ("Europe:London", "eu-west-2"),
+        ("Europe:Paris", "eu-west-3"),
+        ("Europe:Frankfurt", "eu-central-1"),
+        ("Europe:Stockholm", "eu-north-1"),
+        ("Asia:Mumbai", "ap-south-1"),
+        ("Asia:Singapore", "ap-southeast-1"),
+        ("Asia:Seoul", "ap-northeast-2"),
+        ("Asia:Tokyo", "ap-northeast-1"),
+        ("Oceania:Sydney", "ap-southeast-2"),
+    ];
+    REGIONS
+        .iter()
+        .find(|(name, _)| *name == location)
+        .map(|(_, region)| *region)
 }
 
 /// Database engine.
