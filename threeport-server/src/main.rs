@@ -288,18 +288,7 @@ async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
         metrics: Arc::new(Mutex::new(prometheus_client::registry::Registry::default())),
     };
     let clusters: Arc<dyn ClusterProvider> = Arc::new(KubeClusters::new(sealer.clone()));
-    let mut running = Vec::new();
-    for name in controllers {
-        let backends = Backends {
-            store: plane.store.clone(),
-            bus: plane.bus.clone(),
-            locker: plane.locker.clone(),
-        };
-        running.push(
-            controllers::spawn(name, backends, &clusters, &ops.metrics, shutdown.clone())
-                .map_err(|e| e.to_string())?,
-        );
-    }
+    let running = spawn_controllers(controllers, &plane, &clusters, &ops, &shutdown)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -359,18 +348,7 @@ async fn controller(
     let shutdown = CancellationToken::new();
     let clusters: Arc<dyn ClusterProvider> =
         Arc::new(KubeClusters::new(Arc::new(plane_args.sealer()?)));
-    let mut running = Vec::new();
-    for name in names {
-        let backends = Backends {
-            store: plane.store.clone(),
-            bus: plane.bus.clone(),
-            locker: plane.locker.clone(),
-        };
-        running.push(
-            controllers::spawn(name, backends, &clusters, &ops.metrics, shutdown.clone())
-                .map_err(|e| e.to_string())?,
-        );
-    }
+    let running = spawn_controllers(names, &plane, &clusters, &ops, &shutdown)?;
     println!(
         "threeport controllers {} running ({})",
         names.join(", "),
@@ -404,6 +382,34 @@ async fn controller(
         let _ = endpoints.await;
     }
     Ok(())
+}
+
+/// Starts the named controllers on `plane`'s backends.
+fn spawn_controllers(
+    names: &[impl AsRef<str>],
+    plane: &plane::Plane,
+    clusters: &Arc<dyn ClusterProvider>,
+    ops: &Ops,
+    shutdown: &CancellationToken,
+) -> Result<Vec<tokio::task::JoinHandle<threeport_core::Result<()>>>, String> {
+    names
+        .iter()
+        .map(|name| {
+            let backends = Backends {
+                store: plane.store.clone(),
+                bus: plane.bus.clone(),
+                locker: plane.locker.clone(),
+            };
+            controllers::spawn(
+                name.as_ref(),
+                backends,
+                clusters,
+                &ops.metrics,
+                shutdown.clone(),
+            )
+            .map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
 /// Ctrl-C or SIGTERM.

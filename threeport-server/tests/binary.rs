@@ -306,36 +306,91 @@ mod postgres;
 #[path = "../../threeport-bus/tests/common/mod.rs"]
 mod nats;
 
+/// A control plane on PostgreSQL + NATS, as separate processes would run it: a fresh
+/// database, a NATS server, a token file and a shared encryption key; roles start on demand.
+struct Distributed {
+    nats: nats::NatsServer,
+    data: PathBuf,
+    plane: Vec<String>,
+    token: String,
+}
+
+impl Distributed {
+    async fn new() -> Self {
+        let database = postgres::fresh_postgres().await;
+        let nats = nats::NatsServer::start().await;
+        let data = temp_dir();
+        let minted = threeport_server::auth::mint_token().unwrap();
+        std::fs::write(data.join("tokens"), format!("{}\n", minted.hash)).unwrap();
+        let plane = vec![
+            "--database-url".to_owned(),
+            database,
+            "--nats-url".to_owned(),
+            nats.url.clone(),
+            "--encryption-key-file".to_owned(),
+            data.join("encryption.key").to_str().unwrap().to_owned(),
+        ];
+        Distributed {
+            nats,
+            data,
+            plane,
+            token: minted.token,
+        }
+    }
+
+    /// An `api` process.
+    async fn api(&self) -> Server {
+        let tokens = self.data.join("tokens");
+        let mut flags: Vec<&str> = self.plane.iter().map(String::as_str).collect();
+        flags.extend(["--token-file", tokens.to_str().unwrap()]);
+        let api = start("api", &self.data, &flags).await;
+        assert!(api.token.is_none(), "a given token file mints nothing");
+        api
+    }
+
+    /// A `controller <names>` process; returns it and the URL of its metrics.
+    async fn controllers(&self, names: &[&str]) -> (Server, String) {
+        let mut child = Command::new(BINARY)
+            .arg("controller")
+            .args(names)
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(&self.plane)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut metrics = None;
+        while let Ok(Ok(Some(line))) =
+            tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
+        {
+            if let Some(url) = line.strip_prefix("metrics on ") {
+                metrics = Some(url.to_owned());
+            }
+            if line == "ready" {
+                break;
+            }
+        }
+        let process = Server {
+            child,
+            base: String::new(),
+            token: None,
+        };
+        (process, metrics.expect("metrics address"))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_api_processes_share_postgres_and_nats() {
     use threeport_core::{Bus, SubscribeOptions};
 
-    let database = postgres::fresh_postgres().await;
-    let mut server = nats::NatsServer::start().await;
-    let data = temp_dir();
-    let minted = threeport_server::auth::mint_token().unwrap();
-    let token_file = data.join("tokens");
-    std::fs::write(&token_file, format!("{}\n", minted.hash)).unwrap();
-    let key_file = data.join("encryption.key");
-    let flags = [
-        "--database-url",
-        database.as_str(),
-        "--nats-url",
-        server.url.as_str(),
-        "--token-file",
-        token_file.to_str().unwrap(),
-        "--encryption-key-file",
-        key_file.to_str().unwrap(),
-    ];
-    let a = start("api", &data, &flags).await;
-    let b = start("api", &data, &flags).await;
-    assert!(
-        a.token.is_none() && b.token.is_none(),
-        "a given token file mints nothing"
-    );
+    let mut plane = Distributed::new().await;
+    let (a, b) = (plane.api().await, plane.api().await);
+    let minted_token = plane.token.clone();
 
     // Controllers would hear of every change through NATS.
-    let client = threeport_bus::connect(&server.url, Duration::from_secs(5))
+    let client = threeport_bus::connect(&plane.nats.url, Duration::from_secs(5))
         .await
         .unwrap();
     let bus = threeport_bus::NatsBus::new(client, threeport_bus::NatsConfig::default());
@@ -355,7 +410,7 @@ async fn two_api_processes_share_postgres_and_nats() {
     });
     let (status, created) = send(
         http.post(format!("{}/v0/aws-accounts", a.base))
-            .bearer_auth(&minted.token)
+            .bearer_auth(&minted_token)
             .json(&account),
     )
     .await;
@@ -364,7 +419,7 @@ async fn two_api_processes_share_postgres_and_nats() {
     // The other process sees it, and a write from a stale version loses there too.
     let (status, got) = send(
         http.get(format!("{}/v0/aws-accounts/{id}", b.base))
-            .bearer_auth(&minted.token),
+            .bearer_auth(&minted_token),
     )
     .await;
     assert_eq!(
@@ -373,14 +428,14 @@ async fn two_api_processes_share_postgres_and_nats() {
     );
     let (status, _) = send(
         http.patch(format!("{}/v0/aws-accounts/{id}", a.base))
-            .bearer_auth(&minted.token)
+            .bearer_auth(&minted_token)
             .json(&json!({"labels": {"by": "a"}})),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = send(
         http.patch(format!("{}/v0/aws-accounts/{id}", b.base))
-            .bearer_auth(&minted.token)
+            .bearer_auth(&minted_token)
             .header("If-Match", "1")
             .json(&json!({"labels": {"by": "b"}})),
     )
@@ -388,7 +443,7 @@ async fn two_api_processes_share_postgres_and_nats() {
     assert_eq!(status, StatusCode::CONFLICT);
     let (status, _) = send(
         http.post(format!("{}/v0/aws-accounts", b.base))
-            .bearer_auth(&minted.token)
+            .bearer_auth(&minted_token)
             .json(&account),
     )
     .await;
@@ -419,7 +474,7 @@ async fn two_api_processes_share_postgres_and_nats() {
     // Readiness follows the bus.
     let ready = http.get(format!("{}/readyz", a.base)).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
-    server.stop().await;
+    plane.nats.stop().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (status, body) = send(http.get(format!("{}/readyz", a.base))).await;
@@ -433,77 +488,27 @@ async fn two_api_processes_share_postgres_and_nats() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    server.restart().await;
+    plane.nats.restart().await;
     assert!(a.terminate().await.success());
     assert!(b.terminate().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_and_two_controller_processes_on_postgres_and_nats() {
-    let database = postgres::fresh_postgres().await;
-    let server = nats::NatsServer::start().await;
-    let data = temp_dir();
-    let minted = threeport_server::auth::mint_token().unwrap();
-    let token_file = data.join("tokens");
-    std::fs::write(&token_file, format!("{}\n", minted.hash)).unwrap();
-    let key_file = data.join("encryption.key");
-    let plane = [
-        "--database-url",
-        database.as_str(),
-        "--nats-url",
-        server.url.as_str(),
-        "--encryption-key-file",
-        key_file.to_str().unwrap(),
-    ];
-    let api = start(
-        "api",
-        &data,
-        &[&plane[..], &["--token-file", token_file.to_str().unwrap()]].concat(),
-    )
-    .await;
+    let plane = Distributed::new().await;
+    let api = plane.api().await;
     let mut controllers = Vec::new();
     for _ in 0..2 {
-        let mut child = Command::new(BINARY)
-            .args([
-                "controller",
-                "workload-definition",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .args(plane)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut metrics = None;
-        while let Ok(Ok(Some(line))) =
-            tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
-        {
-            if let Some(url) = line.strip_prefix("metrics on ") {
-                metrics = Some(url.to_owned());
-            }
-            if line == "ready" {
-                break;
-            }
-        }
-        controllers.push((
-            Server {
-                child,
-                base: String::new(),
-                token: None,
-            },
-            metrics.expect("metrics address"),
-        ));
+        controllers.push(plane.controllers(&["workload-definition"]).await);
     }
+    let minted_token = plane.token.clone();
 
     let http = common::http_client();
     let mut ids = Vec::new();
     for n in 0..20 {
         let (status, created) = send(
             http.post(format!("{}/v0/workload-definitions", api.base))
-                .bearer_auth(&minted.token)
+                .bearer_auth(&minted_token)
                 .json(&json!({"name": format!("web-{n}"), "spec": {"yaml_document": WEB}})),
         )
         .await;
@@ -511,7 +516,7 @@ async fn an_api_and_two_controller_processes_on_postgres_and_nats() {
         ids.push(created["id"].as_str().unwrap().to_owned());
     }
     for id in &ids {
-        let got = wait_reconciled(&http, &api.base, &minted.token, id).await;
+        let got = wait_reconciled(&http, &api.base, &minted_token, id).await;
         assert_eq!(got["status"]["details"]["resource_count"], 2);
     }
     let (_, records) = send(
@@ -519,7 +524,7 @@ async fn an_api_and_two_controller_processes_on_postgres_and_nats() {
             "{}/v0/workload-resource-definitions?limit=1000",
             api.base
         ))
-        .bearer_auth(&minted.token),
+        .bearer_auth(&minted_token),
     )
     .await;
     assert_eq!(
@@ -553,7 +558,7 @@ async fn an_api_and_two_controller_processes_on_postgres_and_nats() {
     // Deleting a definition removes its records too.
     let (status, _) = send(
         http.delete(format!("{}/v0/workload-definitions/{}", api.base, ids[0]))
-            .bearer_auth(&minted.token),
+            .bearer_auth(&minted_token),
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
@@ -561,7 +566,7 @@ async fn an_api_and_two_controller_processes_on_postgres_and_nats() {
     loop {
         let (status, _) = send(
             http.get(format!("{}/v0/workload-definitions/{}", api.base, ids[0]))
-                .bearer_auth(&minted.token),
+                .bearer_auth(&minted_token),
         )
         .await;
         if status == StatusCode::NOT_FOUND {
@@ -575,7 +580,7 @@ async fn an_api_and_two_controller_processes_on_postgres_and_nats() {
             "{}/v0/workload-resource-definitions?limit=1000",
             api.base
         ))
-        .bearer_auth(&minted.token),
+        .bearer_auth(&minted_token),
     )
     .await;
     assert_eq!(records["items"].as_array().unwrap().len(), 38);
@@ -775,58 +780,19 @@ async fn workloads_with_two_controller_replicas_on_postgres_and_nats() {
     let kube = FakeApiServer::start_with_token(MemoryCluster::new(), "cluster-token")
         .await
         .unwrap();
-    let database = postgres::fresh_postgres().await;
-    let nats_server = nats::NatsServer::start().await;
-    let data = temp_dir();
-    let minted = threeport_server::auth::mint_token().unwrap();
-    let token_file = data.join("tokens");
-    std::fs::write(&token_file, format!("{}\n", minted.hash)).unwrap();
-    let key_file = data.join("encryption.key");
-    let plane = [
-        "--database-url",
-        database.as_str(),
-        "--nats-url",
-        nats_server.url.as_str(),
-        "--encryption-key-file",
-        key_file.to_str().unwrap(),
+    let plane = Distributed::new().await;
+    let api = plane.api().await;
+    let names = [
+        "workload-definition",
+        "workload-instance",
+        "kubernetes-runtime",
     ];
-    let api = start(
-        "api",
-        &data,
-        &[&plane[..], &["--token-file", token_file.to_str().unwrap()]].concat(),
-    )
-    .await;
-    let mut replicas = Vec::new();
-    for _ in 0..2 {
-        let mut child = Command::new(BINARY)
-            .args([
-                "controller",
-                "workload-definition",
-                "workload-instance",
-                "kubernetes-runtime",
-            ])
-            .args(plane)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        while let Ok(Ok(Some(line))) =
-            tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
-        {
-            if line == "ready" {
-                break;
-            }
-        }
-        replicas.push(Server {
-            child,
-            base: String::new(),
-            token: None,
-        });
-    }
-    workload_lifecycle(&api.base, &minted.token, &kube).await;
-    for replica in replicas {
+    let replicas = [
+        plane.controllers(&names).await,
+        plane.controllers(&names).await,
+    ];
+    workload_lifecycle(&api.base, &plane.token, &kube).await;
+    for (replica, _) in replicas {
         assert!(replica.terminate().await.success());
     }
     assert!(api.terminate().await.success());
