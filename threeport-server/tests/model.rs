@@ -221,10 +221,10 @@ async fn every_kind_accepts_a_valid_spec_with_defaults_filled_in() {
     assert_eq!(response.status(), StatusCode::CONFLICT);
 }
 
-#[tokio::test]
-async fn secret_values_go_to_the_bus_not_the_store() {
+/// An API on a memory bus whose secret notifications the test receives, with an AWS account.
+async fn with_secret_listener() -> (Client, Box<dyn threeport_core::Subscription>, String) {
     let bus = Arc::new(MemoryBus::new());
-    let mut sub = bus
+    let sub = bus
         .subscribe(SubscribeOptions::new(
             "secret-definition-controller",
             "SecretDefinition",
@@ -245,6 +245,12 @@ async fn secret_values_go_to_the_bus_not_the_store() {
             }),
         )
         .await;
+    (client, sub, account)
+}
+
+#[tokio::test]
+async fn secret_values_go_to_the_bus_not_the_store() {
+    let (client, mut sub, account) = with_secret_listener().await;
     let id = client
         .create(
             "secret-definitions",
@@ -392,28 +398,7 @@ async fn random_input_on_every_route_never_gets_a_5xx() {
 
 #[tokio::test]
 async fn a_composite_workload_is_created_in_one_transaction() {
-    let bus = Arc::new(MemoryBus::new());
-    let mut secrets = bus
-        .subscribe(SubscribeOptions::new(
-            "secret-definition-controller",
-            "SecretDefinition",
-        ))
-        .await
-        .unwrap();
-    let client = Client {
-        http: common::http_client(),
-        base: serve(bus.clone()).await,
-    };
-    let account = client
-        .create(
-            "aws-accounts",
-            "main",
-            json!({
-                "account_id": "123456789012", "default_region": "us-east-1",
-                "credentials": {"role": {"role_arn": "arn:aws:iam::123456789012:role/x"}}
-            }),
-        )
-        .await;
+    let (client, mut secrets, account) = with_secret_listener().await;
     let workload = |name: &str, storage_gb: u32| {
         json!({
             "name": name,
