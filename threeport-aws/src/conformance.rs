@@ -3,7 +3,7 @@
 
 use threeport_core::{ErrorKind, SecretValues};
 
-use crate::{ObjectStorage, SecretStore};
+use crate::{DatabaseRequest, ObjectStorage, RelationalDatabases, SecretStore};
 
 /// Buckets: idempotent creation, the public-read flag both ways, deletion, bad names.
 pub async fn object_storage(storage: &dyn ObjectStorage, bucket: &str) {
@@ -54,4 +54,56 @@ pub async fn secret_store(store: &dyn SecretStore, name: &str) {
     assert!(store.delete_secret(name).await.expect("delete"));
     assert_eq!(store.secret_arn(name).await.expect("look up"), None);
     assert!(!store.delete_secret(name).await.expect("delete again"));
+}
+
+/// Databases: creation answers at once and resumes when repeated; the state reports an
+/// endpoint once available; deletion; bad input refused before AWS is asked.
+pub async fn relational_databases(databases: &dyn RelationalDatabases, identifier: &str) {
+    let request = DatabaseRequest {
+        identifier: identifier.to_owned(),
+        engine: "postgres".to_owned(),
+        engine_version: "16.4".to_owned(),
+        database_name: "orders".to_owned(),
+        port: 5432,
+        instance_class: "db.t3.micro".to_owned(),
+        storage_gb: 20,
+        backup_days: 7,
+        master_username: "threeport".to_owned(),
+        master_password: "a-long-generated-password".to_owned(),
+    };
+    assert_eq!(databases.database(identifier).await.expect("look up"), None);
+    databases.create_database(&request).await.expect("create");
+    databases
+        .create_database(&request)
+        .await
+        .expect("again: resumes, no duplicate");
+    let state = databases
+        .database(identifier)
+        .await
+        .expect("look up")
+        .expect("exists");
+    assert!(state.is_available(), "{state:?}");
+    assert_eq!(state.port, Some(5432));
+    assert!(databases.delete_database(identifier).await.expect("delete"));
+    let oracle = DatabaseRequest {
+        engine: "oracle".to_owned(),
+        ..request.clone()
+    };
+    let err = databases
+        .create_database(&oracle)
+        .await
+        .expect_err("unsupported engine");
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    let bad = DatabaseRequest {
+        identifier: "1-bad--id".to_owned(),
+        ..request
+    };
+    assert_eq!(
+        databases
+            .create_database(&bad)
+            .await
+            .expect_err("bad id")
+            .kind(),
+        ErrorKind::Invalid
+    );
 }

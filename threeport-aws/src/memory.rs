@@ -6,13 +6,17 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use threeport_core::{Result, SecretValues};
 
-use crate::{BucketState, ObjectStorage, SecretStore, validate_bucket_name};
+use crate::{
+    BucketState, DatabaseRequest, DatabaseState, ObjectStorage, RelationalDatabases, SecretStore,
+    validate_bucket_name,
+};
 
 /// Buckets and secrets of one pretend account, in memory.
 #[derive(Debug, Default)]
 pub struct MemoryAws {
     buckets: Mutex<HashMap<String, BucketState>>,
     secrets: Mutex<HashMap<String, SecretValues>>,
+    databases: Mutex<HashMap<String, DatabaseState>>,
 }
 
 impl MemoryAws {
@@ -72,5 +76,31 @@ impl SecretStore for MemoryAws {
 
     async fn delete_secret(&self, name: &str) -> Result<bool> {
         Ok(self.secrets.lock().unwrap().remove(name).is_some())
+    }
+}
+
+#[async_trait]
+impl RelationalDatabases for MemoryAws {
+    async fn create_database(&self, request: &DatabaseRequest) -> Result<()> {
+        request.validate()?;
+        // Available at once, as moto makes them.
+        self.databases
+            .lock()
+            .unwrap()
+            .entry(request.identifier.clone())
+            .or_insert_with(|| DatabaseState {
+                status: "available".to_owned(),
+                host: Some(format!("{}.memory.rds.local", request.identifier)),
+                port: Some(request.port),
+            });
+        Ok(())
+    }
+
+    async fn database(&self, identifier: &str) -> Result<Option<DatabaseState>> {
+        Ok(self.databases.lock().unwrap().get(identifier).cloned())
+    }
+
+    async fn delete_database(&self, identifier: &str) -> Result<bool> {
+        Ok(self.databases.lock().unwrap().remove(identifier).is_some())
     }
 }

@@ -4,7 +4,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use threeport_aws::{AwsConnection, MemoryAws, S3Storage, SecretsManagerStore, conformance};
+use threeport_aws::{
+    AwsConnection, MemoryAws, RdsDatabases, S3Storage, SecretsManagerStore, conformance,
+};
 use tokio::process::{Child, Command};
 
 /// A moto server on a free loopback port. The binary is `THREEPORT_MOTO_SERVER`, else
@@ -64,16 +66,19 @@ async fn memory_fake_passes() {
     let aws = MemoryAws::new();
     conformance::object_storage(&aws, &unique("bucket")).await;
     conformance::secret_store(&aws, &unique("secret")).await;
+    conformance::relational_databases(&aws, &unique("db")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_and_secrets_manager_pass_against_moto() {
+async fn s3_secrets_manager_and_rds_pass_against_moto() {
     let moto = moto().await;
     for region in ["us-east-1", "eu-west-3"] {
         let storage = S3Storage::new(&connection(&moto, region)).unwrap();
         conformance::object_storage(&storage, &unique("threeport")).await;
         let secrets = SecretsManagerStore::new(&connection(&moto, region)).unwrap();
         conformance::secret_store(&secrets, &unique("threeport/db")).await;
+        let databases = RdsDatabases::new(&connection(&moto, region)).unwrap();
+        conformance::relational_databases(&databases, &unique("orders")).await;
     }
 }
 

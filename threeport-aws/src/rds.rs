@@ -1,0 +1,91 @@
+//! [`RdsDatabases`]: [`RelationalDatabases`] on Amazon RDS.
+
+use async_trait::async_trait;
+use aws_sdk_rds::error::ProvideErrorMetadata;
+use threeport_core::Result;
+
+use crate::error::sdk_error;
+use crate::{AwsConnection, DatabaseRequest, DatabaseState, RelationalDatabases};
+
+/// RDS instances of one account and region.
+#[derive(Debug, Clone)]
+pub struct RdsDatabases {
+    client: aws_sdk_rds::Client,
+}
+
+impl RdsDatabases {
+    /// A client for `connection`.
+    pub fn new(connection: &AwsConnection) -> Result<Self> {
+        Ok(RdsDatabases {
+            client: aws_sdk_rds::Client::new(&connection.sdk_config()?),
+        })
+    }
+}
+
+#[async_trait]
+impl RelationalDatabases for RdsDatabases {
+    async fn create_database(&self, request: &DatabaseRequest) -> Result<()> {
+        request.validate()?;
+        let created = self
+            .client
+            .create_db_instance()
+            .db_instance_identifier(&request.identifier)
+            .engine(&request.engine)
+            .engine_version(&request.engine_version)
+            .db_name(&request.database_name)
+            .port(i32::from(request.port))
+            .db_instance_class(&request.instance_class)
+            .allocated_storage(i32::try_from(request.storage_gb).unwrap_or(i32::MAX))
+            .backup_retention_period(i32::try_from(request.backup_days).unwrap_or(35))
+            .master_username(&request.master_username)
+            .master_user_password(&request.master_password)
+            .send()
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            // Created by an earlier, interrupted attempt: resume, do not duplicate.
+            Err(err) if err.code() == Some("DBInstanceAlreadyExists") => Ok(()),
+            Err(err) => Err(sdk_error("database", err)),
+        }
+    }
+
+    async fn database(&self, identifier: &str) -> Result<Option<DatabaseState>> {
+        let described = self
+            .client
+            .describe_db_instances()
+            .db_instance_identifier(identifier)
+            .send()
+            .await;
+        let output = match described {
+            Ok(output) => output,
+            Err(err) if err.code() == Some("DBInstanceNotFound") => return Ok(None),
+            Err(err) => return Err(sdk_error("database", err)),
+        };
+        Ok(output.db_instances().first().map(|instance| DatabaseState {
+            status: instance.db_instance_status().unwrap_or_default().to_owned(),
+            host: instance
+                .endpoint()
+                .and_then(|e| e.address())
+                .map(str::to_owned),
+            port: instance
+                .endpoint()
+                .and_then(|e| e.port())
+                .and_then(|p| u16::try_from(p).ok()),
+        }))
+    }
+
+    async fn delete_database(&self, identifier: &str) -> Result<bool> {
+        let deleted = self
+            .client
+            .delete_db_instance()
+            .db_instance_identifier(identifier)
+            .skip_final_snapshot(true)
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => Ok(true),
+            Err(err) if err.code() == Some("DBInstanceNotFound") => Ok(false),
+            Err(err) => Err(sdk_error("database", err)),
+        }
+    }
+}
