@@ -1,49 +1,12 @@
 //! The SDK implementations against moto (an AWS API mock server on loopback), and the
 //! in-memory fake, pass the same checks.
 
-use std::process::Stdio;
-use std::time::Duration;
+mod common;
 
+use common::{Moto, moto};
 use threeport_aws::{
     AwsConnection, MemoryAws, RdsDatabases, S3Storage, SecretsManagerStore, conformance,
 };
-use tokio::process::{Child, Command};
-
-/// A moto server on a free loopback port. The binary is `THREEPORT_MOTO_SERVER`, else
-/// `moto_server` on PATH (`./scripts/test` installs moto).
-struct Moto {
-    _child: Child,
-    url: String,
-}
-
-async fn moto() -> Moto {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let binary =
-        std::env::var("THREEPORT_MOTO_SERVER").unwrap_or_else(|_| "moto_server".to_owned());
-    let child = Command::new(&binary)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("moto is required ({binary}; ./scripts/test installs it): {e}"));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(tokio::time::Instant::now() < deadline, "moto did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Moto {
-        _child: child,
-        url: format!("http://127.0.0.1:{port}"),
-    }
-}
 
 fn connection(moto: &Moto, region: &str) -> AwsConnection {
     AwsConnection {

@@ -52,6 +52,7 @@ async fn run(instances: usize) {
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .env("THREEPORT_LOG", "warn")
+        .env("THREEPORT_AWS_ENDPOINT", "http://127.0.0.1:9")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)

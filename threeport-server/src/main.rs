@@ -4,7 +4,8 @@
 //!   no flags: SQLite in `./threeport-data`, an in-process bus, on 127.0.0.1:1323.
 //! - `api`: the API and the outbox relay only (run any number behind a load balancer).
 //! - `controller <name>…`: one or more controllers (`workload-definition`,
-//!   `workload-instance`, `kubernetes-runtime`), any number of replicas.
+//!   `workload-instance`, `kubernetes-runtime`, `aws-bucket`, `aws-database`, `aws-secret`),
+//!   any number of replicas.
 //! - `token`: mints an API token and prints it (its hash can be appended to a token file).
 //!
 //! Every flag has an environment variable (`THREEPORT_…`); `--help` lists them.
@@ -18,7 +19,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use threeport_core::Backends;
 use threeport_core::{OutboxRelay, RelayConfig};
 use threeport_server::auth::{TokenSet, mint_token};
-use threeport_server::controllers::{ClusterProvider, KubeClusters};
+use threeport_server::controllers::{KubeClusters, Providers, SdkAws};
 use threeport_server::plane::{self, PlaneConfig};
 use threeport_server::tls::{TlsFiles, serve_tls, server_config};
 use threeport_server::{ApiState, Ops, Sealer, app, controllers, model, ops};
@@ -129,9 +130,21 @@ struct PlaneArgs {
     /// replica and controller of a control plane must share it.
     #[arg(long, env = "THREEPORT_ENCRYPTION_KEY_FILE")]
     encryption_key_file: Option<PathBuf>,
+    /// Send AWS API calls here instead of AWS (a local mock such as moto, for testing).
+    #[arg(long, env = "THREEPORT_AWS_ENDPOINT")]
+    aws_endpoint: Option<String>,
 }
 
 impl PlaneArgs {
+    /// What the controllers reach clusters and AWS through.
+    fn providers(&self, sealer: Arc<Sealer>) -> Providers {
+        Providers {
+            clusters: Arc::new(KubeClusters::new(sealer.clone())),
+            aws: Arc::new(SdkAws::new(sealer.clone(), self.aws_endpoint.clone())),
+            sealer,
+        }
+    }
+
     /// The sealer of secret fields.
     fn sealer(&self) -> Result<Sealer, String> {
         if let Ok(hex_key) = std::env::var("THREEPORT_ENCRYPTION_KEY") {
@@ -287,8 +300,8 @@ async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
         probes: plane.probes.clone(),
         metrics: Arc::new(Mutex::new(prometheus_client::registry::Registry::default())),
     };
-    let clusters: Arc<dyn ClusterProvider> = Arc::new(KubeClusters::new(sealer.clone()));
-    let running = spawn_controllers(controllers, &plane, &clusters, &ops, &shutdown)?;
+    let providers = args.plane.providers(sealer.clone());
+    let running = spawn_controllers(controllers, &plane, &providers, &ops, &shutdown)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -346,9 +359,8 @@ async fn controller(
         metrics: Arc::new(Mutex::new(prometheus_client::registry::Registry::default())),
     };
     let shutdown = CancellationToken::new();
-    let clusters: Arc<dyn ClusterProvider> =
-        Arc::new(KubeClusters::new(Arc::new(plane_args.sealer()?)));
-    let running = spawn_controllers(names, &plane, &clusters, &ops, &shutdown)?;
+    let providers = plane_args.providers(Arc::new(plane_args.sealer()?));
+    let running = spawn_controllers(names, &plane, &providers, &ops, &shutdown)?;
     println!(
         "threeport controllers {} running ({})",
         names.join(", "),
@@ -388,7 +400,7 @@ async fn controller(
 fn spawn_controllers(
     names: &[impl AsRef<str>],
     plane: &plane::Plane,
-    clusters: &Arc<dyn ClusterProvider>,
+    providers: &Providers,
     ops: &Ops,
     shutdown: &CancellationToken,
 ) -> Result<Vec<tokio::task::JoinHandle<threeport_core::Result<()>>>, String> {
@@ -403,7 +415,7 @@ fn spawn_controllers(
             controllers::spawn(
                 name.as_ref(),
                 backends,
-                clusters,
+                providers,
                 &ops.metrics,
                 shutdown.clone(),
             )

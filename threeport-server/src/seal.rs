@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use threeport_core::Error;
 
@@ -17,6 +18,7 @@ const PREFIX: &str = "sealed:v1:";
 /// Seals and opens field values with one key. Cheap to share behind an `Arc`.
 pub struct Sealer {
     key: LessSafeKey,
+    derivation: hmac::Key,
     random: SystemRandom,
 }
 
@@ -29,9 +31,14 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     /// A sealer with `key` (32 bytes).
     pub fn new(key: &[u8; 32]) -> Self {
+        let derivation = hmac::Key::new(
+            hmac::HMAC_SHA256,
+            &[b"threeport-derive:".as_slice(), key].concat(),
+        );
         let key = UnboundKey::new(&AES_256_GCM, key).expect("AES-256 takes a 32-byte key");
         Sealer {
             key: LessSafeKey::new(key),
+            derivation,
             random: SystemRandom::new(),
         }
     }
@@ -83,6 +90,14 @@ impl Sealer {
             )
         })?;
         Self::from_hex(&text)
+    }
+
+    /// A secret derived from the server's key and `label` (32 hex digits): the same every
+    /// time, so a credential a controller generated (a database's master password) can be
+    /// made again after a crash instead of being lost.
+    pub fn derive(&self, label: &str) -> String {
+        let tag = hmac::sign(&self.derivation, label.as_bytes());
+        hex::encode(&tag.as_ref()[..16])
     }
 
     /// Whether `value` is already sealed.
@@ -166,5 +181,12 @@ mod tests {
         );
         assert!(sealer.open("spec.token", "sealed:v1:00").is_err());
         assert!(Sealer::from_hex("abc").is_err());
+        assert_eq!(sealer.derive("a"), sealer.derive("a"));
+        assert_ne!(sealer.derive("a"), sealer.derive("b"));
+        assert_ne!(
+            sealer.derive("a"),
+            Sealer::ephemeral().unwrap().derive("a"),
+            "bound to the key"
+        );
     }
 }

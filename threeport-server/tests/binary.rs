@@ -37,6 +37,8 @@ async fn serve(data_dir: &Path, extra: &[&str]) -> Server {
 /// Starts a role (`serve`, `api`) on a free port and reads its banner.
 async fn start(role: &str, data_dir: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(BINARY)
+        // Any AWS call stays on this machine (nothing listens there).
+        .env("THREEPORT_AWS_ENDPOINT", "http://127.0.0.1:9")
         .args([role, "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(extra)
@@ -351,6 +353,7 @@ impl Distributed {
     /// A `controller <names>` process; returns it and the URL of its metrics.
     async fn controllers(&self, names: &[&str]) -> (Server, String) {
         let mut child = Command::new(BINARY)
+            .env("THREEPORT_AWS_ENDPOINT", "http://127.0.0.1:9")
             .arg("controller")
             .args(names)
             .args(["--metrics-listen", "127.0.0.1:0"])

@@ -327,9 +327,26 @@ pub struct AwsRelationalDatabaseInstance {
     pub workload_instance: ObjectId,
 }
 
+/// What the AWS controller created for a database instance (its inventory).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct DatabaseInstanceStatus {
+    /// RDS instance identifier.
+    pub identifier: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Endpoint host, once available.
+    pub host: Option<String>,
+    /// Endpoint port, once available.
+    pub port: Option<u16>,
+    /// Master user.
+    pub master_username: Option<String>,
+    /// Master password, sealed with the server's key (`sealed:v1:…`).
+    pub master_password: Option<String>,
+}
+
 impl ApiObject for AwsRelationalDatabaseInstance {
     const KIND: &'static str = "AwsRelationalDatabaseInstance";
-    type Status = ();
+    type Status = DatabaseInstanceStatus;
     fn references(&self) -> Vec<Reference> {
         vec![
             reference::<AwsRelationalDatabaseDefinition>("definition", self.definition),
@@ -390,9 +407,18 @@ pub struct AwsObjectStorageBucketInstance {
     pub workload_instance: ObjectId,
 }
 
+/// What the AWS controller created for a bucket instance (its inventory).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct BucketInstanceStatus {
+    /// Bucket name.
+    pub bucket: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+}
+
 impl ApiObject for AwsObjectStorageBucketInstance {
     const KIND: &'static str = "AwsObjectStorageBucketInstance";
-    type Status = ();
+    type Status = BucketInstanceStatus;
     fn references(&self) -> Vec<Reference> {
         vec![
             reference::<AwsObjectStorageBucketDefinition>("definition", self.definition),

@@ -100,9 +100,16 @@ pub struct SecretDefinition {
     pub aws_account: ObjectId,
 }
 
+/// Where the secret's values were stored (never the values).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct SecretDefinitionStatus {
+    /// Secrets Manager ARN, once the values arrived and were stored.
+    pub arn: Option<String>,
+}
+
 impl ApiObject for SecretDefinition {
     const KIND: &'static str = "SecretDefinition";
-    type Status = ();
+    type Status = SecretDefinitionStatus;
     fn references(&self) -> Vec<Reference> {
         vec![reference::<AwsAccount>("aws_account", self.aws_account)]
     }

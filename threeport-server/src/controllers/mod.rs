@@ -1,5 +1,6 @@
 //! The controllers this build has, by the name `threeport-server controller <name>` takes.
 
+mod aws;
 mod clusters;
 mod runtime;
 mod workload_definition;
@@ -12,6 +13,10 @@ use threeport_core::{Backends, Controller, ControllerConfig, ControllerMetrics, 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use aws::{
+    AwsProvider, AwsServices, BucketReconciler, DatabaseReconciler, FixedAws, SdkAws,
+    SecretReconciler, master_password,
+};
 pub use clusters::{ClusterProvider, KubeClusters, SingleCluster};
 pub use runtime::RuntimeReconciler;
 pub use workload_definition::{WorkloadDefinitionReconciler, split_manifests};
@@ -22,19 +27,34 @@ pub const AVAILABLE: &[&str] = &[
     "workload-definition",
     "workload-instance",
     "kubernetes-runtime",
+    "aws-bucket",
+    "aws-database",
+    "aws-secret",
 ];
 
+/// What controllers reach the outside world through.
+#[derive(Debug, Clone)]
+pub struct Providers {
+    /// Kubernetes clusters.
+    pub clusters: Arc<dyn ClusterProvider>,
+    /// AWS accounts.
+    pub aws: Arc<dyn AwsProvider>,
+    /// Seals what controllers keep secret in status (database passwords).
+    pub sealer: Arc<crate::Sealer>,
+}
+
 /// Starts controller `name` on `backends` until `shutdown`, its metrics in `metrics`;
-/// controllers that reach clusters do so through `clusters`.
+/// controllers that reach clusters or AWS do so through `providers`.
 ///
 /// Errors: `Invalid` (field `controller`) for a name not in [`AVAILABLE`].
 pub fn spawn(
     name: &str,
     backends: Backends,
-    clusters: &Arc<dyn ClusterProvider>,
+    providers: &Providers,
     metrics: &Arc<Mutex<Registry>>,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<Result<()>>> {
+    let clusters = &providers.clusters;
     let group = format!("{name}-controller");
     let registered = ControllerMetrics::register(&mut metrics.lock().unwrap(), &group);
     let config = ControllerConfig {
@@ -56,6 +76,27 @@ pub fn spawn(
         )),
         "kubernetes-runtime" => Ok(tokio::spawn(
             Controller::new(RuntimeReconciler::new(clusters.clone()), backends)
+                .with_config(config)
+                .with_metrics(registered)
+                .run(shutdown),
+        )),
+        "aws-bucket" => Ok(tokio::spawn(
+            Controller::new(BucketReconciler::new(providers.aws.clone()), backends)
+                .with_config(config)
+                .with_metrics(registered)
+                .run(shutdown),
+        )),
+        "aws-database" => Ok(tokio::spawn(
+            Controller::new(
+                DatabaseReconciler::new(providers.aws.clone(), providers.sealer.clone()),
+                backends,
+            )
+            .with_config(config)
+            .with_metrics(registered)
+            .run(shutdown),
+        )),
+        "aws-secret" => Ok(tokio::spawn(
+            Controller::new(SecretReconciler::new(providers.aws.clone()), backends)
                 .with_config(config)
                 .with_metrics(registered)
                 .run(shutdown),

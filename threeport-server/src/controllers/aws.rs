@@ -1,0 +1,430 @@
+//! The AWS controllers: S3 buckets, Secrets Manager secrets and RDS databases for workloads.
+//!
+//! Every cloud resource gets a name derived from its object's id, recorded in the object's
+//! status as the controller's inventory: an interrupted create finds the same name again and
+//! resumes (the operations are idempotent) instead of making a second one, and deletion tears
+//! down what the inventory lists. A reconcile never deletes anything: only the cleanup of an
+//! object whose deletion was requested does (Threeport once deleted healthy clusters after a
+//! controller restart, its issue #113). Long creations (RDS) return at once and requeue to
+//! poll, so no worker waits on AWS. Credentials a controller makes (an RDS master password)
+//! are derived from the server's key and the object's id, so a resumed create knows them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use threeport_api::model::{
+    AwsAccount, AwsCredentials, AwsObjectStorageBucketDefinition, AwsObjectStorageBucketInstance,
+    AwsRelationalDatabaseDefinition, AwsRelationalDatabaseInstance, MachineSize, SecretDefinition,
+    WorkloadInstance,
+};
+use threeport_aws::{
+    AwsConnection, DatabaseRequest, ObjectStorage, RdsDatabases, RelationalDatabases, S3Storage,
+    SecretStore, SecretsManagerStore,
+};
+use threeport_core::object::EventType;
+use threeport_core::{
+    Action, Context, Error, Object, ObjectId, ReconcileError, Reconciler, Result,
+};
+
+use crate::seal::Sealer;
+
+/// How often a resource being created or deleted is looked at again.
+const POLL: Duration = Duration::from_secs(15);
+
+/// The AWS services of one account and region.
+#[derive(Debug, Clone)]
+pub struct AwsServices {
+    /// S3.
+    pub storage: Arc<dyn ObjectStorage>,
+    /// Secrets Manager.
+    pub secrets: Arc<dyn SecretStore>,
+    /// RDS.
+    pub databases: Arc<dyn RelationalDatabases>,
+}
+
+/// Gives the AWS services of an account.
+#[async_trait]
+pub trait AwsProvider: Send + Sync + std::fmt::Debug + 'static {
+    /// The services of `account` in `region`.
+    async fn services(&self, account: &Object<AwsAccount>, region: &str) -> Result<AwsServices>;
+}
+
+/// Real AWS through the SDK, with the account's access keys (opened with the server's key),
+/// or any endpoint that speaks the AWS APIs (moto, for tests).
+#[derive(Debug)]
+pub struct SdkAws {
+    sealer: Arc<Sealer>,
+    endpoint: Option<String>,
+}
+
+impl SdkAws {
+    /// AWS itself, or the API at `endpoint`.
+    pub fn new(sealer: Arc<Sealer>, endpoint: Option<String>) -> Self {
+        SdkAws { sealer, endpoint }
+    }
+}
+
+#[async_trait]
+impl AwsProvider for SdkAws {
+    async fn services(&self, account: &Object<AwsAccount>, region: &str) -> Result<AwsServices> {
+        let (access_key_id, secret_access_key) = match &account.spec.credentials {
+            AwsCredentials::AccessKeys {
+                access_key_id,
+                secret_access_key,
+            } => (
+                access_key_id.clone(),
+                self.sealer.open(
+                    "spec.credentials.access_keys.secret_access_key",
+                    secret_access_key,
+                )?,
+            ),
+            AwsCredentials::Role { .. } => {
+                return Err(Error::invalid(
+                    "credentials",
+                    "role assumption is not supported by this build yet; give access keys",
+                ));
+            }
+        };
+        let connection = AwsConnection {
+            region: region.to_owned(),
+            access_key_id,
+            secret_access_key,
+            endpoint: self.endpoint.clone(),
+        };
+        Ok(AwsServices {
+            storage: Arc::new(S3Storage::new(&connection)?),
+            secrets: Arc::new(SecretsManagerStore::new(&connection)?),
+            databases: Arc::new(RdsDatabases::new(&connection)?),
+        })
+    }
+}
+
+/// The same services for every account (tests, with `threeport_aws::MemoryAws`).
+#[derive(Debug, Clone)]
+pub struct FixedAws(pub AwsServices);
+
+#[async_trait]
+impl AwsProvider for FixedAws {
+    async fn services(&self, _: &Object<AwsAccount>, _: &str) -> Result<AwsServices> {
+        Ok(self.0.clone())
+    }
+}
+
+/// A cloud name for an object: `tp-<workload>-<8 hex of the id>`, lower case, within `max`.
+fn cloud_name(workload: &str, id: ObjectId, max: usize) -> String {
+    let suffix = id.0.simple().to_string();
+    let suffix = &suffix[suffix.len() - 8..];
+    let mut base: String = workload
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    base.truncate(max.saturating_sub(suffix.len() + 4));
+    let base = base.trim_matches('-');
+    if base.is_empty() {
+        format!("tp-{suffix}")
+    } else {
+        format!("tp-{base}-{suffix}")
+    }
+}
+
+/// The account and services behind an object with an `aws_account`.
+async fn account_services(
+    aws: &Arc<dyn AwsProvider>,
+    ctx: &Context,
+    account: ObjectId,
+) -> std::result::Result<(AwsServices, String), ReconcileError> {
+    let account = ctx.api::<AwsAccount>().get(account).await?;
+    let region = account.spec.default_region.clone();
+    let services = aws.services(&account, &region).await?;
+    Ok((services, region))
+}
+
+/// Reconciles `AwsObjectStorageBucketInstance`: a bucket for the workload.
+#[derive(Debug, Clone)]
+pub struct BucketReconciler {
+    aws: Arc<dyn AwsProvider>,
+}
+
+impl BucketReconciler {
+    /// A controller reaching AWS through `aws`.
+    pub fn new(aws: Arc<dyn AwsProvider>) -> Self {
+        BucketReconciler { aws }
+    }
+}
+
+#[async_trait]
+impl Reconciler for BucketReconciler {
+    type Object = AwsObjectStorageBucketInstance;
+
+    async fn reconcile(
+        &self,
+        instance: &mut Object<AwsObjectStorageBucketInstance>,
+        ctx: &Context,
+    ) -> std::result::Result<Action, ReconcileError> {
+        let definition = ctx
+            .api::<AwsObjectStorageBucketDefinition>()
+            .get(instance.spec.definition)
+            .await?;
+        let workload = ctx
+            .api::<WorkloadInstance>()
+            .get(instance.spec.workload_instance)
+            .await?;
+        let (services, region) =
+            account_services(&self.aws, ctx, definition.spec.aws_account).await?;
+        let bucket = instance
+            .status
+            .details
+            .bucket
+            .clone()
+            .unwrap_or_else(|| cloud_name(&workload.meta.name, instance.id(), 63));
+        services
+            .storage
+            .ensure_bucket(&bucket, definition.spec.public_read_access)
+            .await?;
+        instance.status.details.bucket = Some(bucket);
+        instance.status.details.region = Some(region);
+        Ok(Action::Done)
+    }
+
+    async fn cleanup(
+        &self,
+        instance: &mut Object<AwsObjectStorageBucketInstance>,
+        ctx: &Context,
+    ) -> std::result::Result<Action, ReconcileError> {
+        let Some(bucket) = instance.status.details.bucket.clone() else {
+            return Ok(Action::Done);
+        };
+        let definition = ctx
+            .api::<AwsObjectStorageBucketDefinition>()
+            .get(instance.spec.definition)
+            .await?;
+        let (services, _) = account_services(&self.aws, ctx, definition.spec.aws_account).await?;
+        services.storage.delete_bucket(&bucket).await?;
+        Ok(Action::Done)
+    }
+}
+
+/// Reconciles `SecretDefinition`: stores the values its creation carried in Secrets Manager.
+#[derive(Debug, Clone)]
+pub struct SecretReconciler {
+    aws: Arc<dyn AwsProvider>,
+}
+
+impl SecretReconciler {
+    /// A controller reaching AWS through `aws`.
+    pub fn new(aws: Arc<dyn AwsProvider>) -> Self {
+        SecretReconciler { aws }
+    }
+}
+
+fn secret_name(definition: &Object<SecretDefinition>) -> String {
+    format!("threeport/{}", definition.meta.name)
+}
+
+#[async_trait]
+impl Reconciler for SecretReconciler {
+    type Object = SecretDefinition;
+
+    async fn reconcile(
+        &self,
+        definition: &mut Object<SecretDefinition>,
+        ctx: &Context,
+    ) -> std::result::Result<Action, ReconcileError> {
+        let Some(values) = ctx.secret() else {
+            // The plain notification of the creation: the values come with their own.
+            if definition.status.details.arn.is_none() {
+                definition.status.record_event(
+                    EventType::Normal,
+                    "WaitingForValues",
+                    "the secret values travel with their own notification",
+                );
+            }
+            return Ok(Action::Done);
+        };
+        let (services, _) = account_services(&self.aws, ctx, definition.spec.aws_account).await?;
+        let arn = services
+            .secrets
+            .put_secret(&secret_name(definition), values)
+            .await?;
+        definition.status.details.arn = Some(arn);
+        definition.status.record_event(
+            EventType::Normal,
+            "Stored",
+            "the values are in Secrets Manager",
+        );
+        Ok(Action::Done)
+    }
+
+    async fn cleanup(
+        &self,
+        definition: &mut Object<SecretDefinition>,
+        ctx: &Context,
+    ) -> std::result::Result<Action, ReconcileError> {
+        if definition.status.details.arn.is_none() {
+            return Ok(Action::Done);
+        }
+        let (services, _) = account_services(&self.aws, ctx, definition.spec.aws_account).await?;
+        services
+            .secrets
+            .delete_secret(&secret_name(definition))
+            .await?;
+        Ok(Action::Done)
+    }
+}
+
+/// Reconciles `AwsRelationalDatabaseInstance`: an RDS instance for the workload.
+#[derive(Debug, Clone)]
+pub struct DatabaseReconciler {
+    aws: Arc<dyn AwsProvider>,
+    sealer: Arc<Sealer>,
+}
+
+impl DatabaseReconciler {
+    /// A controller reaching AWS through `aws`, keeping master passwords sealed with `sealer`.
+    pub fn new(aws: Arc<dyn AwsProvider>, sealer: Arc<Sealer>) -> Self {
+        DatabaseReconciler { aws, sealer }
+    }
+}
+
+fn instance_class(size: MachineSize) -> &'static str {
+    match size {
+        MachineSize::XSmall => "db.t3.micro",
+        MachineSize::Small => "db.t3.small",
+        MachineSize::Medium => "db.m6i.large",
+        MachineSize::Large => "db.m6i.2xlarge",
+        MachineSize::XLarge => "db.m6i.4xlarge",
+    }
+}
+
+/// The master password of a database instance: derived from the server's key and the
+/// object's id, so a create interrupted before anything was recorded resumes with the same one.
+pub fn master_password(sealer: &Sealer, instance: ObjectId) -> String {
+    sealer.derive(&format!("rds-master-password:{instance}"))
+}
+
+const PASSWORD_FIELD: &str = "status.details.master_password";
+
+#[async_trait]
+impl Reconciler for DatabaseReconciler {
+    type Object = AwsRelationalDatabaseInstance;
+
+    async fn reconcile(
+        &self,
+        instance: &mut Object<AwsRelationalDatabaseInstance>,
+        ctx: &Context,
+    ) -> std::result::Result<Action, ReconcileError> {
+        let definition = ctx
+            .api::<AwsRelationalDatabaseDefinition>()
+            .get(instance.spec.definition)
+            .await?;
+        let workload = ctx
+            .api::<WorkloadInstance>()
+            .get(instance.spec.workload_instance)
+            .await?;
+        let (services, region) =
+            account_services(&self.aws, ctx, definition.spec.aws_account).await?;
+        let id = instance.id();
+        let status = &mut instance.status.details;
+        let identifier = status
+            .identifier
+            .clone()
+            .unwrap_or_else(|| cloud_name(&workload.meta.name, id, 63));
+        // The inventory first: whatever happens next, the identifier is known.
+        status.identifier = Some(identifier.clone());
+        status.region = Some(region);
+        match services.databases.database(&identifier).await? {
+            None => {
+                let password = master_password(&self.sealer, id);
+                status.master_password = Some(self.sealer.seal(PASSWORD_FIELD, &password)?);
+                status.master_username = Some("threeport".to_owned());
+                let spec = &definition.spec;
+                let engine = serde_json::to_value(spec.engine)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                services
+                    .databases
+                    .create_database(&DatabaseRequest {
+                        identifier: identifier.clone(),
+                        engine,
+                        engine_version: spec.engine_version.clone(),
+                        database_name: spec.database_name.clone(),
+                        port: spec.database_port,
+                        instance_class: instance_class(spec.machine_size).to_owned(),
+                        storage_gb: spec.storage_gb,
+                        backup_days: spec.backup_days,
+                        master_username: "threeport".to_owned(),
+                        master_password: password,
+                    })
+                    .await?;
+                instance.status.record_event(
+                    EventType::Normal,
+                    "Creating",
+                    format!("RDS instance {identifier} requested"),
+                );
+                Ok(Action::RequeueAfter(POLL))
+            }
+            Some(state) if state.is_available() => {
+                // Also after a resumed create: the password is derived, not remembered.
+                if status.master_password.is_none() {
+                    let password = master_password(&self.sealer, id);
+                    status.master_password = Some(self.sealer.seal(PASSWORD_FIELD, &password)?);
+                    status.master_username = Some("threeport".to_owned());
+                }
+                status.host = state.host;
+                status.port = state.port;
+                Ok(Action::Done)
+            }
+            Some(_) => Ok(Action::RequeueAfter(POLL)),
+        }
+    }
+
+    async fn cleanup(
+        &self,
+        instance: &mut Object<AwsRelationalDatabaseInstance>,
+        ctx: &Context,
+    ) -> std::result::Result<Action, ReconcileError> {
+        let Some(identifier) = instance.status.details.identifier.clone() else {
+            return Ok(Action::Done);
+        };
+        let definition = ctx
+            .api::<AwsRelationalDatabaseDefinition>()
+            .get(instance.spec.definition)
+            .await?;
+        let (services, _) = account_services(&self.aws, ctx, definition.spec.aws_account).await?;
+        match services.databases.database(&identifier).await? {
+            None => Ok(Action::Done),
+            Some(state) if state.status == "deleting" => Ok(Action::RequeueAfter(POLL)),
+            Some(_) => {
+                services.databases.delete_database(&identifier).await?;
+                // Gone at once in the fake and moto; RDS takes minutes: look again.
+                match services.databases.database(&identifier).await? {
+                    None => Ok(Action::Done),
+                    Some(_) => Ok(Action::RequeueAfter(POLL)),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cloud_name;
+    use threeport_core::ObjectId;
+
+    #[test]
+    fn cloud_names_are_dns_safe_and_bounded() {
+        let id = ObjectId::new();
+        let name = cloud_name("Shop_Front!", id, 63);
+        assert!(name.starts_with("tp-shop-front"), "{name}");
+        assert!(name.len() <= 63);
+        assert_eq!(
+            name,
+            cloud_name("Shop_Front!", id, 63),
+            "deterministic: a resumed create finds it"
+        );
+        assert!(cloud_name(&"x".repeat(100), id, 63).len() <= 63);
+    }
+}
