@@ -65,6 +65,47 @@ fn memory_aws(fake: &Arc<MemoryAws>) -> Arc<dyn AwsProvider> {
     }))
 }
 
+/// An account with `credentials`, a bucket definition and a bucket instance for a workload.
+async fn bucket_instance(
+    memory: &MemoryBackends,
+    credentials: AwsCredentials,
+    public_read: bool,
+) -> (
+    Api<AwsObjectStorageBucketInstance>,
+    Object<AwsObjectStorageBucketInstance>,
+) {
+    let store = memory.store.clone();
+    let account = Api::<AwsAccount>::new(store.clone())
+        .create("main", account(credentials))
+        .await
+        .unwrap();
+    let definition = Api::<AwsObjectStorageBucketDefinition>::new(store.clone())
+        .create(
+            "assets",
+            AwsObjectStorageBucketDefinition {
+                aws_account: account.id(),
+                public_read_access: public_read,
+                workload_service_account_name: "web".into(),
+                workload_bucket_env_var: "BUCKET".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let workload = workload(memory).await;
+    let buckets = Api::<AwsObjectStorageBucketInstance>::new(store);
+    let instance = buckets
+        .create(
+            "assets",
+            AwsObjectStorageBucketInstance {
+                definition: definition.id(),
+                workload_instance: workload.id(),
+            },
+        )
+        .await
+        .unwrap();
+    (buckets, instance)
+}
+
 #[tokio::test]
 async fn buckets_survive_controller_restarts_and_go_with_their_instance() {
     let memory = MemoryBackends::new();
@@ -77,35 +118,7 @@ async fn buckets_survive_controller_restarts_and_go_with_their_instance() {
             .run(first.clone()),
     );
 
-    let store = memory.store.clone();
-    let account = Api::<AwsAccount>::new(store.clone())
-        .create("main", account(role()))
-        .await
-        .unwrap();
-    let definition = Api::<AwsObjectStorageBucketDefinition>::new(store.clone())
-        .create(
-            "assets",
-            AwsObjectStorageBucketDefinition {
-                aws_account: account.id(),
-                public_read_access: true,
-                workload_service_account_name: "web".into(),
-                workload_bucket_env_var: "BUCKET".into(),
-            },
-        )
-        .await
-        .unwrap();
-    let workload = workload(&memory).await;
-    let buckets = Api::<AwsObjectStorageBucketInstance>::new(store.clone());
-    let instance = buckets
-        .create(
-            "assets",
-            AwsObjectStorageBucketInstance {
-                definition: definition.id(),
-                workload_instance: workload.id(),
-            },
-        )
-        .await
-        .unwrap();
+    let (buckets, instance) = bucket_instance(&memory, role(), true).await;
     let done = tokio::time::timeout(
         WAIT,
         buckets.wait_until(instance.id(), |o| o.is_reconciled()),
@@ -361,45 +374,15 @@ async fn a_bucket_through_the_sdk_against_moto() {
     tokio::spawn(
         Controller::new(BucketReconciler::new(provider), memory.backends()).run(shutdown.clone()),
     );
-    let store = memory.store.clone();
     // As the API stores it: the secret access key sealed.
     let sealed = sealer
         .seal("spec.credentials.access_keys.secret_access_key", "testing")
         .unwrap();
-    let account = Api::<AwsAccount>::new(store.clone())
-        .create(
-            "main",
-            account(AwsCredentials::AccessKeys {
-                access_key_id: "testing".into(),
-                secret_access_key: sealed,
-            }),
-        )
-        .await
-        .unwrap();
-    let definition = Api::<AwsObjectStorageBucketDefinition>::new(store.clone())
-        .create(
-            "assets",
-            AwsObjectStorageBucketDefinition {
-                aws_account: account.id(),
-                public_read_access: false,
-                workload_service_account_name: "web".into(),
-                workload_bucket_env_var: "BUCKET".into(),
-            },
-        )
-        .await
-        .unwrap();
-    let workload = workload(&memory).await;
-    let buckets = Api::<AwsObjectStorageBucketInstance>::new(store.clone());
-    let instance = buckets
-        .create(
-            "assets",
-            AwsObjectStorageBucketInstance {
-                definition: definition.id(),
-                workload_instance: workload.id(),
-            },
-        )
-        .await
-        .unwrap();
+    let credentials = AwsCredentials::AccessKeys {
+        access_key_id: "testing".into(),
+        secret_access_key: sealed,
+    };
+    let (buckets, instance) = bucket_instance(&memory, credentials, false).await;
     let done = tokio::time::timeout(
         Duration::from_secs(30),
         buckets.wait_until(instance.id(), |o| o.is_reconciled()),

@@ -141,6 +141,42 @@ async fn account_services(
     Ok((services, region))
 }
 
+/// A service definition that names the AWS account its resources live in.
+trait InAccount: threeport_core::ApiObject {
+    fn aws_account(&self) -> ObjectId;
+}
+
+impl InAccount for AwsObjectStorageBucketDefinition {
+    fn aws_account(&self) -> ObjectId {
+        self.aws_account
+    }
+}
+
+impl InAccount for AwsRelationalDatabaseDefinition {
+    fn aws_account(&self) -> ObjectId {
+        self.aws_account
+    }
+}
+
+/// A service instance's definition, and the AWS services and region of its account.
+async fn definition_services<D: InAccount>(
+    aws: &Arc<dyn AwsProvider>,
+    ctx: &Context,
+    definition: ObjectId,
+) -> std::result::Result<(Object<D>, AwsServices, String), ReconcileError> {
+    let definition = ctx.api::<D>().get(definition).await?;
+    let (services, region) = account_services(aws, ctx, definition.spec.aws_account()).await?;
+    Ok((definition, services, region))
+}
+
+/// The name of the workload instance a service serves (for cloud names).
+async fn workload_name(
+    ctx: &Context,
+    workload: ObjectId,
+) -> std::result::Result<String, ReconcileError> {
+    Ok(ctx.api::<WorkloadInstance>().get(workload).await?.meta.name)
+}
+
 /// Reconciles `AwsObjectStorageBucketInstance`: a bucket for the workload.
 #[derive(Debug, Clone)]
 pub struct BucketReconciler {
@@ -163,22 +199,20 @@ impl Reconciler for BucketReconciler {
         instance: &mut Object<AwsObjectStorageBucketInstance>,
         ctx: &Context,
     ) -> std::result::Result<Action, ReconcileError> {
-        let definition = ctx
-            .api::<AwsObjectStorageBucketDefinition>()
-            .get(instance.spec.definition)
+        let (definition, services, region) =
+            definition_services::<AwsObjectStorageBucketDefinition>(
+                &self.aws,
+                ctx,
+                instance.spec.definition,
+            )
             .await?;
-        let workload = ctx
-            .api::<WorkloadInstance>()
-            .get(instance.spec.workload_instance)
-            .await?;
-        let (services, region) =
-            account_services(&self.aws, ctx, definition.spec.aws_account).await?;
+        let workload = workload_name(ctx, instance.spec.workload_instance).await?;
         let bucket = instance
             .status
             .details
             .bucket
             .clone()
-            .unwrap_or_else(|| cloud_name(&workload.meta.name, instance.id(), 63));
+            .unwrap_or_else(|| cloud_name(&workload, instance.id(), 63));
         services
             .storage
             .ensure_bucket(&bucket, definition.spec.public_read_access)
@@ -196,11 +230,12 @@ impl Reconciler for BucketReconciler {
         let Some(bucket) = instance.status.details.bucket.clone() else {
             return Ok(Action::Done);
         };
-        let definition = ctx
-            .api::<AwsObjectStorageBucketDefinition>()
-            .get(instance.spec.definition)
-            .await?;
-        let (services, _) = account_services(&self.aws, ctx, definition.spec.aws_account).await?;
+        let (_, services, _) = definition_services::<AwsObjectStorageBucketDefinition>(
+            &self.aws,
+            ctx,
+            instance.spec.definition,
+        )
+        .await?;
         services.storage.delete_bucket(&bucket).await?;
         Ok(Action::Done)
     }
@@ -315,22 +350,20 @@ impl Reconciler for DatabaseReconciler {
         instance: &mut Object<AwsRelationalDatabaseInstance>,
         ctx: &Context,
     ) -> std::result::Result<Action, ReconcileError> {
-        let definition = ctx
-            .api::<AwsRelationalDatabaseDefinition>()
-            .get(instance.spec.definition)
+        let (definition, services, region) =
+            definition_services::<AwsRelationalDatabaseDefinition>(
+                &self.aws,
+                ctx,
+                instance.spec.definition,
+            )
             .await?;
-        let workload = ctx
-            .api::<WorkloadInstance>()
-            .get(instance.spec.workload_instance)
-            .await?;
-        let (services, region) =
-            account_services(&self.aws, ctx, definition.spec.aws_account).await?;
+        let workload = workload_name(ctx, instance.spec.workload_instance).await?;
         let id = instance.id();
         let status = &mut instance.status.details;
         let identifier = status
             .identifier
             .clone()
-            .unwrap_or_else(|| cloud_name(&workload.meta.name, id, 63));
+            .unwrap_or_else(|| cloud_name(&workload, id, 63));
         // The inventory first: whatever happens next, the identifier is known.
         status.identifier = Some(identifier.clone());
         status.region = Some(region);
@@ -389,11 +422,12 @@ impl Reconciler for DatabaseReconciler {
         let Some(identifier) = instance.status.details.identifier.clone() else {
             return Ok(Action::Done);
         };
-        let definition = ctx
-            .api::<AwsRelationalDatabaseDefinition>()
-            .get(instance.spec.definition)
-            .await?;
-        let (services, _) = account_services(&self.aws, ctx, definition.spec.aws_account).await?;
+        let (_, services, _) = definition_services::<AwsRelationalDatabaseDefinition>(
+            &self.aws,
+            ctx,
+            instance.spec.definition,
+        )
+        .await?;
         match services.databases.database(&identifier).await? {
             None => Ok(Action::Done),
             Some(state) if state.status == "deleting" => Ok(Action::RequeueAfter(POLL)),
