@@ -1,9 +1,12 @@
-//! The checks every [`ObjectStorage`] and [`SecretStore`] passes: the in-memory fake, and the
+//! The checks every implementation of this crate's traits passes: the in-memory fake, and the
 //! SDK implementations against moto.
 
 use threeport_core::{ErrorKind, SecretValues};
 
-use crate::{DatabaseRequest, ObjectStorage, RelationalDatabases, SecretStore};
+use crate::{
+    ClusterRequest, DatabaseRequest, KubernetesClusters, Networks, NodeGroupRequest,
+    ObjectStorage, RelationalDatabases, RoleRequest, Roles, SecretStore, Trust,
+};
 
 /// Buckets: idempotent creation, the public-read flag both ways, deletion, bad names.
 pub async fn object_storage(storage: &dyn ObjectStorage, bucket: &str) {
@@ -106,4 +109,146 @@ pub async fn relational_databases(databases: &dyn RelationalDatabases, identifie
             .kind(),
         ErrorKind::Invalid
     );
+}
+
+/// Networks: created piece by piece, found again by owner (no duplicates), deleted.
+pub async fn networks(networks: &dyn Networks, owner: &str) {
+    let network = networks.ensure_network(owner, 2).await.expect("create");
+    assert_eq!(network.subnet_ids.len(), 2, "{network:?}");
+    assert!(!network.vpc_id.is_empty() && !network.internet_gateway_id.is_empty());
+    assert!(!network.route_table_id.is_empty());
+    let again = networks.ensure_network(owner, 2).await.expect("again");
+    assert_eq!(network, again, "found again, nothing duplicated");
+    let wider = networks.ensure_network(owner, 3).await.expect("one zone more");
+    assert_eq!(wider.vpc_id, network.vpc_id);
+    assert_eq!(wider.subnet_ids[..2], network.subnet_ids[..], "zone order kept");
+    assert_eq!(wider.subnet_ids.len(), 3);
+    assert!(networks.delete_network(owner).await.expect("delete"));
+    assert!(!networks.delete_network(owner).await.expect("delete again"));
+    let err = networks
+        .ensure_network(owner, 40)
+        .await
+        .expect_err("more zones than the region has");
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    networks.delete_network(owner).await.expect("clean up");
+}
+
+/// Roles and OIDC providers: idempotent by name, deleted with their policies, bad names refused.
+pub async fn roles(roles: &dyn Roles, name: &str) {
+    let request = RoleRequest {
+        name: name.to_owned(),
+        trust: Trust::Service("eks.amazonaws.com".to_owned()),
+        managed_policies: vec!["arn:aws:iam::aws:policy/AmazonEKSClusterPolicy".to_owned()],
+        inline_policy: Some(
+            serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Action": "s3:GetObject", "Resource": "*"}]})
+            .to_string(),
+        ),
+    };
+    let arn = roles.ensure_role(&request).await.expect("create");
+    assert!(arn.starts_with("arn:aws:iam::") && arn.ends_with(&format!(":role/{name}")), "{arn}");
+    assert_eq!(roles.ensure_role(&request).await.expect("again"), arn);
+    assert!(roles.delete_role(name).await.expect("delete"));
+    assert!(!roles.delete_role(name).await.expect("delete again"));
+    let issuer = format!("https://oidc.eks.us-east-1.amazonaws.com/id/{name}");
+    let provider = roles.ensure_oidc_provider(&issuer).await.expect("oidc provider");
+    assert!(provider.contains(":oidc-provider/oidc.eks."), "{provider}");
+    assert_eq!(roles.ensure_oidc_provider(&issuer).await.expect("again"), provider);
+    assert!(roles.delete_oidc_provider(&issuer).await.expect("delete"));
+    assert!(!roles.delete_oidc_provider(&issuer).await.expect("delete again"));
+    let bad = RoleRequest {
+        name: "no spaces allowed".to_owned(),
+        ..request
+    };
+    assert_eq!(
+        roles.ensure_role(&bad).await.expect_err("bad name").kind(),
+        ErrorKind::Invalid
+    );
+}
+
+/// Clusters and node groups: creation answers at once and resumes when repeated, the state
+/// turns ACTIVE with an endpoint and an OIDC issuer, a token is given, deletion in order.
+pub async fn kubernetes_clusters(
+    clusters: &dyn KubernetesClusters,
+    networks: &dyn Networks,
+    roles: &dyn Roles,
+    name: &str,
+) {
+    let network = networks.ensure_network(name, 2).await.expect("network");
+    let role = |suffix: &str, service: &str| RoleRequest {
+        name: format!("{name}-{suffix}"),
+        trust: Trust::Service(service.to_owned()),
+        managed_policies: vec![],
+        inline_policy: None,
+    };
+    let cluster_role = roles
+        .ensure_role(&role("cluster", "eks.amazonaws.com"))
+        .await
+        .expect("cluster role");
+    let node_role = roles
+        .ensure_role(&role("nodes", "ec2.amazonaws.com"))
+        .await
+        .expect("node role");
+    assert_eq!(clusters.cluster(name).await.expect("look up"), None);
+    let request = ClusterRequest {
+        name: name.to_owned(),
+        role_arn: cluster_role,
+        subnet_ids: network.subnet_ids.clone(),
+        kubernetes_version: None,
+    };
+    clusters.create_cluster(&request).await.expect("create");
+    clusters
+        .create_cluster(&request)
+        .await
+        .expect("again: resumes, no duplicate");
+    let mut state = clusters.cluster(name).await.expect("look up").expect("exists");
+    for _ in 0..20 {
+        if state.is_active() {
+            break;
+        }
+        assert_eq!(state.status, "CREATING", "{state:?}");
+        state = clusters.cluster(name).await.unwrap().unwrap();
+    }
+    assert!(state.is_active(), "{state:?}");
+    assert!(state.oidc_issuer.is_some(), "{state:?}");
+    assert!(!clusters.token(name).await.expect("token").is_empty());
+    let group = NodeGroupRequest {
+        cluster: name.to_owned(),
+        name: "default".to_owned(),
+        node_role_arn: node_role,
+        subnet_ids: network.subnet_ids,
+        instance_type: "t3.medium".to_owned(),
+        minimum: 1,
+        maximum: 3,
+        desired: 2,
+    };
+    clusters.create_node_group(&group).await.expect("node group");
+    clusters.create_node_group(&group).await.expect("again");
+    let mut status = None;
+    for _ in 0..20 {
+        status = clusters.node_group(name, "default").await.expect("look up");
+        if status.as_deref() == Some("ACTIVE") {
+            break;
+        }
+    }
+    assert_eq!(status.as_deref(), Some("ACTIVE"));
+    assert!(clusters.delete_node_group(name, "default").await.expect("delete group"));
+    assert_eq!(
+        clusters.node_group(name, "default").await.expect("look up"),
+        None,
+        "gone at once in the fake and moto (EKS takes minutes: callers poll)"
+    );
+    assert!(clusters.delete_cluster(name).await.expect("delete cluster"));
+    assert!(!clusters.delete_node_group(name, "default").await.expect("again"));
+    let err = clusters
+        .create_cluster(&ClusterRequest {
+            name: "-bad".to_owned(),
+            ..request
+        })
+        .await
+        .expect_err("bad name");
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    roles.delete_role(&format!("{name}-cluster")).await.expect("clean up");
+    roles.delete_role(&format!("{name}-nodes")).await.expect("clean up");
+    networks.delete_network(name).await.expect("clean up");
 }

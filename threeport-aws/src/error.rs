@@ -23,6 +23,24 @@ const REFUSED: &[&str] = &[
     "MalformedPolicy",
     "LimitExceededException",
     "TooManyBuckets",
+    "InvalidParameterValue",
+    "InvalidParameterCombination",
+    "InvalidParameterValueException",
+    "UnauthorizedOperation",
+    "OptInRequired",
+    "VpcLimitExceeded",
+    "SubnetLimitExceeded",
+    "InternetGatewayLimitExceeded",
+    "MalformedPolicyDocument",
+    "LimitExceeded",
+    "UnsupportedAvailabilityZoneException",
+    "ResourceLimitExceededException",
+    "StorageQuotaExceeded",
+    "InstanceQuotaExceeded",
+    "DBInstanceQuotaExceeded",
+    "InvalidDBInstanceState",
+    "InvalidVPCNetworkStateFault",
+    "ExpiredToken",
 ];
 
 /// Codes that mean "try again later".
@@ -34,6 +52,12 @@ const TRANSIENT: &[&str] = &[
     "InternalError",
     "InternalFailure",
     "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "ServerException",
+    "TooManyRequestsException",
+    "RequestThrottled",
+    "DependencyViolation",
+    "ResourceInUseException",
 ];
 
 /// Maps an SDK error: refusals are `Invalid` (field `what`), missing resources `NotFound`,

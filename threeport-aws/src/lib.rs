@@ -15,25 +15,32 @@
 //! Errors are sorted by what a controller should do: bad credentials, names or regions are
 //! `Invalid` (a terminal error), throttling and 5xx are `Unavailable` (retry with backoff).
 //!
-//! Still to come (issue 7): EKS, EC2/IAM, role assumption, the resource inventory and the AWS
-//! controller.
+//! - [`Networks`]: EC2 networks for clusters (VPC, internet gateway, route table, subnets),
+//!   every piece tagged with its owner so an interrupted create finds what it made.
+//! - [`Roles`]: IAM roles and OIDC providers, by name, idempotent.
+//! - [`KubernetesClusters`]: EKS clusters and node groups, and the short-lived tokens that
+//!   authenticate to them.
 //!
 //! [`SecretValues`]: threeport_core::SecretValues
 
 pub mod conformance;
+mod connection;
+mod ec2;
+mod eks;
 mod error;
+mod iam;
 mod memory;
 mod rds;
 mod s3;
 mod secrets;
 
 use async_trait::async_trait;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use threeport_core::{Error, Result, SecretValues};
 
+pub use connection::{AssumeRole, AwsConnection, REGIONS, partition};
+pub use ec2::Ec2Networks;
+pub use eks::EksClusters;
+pub use iam::IamRoles;
 pub use memory::MemoryAws;
 pub use rds::RdsDatabases;
 pub use s3::S3Storage;
@@ -191,54 +198,192 @@ pub fn validate_bucket_name(name: &str) -> Result<()> {
     }
 }
 
-/// How to reach AWS for one account.
-#[derive(Clone, Default)]
-pub struct AwsConnection {
-    /// Region (`us-east-1`).
-    pub region: String,
-    /// Access key id.
-    pub access_key_id: String,
-    /// Secret access key (opened from its sealed form by the caller; never logged).
-    pub secret_access_key: String,
-    /// Endpoint override (`http://127.0.0.1:5000` for moto); `None`: AWS itself.
+/// Tag key on every EC2 resource threeport creates: the owner given to [`Networks`].
+pub const OWNER_TAG: &str = "threeport:owner";
+
+/// A cluster network, as [`Networks::ensure_network`] leaves it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Network {
+    /// VPC id.
+    pub vpc_id: String,
+    /// Internet gateway id.
+    pub internet_gateway_id: String,
+    /// Route table of the public subnets.
+    pub route_table_id: String,
+    /// One subnet per availability zone, in zone order.
+    pub subnet_ids: Vec<String>,
+}
+
+/// EC2 networks for clusters.
+#[async_trait]
+pub trait Networks: Send + Sync + std::fmt::Debug + 'static {
+    /// Finds or creates, piece by piece, the network tagged with `owner`: a VPC
+    /// (10.0.0.0/16, DNS host names on), an internet gateway attached to it, a route table
+    /// routing 0.0.0.0/0 through it, and a public /20 subnet in each of the first `zones`
+    /// availability zones. Every piece is tagged [`OWNER_TAG`] = `owner` when it is created,
+    /// so a create interrupted at any point (even after AWS made a piece but before its id
+    /// came back) finds it again instead of duplicating it.
+    async fn ensure_network(&self, owner: &str, zones: u32) -> Result<Network>;
+
+    /// Deletes everything tagged with `owner`, in reverse order; `false` if nothing was there.
+    async fn delete_network(&self, owner: &str) -> Result<bool>;
+}
+
+/// Who may assume a role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// An AWS service (`eks.amazonaws.com`, `ec2.amazonaws.com`).
+    Service(String),
+    /// A Kubernetes service account, through the cluster's OIDC provider (IRSA).
+    ServiceAccount {
+        /// ARN of the IAM OIDC provider of the cluster.
+        provider_arn: String,
+        /// The provider's issuer without `https://`.
+        issuer: String,
+        /// Namespace of the service account.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// Principals of an account (`arn:aws:iam::<id>:root`), when the cluster has no OIDC
+    /// provider threeport knows of.
+    Account(String),
+}
+
+impl Trust {
+    /// The trust policy document.
+    pub fn policy(&self) -> String {
+        let statement = match self {
+            Trust::Service(service) => serde_json::json!({
+                "Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}),
+            Trust::ServiceAccount {
+                provider_arn,
+                issuer,
+                namespace,
+                name,
+            } => serde_json::json!({
+                "Effect": "Allow", "Principal": {"Federated": provider_arn},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+                "Condition": {"StringEquals": {
+                    format!("{issuer}:sub"): format!("system:serviceaccount:{namespace}:{name}"),
+                    format!("{issuer}:aud"): "sts.amazonaws.com"}}}),
+            Trust::Account(account) => serde_json::json!({
+                "Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{account}:root")},
+                "Action": "sts:AssumeRole"}),
+        };
+        serde_json::json!({"Version": "2012-10-17", "Statement": [statement]}).to_string()
+    }
+}
+
+/// An IAM role to ensure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRequest {
+    /// Role name (1-64 letters, digits and `+=,.@_-`).
+    pub name: String,
+    /// Who may assume it.
+    pub trust: Trust,
+    /// Managed policies attached to it.
+    pub managed_policies: Vec<String>,
+    /// An inline policy document (named `threeport`), if any.
+    pub inline_policy: Option<String>,
+}
+
+/// IAM roles and OIDC providers.
+#[async_trait]
+pub trait Roles: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates the role, or brings an existing one of that name to the request (trust,
+    /// policies); returns its ARN.
+    async fn ensure_role(&self, request: &RoleRequest) -> Result<String>;
+
+    /// Detaches its policies and deletes the role; `false` if it was not there.
+    async fn delete_role(&self, name: &str) -> Result<bool>;
+
+    /// Registers a cluster's OIDC issuer (`https://oidc.eks…/id/…`) as an IAM OIDC provider
+    /// for `sts.amazonaws.com`, if it is not already; returns the provider's ARN.
+    async fn ensure_oidc_provider(&self, issuer_url: &str) -> Result<String>;
+
+    /// Deletes the OIDC provider of `issuer_url`; `false` if it was not there.
+    async fn delete_oidc_provider(&self, issuer_url: &str) -> Result<bool>;
+}
+
+/// An EKS cluster to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterRequest {
+    /// Cluster name (1-100 letters, digits, `-` and `_`, starting with a letter or digit).
+    pub name: String,
+    /// ARN of the cluster role.
+    pub role_arn: String,
+    /// Subnets the control plane attaches to (two zones at least, on AWS).
+    pub subnet_ids: Vec<String>,
+    /// Kubernetes version; `None`: EKS's default.
+    pub kubernetes_version: Option<String>,
+}
+
+/// What [`KubernetesClusters::cluster`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterState {
+    /// `CREATING`, `ACTIVE`, `DELETING`, `FAILED`, `UPDATING`, `PENDING`.
+    pub status: String,
+    /// API server URL, once there is one.
     pub endpoint: Option<String>,
+    /// The cluster CA, PEM.
+    pub ca_certificate: Option<String>,
+    /// OIDC issuer URL.
+    pub oidc_issuer: Option<String>,
 }
 
-impl std::fmt::Debug for AwsConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AwsConnection")
-            .field("region", &self.region)
-            .field("access_key_id", &self.access_key_id)
-            .field("endpoint", &self.endpoint)
-            .finish_non_exhaustive()
+impl ClusterState {
+    /// Serving: active, with an endpoint.
+    pub fn is_active(&self) -> bool {
+        self.status == "ACTIVE" && self.endpoint.is_some()
     }
 }
 
-impl AwsConnection {
-    /// The SDK configuration: static credentials, the region, the endpoint override, and an
-    /// HTTPS client on rustls with `ring` (the workspace's one crypto provider).
-    pub fn sdk_config(&self) -> Result<SdkConfig> {
-        if self.region.is_empty() {
-            return Err(Error::invalid("region", "is required"));
-        }
-        let credentials = Credentials::new(
-            &self.access_key_id,
-            &self.secret_access_key,
-            None,
-            None,
-            "threeport",
-        );
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
-            .build_https();
-        let mut builder = SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(self.region.clone()))
-            .credentials_provider(SharedCredentialsProvider::new(credentials))
-            .http_client(http);
-        if let Some(endpoint) = &self.endpoint {
-            builder = builder.endpoint_url(endpoint);
-        }
-        Ok(builder.build())
-    }
+/// An EKS managed node group to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeGroupRequest {
+    /// Its cluster.
+    pub cluster: String,
+    /// Node group name.
+    pub name: String,
+    /// ARN of the node role.
+    pub node_role_arn: String,
+    /// Subnets the nodes run in.
+    pub subnet_ids: Vec<String>,
+    /// EC2 instance type.
+    pub instance_type: String,
+    /// Fewest nodes.
+    pub minimum: u32,
+    /// Most nodes.
+    pub maximum: u32,
+    /// Nodes to start with.
+    pub desired: u32,
+}
+
+/// EKS clusters and node groups. Creation returns at once: poll until `ACTIVE`.
+#[async_trait]
+pub trait KubernetesClusters: Send + Sync + std::fmt::Debug + 'static {
+    /// Starts creating the cluster; one of that name already there is taken as the result of
+    /// an earlier attempt.
+    async fn create_cluster(&self, request: &ClusterRequest) -> Result<()>;
+
+    /// The cluster's state, if it exists.
+    async fn cluster(&self, name: &str) -> Result<Option<ClusterState>>;
+
+    /// Starts deleting the cluster (its node groups must be gone); `false` if it was not there.
+    async fn delete_cluster(&self, name: &str) -> Result<bool>;
+
+    /// Starts creating the node group; one of that name already there is taken as the result
+    /// of an earlier attempt.
+    async fn create_node_group(&self, request: &NodeGroupRequest) -> Result<()>;
+
+    /// The node group's status (`CREATING`, `ACTIVE`, …), if it exists.
+    async fn node_group(&self, cluster: &str, name: &str) -> Result<Option<String>>;
+
+    /// Starts deleting the node group; `false` if it was not there.
+    async fn delete_node_group(&self, cluster: &str, name: &str) -> Result<bool>;
+
+    /// A bearer token for the cluster's API server, valid for a few minutes: the EKS
+    /// authentication token (`k8s-aws-v1.` + a presigned STS `GetCallerIdentity` URL).
+    async fn token(&self, cluster: &str) -> Result<String>;
 }

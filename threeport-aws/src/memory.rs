@@ -1,22 +1,70 @@
 //! [`MemoryAws`]: the AWS traits in memory, for tests and embedding.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use threeport_core::{Result, SecretValues};
+use threeport_core::{Error, Result, SecretValues};
 
 use crate::{
-    BucketState, DatabaseRequest, DatabaseState, ObjectStorage, RelationalDatabases, SecretStore,
-    validate_bucket_name,
+    BucketState, ClusterRequest, ClusterState, DatabaseRequest, DatabaseState, KubernetesClusters,
+    Network, Networks, NodeGroupRequest, ObjectStorage, RelationalDatabases, RoleRequest, Roles,
+    SecretStore, validate_bucket_name,
 };
 
-/// Buckets and secrets of one pretend account, in memory.
-#[derive(Debug, Default)]
+/// Where the clusters of a [`MemoryAws`] say their API servers are.
+#[derive(Debug, Clone)]
+struct ClusterEndpoint {
+    url: String,
+    ca_certificate: Option<String>,
+    token: String,
+}
+
+/// A cluster or node group being made: its state, and how many more looks until it is active.
+#[derive(Debug, Clone)]
+struct Creating {
+    polls_left: u32,
+}
+
+/// The AWS services of one pretend account, in memory.
+///
+/// Unlike moto, it can show what happens between a request and its result: clusters and node
+/// groups stay `CREATING` for [`with_creation_polls`](Self::with_creation_polls) looks, and
+/// [`lose_next_answer`](Self::lose_next_answer) makes an operation do its work and then fail,
+/// as when a connection drops before AWS's answer arrives.
+#[derive(Debug)]
 pub struct MemoryAws {
     buckets: Mutex<HashMap<String, BucketState>>,
     secrets: Mutex<HashMap<String, SecretValues>>,
     databases: Mutex<HashMap<String, DatabaseState>>,
+    networks: Mutex<HashMap<String, Network>>,
+    roles: Mutex<HashMap<String, RoleRequest>>,
+    oidc_providers: Mutex<HashSet<String>>,
+    clusters: Mutex<HashMap<String, (ClusterRequest, Creating)>>,
+    node_groups: Mutex<HashMap<(String, String), (NodeGroupRequest, Creating)>>,
+    creation_polls: u32,
+    endpoint: Mutex<Option<ClusterEndpoint>>,
+    lose: Mutex<HashSet<&'static str>>,
+    pieces: Mutex<u32>,
+}
+
+impl Default for MemoryAws {
+    fn default() -> Self {
+        MemoryAws {
+            buckets: Mutex::default(),
+            secrets: Mutex::default(),
+            databases: Mutex::default(),
+            networks: Mutex::default(),
+            roles: Mutex::default(),
+            oidc_providers: Mutex::default(),
+            clusters: Mutex::default(),
+            node_groups: Mutex::default(),
+            creation_polls: 0,
+            endpoint: Mutex::default(),
+            lose: Mutex::default(),
+            pieces: Mutex::default(),
+        }
+    }
 }
 
 impl MemoryAws {
@@ -25,9 +73,80 @@ impl MemoryAws {
         Self::default()
     }
 
+    /// Clusters and node groups report `CREATING` for `polls` looks before `ACTIVE`.
+    pub fn with_creation_polls(mut self, polls: u32) -> Self {
+        self.creation_polls = polls;
+        self
+    }
+
+    /// Clusters report their API server at `url` (with `ca_certificate`), and
+    /// [`KubernetesClusters::token`] gives `token`: point them at a test API server.
+    pub fn serve_clusters_at(&self, url: &str, ca_certificate: Option<&str>, token: &str) {
+        *self.endpoint.lock().unwrap() = Some(ClusterEndpoint {
+            url: url.to_owned(),
+            ca_certificate: ca_certificate.map(str::to_owned),
+            token: token.to_owned(),
+        });
+    }
+
+    /// The next call of `operation` (`create_vpc`, `create_subnet`, `create_cluster`,
+    /// `create_node_group`, `create_role`, `create_database`, `ensure_bucket`) does its work
+    /// and then fails as `Unavailable`.
+    pub fn lose_next_answer(&self, operation: &'static str) {
+        self.lose.lock().unwrap().insert(operation);
+    }
+
+    fn answer(&self, operation: &'static str) -> Result<()> {
+        if self.lose.lock().unwrap().remove(operation) {
+            Err(Error::unavailable(format!(
+                "{operation}: connection reset before the answer (injected)"
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
     /// The values of a secret (tests only: threeport itself never reads a secret back).
     pub fn secret_values(&self, name: &str) -> Option<SecretValues> {
         self.secrets.lock().unwrap().get(name).cloned()
+    }
+
+    /// Networks, roles, OIDC providers, clusters and node groups that exist: what a test
+    /// checks for leaks.
+    pub fn cloud_inventory(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        all.extend(self.networks.lock().unwrap().keys().map(|k| format!("network/{k}")));
+        all.extend(self.roles.lock().unwrap().keys().map(|k| format!("role/{k}")));
+        all.extend(
+            self.oidc_providers
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|k| format!("oidc/{k}")),
+        );
+        all.extend(self.clusters.lock().unwrap().keys().map(|k| format!("cluster/{k}")));
+        all.extend(
+            self.node_groups
+                .lock()
+                .unwrap()
+                .keys()
+                .map(|(c, n)| format!("nodegroup/{c}/{n}")),
+        );
+        all.extend(self.buckets.lock().unwrap().keys().map(|k| format!("bucket/{k}")));
+        all.extend(self.databases.lock().unwrap().keys().map(|k| format!("database/{k}")));
+        all.sort();
+        all
+    }
+
+    /// How many network pieces (VPC, gateway, route table, subnets) were ever created: a
+    /// resumed create that duplicated one would show here.
+    pub fn network_pieces_created(&self) -> u32 {
+        *self.pieces.lock().unwrap()
+    }
+
+    /// The role named `name`, as last ensured.
+    pub fn role(&self, name: &str) -> Option<RoleRequest> {
+        self.roles.lock().unwrap().get(name).cloned()
     }
 }
 
@@ -39,7 +158,7 @@ impl ObjectStorage for MemoryAws {
             .lock()
             .unwrap()
             .insert(name.to_owned(), BucketState { public_read });
-        Ok(())
+        self.answer("ensure_bucket")
     }
 
     async fn bucket(&self, name: &str) -> Result<Option<BucketState>> {
@@ -93,7 +212,7 @@ impl RelationalDatabases for MemoryAws {
                 host: Some(format!("{}.memory.rds.local", request.identifier)),
                 port: Some(request.port),
             });
-        Ok(())
+        self.answer("create_database")
     }
 
     async fn database(&self, identifier: &str) -> Result<Option<DatabaseState>> {
@@ -102,5 +221,182 @@ impl RelationalDatabases for MemoryAws {
 
     async fn delete_database(&self, identifier: &str) -> Result<bool> {
         Ok(self.databases.lock().unwrap().remove(identifier).is_some())
+    }
+}
+
+#[async_trait]
+impl Networks for MemoryAws {
+    async fn ensure_network(&self, owner: &str, zones: u32) -> Result<Network> {
+        if zones == 0 || zones > 6 {
+            return Err(Error::invalid(
+                "zone_count",
+                format!("{zones} availability zones asked for; the region has 6"),
+            ));
+        }
+        let mut networks = self.networks.lock().unwrap();
+        let network = match networks.entry(owner.to_owned()) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                *self.pieces.lock().unwrap() += 3;
+                let network = entry.insert(Network {
+                    vpc_id: format!("vpc-{owner}"),
+                    internet_gateway_id: format!("igw-{owner}"),
+                    route_table_id: format!("rtb-{owner}"),
+                    subnet_ids: Vec::new(),
+                });
+                self.answer("create_vpc")?;
+                network
+            }
+        };
+        while network.subnet_ids.len() < zones as usize {
+            let index = network.subnet_ids.len();
+            network.subnet_ids.push(format!("subnet-{owner}-{index}"));
+            *self.pieces.lock().unwrap() += 1;
+            self.answer("create_subnet")?;
+        }
+        Ok(network.clone())
+    }
+
+    async fn delete_network(&self, owner: &str) -> Result<bool> {
+        Ok(self.networks.lock().unwrap().remove(owner).is_some())
+    }
+}
+
+#[async_trait]
+impl Roles for MemoryAws {
+    async fn ensure_role(&self, request: &RoleRequest) -> Result<String> {
+        crate::iam::validate_role_name(&request.name)?;
+        self.roles
+            .lock()
+            .unwrap()
+            .insert(request.name.clone(), request.clone());
+        self.answer("create_role")?;
+        Ok(format!("arn:aws:iam::000000000000:role/{}", request.name))
+    }
+
+    async fn delete_role(&self, name: &str) -> Result<bool> {
+        crate::iam::validate_role_name(name)?;
+        Ok(self.roles.lock().unwrap().remove(name).is_some())
+    }
+
+    async fn ensure_oidc_provider(&self, issuer_url: &str) -> Result<String> {
+        let path = issuer_url.trim_start_matches("https://");
+        self.oidc_providers.lock().unwrap().insert(path.to_owned());
+        Ok(format!("arn:aws:iam::000000000000:oidc-provider/{path}"))
+    }
+
+    async fn delete_oidc_provider(&self, issuer_url: &str) -> Result<bool> {
+        let path = issuer_url.trim_start_matches("https://");
+        Ok(self.oidc_providers.lock().unwrap().remove(path))
+    }
+}
+
+/// One look at something being created: `CREATING` until its looks run out.
+fn look(creating: &mut Creating) -> &'static str {
+    if creating.polls_left == 0 {
+        "ACTIVE"
+    } else {
+        creating.polls_left -= 1;
+        "CREATING"
+    }
+}
+
+#[async_trait]
+impl KubernetesClusters for MemoryAws {
+    async fn create_cluster(&self, request: &ClusterRequest) -> Result<()> {
+        crate::eks::validate_cluster_name(&request.name)?;
+        if request.subnet_ids.is_empty() {
+            return Err(Error::invalid("subnet_ids", "a cluster needs subnets"));
+        }
+        self.clusters
+            .lock()
+            .unwrap()
+            .entry(request.name.clone())
+            .or_insert_with(|| {
+                (
+                    request.clone(),
+                    Creating {
+                        polls_left: self.creation_polls,
+                    },
+                )
+            });
+        self.answer("create_cluster")
+    }
+
+    async fn cluster(&self, name: &str) -> Result<Option<ClusterState>> {
+        let endpoint = self.endpoint.lock().unwrap().clone();
+        let mut clusters = self.clusters.lock().unwrap();
+        Ok(clusters.get_mut(name).map(|(_, creating)| {
+            let status = look(creating);
+            let active = status == "ACTIVE";
+            ClusterState {
+                status: status.to_owned(),
+                endpoint: active.then(|| {
+                    endpoint
+                        .as_ref()
+                        .map(|e| e.url.clone())
+                        .unwrap_or_else(|| format!("https://{name}.eks.memory.local"))
+                }),
+                ca_certificate: endpoint.as_ref().and_then(|e| e.ca_certificate.clone()),
+                oidc_issuer: Some(format!("https://oidc.eks.memory.local/id/{name}")),
+            }
+        }))
+    }
+
+    async fn delete_cluster(&self, name: &str) -> Result<bool> {
+        if self.node_groups.lock().unwrap().keys().any(|(c, _)| c == name) {
+            return Err(Error::unavailable(format!(
+                "cluster {name} still has node groups"
+            )));
+        }
+        Ok(self.clusters.lock().unwrap().remove(name).is_some())
+    }
+
+    async fn create_node_group(&self, request: &NodeGroupRequest) -> Result<()> {
+        if !self.clusters.lock().unwrap().contains_key(&request.cluster) {
+            return Err(Error::not_found("cluster", request.cluster.clone()));
+        }
+        self.node_groups
+            .lock()
+            .unwrap()
+            .entry((request.cluster.clone(), request.name.clone()))
+            .or_insert_with(|| {
+                (
+                    request.clone(),
+                    Creating {
+                        polls_left: self.creation_polls,
+                    },
+                )
+            });
+        self.answer("create_node_group")
+    }
+
+    async fn node_group(&self, cluster: &str, name: &str) -> Result<Option<String>> {
+        let mut groups = self.node_groups.lock().unwrap();
+        Ok(groups
+            .get_mut(&(cluster.to_owned(), name.to_owned()))
+            .map(|(_, creating)| look(creating).to_owned()))
+    }
+
+    async fn delete_node_group(&self, cluster: &str, name: &str) -> Result<bool> {
+        Ok(self
+            .node_groups
+            .lock()
+            .unwrap()
+            .remove(&(cluster.to_owned(), name.to_owned()))
+            .is_some())
+    }
+
+    async fn token(&self, cluster: &str) -> Result<String> {
+        if !self.clusters.lock().unwrap().contains_key(cluster) {
+            return Err(Error::not_found("cluster", cluster.to_owned()));
+        }
+        Ok(self
+            .endpoint
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|e| e.token.clone())
+            .unwrap_or_else(|| format!("memory-token-{cluster}")))
     }
 }

@@ -5,7 +5,7 @@ use aws_sdk_rds::error::ProvideErrorMetadata;
 use threeport_core::Result;
 
 use crate::error::sdk_error;
-use crate::{AwsConnection, DatabaseRequest, DatabaseState, RelationalDatabases};
+use crate::{DatabaseRequest, DatabaseState, RelationalDatabases};
 
 /// RDS instances of one account and region.
 #[derive(Debug, Clone)]
@@ -14,11 +14,13 @@ pub struct RdsDatabases {
 }
 
 impl RdsDatabases {
-    /// A client for `connection`.
-    pub fn new(connection: &AwsConnection) -> Result<Self> {
-        Ok(RdsDatabases {
-            client: aws_sdk_rds::Client::new(&connection.sdk_config()?),
-        })
+    /// A client for the account and region of `config` (from [`AwsConnection::sdk_config`]).
+    ///
+    /// [`AwsConnection::sdk_config`]: crate::AwsConnection::sdk_config
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        RdsDatabases {
+            client: aws_sdk_rds::Client::new(config),
+        }
     }
 }
 

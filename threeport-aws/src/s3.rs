@@ -8,7 +8,7 @@ use aws_sdk_s3::types::{
 use threeport_core::Result;
 
 use crate::error::sdk_error;
-use crate::{AwsConnection, BucketState, ObjectStorage, validate_bucket_name};
+use crate::{BucketState, ObjectStorage, validate_bucket_name};
 
 /// S3 buckets of one account and region.
 #[derive(Debug, Clone)]
@@ -18,15 +18,19 @@ pub struct S3Storage {
 }
 
 impl S3Storage {
-    /// A client for `connection` (path-style addressing, so endpoint overrides work).
-    pub fn new(connection: &AwsConnection) -> Result<Self> {
-        let config = aws_sdk_s3::config::Builder::from(&connection.sdk_config()?)
+    /// A client for the account and region of `config` (from [`AwsConnection::sdk_config`];
+    /// path-style addressing, so endpoint overrides work).
+    ///
+    /// [`AwsConnection::sdk_config`]: crate::AwsConnection::sdk_config
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        let region = config.region().map(ToString::to_string).unwrap_or_default();
+        let config = aws_sdk_s3::config::Builder::from(config)
             .force_path_style(true)
             .build();
-        Ok(S3Storage {
+        S3Storage {
             client: aws_sdk_s3::Client::from_conf(config),
-            region: connection.region.clone(),
-        })
+            region,
+        }
     }
 
     fn public_policy(name: &str) -> String {

@@ -5,7 +5,7 @@ use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use threeport_core::{Error, Result, SecretValues};
 
 use crate::error::sdk_error;
-use crate::{AwsConnection, SecretStore};
+use crate::SecretStore;
 
 /// Secrets of one account and region.
 #[derive(Debug, Clone)]
@@ -14,11 +14,13 @@ pub struct SecretsManagerStore {
 }
 
 impl SecretsManagerStore {
-    /// A client for `connection`.
-    pub fn new(connection: &AwsConnection) -> Result<Self> {
-        Ok(SecretsManagerStore {
-            client: aws_sdk_secretsmanager::Client::new(&connection.sdk_config()?),
-        })
+    /// A client for the account and region of `config` (from [`AwsConnection::sdk_config`]).
+    ///
+    /// [`AwsConnection::sdk_config`]: crate::AwsConnection::sdk_config
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        SecretsManagerStore {
+            client: aws_sdk_secretsmanager::Client::new(config),
+        }
     }
 }
 

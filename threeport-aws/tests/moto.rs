@@ -4,8 +4,10 @@
 mod common;
 
 use common::{Moto, moto};
+use aws_config::SdkConfig;
 use threeport_aws::{
-    AwsConnection, MemoryAws, RdsDatabases, S3Storage, SecretsManagerStore, conformance,
+    AwsConnection, Ec2Networks, EksClusters, IamRoles, MemoryAws, RdsDatabases, S3Storage,
+    SecretsManagerStore, conformance,
 };
 
 fn connection(moto: &Moto, region: &str) -> AwsConnection {
@@ -14,7 +16,12 @@ fn connection(moto: &Moto, region: &str) -> AwsConnection {
         access_key_id: "testing".to_owned(),
         secret_access_key: "testing".to_owned(),
         endpoint: Some(moto.url.clone()),
+        ..AwsConnection::default()
     }
+}
+
+async fn config(moto: &Moto, region: &str) -> SdkConfig {
+    connection(moto, region).sdk_config().await.unwrap()
 }
 
 fn unique(prefix: &str) -> String {
@@ -30,19 +37,72 @@ async fn memory_fake_passes() {
     conformance::object_storage(&aws, &unique("bucket")).await;
     conformance::secret_store(&aws, &unique("secret")).await;
     conformance::relational_databases(&aws, &unique("db")).await;
+    conformance::networks(&aws, &unique("net")).await;
+    conformance::roles(&aws, &unique("role")).await;
+    conformance::kubernetes_clusters(&aws, &aws, &aws, &unique("eks")).await;
+    let slow = MemoryAws::new().with_creation_polls(3);
+    conformance::kubernetes_clusters(&slow, &slow, &slow, &unique("eks")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_secrets_manager_and_rds_pass_against_moto() {
     let moto = moto().await;
     for region in ["us-east-1", "eu-west-3"] {
-        let storage = S3Storage::new(&connection(&moto, region)).unwrap();
-        conformance::object_storage(&storage, &unique("threeport")).await;
-        let secrets = SecretsManagerStore::new(&connection(&moto, region)).unwrap();
-        conformance::secret_store(&secrets, &unique("threeport/db")).await;
-        let databases = RdsDatabases::new(&connection(&moto, region)).unwrap();
-        conformance::relational_databases(&databases, &unique("orders")).await;
+        let config = config(&moto, region).await;
+        conformance::object_storage(&S3Storage::new(&config), &unique("threeport")).await;
+        conformance::secret_store(&SecretsManagerStore::new(&config), &unique("threeport/db"))
+            .await;
+        conformance::relational_databases(&RdsDatabases::new(&config), &unique("orders")).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ec2_iam_and_eks_pass_against_moto() {
+    let moto = moto().await;
+    for region in ["us-east-1", "eu-west-3"] {
+        let config = config(&moto, region).await;
+        let networks = Ec2Networks::new(&config);
+        conformance::networks(&networks, &unique("net")).await;
+        let roles = IamRoles::new(&config);
+        conformance::roles(&roles, &unique("role")).await;
+        let clusters = EksClusters::new(&config);
+        conformance::kubernetes_clusters(&clusters, &networks, &roles, &unique("eks")).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_assumed_role_acts_through_sts() {
+    use threeport_aws::{AssumeRole, ObjectStorage};
+    let moto = moto().await;
+    let assumed = AwsConnection {
+        assume_role: Some(AssumeRole {
+            role_arn: "arn:aws:iam::123456789012:role/threeport".to_owned(),
+            external_id: Some("tenant-7".to_owned()),
+        }),
+        ..connection(&moto, "us-east-1")
+    };
+    let config = assumed.sdk_config().await.unwrap();
+    let credentials = aws_credential_types::provider::ProvideCredentials::provide_credentials(
+        config.credentials_provider().unwrap().as_ref(),
+    )
+    .await
+    .expect("STS gave credentials for the role");
+    assert_ne!(credentials.access_key_id(), "testing", "not the base keys");
+    assert!(credentials.session_token().is_some(), "temporary credentials");
+    let storage = S3Storage::new(&config);
+    let bucket = unique("assumed");
+    storage.ensure_bucket(&bucket, false).await.expect("acts as the role");
+    assert!(storage.delete_bucket(&bucket).await.unwrap());
+    let not_a_role = AwsConnection {
+        assume_role: Some(AssumeRole {
+            role_arn: "arn:aws:iam::123456789012:user/someone".to_owned(),
+            external_id: None,
+        }),
+        ..connection(&moto, "us-east-1")
+    };
+    let err = not_a_role.sdk_config().await.unwrap_err();
+    assert_eq!(err.kind(), threeport_core::ErrorKind::Invalid, "{err}");
+    assert!(err.to_string().contains("role_arn"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,13 +119,20 @@ async fn an_unreachable_endpoint_is_unavailable_and_no_region_is_invalid() {
         access_key_id: "k".into(),
         secret_access_key: "s".into(),
         endpoint: Some(format!("http://127.0.0.1:{port}")),
+        ..AwsConnection::default()
     };
-    let err = S3Storage::new(&nowhere)
-        .unwrap()
+    let err = S3Storage::new(&nowhere.sdk_config().await.unwrap())
         .bucket("some-bucket")
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    let err = S3Storage::new(&AwsConnection::default()).unwrap_err();
+    let err = AwsConnection::default().sdk_config().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    let unknown = AwsConnection {
+        region: "moon-central-1".into(),
+        ..nowhere
+    };
+    let err = unknown.sdk_config().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    assert!(err.to_string().contains("moon-central-1"), "{err}");
 }

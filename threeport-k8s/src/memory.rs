@@ -87,7 +87,11 @@ struct State {
     objects: BTreeMap<Key, Stored>,
     resource_version: u64,
     uid: u64,
+    service_account_token: Option<String>,
 }
+
+/// Type of the Secrets Kubernetes's token controller fills with a service account's token.
+const SERVICE_ACCOUNT_TOKEN: &str = "kubernetes.io/service-account-token";
 
 /// An in-memory Kubernetes cluster. Cheap to clone; clones share the cluster.
 #[derive(Debug, Clone)]
@@ -143,6 +147,7 @@ impl MemoryCluster {
                 objects: BTreeMap::new(),
                 resource_version: 0,
                 uid: 0,
+                service_account_token: None,
             })),
             events,
         };
@@ -152,6 +157,15 @@ impl MemoryCluster {
             .apply_sync(&default, "kube-system")
             .expect("the default namespace");
         cluster
+    }
+
+    /// The token the cluster's token controller puts in `kubernetes.io/service-account-token`
+    /// Secrets (by default `memory-token-<uid>`): set it to the token a [`FakeApiServer`]
+    /// accepts to make such a Secret's token work against it.
+    ///
+    /// [`FakeApiServer`]: crate::FakeApiServer
+    pub fn set_service_account_token(&self, token: &str) {
+        self.state.lock().unwrap().service_account_token = Some(token.to_owned());
     }
 
     /// Every served kind.
@@ -251,7 +265,7 @@ impl MemoryCluster {
                 live["metadata"]["generation"] = json!(1);
                 finish_metadata(&mut live, &applied, &key, &resource_version);
                 state.objects.insert(
-                    key,
+                    key.clone(),
                     Stored {
                         applied,
                         live: live.clone(),
@@ -259,6 +273,32 @@ impl MemoryCluster {
                 );
                 (WatchEvent::Added(live.clone()), live)
             }
+        };
+        let (event, live) = if info.kind == "Secret"
+            && live["type"] == SERVICE_ACCOUNT_TOKEN
+            && live["data"]["token"].is_null()
+        {
+            // What the token controller does: fill in the service account's token.
+            use base64::Engine;
+            let token = state
+                .service_account_token
+                .clone()
+                .unwrap_or_else(|| format!("memory-token-{}", state.uid));
+            let fill = json!({"data": {
+                "token": base64::engine::general_purpose::STANDARD.encode(token)}});
+            let stored = state.objects.get_mut(&key).expect("just stored");
+            stored
+                .applied
+                .push(("kube-controller-manager".to_owned(), fill.clone()));
+            merge(&mut stored.live, &fill);
+            let live = stored.live.clone();
+            let event = match event {
+                WatchEvent::Added(_) => WatchEvent::Added(live.clone()),
+                _ => WatchEvent::Modified(live.clone()),
+            };
+            (event, live)
+        } else {
+            (event, live)
         };
         if info.kind == "CustomResourceDefinition" {
             register_crd(&mut state, &live)?;

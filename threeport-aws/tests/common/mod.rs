@@ -26,6 +26,8 @@ pub async fn moto() -> Moto {
         std::env::var("THREEPORT_MOTO_SERVER").unwrap_or_else(|_| "moto_server".to_owned());
     let child = Command::new(&binary)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // The AWS managed policies (AmazonEKSClusterPolicy, …) exist, as in AWS.
+        .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
