@@ -4,8 +4,8 @@
 use threeport_core::{ErrorKind, SecretValues};
 
 use crate::{
-    ClusterRequest, DatabaseRequest, KubernetesClusters, Networks, NodeGroupRequest,
-    ObjectStorage, RelationalDatabases, RoleRequest, Roles, SecretStore, Trust,
+    ClusterRequest, DatabaseRequest, KubernetesClusters, Networks, NodeGroupRequest, ObjectStorage,
+    RelationalDatabases, RoleRequest, Roles, SecretStore, Trust,
 };
 
 /// Buckets: idempotent creation, the public-read flag both ways, deletion, bad names.
@@ -119,9 +119,16 @@ pub async fn networks(networks: &dyn Networks, owner: &str) {
     assert!(!network.route_table_id.is_empty());
     let again = networks.ensure_network(owner, 2).await.expect("again");
     assert_eq!(network, again, "found again, nothing duplicated");
-    let wider = networks.ensure_network(owner, 3).await.expect("one zone more");
+    let wider = networks
+        .ensure_network(owner, 3)
+        .await
+        .expect("one zone more");
     assert_eq!(wider.vpc_id, network.vpc_id);
-    assert_eq!(wider.subnet_ids[..2], network.subnet_ids[..], "zone order kept");
+    assert_eq!(
+        wider.subnet_ids[..2],
+        network.subnet_ids[..],
+        "zone order kept"
+    );
     assert_eq!(wider.subnet_ids.len(), 3);
     assert!(networks.delete_network(owner).await.expect("delete"));
     assert!(!networks.delete_network(owner).await.expect("delete again"));
@@ -146,16 +153,30 @@ pub async fn roles(roles: &dyn Roles, name: &str) {
         ),
     };
     let arn = roles.ensure_role(&request).await.expect("create");
-    assert!(arn.starts_with("arn:aws:iam::") && arn.ends_with(&format!(":role/{name}")), "{arn}");
+    assert!(
+        arn.starts_with("arn:aws:iam::") && arn.ends_with(&format!(":role/{name}")),
+        "{arn}"
+    );
     assert_eq!(roles.ensure_role(&request).await.expect("again"), arn);
     assert!(roles.delete_role(name).await.expect("delete"));
     assert!(!roles.delete_role(name).await.expect("delete again"));
     let issuer = format!("https://oidc.eks.us-east-1.amazonaws.com/id/{name}");
-    let provider = roles.ensure_oidc_provider(&issuer).await.expect("oidc provider");
+    let provider = roles
+        .ensure_oidc_provider(&issuer)
+        .await
+        .expect("oidc provider");
     assert!(provider.contains(":oidc-provider/oidc.eks."), "{provider}");
-    assert_eq!(roles.ensure_oidc_provider(&issuer).await.expect("again"), provider);
+    assert_eq!(
+        roles.ensure_oidc_provider(&issuer).await.expect("again"),
+        provider
+    );
     assert!(roles.delete_oidc_provider(&issuer).await.expect("delete"));
-    assert!(!roles.delete_oidc_provider(&issuer).await.expect("delete again"));
+    assert!(
+        !roles
+            .delete_oidc_provider(&issuer)
+            .await
+            .expect("delete again")
+    );
     let bad = RoleRequest {
         name: "no spaces allowed".to_owned(),
         ..request
@@ -201,7 +222,11 @@ pub async fn kubernetes_clusters(
         .create_cluster(&request)
         .await
         .expect("again: resumes, no duplicate");
-    let mut state = clusters.cluster(name).await.expect("look up").expect("exists");
+    let mut state = clusters
+        .cluster(name)
+        .await
+        .expect("look up")
+        .expect("exists");
     for _ in 0..20 {
         if state.is_active() {
             break;
@@ -222,7 +247,10 @@ pub async fn kubernetes_clusters(
         maximum: 3,
         desired: 2,
     };
-    clusters.create_node_group(&group).await.expect("node group");
+    clusters
+        .create_node_group(&group)
+        .await
+        .expect("node group");
     clusters.create_node_group(&group).await.expect("again");
     let mut status = None;
     for _ in 0..20 {
@@ -232,14 +260,24 @@ pub async fn kubernetes_clusters(
         }
     }
     assert_eq!(status.as_deref(), Some("ACTIVE"));
-    assert!(clusters.delete_node_group(name, "default").await.expect("delete group"));
+    assert!(
+        clusters
+            .delete_node_group(name, "default")
+            .await
+            .expect("delete group")
+    );
     assert_eq!(
         clusters.node_group(name, "default").await.expect("look up"),
         None,
         "gone at once in the fake and moto (EKS takes minutes: callers poll)"
     );
     assert!(clusters.delete_cluster(name).await.expect("delete cluster"));
-    assert!(!clusters.delete_node_group(name, "default").await.expect("again"));
+    assert!(
+        !clusters
+            .delete_node_group(name, "default")
+            .await
+            .expect("again")
+    );
     let err = clusters
         .create_cluster(&ClusterRequest {
             name: "-bad".to_owned(),
@@ -248,7 +286,13 @@ pub async fn kubernetes_clusters(
         .await
         .expect_err("bad name");
     assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
-    roles.delete_role(&format!("{name}-cluster")).await.expect("clean up");
-    roles.delete_role(&format!("{name}-nodes")).await.expect("clean up");
+    roles
+        .delete_role(&format!("{name}-cluster"))
+        .await
+        .expect("clean up");
+    roles
+        .delete_role(&format!("{name}-nodes"))
+        .await
+        .expect("clean up");
     networks.delete_network(name).await.expect("clean up");
 }

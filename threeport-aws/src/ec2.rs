@@ -358,7 +358,11 @@ impl Networks for Ec2Networks {
         }
         for subnet in self.subnets(owner).await? {
             found = true;
-            call!(self.client.delete_subnet().set_subnet_id(subnet.subnet_id().map(str::to_owned)))?;
+            call!(
+                self.client
+                    .delete_subnet()
+                    .set_subnet_id(subnet.subnet_id().map(str::to_owned))
+            )?;
         }
         let tables = self
             .client
@@ -376,9 +380,11 @@ impl Networks for Ec2Networks {
                     ))?;
                 }
             }
-            call!(self.client.delete_route_table().set_route_table_id(
-                table.route_table_id().map(str::to_owned)
-            ))?;
+            call!(
+                self.client
+                    .delete_route_table()
+                    .set_route_table_id(table.route_table_id().map(str::to_owned))
+            )?;
         }
         let gateways = self
             .client
@@ -391,13 +397,18 @@ impl Networks for Ec2Networks {
             found = true;
             let id = gateway.internet_gateway_id().map(str::to_owned);
             for attachment in gateway.attachments() {
-                call!(self
-                    .client
-                    .detach_internet_gateway()
-                    .set_internet_gateway_id(id.clone())
-                    .set_vpc_id(attachment.vpc_id().map(str::to_owned)))?;
+                call!(
+                    self.client
+                        .detach_internet_gateway()
+                        .set_internet_gateway_id(id.clone())
+                        .set_vpc_id(attachment.vpc_id().map(str::to_owned))
+                )?;
             }
-            call!(self.client.delete_internet_gateway().set_internet_gateway_id(id))?;
+            call!(
+                self.client
+                    .delete_internet_gateway()
+                    .set_internet_gateway_id(id)
+            )?;
         }
         let vpcs = self
             .client
@@ -408,7 +419,11 @@ impl Networks for Ec2Networks {
             .map_err(|e| sdk_error("network", e))?;
         for vpc in vpcs.vpcs() {
             found = true;
-            call!(self.client.delete_vpc().set_vpc_id(vpc.vpc_id().map(str::to_owned)))?;
+            call!(
+                self.client
+                    .delete_vpc()
+                    .set_vpc_id(vpc.vpc_id().map(str::to_owned))
+            )?;
         }
         Ok(found)
     }

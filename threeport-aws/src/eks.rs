@@ -220,9 +220,11 @@ impl KubernetesClusters for EksClusters {
             .send()
             .await;
         match described {
-            Ok(output) => Ok(output
-                .nodegroup()
-                .map(|g| g.status().map(|s| s.as_str().to_owned()).unwrap_or_default())),
+            Ok(output) => Ok(output.nodegroup().map(|g| {
+                g.status()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default()
+            })),
             Err(err) if err.code() == Some("ResourceNotFoundException") => Ok(None),
             Err(err) => Err(sdk_error("node_group", err)),
         }
@@ -269,7 +271,8 @@ mod tests {
     #[test]
     fn the_token_is_a_presigned_get_caller_identity_url_naming_the_cluster() {
         let identity: Identity = Credentials::new("AKIDEXAMPLE", "secret", None, None, "t").into();
-        let token = presigned_token(&identity, "eu-west-3", "shop", SystemTime::UNIX_EPOCH).unwrap();
+        let token =
+            presigned_token(&identity, "eu-west-3", "shop", SystemTime::UNIX_EPOCH).unwrap();
         let encoded = token.strip_prefix("k8s-aws-v1.").expect("EKS token prefix");
         let url = String::from_utf8(
             base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -32,7 +32,7 @@ struct Creating {
 /// groups stay `CREATING` for [`with_creation_polls`](Self::with_creation_polls) looks, and
 /// [`lose_next_answer`](Self::lose_next_answer) makes an operation do its work and then fail,
 /// as when a connection drops before AWS's answer arrives.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct MemoryAws {
     buckets: Mutex<HashMap<String, BucketState>>,
     secrets: Mutex<HashMap<String, SecretValues>>,
@@ -46,25 +46,6 @@ pub struct MemoryAws {
     endpoint: Mutex<Option<ClusterEndpoint>>,
     lose: Mutex<HashSet<&'static str>>,
     pieces: Mutex<u32>,
-}
-
-impl Default for MemoryAws {
-    fn default() -> Self {
-        MemoryAws {
-            buckets: Mutex::default(),
-            secrets: Mutex::default(),
-            databases: Mutex::default(),
-            networks: Mutex::default(),
-            roles: Mutex::default(),
-            oidc_providers: Mutex::default(),
-            clusters: Mutex::default(),
-            node_groups: Mutex::default(),
-            creation_polls: 0,
-            endpoint: Mutex::default(),
-            lose: Mutex::default(),
-            pieces: Mutex::default(),
-        }
-    }
 }
 
 impl MemoryAws {
@@ -115,8 +96,20 @@ impl MemoryAws {
     /// checks for leaks.
     pub fn cloud_inventory(&self) -> Vec<String> {
         let mut all: Vec<String> = Vec::new();
-        all.extend(self.networks.lock().unwrap().keys().map(|k| format!("network/{k}")));
-        all.extend(self.roles.lock().unwrap().keys().map(|k| format!("role/{k}")));
+        all.extend(
+            self.networks
+                .lock()
+                .unwrap()
+                .keys()
+                .map(|k| format!("network/{k}")),
+        );
+        all.extend(
+            self.roles
+                .lock()
+                .unwrap()
+                .keys()
+                .map(|k| format!("role/{k}")),
+        );
         all.extend(
             self.oidc_providers
                 .lock()
@@ -124,7 +117,13 @@ impl MemoryAws {
                 .iter()
                 .map(|k| format!("oidc/{k}")),
         );
-        all.extend(self.clusters.lock().unwrap().keys().map(|k| format!("cluster/{k}")));
+        all.extend(
+            self.clusters
+                .lock()
+                .unwrap()
+                .keys()
+                .map(|k| format!("cluster/{k}")),
+        );
         all.extend(
             self.node_groups
                 .lock()
@@ -132,8 +131,20 @@ impl MemoryAws {
                 .keys()
                 .map(|(c, n)| format!("nodegroup/{c}/{n}")),
         );
-        all.extend(self.buckets.lock().unwrap().keys().map(|k| format!("bucket/{k}")));
-        all.extend(self.databases.lock().unwrap().keys().map(|k| format!("database/{k}")));
+        all.extend(
+            self.buckets
+                .lock()
+                .unwrap()
+                .keys()
+                .map(|k| format!("bucket/{k}")),
+        );
+        all.extend(
+            self.databases
+                .lock()
+                .unwrap()
+                .keys()
+                .map(|k| format!("database/{k}")),
+        );
         all.sort();
         all
     }
@@ -344,7 +355,13 @@ impl KubernetesClusters for MemoryAws {
     }
 
     async fn delete_cluster(&self, name: &str) -> Result<bool> {
-        if self.node_groups.lock().unwrap().keys().any(|(c, _)| c == name) {
+        if self
+            .node_groups
+            .lock()
+            .unwrap()
+            .keys()
+            .any(|(c, _)| c == name)
+        {
             return Err(Error::unavailable(format!(
                 "cluster {name} still has node groups"
             )));

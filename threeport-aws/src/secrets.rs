@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use threeport_core::{Error, Result, SecretValues};
 
-use crate::error::sdk_error;
 use crate::SecretStore;
+use crate::error::sdk_error;
 
 /// Secrets of one account and region.
 #[derive(Debug, Clone)]

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{Moto, moto};
 use aws_config::SdkConfig;
+use common::{Moto, moto};
 use threeport_aws::{
     AwsConnection, Ec2Networks, EksClusters, IamRoles, MemoryAws, RdsDatabases, S3Storage,
     SecretsManagerStore, conformance,
@@ -88,10 +88,16 @@ async fn an_assumed_role_acts_through_sts() {
     .await
     .expect("STS gave credentials for the role");
     assert_ne!(credentials.access_key_id(), "testing", "not the base keys");
-    assert!(credentials.session_token().is_some(), "temporary credentials");
+    assert!(
+        credentials.session_token().is_some(),
+        "temporary credentials"
+    );
     let storage = S3Storage::new(&config);
     let bucket = unique("assumed");
-    storage.ensure_bucket(&bucket, false).await.expect("acts as the role");
+    storage
+        .ensure_bucket(&bucket, false)
+        .await
+        .expect("acts as the role");
     assert!(storage.delete_bucket(&bucket).await.unwrap());
     let not_a_role = AwsConnection {
         assume_role: Some(AssumeRole {

@@ -58,11 +58,7 @@ async fn workload(memory: &MemoryBackends) -> Object<WorkloadInstance> {
 }
 
 fn memory_aws(fake: &Arc<MemoryAws>) -> Arc<dyn AwsProvider> {
-    Arc::new(FixedAws(AwsServices {
-        storage: fake.clone(),
-        secrets: fake.clone(),
-        databases: fake.clone(),
-    }))
+    Arc::new(FixedAws(AwsServices::memory(fake.clone())))
 }
 
 /// An account with `credentials`, a bucket definition and a bucket instance for a workload.
@@ -346,19 +342,6 @@ async fn secret_values_reach_secrets_manager_and_nowhere_else() {
     shutdown.cancel();
 }
 
-#[tokio::test]
-async fn role_credentials_are_refused_clearly_by_the_sdk_provider() {
-    let sealer = Arc::new(Sealer::ephemeral().unwrap());
-    let provider = SdkAws::new(sealer, Some("http://127.0.0.1:9".into()));
-    let memory = MemoryBackends::new();
-    let account = Api::<AwsAccount>::new(memory.store.clone())
-        .create("main", account(role()))
-        .await
-        .unwrap();
-    let err = provider.services(&account, "us-east-1").await.unwrap_err();
-    assert!(err.to_string().contains("role assumption"), "{err}");
-}
-
 #[path = "../../threeport-aws/tests/common/mod.rs"]
 mod moto;
 
@@ -391,13 +374,18 @@ async fn a_bucket_through_the_sdk_against_moto() {
     .unwrap()
     .unwrap();
     let bucket = done.status.details.bucket.unwrap();
-    let s3 = threeport_aws::S3Storage::new(&threeport_aws::AwsConnection {
-        region: "us-east-1".into(),
-        access_key_id: "testing".into(),
-        secret_access_key: "testing".into(),
-        endpoint: Some(moto.url.clone()),
-    })
-    .unwrap();
+    let s3 = threeport_aws::S3Storage::new(
+        &threeport_aws::AwsConnection {
+            region: "us-east-1".into(),
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".into(),
+            endpoint: Some(moto.url.clone()),
+            ..Default::default()
+        }
+        .sdk_config()
+        .await
+        .unwrap(),
+    );
     let state = s3
         .bucket(&bucket)
         .await
@@ -405,4 +393,28 @@ async fn a_bucket_through_the_sdk_against_moto() {
         .expect("the bucket is in (mock) S3");
     assert!(!state.public_read);
     shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_role_is_assumed_through_sts_by_the_sdk_provider() {
+    let moto = moto::moto().await;
+    let sealer = Arc::new(Sealer::ephemeral().unwrap());
+    let provider =
+        SdkAws::new(sealer, Some(moto.url.clone())).with_base_credentials("testing", "testing");
+    let memory = MemoryBackends::new();
+    let account = Api::<AwsAccount>::new(memory.store.clone())
+        .create("main", account(role()))
+        .await
+        .unwrap();
+    let services = provider.services(&account, "us-east-1").await.unwrap();
+    services
+        .storage
+        .ensure_bucket("assumed-role-bucket", false)
+        .await
+        .expect("acts as the assumed role");
+    let err = provider
+        .services(&account, "moon-central-1")
+        .await
+        .expect_err("unknown region");
+    assert_eq!(err.kind(), threeport_core::ErrorKind::Invalid, "{err}");
 }

@@ -140,8 +140,14 @@ mod cluster_controllers {
                 .run(shutdown.clone()),
         );
         tokio::spawn(
-            Controller::new(WorkloadInstanceReconciler::new(clusters), memory.backends())
-                .run(shutdown.clone()),
+            Controller::new(
+                WorkloadInstanceReconciler::new(
+                    clusters,
+                    Arc::new(threeport_server::Sealer::ephemeral().unwrap()),
+                ),
+                memory.backends(),
+            )
+            .run(shutdown.clone()),
         );
         tokio::spawn(
             Controller::new(WorkloadDefinitionReconciler, memory.backends()).run(shutdown.clone()),

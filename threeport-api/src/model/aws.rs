@@ -173,9 +173,46 @@ pub struct AwsEksKubernetesRuntimeInstance {
     pub region: String,
 }
 
+/// What the AWS controller created for an EKS runtime (its inventory), in creation order;
+/// teardown goes in reverse.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct EksInstanceStatus {
+    /// Value of the `threeport:owner` tag on every EC2 piece of its network.
+    pub network_owner: Option<String>,
+    /// VPC id.
+    pub vpc_id: Option<String>,
+    /// Internet gateway id.
+    pub internet_gateway_id: Option<String>,
+    /// Route table id.
+    pub route_table_id: Option<String>,
+    /// Subnet ids, one per zone.
+    #[serde(default)]
+    pub subnet_ids: Vec<String>,
+    /// IAM role of the control plane.
+    pub cluster_role: Option<String>,
+    /// IAM role of the nodes.
+    pub node_role: Option<String>,
+    /// EKS cluster name.
+    pub cluster_name: Option<String>,
+    /// When the cluster creation was requested (RFC 3339); a cluster not seen long after it
+    /// means the request was lost, and it is made again.
+    pub cluster_creation_acknowledged: Option<String>,
+    /// Node group name.
+    pub node_group_name: Option<String>,
+    /// When the node group creation was requested (RFC 3339).
+    pub node_group_creation_acknowledged: Option<String>,
+    /// The cluster's OIDC issuer, registered as an IAM OIDC provider (for workload roles).
+    pub oidc_issuer: Option<String>,
+    /// ARN of that IAM OIDC provider.
+    pub oidc_provider_arn: Option<String>,
+    /// The service account threeport uses in the cluster (its token is in the runtime's
+    /// connection data, sealed).
+    pub service_account: Option<String>,
+}
+
 impl ApiObject for AwsEksKubernetesRuntimeInstance {
     const KIND: &'static str = "AwsEksKubernetesRuntimeInstance";
-    type Status = ();
+    type Status = EksInstanceStatus;
     fn validate(&self) -> Result<(), ValidationError> {
         aws_region("region", &self.region)
     }
@@ -414,6 +451,12 @@ pub struct BucketInstanceStatus {
     pub bucket: Option<String>,
     /// Region.
     pub region: Option<String>,
+    /// IAM role the workload's service account acts as to reach the bucket.
+    #[serde(default)]
+    pub role_name: Option<String>,
+    /// Its ARN (annotated on the service account as `eks.amazonaws.com/role-arn`).
+    #[serde(default)]
+    pub role_arn: Option<String>,
 }
 
 impl ApiObject for AwsObjectStorageBucketInstance {

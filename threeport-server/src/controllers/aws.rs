@@ -14,19 +14,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use threeport_api::model::{
-    AwsAccount, AwsCredentials, AwsObjectStorageBucketDefinition, AwsObjectStorageBucketInstance,
-    AwsRelationalDatabaseDefinition, AwsRelationalDatabaseInstance, MachineSize, SecretDefinition,
-    WorkloadInstance,
+    AwsAccount, AwsCredentials, AwsEksKubernetesRuntimeInstance, AwsObjectStorageBucketDefinition,
+    AwsObjectStorageBucketInstance, AwsRelationalDatabaseDefinition, AwsRelationalDatabaseInstance,
+    KubernetesRuntimeInstance, MachineSize, SecretDefinition, SecretInstance, WorkloadInstance,
 };
 use threeport_aws::{
-    AwsConnection, DatabaseRequest, ObjectStorage, RdsDatabases, RelationalDatabases, S3Storage,
-    SecretStore, SecretsManagerStore,
+    AssumeRole, AwsConnection, DatabaseRequest, Ec2Networks, EksClusters, IamRoles,
+    KubernetesClusters, MemoryAws, Networks, ObjectStorage, RdsDatabases, RelationalDatabases,
+    RoleRequest, Roles, S3Storage, SecretStore, SecretsManagerStore, Trust, partition,
 };
 use threeport_core::object::EventType;
-use threeport_core::{
-    Action, Context, Error, Object, ObjectId, ReconcileError, Reconciler, Result,
-};
+use threeport_core::{Action, Context, Object, ObjectId, ReconcileError, Reconciler, Result};
 
+use super::attached::{
+    DATABASE_PASSWORD_FIELD, announce, bucket_digest, database_digest, digest, secret_manager_name,
+};
 use crate::seal::Sealer;
 
 /// How often a resource being created or deleted is looked at again.
@@ -41,6 +43,26 @@ pub struct AwsServices {
     pub secrets: Arc<dyn SecretStore>,
     /// RDS.
     pub databases: Arc<dyn RelationalDatabases>,
+    /// EC2 networks.
+    pub networks: Arc<dyn Networks>,
+    /// IAM.
+    pub roles: Arc<dyn Roles>,
+    /// EKS.
+    pub clusters: Arc<dyn KubernetesClusters>,
+}
+
+impl AwsServices {
+    /// Every service from one in-memory account.
+    pub fn memory(aws: Arc<MemoryAws>) -> Self {
+        AwsServices {
+            storage: aws.clone(),
+            secrets: aws.clone(),
+            databases: aws.clone(),
+            networks: aws.clone(),
+            roles: aws.clone(),
+            clusters: aws,
+        }
+    }
 }
 
 /// Gives the AWS services of an account.
@@ -50,52 +72,79 @@ pub trait AwsProvider: Send + Sync + std::fmt::Debug + 'static {
     async fn services(&self, account: &Object<AwsAccount>, region: &str) -> Result<AwsServices>;
 }
 
-/// Real AWS through the SDK, with the account's access keys (opened with the server's key),
-/// or any endpoint that speaks the AWS APIs (moto, for tests).
+/// Real AWS through the SDK: the account's access keys (opened with the server's key), or its
+/// role assumed through STS with the server's own credentials (the standard chain:
+/// environment, profile, web identity, instance role); any endpoint that speaks the AWS APIs
+/// (moto) for tests.
 #[derive(Debug)]
 pub struct SdkAws {
     sealer: Arc<Sealer>,
     endpoint: Option<String>,
+    base: Option<(String, String)>,
 }
 
 impl SdkAws {
     /// AWS itself, or the API at `endpoint`.
     pub fn new(sealer: Arc<Sealer>, endpoint: Option<String>) -> Self {
-        SdkAws { sealer, endpoint }
+        SdkAws {
+            sealer,
+            endpoint,
+            base: None,
+        }
+    }
+
+    /// Assume accounts' roles with these access keys instead of the standard chain.
+    pub fn with_base_credentials(mut self, access_key_id: &str, secret_access_key: &str) -> Self {
+        self.base = Some((access_key_id.to_owned(), secret_access_key.to_owned()));
+        self
     }
 }
 
 #[async_trait]
 impl AwsProvider for SdkAws {
     async fn services(&self, account: &Object<AwsAccount>, region: &str) -> Result<AwsServices> {
-        let (access_key_id, secret_access_key) = match &account.spec.credentials {
+        let connection = match &account.spec.credentials {
             AwsCredentials::AccessKeys {
                 access_key_id,
                 secret_access_key,
-            } => (
-                access_key_id.clone(),
-                self.sealer.open(
+            } => AwsConnection {
+                access_key_id: access_key_id.clone(),
+                secret_access_key: self.sealer.open(
                     "spec.credentials.access_keys.secret_access_key",
                     secret_access_key,
                 )?,
-            ),
-            AwsCredentials::Role { .. } => {
-                return Err(Error::invalid(
-                    "credentials",
-                    "role assumption is not supported by this build yet; give access keys",
-                ));
+                ..AwsConnection::default()
+            },
+            AwsCredentials::Role {
+                role_arn,
+                external_id,
+            } => {
+                let (access_key_id, secret_access_key) = self.base.clone().unwrap_or_default();
+                AwsConnection {
+                    access_key_id,
+                    secret_access_key,
+                    assume_role: Some(AssumeRole {
+                        role_arn: role_arn.clone(),
+                        external_id: external_id.clone(),
+                    }),
+                    ..AwsConnection::default()
+                }
             }
         };
-        let connection = AwsConnection {
+        let config = AwsConnection {
             region: region.to_owned(),
-            access_key_id,
-            secret_access_key,
             endpoint: self.endpoint.clone(),
-        };
+            ..connection
+        }
+        .sdk_config()
+        .await?;
         Ok(AwsServices {
-            storage: Arc::new(S3Storage::new(&connection)?),
-            secrets: Arc::new(SecretsManagerStore::new(&connection)?),
-            databases: Arc::new(RdsDatabases::new(&connection)?),
+            storage: Arc::new(S3Storage::new(&config)),
+            secrets: Arc::new(SecretsManagerStore::new(&config)),
+            databases: Arc::new(RdsDatabases::new(&config)),
+            networks: Arc::new(Ec2Networks::new(&config)),
+            roles: Arc::new(IamRoles::new(&config)),
+            clusters: Arc::new(EksClusters::new(&config)),
         })
     }
 }
@@ -112,7 +161,7 @@ impl AwsProvider for FixedAws {
 }
 
 /// A cloud name for an object: `tp-<workload>-<8 hex of the id>`, lower case, within `max`.
-fn cloud_name(workload: &str, id: ObjectId, max: usize) -> String {
+pub(crate) fn cloud_name(workload: &str, id: ObjectId, max: usize) -> String {
     let suffix = id.0.simple().to_string();
     let suffix = &suffix[suffix.len() - 8..];
     let mut base: String = workload
@@ -177,6 +226,50 @@ async fn workload_name(
     Ok(ctx.api::<WorkloadInstance>().get(workload).await?.meta.name)
 }
 
+/// Who may act as a workload's role: its service account through the cluster's OIDC
+/// provider when the workload runs on an EKS runtime threeport made (any namespace of that
+/// cluster: the workload's may be generated later), else the account's principals.
+async fn workload_trust(
+    ctx: &Context,
+    workload: ObjectId,
+    service_account: &str,
+    account_id: &str,
+) -> std::result::Result<Trust, ReconcileError> {
+    let instance = ctx.api::<WorkloadInstance>().get(workload).await?;
+    if let Some(runtime) = instance.spec.runtime.or(instance.status.details.runtime) {
+        let runtime = ctx.api::<KubernetesRuntimeInstance>().get(runtime).await?;
+        let eks = ctx
+            .api::<AwsEksKubernetesRuntimeInstance>()
+            .get_by_name(&runtime.meta.name)
+            .await;
+        if let Ok(eks) = eks
+            && eks.spec.runtime == runtime.id()
+            && let (Some(provider_arn), Some(issuer)) = (
+                eks.status.details.oidc_provider_arn.clone(),
+                eks.status.details.oidc_issuer.clone(),
+            )
+        {
+            return Ok(Trust::ServiceAccount {
+                provider_arn,
+                issuer: issuer.trim_start_matches("https://").to_owned(),
+                namespace: "*".to_owned(),
+                name: service_account.to_owned(),
+            });
+        }
+    }
+    Ok(Trust::Account(account_id.to_owned()))
+}
+
+/// Read and write access to one bucket.
+fn bucket_policy(bucket: &str, region: &str) -> String {
+    let arn = format!("arn:{}:s3:::{bucket}", partition(region));
+    serde_json::json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketLocation"], "Resource": arn},
+        {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+         "Resource": format!("{arn}/*")}]})
+    .to_string()
+}
+
 /// Reconciles `AwsObjectStorageBucketInstance`: a bucket for the workload.
 #[derive(Debug, Clone)]
 pub struct BucketReconciler {
@@ -213,12 +306,46 @@ impl Reconciler for BucketReconciler {
             .bucket
             .clone()
             .unwrap_or_else(|| cloud_name(&workload, instance.id(), 63));
+        // The inventory first: whatever happens next, the names are known.
+        instance.status.details.bucket = Some(bucket.clone());
+        instance.status.details.region = Some(region.clone());
         services
             .storage
             .ensure_bucket(&bucket, definition.spec.public_read_access)
             .await?;
-        instance.status.details.bucket = Some(bucket);
-        instance.status.details.region = Some(region);
+        let role_name = instance
+            .status
+            .details
+            .role_name
+            .clone()
+            .unwrap_or_else(|| cloud_name(&workload, instance.id(), 64));
+        instance.status.details.role_name = Some(role_name.clone());
+        let account = &definition.spec.workload_service_account_name;
+        let account_id = ctx
+            .api::<AwsAccount>()
+            .get(definition.spec.aws_account)
+            .await?
+            .spec
+            .account_id;
+        let trust =
+            workload_trust(ctx, instance.spec.workload_instance, account, &account_id).await?;
+        let role_arn = services
+            .roles
+            .ensure_role(&RoleRequest {
+                name: role_name,
+                trust,
+                managed_policies: Vec::new(),
+                inline_policy: Some(bucket_policy(&bucket, &region)),
+            })
+            .await?;
+        instance.status.details.role_arn = Some(role_arn.clone());
+        announce(
+            ctx,
+            instance.spec.workload_instance,
+            instance.id(),
+            Some(&bucket_digest(&bucket, Some(&role_arn))),
+        )
+        .await?;
         Ok(Action::Done)
     }
 
@@ -227,16 +354,23 @@ impl Reconciler for BucketReconciler {
         instance: &mut Object<AwsObjectStorageBucketInstance>,
         ctx: &Context,
     ) -> std::result::Result<Action, ReconcileError> {
-        let Some(bucket) = instance.status.details.bucket.clone() else {
-            return Ok(Action::Done);
-        };
+        // The workload stops using it first.
+        announce(ctx, instance.spec.workload_instance, instance.id(), None).await?;
         let (_, services, _) = definition_services::<AwsObjectStorageBucketDefinition>(
             &self.aws,
             ctx,
             instance.spec.definition,
         )
         .await?;
-        services.storage.delete_bucket(&bucket).await?;
+        if let Some(role) = instance.status.details.role_name.clone() {
+            services.roles.delete_role(&role).await?;
+            instance.status.details.role_name = None;
+            instance.status.details.role_arn = None;
+        }
+        if let Some(bucket) = instance.status.details.bucket.clone() {
+            services.storage.delete_bucket(&bucket).await?;
+            instance.status.details.bucket = None;
+        }
         Ok(Action::Done)
     }
 }
@@ -252,10 +386,6 @@ impl SecretReconciler {
     pub fn new(aws: Arc<dyn AwsProvider>) -> Self {
         SecretReconciler { aws }
     }
-}
-
-fn secret_name(definition: &Object<SecretDefinition>) -> String {
-    format!("threeport/{}", definition.meta.name)
 }
 
 #[async_trait]
@@ -281,7 +411,7 @@ impl Reconciler for SecretReconciler {
         let (services, _) = account_services(&self.aws, ctx, definition.spec.aws_account).await?;
         let arn = services
             .secrets
-            .put_secret(&secret_name(definition), values)
+            .put_secret(&secret_manager_name(definition), values)
             .await?;
         definition.status.details.arn = Some(arn);
         definition.status.record_event(
@@ -303,8 +433,60 @@ impl Reconciler for SecretReconciler {
         let (services, _) = account_services(&self.aws, ctx, definition.spec.aws_account).await?;
         services
             .secrets
-            .delete_secret(&secret_name(definition))
+            .delete_secret(&secret_manager_name(definition))
             .await?;
+        Ok(Action::Done)
+    }
+}
+
+/// Reconciles `SecretInstance`: once its definition's values are stored, tells the workload,
+/// which adds an ExternalSecret reading them (see [`super::attached`]); the values never
+/// pass through threeport's store.
+#[derive(Debug, Clone, Default)]
+pub struct SecretInstanceReconciler {
+    poll: Option<Duration>,
+}
+
+impl SecretInstanceReconciler {
+    /// Waiting for the values looks again every `poll` (15 s by default).
+    pub fn with_poll(poll: Duration) -> Self {
+        SecretInstanceReconciler { poll: Some(poll) }
+    }
+}
+
+#[async_trait]
+impl Reconciler for SecretInstanceReconciler {
+    type Object = SecretInstance;
+
+    async fn reconcile(
+        &self,
+        instance: &mut Object<SecretInstance>,
+        ctx: &Context,
+    ) -> std::result::Result<Action, ReconcileError> {
+        let Some(workload) = instance.spec.workload_instance else {
+            return Err(ReconcileError::terminal(
+                "secrets for Helm workload instances are not supported by this build yet",
+            ));
+        };
+        let definition = ctx
+            .api::<SecretDefinition>()
+            .get(instance.spec.definition)
+            .await?;
+        let Some(arn) = &definition.status.details.arn else {
+            return Ok(Action::RequeueAfter(self.poll.unwrap_or(POLL)));
+        };
+        announce(ctx, workload, instance.id(), Some(&digest(&[arn]))).await?;
+        Ok(Action::Done)
+    }
+
+    async fn cleanup(
+        &self,
+        instance: &mut Object<SecretInstance>,
+        ctx: &Context,
+    ) -> std::result::Result<Action, ReconcileError> {
+        if let Some(workload) = instance.spec.workload_instance {
+            announce(ctx, workload, instance.id(), None).await?;
+        }
         Ok(Action::Done)
     }
 }
@@ -339,8 +521,6 @@ pub fn master_password(sealer: &Sealer, instance: ObjectId) -> String {
     sealer.derive(&format!("rds-master-password:{instance}"))
 }
 
-const PASSWORD_FIELD: &str = "status.details.master_password";
-
 #[async_trait]
 impl Reconciler for DatabaseReconciler {
     type Object = AwsRelationalDatabaseInstance;
@@ -370,7 +550,8 @@ impl Reconciler for DatabaseReconciler {
         match services.databases.database(&identifier).await? {
             None => {
                 let password = master_password(&self.sealer, id);
-                status.master_password = Some(self.sealer.seal(PASSWORD_FIELD, &password)?);
+                status.master_password =
+                    Some(self.sealer.seal(DATABASE_PASSWORD_FIELD, &password)?);
                 status.master_username = Some("threeport".to_owned());
                 let spec = &definition.spec;
                 let engine = serde_json::to_value(spec.engine)
@@ -403,11 +584,21 @@ impl Reconciler for DatabaseReconciler {
                 // Also after a resumed create: the password is derived, not remembered.
                 if status.master_password.is_none() {
                     let password = master_password(&self.sealer, id);
-                    status.master_password = Some(self.sealer.seal(PASSWORD_FIELD, &password)?);
+                    status.master_password =
+                        Some(self.sealer.seal(DATABASE_PASSWORD_FIELD, &password)?);
                     status.master_username = Some("threeport".to_owned());
                 }
-                status.host = state.host;
+                status.host = state.host.clone();
                 status.port = state.port;
+                if let (Some(host), Some(port)) = (state.host, state.port) {
+                    announce(
+                        ctx,
+                        instance.spec.workload_instance,
+                        id,
+                        Some(&database_digest(&host, port)),
+                    )
+                    .await?;
+                }
                 Ok(Action::Done)
             }
             Some(_) => Ok(Action::RequeueAfter(POLL)),
@@ -419,6 +610,8 @@ impl Reconciler for DatabaseReconciler {
         instance: &mut Object<AwsRelationalDatabaseInstance>,
         ctx: &Context,
     ) -> std::result::Result<Action, ReconcileError> {
+        // The workload stops using it first.
+        announce(ctx, instance.spec.workload_instance, instance.id(), None).await?;
         let Some(identifier) = instance.status.details.identifier.clone() else {
             return Ok(Action::Done);
         };

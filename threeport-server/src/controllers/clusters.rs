@@ -18,6 +18,10 @@ pub trait ClusterProvider: Send + Sync + std::fmt::Debug + 'static {
         &self,
         runtime: &Object<KubernetesRuntimeInstance>,
     ) -> Result<Arc<dyn Cluster>>;
+
+    /// A cluster reached with `connection` (credentials in plain form), before any runtime
+    /// records it: the AWS controller's first contact with a new EKS cluster.
+    async fn connect(&self, connection: &ClusterConnection) -> Result<Arc<dyn Cluster>>;
 }
 
 /// Real clusters, reached with `kube` from the runtime's connection data (its token opened
@@ -49,10 +53,11 @@ impl ClusterProvider for KubeClusters {
             return Ok(client.clone());
         }
         let Some(connection) = &runtime.spec.connection else {
-            return Err(Error::invalid(
-                "spec.connection",
-                format!("runtime {} has no connection data yet", runtime.meta.name),
-            ));
+            // Not a mistake: an EKS runtime gets its connection data once its cluster serves.
+            return Err(Error::unavailable(format!(
+                "runtime {} has no connection data yet",
+                runtime.meta.name
+            )));
         };
         let open = |field: &str, sealed: &Option<String>| {
             sealed
@@ -79,6 +84,10 @@ impl ClusterProvider for KubeClusters {
         clients.insert(key, client.clone());
         Ok(client)
     }
+
+    async fn connect(&self, connection: &ClusterConnection) -> Result<Arc<dyn Cluster>> {
+        Ok(Arc::new(KubeCluster::connect(connection).await?))
+    }
 }
 
 /// One cluster for every runtime (tests, single-cluster setups).
@@ -88,6 +97,10 @@ pub struct SingleCluster(pub Arc<dyn Cluster>);
 #[async_trait]
 impl ClusterProvider for SingleCluster {
     async fn cluster(&self, _: &Object<KubernetesRuntimeInstance>) -> Result<Arc<dyn Cluster>> {
+        Ok(self.0.clone())
+    }
+
+    async fn connect(&self, _: &ClusterConnection) -> Result<Arc<dyn Cluster>> {
         Ok(self.0.clone())
     }
 }

@@ -1,7 +1,9 @@
 //! The controllers this build has, by the name `threeport-server controller <name>` takes.
 
+pub mod attached;
 mod aws;
 mod clusters;
+mod eks;
 mod runtime;
 mod workload_definition;
 mod workload_instance;
@@ -15,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use aws::{
     AwsProvider, AwsServices, BucketReconciler, DatabaseReconciler, FixedAws, SdkAws,
-    SecretReconciler, master_password,
+    SecretInstanceReconciler, SecretReconciler, master_password,
 };
 pub use clusters::{ClusterProvider, KubeClusters, SingleCluster};
+pub use eks::{EksReconciler, SERVICE_ACCOUNT, SYSTEM_NAMESPACE};
 pub use runtime::RuntimeReconciler;
 pub use workload_definition::{WorkloadDefinitionReconciler, split_manifests};
 pub use workload_instance::{FIELD_MANAGER, WorkloadInstanceReconciler};
@@ -30,6 +33,8 @@ pub const AVAILABLE: &[&str] = &[
     "aws-bucket",
     "aws-database",
     "aws-secret",
+    "aws-secret-instance",
+    "aws-eks",
 ];
 
 /// What controllers reach the outside world through.
@@ -69,10 +74,13 @@ pub fn spawn(
                 .run(shutdown),
         )),
         "workload-instance" => Ok(tokio::spawn(
-            Controller::new(WorkloadInstanceReconciler::new(clusters.clone()), backends)
-                .with_config(config)
-                .with_metrics(registered)
-                .run(shutdown),
+            Controller::new(
+                WorkloadInstanceReconciler::new(clusters.clone(), providers.sealer.clone()),
+                backends,
+            )
+            .with_config(config)
+            .with_metrics(registered)
+            .run(shutdown),
         )),
         "kubernetes-runtime" => Ok(tokio::spawn(
             Controller::new(RuntimeReconciler::new(clusters.clone()), backends)
@@ -100,6 +108,25 @@ pub fn spawn(
                 .with_config(config)
                 .with_metrics(registered)
                 .run(shutdown),
+        )),
+        "aws-secret-instance" => Ok(tokio::spawn(
+            Controller::new(SecretInstanceReconciler::default(), backends)
+                .with_config(config)
+                .with_metrics(registered)
+                .run(shutdown),
+        )),
+        "aws-eks" => Ok(tokio::spawn(
+            Controller::new(
+                EksReconciler::new(
+                    providers.aws.clone(),
+                    clusters.clone(),
+                    providers.sealer.clone(),
+                ),
+                backends,
+            )
+            .with_config(config)
+            .with_metrics(registered)
+            .run(shutdown),
         )),
         other => Err(threeport_core::Error::invalid(
             "controller",

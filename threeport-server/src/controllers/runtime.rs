@@ -28,12 +28,22 @@ const WAITING: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct RuntimeReconciler {
     clusters: Arc<dyn ClusterProvider>,
+    waiting: Duration,
 }
 
 impl RuntimeReconciler {
     /// A controller reaching clusters through `clusters`.
     pub fn new(clusters: Arc<dyn ClusterProvider>) -> Self {
-        RuntimeReconciler { clusters }
+        RuntimeReconciler {
+            clusters,
+            waiting: WAITING,
+        }
+    }
+
+    /// How often a runtime waiting for its EKS cluster to come or go looks again (30 s).
+    pub fn with_poll(mut self, poll: Duration) -> Self {
+        self.waiting = poll;
+        self
     }
 }
 
@@ -109,7 +119,7 @@ impl Reconciler for RuntimeReconciler {
                         eks.meta.name, eks.spec.region
                     ),
                 );
-                return Ok(Action::RequeueAfter(WAITING));
+                return Ok(Action::RequeueAfter(self.waiting));
             }
         } else if runtime.spec.connection.is_none() {
             return Err(ReconcileError::terminal(
@@ -139,7 +149,7 @@ impl Reconciler for RuntimeReconciler {
                 if !eks.is_deleting() {
                     instances.delete(eks.id()).await?;
                 }
-                Ok(Action::RequeueAfter(WAITING))
+                Ok(Action::RequeueAfter(self.waiting))
             }
             Ok(_) => Ok(Action::Done),
             Err(err) if err.kind() == ErrorKind::NotFound => Ok(Action::Done),

@@ -17,8 +17,10 @@ use threeport_core::store::ListQuery;
 use threeport_core::{Action, Context, Object, ReconcileError, Reconciler};
 use threeport_k8s::{ResourceRef, apply_all, delete_all};
 
+use super::attached::Attachments;
 use super::clusters::ClusterProvider;
 use super::workload_definition::split_manifests;
+use crate::seal::Sealer;
 
 /// Field manager of everything threeport applies.
 pub const FIELD_MANAGER: &str = "threeport";
@@ -43,12 +45,14 @@ const CLUSTER_SCOPED: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct WorkloadInstanceReconciler {
     clusters: Arc<dyn ClusterProvider>,
+    sealer: Arc<Sealer>,
 }
 
 impl WorkloadInstanceReconciler {
-    /// A controller reaching clusters through `clusters`.
-    pub fn new(clusters: Arc<dyn ClusterProvider>) -> Self {
-        WorkloadInstanceReconciler { clusters }
+    /// A controller reaching clusters through `clusters`, opening the database passwords of
+    /// attached services with `sealer`.
+    pub fn new(clusters: Arc<dyn ClusterProvider>, sealer: Arc<Sealer>) -> Self {
+        WorkloadInstanceReconciler { clusters, sealer }
     }
 
     /// The instance's runtime: its own, else the default one.
@@ -125,10 +129,13 @@ fn label(manifest: &mut Value, instance: &str) {
     }
 }
 
-/// The manifests to apply for `instance`: labelled, with its namespace filled in (generated
-/// and created when the manifests bring none). Returns them and the generated namespace.
+/// The manifests to apply for `instance`: its definition's and what attached services add,
+/// labelled, with its namespace filled in (generated and created when the manifests bring
+/// none; else the first one they name, for what the services add). Returns them and the
+/// generated namespace.
 fn prepare(
     mut manifests: Vec<Value>,
+    attachments: &Attachments,
     instance: &Object<WorkloadInstance>,
 ) -> (Vec<Value>, Option<String>) {
     let brings_namespace = manifests.iter().any(|m| m["kind"] == "Namespace")
@@ -136,14 +143,31 @@ fn prepare(
             .iter()
             .any(|m| m["metadata"]["namespace"].is_string());
     let generated = (!brings_namespace).then(|| generated_namespace(instance));
+    let namespace = generated.clone().or_else(|| {
+        manifests
+            .iter()
+            .find_map(|m| m["metadata"]["namespace"].as_str().map(str::to_owned))
+            .or_else(|| {
+                manifests
+                    .iter()
+                    .find(|m| m["kind"] == "Namespace")
+                    .and_then(|m| m["metadata"]["name"].as_str().map(str::to_owned))
+            })
+    });
+    let own = manifests.len();
+    manifests.extend(attachments.manifests.iter().cloned());
     let kinds: Vec<Value> = manifests.clone();
-    for manifest in &mut manifests {
+    for (index, manifest) in manifests.iter_mut().enumerate() {
         let kind = manifest["kind"].as_str().unwrap_or_default().to_owned();
-        if let Some(namespace) = &generated
+        let fill = if index < own { &generated } else { &namespace };
+        if let Some(namespace) = fill
             && is_namespaced(&kind, &kinds)
         {
             manifest["metadata"]["namespace"] = json!(namespace);
         }
+    }
+    attachments.apply_to(&mut manifests, namespace.as_deref());
+    for manifest in &mut manifests {
         label(manifest, &instance.id().to_string());
     }
     if let Some(namespace) = &generated {
@@ -190,7 +214,8 @@ impl Reconciler for WorkloadInstanceReconciler {
             instance.spec = updated.spec;
         }
         let cluster = self.clusters.cluster(&runtime).await?;
-        let (manifests, generated) = prepare(manifests, instance);
+        let attachments = Attachments::of(ctx, instance, &self.sealer).await?;
+        let (manifests, generated) = prepare(manifests, &attachments, instance);
         let live = apply_all(cluster.as_ref(), &manifests, FIELD_MANAGER).await?;
         let applied: Vec<AppliedResource> = live
             .iter()
@@ -243,6 +268,10 @@ impl Reconciler for WorkloadInstanceReconciler {
         details.runtime = Some(runtime.id());
         details.namespace = generated;
         details.resources = applied;
+        if attachments.behind {
+            // A service announced news its status does not show yet: look again shortly.
+            return Ok(Action::RequeueAfter(std::time::Duration::from_secs(1)));
+        }
         Ok(Action::Done)
     }
 

@@ -1,0 +1,571 @@
+//! The AWS controllers end to end with the workload and runtime controllers, on the memory
+//! backends with the in-memory AWS fake: an EKS runtime provisioned (with answers lost mid
+//! create), connected and deployed to over HTTP through the fake API server, then torn down
+//! leaving nothing; and databases, buckets and secrets attached to a workload's resources.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use threeport_aws::MemoryAws;
+use threeport_core::{
+    Api, ApiObject, Bus, Controller, MemoryBackends, Notification, Object, ObjectId, Operation,
+    SecretValues,
+};
+use threeport_k8s::{Cluster, FakeApiServer, MemoryCluster, ResourceRef};
+use threeport_server::Sealer;
+use threeport_server::controllers::attached::ROLE_ANNOTATION;
+use threeport_server::controllers::{
+    AwsProvider, AwsServices, BucketReconciler, ClusterProvider, DatabaseReconciler, EksReconciler,
+    FixedAws, KubeClusters, RuntimeReconciler, SecretInstanceReconciler, SecretReconciler,
+    SingleCluster, WorkloadDefinitionReconciler, WorkloadInstanceReconciler, master_password,
+};
+use threeport_server::model::*;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn account() -> AwsAccount {
+    AwsAccount {
+        account_id: "123456789012".into(),
+        default_region: "us-east-1".into(),
+        default_account: true,
+        credentials: AwsCredentials::Role {
+            role_arn: "arn:aws:iam::123456789012:role/threeport".into(),
+            external_id: None,
+        },
+    }
+}
+
+fn resource(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> ResourceRef {
+    ResourceRef {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        namespace: namespace.map(str::to_owned),
+        name: name.into(),
+    }
+}
+
+/// Polls `cluster` until `check` finds what it wants in `resource`.
+async fn until(
+    cluster: &MemoryCluster,
+    resource: &ResourceRef,
+    check: impl Fn(&Option<Value>) -> bool,
+) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let live = cluster.get(resource).await.unwrap();
+        if check(&live) {
+            return live;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{resource} never got there: {live:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eks_runtime_is_provisioned_connected_used_and_torn_down_without_leaks() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let memory = MemoryBackends::new();
+    let shutdown = CancellationToken::new();
+    memory.spawn_relay(shutdown.clone());
+    let sealer = Arc::new(Sealer::ephemeral().unwrap());
+    // The "EKS cluster" is the fake API server; its token controller hands out the token the
+    // server accepts.
+    let cluster = MemoryCluster::new();
+    cluster.set_service_account_token("cluster-token");
+    let server = FakeApiServer::start_with_token(cluster.clone(), "cluster-token")
+        .await
+        .unwrap();
+    let fake = Arc::new(MemoryAws::new().with_creation_polls(3));
+    fake.serve_clusters_at(&server.url, None, "cluster-token");
+    // Two answers lost mid-create: after AWS made a subnet, and after it took the cluster.
+    fake.lose_next_answer("create_subnet");
+    fake.lose_next_answer("create_cluster");
+    let aws: Arc<dyn AwsProvider> = Arc::new(FixedAws(AwsServices::memory(fake.clone())));
+    let clusters: Arc<dyn ClusterProvider> = Arc::new(KubeClusters::new(sealer.clone()));
+    tokio::spawn(
+        Controller::new(
+            RuntimeReconciler::new(clusters.clone()).with_poll(Duration::from_millis(100)),
+            memory.backends(),
+        )
+        .run(shutdown.clone()),
+    );
+    tokio::spawn(
+        Controller::new(
+            EksReconciler::new(aws, clusters.clone(), sealer.clone())
+                .with_poll(Duration::from_millis(50)),
+            memory.backends(),
+        )
+        .run(shutdown.clone()),
+    );
+    tokio::spawn(
+        Controller::new(WorkloadDefinitionReconciler, memory.backends()).run(shutdown.clone()),
+    );
+    tokio::spawn(
+        Controller::new(
+            WorkloadInstanceReconciler::new(clusters, sealer.clone()),
+            memory.backends(),
+        )
+        .run(shutdown.clone()),
+    );
+
+    let store = memory.store.clone();
+    let account = Api::<AwsAccount>::new(store.clone())
+        .create("main", account())
+        .await
+        .unwrap();
+    let definition = Api::<KubernetesRuntimeDefinition>::new(store.clone())
+        .create(
+            "eks",
+            KubernetesRuntimeDefinition {
+                infra_provider: InfraProvider::Eks,
+                aws_account: Some(account.id()),
+                high_availability: false,
+                node_size: NodeSize::Medium,
+                node_profile: NodeProfile::Balanced,
+                node_maximum: 4,
+            },
+        )
+        .await
+        .unwrap();
+    let runtimes = Api::<KubernetesRuntimeInstance>::new(store.clone());
+    let runtime = runtimes
+        .create(
+            "paris",
+            KubernetesRuntimeInstance {
+                definition: definition.id(),
+                location: "Europe:Paris".into(),
+                default_runtime: true,
+                connection: None,
+            },
+        )
+        .await
+        .unwrap();
+    let connected = tokio::time::timeout(
+        WAIT,
+        runtimes.wait_until(runtime.id(), |o: &Object<KubernetesRuntimeInstance>| {
+            o.spec.connection.is_some() && o.is_reconciled()
+        }),
+    )
+    .await
+    .expect("the runtime is connected and healthy")
+    .unwrap();
+    let connection = connected.spec.connection.unwrap();
+    assert_eq!(connection.api_endpoint, server.url);
+    let token = connection.token.expect("a token");
+    assert!(token.starts_with("sealed:"), "sealed at rest: {token}");
+    assert_eq!(
+        sealer.open("spec.connection.token", &token).unwrap(),
+        "cluster-token"
+    );
+
+    let eks = Api::<AwsEksKubernetesRuntimeInstance>::new(store.clone())
+        .get_by_name("paris")
+        .await
+        .unwrap();
+    let inventory = &eks.status.details;
+    assert_eq!(inventory.subnet_ids.len(), 2, "{inventory:?}");
+    assert!(inventory.vpc_id.is_some() && inventory.oidc_provider_arn.is_some());
+    // The cluster request's answer was lost, so the next look found the cluster being made;
+    // the node group's request was acknowledged.
+    assert!(inventory.node_group_creation_acknowledged.is_some());
+    assert!(
+        eks.status
+            .events
+            .iter()
+            .any(|e| e.reason == "CreatingNodeGroup"),
+        "{:?}",
+        eks.status.events
+    );
+    assert_eq!(
+        fake.network_pieces_created(),
+        3 + 2,
+        "VPC, gateway, route table and two subnets, none made twice after the lost answers"
+    );
+    let cloud = fake.cloud_inventory();
+    let count = |prefix: &str| cloud.iter().filter(|c| c.starts_with(prefix)).count();
+    assert_eq!(
+        (
+            count("cluster/"),
+            count("nodegroup/"),
+            count("role/"),
+            count("oidc/")
+        ),
+        (1, 1, 2, 1),
+        "{cloud:?}"
+    );
+    assert!(
+        cluster
+            .get(&resource(
+                "v1",
+                "ServiceAccount",
+                Some("threeport-system"),
+                "threeport-control-plane"
+            ))
+            .await
+            .unwrap()
+            .is_some(),
+        "threeport's own service account in the new cluster"
+    );
+
+    // A workload lands on it, over HTTP, with the service account's token.
+    let workload_definition = Api::<WorkloadDefinition>::new(store.clone())
+        .create(
+            "web",
+            WorkloadDefinition {
+                yaml_document: "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n  namespace: default\ndata:\n  a: b\n".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let workloads = Api::<WorkloadInstance>::new(store.clone());
+    let workload = workloads
+        .create(
+            "web",
+            WorkloadInstance {
+                definition: workload_definition.id(),
+                runtime: None,
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        WAIT,
+        workloads.wait_until(workload.id(), |o| o.is_reconciled()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        cluster
+            .get(&resource("v1", "ConfigMap", Some("default"), "web"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Teardown in reverse: nothing left in the account.
+    workloads.delete(workload.id()).await.unwrap();
+    tokio::time::timeout(WAIT, workloads.wait_until_gone(workload.id()))
+        .await
+        .unwrap()
+        .unwrap();
+    runtimes.delete(runtime.id()).await.unwrap();
+    tokio::time::timeout(WAIT, runtimes.wait_until_gone(runtime.id()))
+        .await
+        .expect("the runtime goes once its cluster is gone")
+        .unwrap();
+    assert_eq!(fake.cloud_inventory(), Vec::<String>::new());
+    shutdown.cancel();
+}
+
+/// The CRD of the external-secrets operator's ExternalSecret.
+fn external_secret_crd() -> Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "externalsecrets.external-secrets.io"},
+        "spec": {"group": "external-secrets.io", "scope": "Namespaced",
+            "names": {"kind": "ExternalSecret", "plural": "externalsecrets"},
+            "versions": [{"name": "v1", "served": true, "storage": true}]}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databases_buckets_and_secrets_become_part_of_their_workload() {
+    let memory = MemoryBackends::new();
+    let shutdown = CancellationToken::new();
+    memory.spawn_relay(shutdown.clone());
+    let sealer = Arc::new(Sealer::ephemeral().unwrap());
+    let cluster = MemoryCluster::new();
+    cluster
+        .apply(&external_secret_crd(), "operator")
+        .await
+        .unwrap();
+    let clusters: Arc<dyn ClusterProvider> = Arc::new(SingleCluster(Arc::new(cluster.clone())));
+    let fake = Arc::new(MemoryAws::new());
+    let aws: Arc<dyn AwsProvider> = Arc::new(FixedAws(AwsServices::memory(fake.clone())));
+    tokio::spawn(
+        Controller::new(WorkloadDefinitionReconciler, memory.backends()).run(shutdown.clone()),
+    );
+    tokio::spawn(
+        Controller::new(
+            WorkloadInstanceReconciler::new(clusters, sealer.clone()),
+            memory.backends(),
+        )
+        .run(shutdown.clone()),
+    );
+    tokio::spawn(
+        Controller::new(BucketReconciler::new(aws.clone()), memory.backends())
+            .run(shutdown.clone()),
+    );
+    tokio::spawn(
+        Controller::new(
+            DatabaseReconciler::new(aws.clone(), sealer.clone()),
+            memory.backends(),
+        )
+        .run(shutdown.clone()),
+    );
+    tokio::spawn(
+        Controller::new(SecretReconciler::new(aws.clone()), memory.backends())
+            .run(shutdown.clone()),
+    );
+    tokio::spawn(
+        Controller::new(
+            SecretInstanceReconciler::with_poll(Duration::from_millis(50)),
+            memory.backends(),
+        )
+        .run(shutdown.clone()),
+    );
+
+    let store = memory.store.clone();
+    let account = Api::<AwsAccount>::new(store.clone())
+        .create("main", account())
+        .await
+        .unwrap();
+    let runtime_definition = Api::<KubernetesRuntimeDefinition>::new(store.clone())
+        .create(
+            "existing",
+            KubernetesRuntimeDefinition {
+                infra_provider: InfraProvider::Existing,
+                aws_account: None,
+                high_availability: false,
+                node_size: NodeSize::Medium,
+                node_profile: NodeProfile::Balanced,
+                node_maximum: 4,
+            },
+        )
+        .await
+        .unwrap();
+    Api::<KubernetesRuntimeInstance>::new(store.clone())
+        .create(
+            "here",
+            KubernetesRuntimeInstance {
+                definition: runtime_definition.id(),
+                location: "Europe:Paris".into(),
+                default_runtime: true,
+                connection: None,
+            },
+        )
+        .await
+        .unwrap();
+    let definition = Api::<WorkloadDefinition>::new(store.clone())
+        .create(
+            "shop",
+            WorkloadDefinition {
+                yaml_document: "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\nspec:\n  selector:\n    matchLabels: {app: shop}\n  template:\n    metadata:\n      labels: {app: shop}\n    spec:\n      serviceAccountName: shop\n      containers:\n      - name: app\n        image: shop:1\n".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let workloads = Api::<WorkloadInstance>::new(store.clone());
+    let workload = workloads
+        .create(
+            "shop",
+            WorkloadInstance {
+                definition: definition.id(),
+                runtime: None,
+            },
+        )
+        .await
+        .unwrap();
+    let workload = tokio::time::timeout(
+        WAIT,
+        workloads.wait_until(workload.id(), |o| o.is_reconciled()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let namespace = workload.status.details.namespace.clone().unwrap();
+    let ns = Some(namespace.as_str());
+
+    // A database, a bucket and a secret for it.
+    let database_definition = Api::<AwsRelationalDatabaseDefinition>::new(store.clone())
+        .create(
+            "orders",
+            AwsRelationalDatabaseDefinition {
+                aws_account: account.id(),
+                engine: DatabaseEngine::Postgres,
+                engine_version: "16.4".into(),
+                database_name: "orders".into(),
+                database_port: 5432,
+                backup_days: 7,
+                machine_size: MachineSize::Small,
+                storage_gb: 20,
+                workload_secret_name: "orders-db".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let databases = Api::<AwsRelationalDatabaseInstance>::new(store.clone());
+    let database = databases
+        .create(
+            "orders",
+            AwsRelationalDatabaseInstance {
+                definition: database_definition.id(),
+                workload_instance: workload.id(),
+            },
+        )
+        .await
+        .unwrap();
+    let bucket_definition = Api::<AwsObjectStorageBucketDefinition>::new(store.clone())
+        .create(
+            "media",
+            AwsObjectStorageBucketDefinition {
+                aws_account: account.id(),
+                public_read_access: false,
+                workload_service_account_name: "shop".into(),
+                workload_bucket_env_var: "MEDIA_BUCKET".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let buckets = Api::<AwsObjectStorageBucketInstance>::new(store.clone());
+    let bucket = buckets
+        .create(
+            "media",
+            AwsObjectStorageBucketInstance {
+                definition: bucket_definition.id(),
+                workload_instance: workload.id(),
+            },
+        )
+        .await
+        .unwrap();
+    let secrets = Api::<SecretDefinition>::new(store.clone());
+    let secret = secrets
+        .create(
+            "api-keys",
+            SecretDefinition {
+                aws_account: account.id(),
+            },
+        )
+        .await
+        .unwrap();
+    memory
+        .bus
+        .publish(
+            Notification::new(SecretDefinition::KIND, secret.id(), Operation::Created, 1)
+                .with_secret(SecretValues(
+                    [("stripe".to_owned(), "sk_1".to_owned())].into(),
+                )),
+        )
+        .await
+        .unwrap();
+    Api::<SecretInstance>::new(store.clone())
+        .create(
+            "api-keys",
+            SecretInstance {
+                definition: secret.id(),
+                workload_instance: Some(workload.id()),
+                helm_workload_instance: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    // The connection Secret, with the password only the cluster sees.
+    let connection = until(&cluster, &resource("v1", "Secret", ns, "orders-db"), |s| {
+        s.is_some()
+    })
+    .await
+    .unwrap();
+    let data = &connection["stringData"];
+    assert_eq!(
+        data["db-endpoint"],
+        format!(
+            "{}.memory.rds.local",
+            fake_identifier(&databases, database.id()).await
+        )
+    );
+    assert_eq!(data["db-port"], "5432");
+    assert_eq!(data["db-name"], "orders");
+    assert_eq!(data["db-password"], master_password(&sealer, database.id()));
+    // The bucket's name in the pods of its service account, and the role on that account.
+    let bucket_name = buckets
+        .get(bucket.id())
+        .await
+        .unwrap()
+        .status
+        .details
+        .bucket;
+    let bucket_name = bucket_name.expect("bucket recorded");
+    until(
+        &cluster,
+        &resource("apps/v1", "Deployment", ns, "shop"),
+        |d| {
+            d.as_ref().is_some_and(|d| {
+                d["spec"]["template"]["spec"]["containers"][0]["env"]
+                    == json!([{"name": "MEDIA_BUCKET", "value": bucket_name}])
+            })
+        },
+    )
+    .await;
+    let account_role = until(
+        &cluster,
+        &resource("v1", "ServiceAccount", ns, "shop"),
+        |s| s.is_some(),
+    )
+    .await
+    .unwrap();
+    let role_arn = account_role["metadata"]["annotations"][ROLE_ANNOTATION]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let role_name = role_arn.rsplit('/').next().unwrap();
+    let role = fake.role(role_name).expect("the role exists");
+    assert!(
+        role.inline_policy
+            .as_deref()
+            .unwrap()
+            .contains(&bucket_name),
+        "scoped to the bucket"
+    );
+    // The secret through the external-secrets operator; its value never in the cluster's
+    // manifests or threeport's store.
+    let external = until(
+        &cluster,
+        &resource("external-secrets.io/v1", "ExternalSecret", ns, "api-keys"),
+        |s| s.is_some(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        external["spec"]["dataFrom"][0]["extract"]["key"],
+        "threeport/api-keys"
+    );
+    assert!(!external.to_string().contains("sk_1"));
+
+    // A service removed: what it added goes from the workload.
+    databases.delete(database.id()).await.unwrap();
+    until(&cluster, &resource("v1", "Secret", ns, "orders-db"), |s| {
+        s.is_none()
+    })
+    .await;
+    buckets.delete(bucket.id()).await.unwrap();
+    until(
+        &cluster,
+        &resource("apps/v1", "Deployment", ns, "shop"),
+        |d| {
+            d.as_ref()
+                .is_some_and(|d| d["spec"]["template"]["spec"]["containers"][0]["env"].is_null())
+        },
+    )
+    .await;
+    assert!(
+        fake.role(role_name).is_none(),
+        "the bucket's role went with it"
+    );
+    shutdown.cancel();
+}
+
+async fn fake_identifier(databases: &Api<AwsRelationalDatabaseInstance>, id: ObjectId) -> String {
+    databases
+        .get(id)
+        .await
+        .unwrap()
+        .status
+        .details
+        .identifier
+        .unwrap()
+}
