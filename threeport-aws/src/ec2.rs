@@ -23,9 +23,17 @@ impl Ec2Networks {
     /// A client for the account and region of `config` (from [`AwsConnection::sdk_config`]).
     ///
     /// [`AwsConnection::sdk_config`]: crate::AwsConnection::sdk_config
+    ///
+    /// The SDK's own retries are off: EC2 creations are not idempotent, and a create retried
+    /// blindly after a lost answer makes a second VPC or subnet. Errors go back to the caller
+    /// (throttling and 5xx as `Unavailable`), whose next attempt looks up what exists by tag
+    /// before making anything.
     pub fn new(config: &aws_config::SdkConfig) -> Self {
+        let config = aws_sdk_ec2::config::Builder::from(config)
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build();
         Ec2Networks {
-            client: aws_sdk_ec2::Client::new(config),
+            client: aws_sdk_ec2::Client::from_conf(config),
         }
     }
 }

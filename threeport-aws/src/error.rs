@@ -87,7 +87,10 @@ where
         }
         (SdkError::ServiceError(service), _) => {
             let status = service.raw().status().as_u16();
-            if status >= 500 {
+            if status == 401 || status == 403 {
+                // HEAD answers carry no error code: the status says it.
+                Error::invalid(what, format!("AWS refused: access denied (HTTP {status})"))
+            } else if status >= 500 {
                 Error::unavailable(format!("{what}: HTTP {status}: {message}"))
             } else {
                 Error::backend(format!("{what}: {}: {message}", code.unwrap_or_default()))

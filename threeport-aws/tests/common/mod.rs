@@ -17,6 +17,15 @@ pub struct Moto {
 
 /// Starts moto; panics (never skips) if it is not installed.
 pub async fn moto() -> Moto {
+    start(&[]).await
+}
+
+/// Starts moto checking credentials as AWS does: only keys of IAM users it made are accepted.
+pub async fn moto_checking_credentials() -> Moto {
+    start(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]).await
+}
+
+async fn start(env: &[(&str, &str)]) -> Moto {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -28,6 +37,7 @@ pub async fn moto() -> Moto {
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         // The AWS managed policies (AmazonEKSClusterPolicy, …) exist, as in AWS.
         .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
