@@ -240,10 +240,20 @@ async fn creates_whose_answers_are_lost_resume_without_leaking() {
     let iam = aws_sdk_iam::Client::new(&direct);
     let named = |listed: Vec<String>, name: &str| listed.iter().filter(|n| *n == name).count();
     let roles_listed = iam.list_roles().send().await.unwrap();
-    let role_names = roles_listed.roles().iter().map(|r| r.role_name().to_owned()).collect();
+    let role_names = roles_listed
+        .roles()
+        .iter()
+        .map(|r| r.role_name().to_owned())
+        .collect();
     assert_eq!(named(role_names, &role_name), 1);
     let eks = aws_sdk_eks::Client::new(&direct);
-    let cluster_names = eks.list_clusters().send().await.unwrap().clusters().to_vec();
+    let cluster_names = eks
+        .list_clusters()
+        .send()
+        .await
+        .unwrap()
+        .clusters()
+        .to_vec();
     assert_eq!(named(cluster_names, &cluster.name), 1);
     assert!(
         RdsDatabases::new(&direct)
@@ -276,7 +286,11 @@ async fn throttling_is_transient_and_refusals_are_terminal() {
     );
     let err = networks.ensure_network("throttled", 1).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "throttling: {err}");
-    proxy.inject("Action=DescribeVpcs", Fault::ec2_error(500, "InternalError"), 1);
+    proxy.inject(
+        "Action=DescribeVpcs",
+        Fault::ec2_error(500, "InternalError"),
+        1,
+    );
     let err = networks.ensure_network("throttled", 1).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "5xx: {err}");
     proxy.inject(

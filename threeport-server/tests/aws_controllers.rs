@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use threeport_aws::{MemoryAws, ObjectStorage, RelationalDatabases, SecretStore};
 use threeport_core::{
-    Api, ApiObject, Bus, Controller, MemoryBackends, Notification, Object, Operation, SecretValues,
+    Api, ApiObject, Bus, Controller, LifecycleState, MemoryBackends, Notification, Object,
+    Operation, SecretValues,
 };
 use threeport_server::Sealer;
 use threeport_server::controllers::{
@@ -417,4 +418,37 @@ async fn an_account_role_is_assumed_through_sts_by_the_sdk_provider() {
         .await
         .expect_err("unknown region");
     assert_eq!(err.kind(), threeport_core::ErrorKind::Invalid, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_stop_the_object_with_the_reason_instead_of_retrying() {
+    let moto = moto::moto_checking_credentials().await;
+    let sealer = Arc::new(Sealer::ephemeral().unwrap());
+    let memory = MemoryBackends::new();
+    let shutdown = CancellationToken::new();
+    memory.spawn_relay(shutdown.clone());
+    let provider: Arc<dyn AwsProvider> =
+        Arc::new(SdkAws::new(sealer.clone(), Some(moto.url.clone())));
+    tokio::spawn(
+        Controller::new(BucketReconciler::new(provider), memory.backends()).run(shutdown.clone()),
+    );
+    let credentials = AwsCredentials::AccessKeys {
+        access_key_id: "AKIAWRONGWRONGWRONG0".into(),
+        secret_access_key: sealer
+            .seal("spec.credentials.access_keys.secret_access_key", "wrong")
+            .unwrap(),
+    };
+    let (buckets, instance) = bucket_instance(&memory, credentials, false).await;
+    let failed = tokio::time::timeout(
+        WAIT,
+        buckets.wait_until(instance.id(), |o| o.status.state.is_stopped()),
+    )
+    .await
+    .expect("stopped, not retried endlessly")
+    .unwrap();
+    assert_eq!(failed.status.state, LifecycleState::CreationFailed);
+    let reason = failed.status.reason.unwrap_or_default();
+    assert!(reason.contains("AWS refused"), "{reason}");
+    assert_eq!(failed.status.failures, 0, "terminal at once: no retries counted");
+    shutdown.cancel();
 }
