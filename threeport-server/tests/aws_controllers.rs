@@ -449,6 +449,9 @@ async fn wrong_credentials_stop_the_object_with_the_reason_instead_of_retrying()
     assert_eq!(failed.status.state, LifecycleState::CreationFailed);
     let reason = failed.status.reason.unwrap_or_default();
     assert!(reason.contains("AWS refused"), "{reason}");
-    assert_eq!(failed.status.failures, 0, "terminal at once: no retries counted");
+    assert_eq!(
+        failed.status.failures, 0,
+        "terminal at once: no retries counted"
+    );
     shutdown.cancel();
 }

@@ -800,3 +800,203 @@ async fn workloads_with_two_controller_replicas_on_postgres_and_nats() {
     }
     assert!(api.terminate().await.success());
 }
+
+#[path = "../../threeport-aws/tests/common/mod.rs"]
+mod moto;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_services_reach_their_workload_through_the_api() {
+    use threeport_k8s::{Cluster, FakeApiServer, MemoryCluster, ResourceRef};
+
+    let moto = moto::moto().await;
+    let cluster = MemoryCluster::new();
+    cluster
+        .apply(
+            &json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": "externalsecrets.external-secrets.io"},
+                "spec": {"group": "external-secrets.io", "scope": "Namespaced",
+                    "names": {"kind": "ExternalSecret", "plural": "externalsecrets"},
+                    "versions": [{"name": "v1", "served": true, "storage": true}]}}),
+            "operator",
+        )
+        .await
+        .unwrap();
+    let kube = FakeApiServer::start_with_token(cluster, "cluster-token")
+        .await
+        .unwrap();
+    let server = serve(&temp_dir(), &["--aws-endpoint", &moto.url]).await;
+    let token = server.token.clone().unwrap();
+    let http = common::http_client();
+    let api = |path: &str| format!("{}/v0/{path}", server.base);
+    let post = |path: &str, body: Value| {
+        let request = http.post(api(path)).bearer_auth(&token).json(&body);
+        let path = path.to_owned();
+        async move {
+            let (status, created) = send(request).await;
+            assert_eq!(status, StatusCode::CREATED, "{path}: {created}");
+            created["id"].as_str().unwrap().to_owned()
+        }
+    };
+
+    let account = post(
+        "aws-accounts",
+        json!({"name": "main", "spec": {"account_id": "123456789012",
+            "default_region": "us-east-1", "default_account": true,
+            "credentials": {"access_keys": {"access_key_id": "testing",
+                                            "secret_access_key": "testing"}}}}),
+    )
+    .await;
+    let runtime_def = post(
+        "kubernetes-runtime-definitions",
+        json!({"name": "existing", "spec": {"infra_provider": "existing"}}),
+    )
+    .await;
+    post(
+        "kubernetes-runtime-instances",
+        json!({"name": "local", "spec": {
+        "definition": runtime_def, "location": "NorthAmerica:NewYork", "default_runtime": true,
+        "connection": {"api_endpoint": kube.url, "token": "cluster-token"}}}),
+    )
+    .await;
+    let shop = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\nspec:\n  selector: {matchLabels: {app: shop}}\n  template:\n    metadata: {labels: {app: shop}}\n    spec:\n      serviceAccountName: shop\n      containers: [{name: shop, image: shop}]\n";
+    let definition = post(
+        "workload-definitions",
+        json!({"name": "shop", "spec": {"yaml_document": shop}}),
+    )
+    .await;
+    let workload = post(
+        "workload-instances",
+        json!({"name": "shop", "spec": {"definition": definition}}),
+    )
+    .await;
+    let deployed = wait_for(
+        &http,
+        &api(&format!("workload-instances/{workload}")),
+        &token,
+        |o| o["status"]["state"] == "reconciled",
+    )
+    .await;
+    let namespace = deployed["status"]["details"]["namespace"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let database_def = post(
+        "aws-relational-database-definitions",
+        json!({"name": "orders", "spec": {"aws_account": account, "engine": "postgres",
+            "engine_version": "16.4", "database_name": "orders", "database_port": 5432,
+            "storage_gb": 20, "workload_secret_name": "orders-db"}}),
+    )
+    .await;
+    let database = post(
+        "aws-relational-database-instances",
+        json!({"name": "orders", "spec": {"definition": database_def, "workload_instance": workload}}),
+    )
+    .await;
+    let bucket_def = post(
+        "aws-object-storage-bucket-definitions",
+        json!({"name": "media", "spec": {"aws_account": account,
+            "workload_service_account_name": "shop", "workload_bucket_env_var": "MEDIA_BUCKET"}}),
+    )
+    .await;
+    post(
+        "aws-object-storage-bucket-instances",
+        json!({"name": "media", "spec": {"definition": bucket_def, "workload_instance": workload}}),
+    )
+    .await;
+    let secret_def = post(
+        "secret-definitions",
+        json!({"name": "api-keys", "spec": {"aws_account": account, "data": {"stripe": "sk_live_1"}}}),
+    )
+    .await;
+    post(
+        "secret-instances",
+        json!({"name": "api-keys", "spec": {"definition": secret_def, "workload_instance": workload}}),
+    )
+    .await;
+
+    let get = |kind: &str, api_version: &str, name: &str| ResourceRef {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        namespace: Some(namespace.clone()),
+        name: name.into(),
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (secret, deployment, account_sa, external) = loop {
+        let secret = kube
+            .cluster
+            .get(&get("Secret", "v1", "orders-db"))
+            .await
+            .unwrap();
+        let deployment = kube
+            .cluster
+            .get(&get("Deployment", "apps/v1", "shop"))
+            .await
+            .unwrap();
+        let account_sa = kube
+            .cluster
+            .get(&get("ServiceAccount", "v1", "shop"))
+            .await
+            .unwrap();
+        let external = kube
+            .cluster
+            .get(&get("ExternalSecret", "external-secrets.io/v1", "api-keys"))
+            .await
+            .unwrap();
+        let env_set = deployment.as_ref().is_some_and(|d| {
+            d["spec"]["template"]["spec"]["containers"][0]["env"][0]["name"] == "MEDIA_BUCKET"
+        });
+        if let (Some(secret), true, Some(account_sa), Some(external)) =
+            (&secret, env_set, &account_sa, &external)
+        {
+            break (
+                secret.clone(),
+                deployment.clone().unwrap(),
+                account_sa.clone(),
+                external.clone(),
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all there: secret {secret:?} deployment {deployment:?} sa {account_sa:?} external {external:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        secret["stringData"]["db-endpoint"]
+            .as_str()
+            .is_some_and(|h| h.contains("rds")),
+        "{secret}"
+    );
+    assert_eq!(secret["stringData"]["db-user"], "threeport");
+    let bucket = deployment["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(bucket.starts_with("tp-shop-"), "{bucket}");
+    assert!(
+        account_sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+            .as_str()
+            .is_some_and(|arn| arn.contains(":role/")),
+        "{account_sa}"
+    );
+    assert_eq!(
+        external["spec"]["dataFrom"][0]["extract"]["key"],
+        "threeport/api-keys"
+    );
+    // The database password is sealed in threeport's store; the secret's value is not there.
+    let (_, stored) = send(
+        http.get(api(&format!(
+            "aws-relational-database-instances/{database}"
+        )))
+        .bearer_auth(&token),
+    )
+    .await;
+    let sealed = stored["status"]["details"]["master_password"]
+        .as_str()
+        .unwrap();
+    assert!(sealed.starts_with("sealed:"), "{sealed}");
+    let password = secret["stringData"]["db-password"].as_str().unwrap();
+    assert!(!stored.to_string().contains(password));
+    assert!(server.terminate().await.success());
+}

@@ -34,6 +34,9 @@ use crate::seal::Sealer;
 /// How often a resource being created or deleted is looked at again.
 const POLL: Duration = Duration::from_secs(15);
 
+/// When a resource just requested is first looked at.
+const FIRST_LOOK: Duration = Duration::from_secs(1);
+
 /// The AWS services of one account and region.
 #[derive(Debug, Clone)]
 pub struct AwsServices {
@@ -413,12 +416,34 @@ impl Reconciler for SecretReconciler {
             .secrets
             .put_secret(&secret_manager_name(definition), values)
             .await?;
-        definition.status.details.arn = Some(arn);
+        definition.status.details.arn = Some(arn.clone());
         definition.status.record_event(
             EventType::Normal,
             "Stored",
             "the values are in Secrets Manager",
         );
+        // Instances waiting for the values look again now rather than at their next poll.
+        let instances = ctx.api::<SecretInstance>();
+        let query = threeport_core::store::ListQuery::default()
+            .referencing("definition", definition.id())
+            .limit(1000);
+        let stored = digest(&[&arn]);
+        for mut instance in instances.list_all(&query).await? {
+            if instance.is_deleting()
+                || instance.meta.labels.get(SECRET_STORED_LABEL) == Some(&stored)
+            {
+                continue;
+            }
+            instance
+                .meta
+                .labels
+                .insert(SECRET_STORED_LABEL.to_owned(), stored.clone());
+            match instances.update(&instance).await {
+                Ok(_) => {}
+                Err(err) if err.kind() == threeport_core::ErrorKind::Conflict => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
         Ok(Action::Done)
     }
 
@@ -438,6 +463,9 @@ impl Reconciler for SecretReconciler {
         Ok(Action::Done)
     }
 }
+
+/// Label the secret controller sets on a definition's instances when it stored new values.
+const SECRET_STORED_LABEL: &str = "threeport.io/secret-stored";
 
 /// Reconciles `SecretInstance`: once its definition's values are stored, tells the workload,
 /// which adds an ExternalSecret reading them (see [`super::attached`]); the values never
@@ -578,7 +606,8 @@ impl Reconciler for DatabaseReconciler {
                     "Creating",
                     format!("RDS instance {identifier} requested"),
                 );
-                Ok(Action::RequeueAfter(POLL))
+                // A first look soon (some endpoints answer at once), then every POLL.
+                Ok(Action::RequeueAfter(FIRST_LOOK))
             }
             Some(state) if state.is_available() => {
                 // Also after a resumed create: the password is derived, not remembered.
