@@ -74,8 +74,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use lock::{Lease, Locker, MemoryLocker};
 pub use memory::MemoryBackends;
 pub use object::{
-    ApiObject, Condition, ConditionStatus, Event, EventType, Labels, LifecycleState, NewObject,
-    Object, ObjectId, ObjectMeta, RawObject, Reference, Status, Timestamp, ValidationError,
+    ApiObject, Condition, ConditionStatus, Dynamic, Event, EventType, Labels, LifecycleState,
+    NewObject, Object, ObjectId, ObjectMeta, RawObject, Reference, Status, Timestamp,
+    ValidationError,
 };
 pub use outbox::{Outbox, OutboxEntry, OutboxRelay, RelayConfig};
 pub use runtime::{

@@ -424,6 +424,33 @@ pub trait ApiObject:
     fn references(&self) -> Vec<Reference> {
         Vec::new()
     }
+
+    /// Whether a stored object of kind `kind` decodes as this type: only [`Self::KIND`],
+    /// except for types that stand for any kind ([`Dynamic`]).
+    fn is_kind(kind: &str) -> bool {
+        kind == Self::KIND
+    }
+}
+
+/// The spec of an object of any kind, as JSON, with its status details as JSON too: for
+/// reconcilers whose kind is known only at run time (language bindings, generic tools). Its
+/// reconciler names the kind with [`Reconciler::kind`](crate::Reconciler::kind).
+///
+/// ```
+/// use threeport_core::{ApiObject, Dynamic};
+/// assert!(Dynamic::is_kind("Widget") && Dynamic::is_kind("Gadget"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Dynamic(pub Value);
+
+impl ApiObject for Dynamic {
+    /// A placeholder: a `Dynamic` object's kind is the one it was stored under.
+    const KIND: &'static str = "Dynamic";
+    type Status = Value;
+    fn is_kind(_: &str) -> bool {
+        true
+    }
 }
 
 /// An object as stored: envelope, JSON spec and JSON status details. Serves every kind.
@@ -474,7 +501,7 @@ impl<T: ApiObject> Object<T> {
     }
 
     fn decode_parts(raw: &RawObject) -> Result<(T, T::Status), Error> {
-        if raw.meta.kind != T::KIND {
+        if !T::is_kind(&raw.meta.kind) {
             return Err(Error::invalid(
                 "kind",
                 format!("expected {}, found {}", T::KIND, raw.meta.kind),

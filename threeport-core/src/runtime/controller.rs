@@ -25,9 +25,7 @@ use super::reconciler::{Action, Context, ReconcileError, Reconciler};
 use crate::bus::{Bus, Delivery, SubscribeOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::{Lease, Locker};
-use crate::object::{
-    ApiObject, ConditionStatus, EventType, LifecycleState, Object, ObjectId, RawObject, now,
-};
+use crate::object::{ConditionStatus, EventType, LifecycleState, Object, ObjectId, RawObject, now};
 use crate::store::{StatusWrite, Store};
 
 /// The backends a controller runs on.
@@ -136,7 +134,7 @@ pub struct Controller<R: Reconciler> {
 impl<R: Reconciler> std::fmt::Debug for Controller<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Controller")
-            .field("kind", &R::Object::KIND)
+            .field("kind", &self.reconciler.kind())
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
@@ -173,7 +171,7 @@ impl<R: Reconciler> Controller<R> {
     /// The effective controller name (bus group, metrics label).
     pub fn name(&self) -> String {
         if self.config.name.is_empty() {
-            format!("{}-controller", R::Object::KIND.to_ascii_lowercase())
+            format!("{}-controller", self.reconciler.kind().to_ascii_lowercase())
         } else {
             self.config.name.clone()
         }
@@ -201,7 +199,7 @@ impl<R: Reconciler> Controller<R> {
             .bus
             .subscribe(SubscribeOptions {
                 group: name.clone(),
-                kinds: vec![R::Object::KIND.to_owned()],
+                kinds: vec![self.reconciler.kind().to_owned()],
                 ack_wait: config.ack_wait,
                 // One more than ours, so the runtime sees the last delivery and marks the object
                 // interrupted before the bus gives up on it.
@@ -211,7 +209,7 @@ impl<R: Reconciler> Controller<R> {
         let worker = Arc::new(Worker::new(self, name.clone()));
         let semaphore = Arc::new(Semaphore::new(worker.config.concurrency));
         let mut tasks = JoinSet::new();
-        tracing::info!(controller = %name, kind = R::Object::KIND, holder = %worker.holder, "controller started");
+        tracing::info!(controller = %name, kind = worker.reconciler.kind(), holder = %worker.holder, "controller started");
 
         loop {
             while let Some(joined) = tasks.try_join_next() {
@@ -409,7 +407,7 @@ impl<R: Reconciler> Worker<R> {
     /// The lease is taken once and kept across those runs.
     async fn work(&self, delivery: Delivery) {
         let id = delivery.notification.id;
-        let key = format!("{}/{id}", R::Object::KIND);
+        let key = format!("{}/{id}", self.reconciler.kind());
         let mut lease = None;
         loop {
             let settle = if self.abort.is_cancelled() {
@@ -418,7 +416,7 @@ impl<R: Reconciler> Worker<R> {
                 let span = tracing::info_span!(
                     "reconcile",
                     controller = %self.name,
-                    kind = R::Object::KIND,
+                    kind = self.reconciler.kind(),
                     id = %id,
                     attempt = delivery.attempt,
                 );
@@ -507,7 +505,7 @@ impl<R: Reconciler> Worker<R> {
         lease: &mut Lease,
         delivery: &Delivery,
     ) -> Settle {
-        let kind = R::Object::KIND;
+        let kind = self.reconciler.kind();
         let raw = match self.backends.store.get(kind, id).await {
             Ok(raw) => raw,
             Err(err) if err.kind() == ErrorKind::NotFound => {
@@ -780,7 +778,7 @@ impl<R: Reconciler> Worker<R> {
         if let Err(err) = self
             .backends
             .store
-            .update_status(R::Object::KIND, raw.meta.id, write)
+            .update_status(self.reconciler.kind(), raw.meta.id, write)
             .await
         {
             tracing::warn!(error = %err, "recording the decode failure failed");
@@ -796,7 +794,7 @@ impl<R: Reconciler> Worker<R> {
         };
         self.backends
             .store
-            .update_status(R::Object::KIND, obj.meta.id, write)
+            .update_status(self.reconciler.kind(), obj.meta.id, write)
             .await
             .map(drop)
     }
@@ -806,7 +804,7 @@ impl<R: Reconciler> Worker<R> {
         match self
             .backends
             .store
-            .remove(R::Object::KIND, id, Some(lease.token))
+            .remove(self.reconciler.kind(), id, Some(lease.token))
             .await
         {
             Ok(()) => {

@@ -173,6 +173,12 @@ pub trait Reconciler: Send + Sync + 'static {
     /// The kind this reconciler owns.
     type Object: ApiObject;
 
+    /// The kind's name: `Self::Object::KIND`, unless the object type stands for kinds known
+    /// only at run time ([`Dynamic`](crate::Dynamic)), whose reconciler names its kind here.
+    fn kind(&self) -> &str {
+        <Self::Object as ApiObject>::KIND
+    }
+
     /// Realises `obj`'s desired state.
     async fn reconcile(
         &self,
