@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use threeport_core::object::{Labels, RawObject};
@@ -261,9 +262,17 @@ impl Client {
     /// The objects of kind `T`.
     pub fn api<T: ApiObject>(&self) -> Resource<T> {
         Resource {
-            client: self.clone(),
-            path: format!("{}/v0/{}", self.base, plural_path(T::KIND)),
+            raw: self.kind(T::KIND),
             kind: PhantomData,
+        }
+    }
+
+    /// The objects of the kind named `kind` (`WorkloadDefinition`), untyped.
+    pub fn kind(&self, kind: &str) -> RawResource {
+        RawResource {
+            client: self.clone(),
+            kind: kind.to_owned(),
+            path: format!("{}/v0/{}", self.base, plural_path(kind)),
         }
     }
 
@@ -347,33 +356,34 @@ async fn send<R: serde::de::DeserializeOwned>(request: RequestBuilder) -> Result
     })
 }
 
-/// The objects of one kind, from [`Client::api`].
+/// The objects of one kind, untyped (specs and statuses as JSON), from [`Client::kind`]: for
+/// kinds known only at run time and for language bindings. [`Resource`] is its typed face.
 #[derive(Debug, Clone)]
-pub struct Resource<T> {
+pub struct RawResource {
     client: Client,
+    kind: String,
     path: String,
-    kind: PhantomData<fn() -> T>,
 }
 
-impl<T: ApiObject> Resource<T> {
-    /// Creates an object.
-    pub async fn create(&self, name: &str, spec: &T) -> Result<Object<T>, ClientError> {
-        self.create_labelled(name, &Labels::new(), spec).await
+impl RawResource {
+    /// The kind's name.
+    pub fn kind(&self) -> &str {
+        &self.kind
     }
 
-    /// Creates an object with labels.
-    pub async fn create_labelled(
+    /// Creates an object; decodes the answer as `R` (`RawObject`, `Object<T>`, `Value`).
+    pub async fn create<R: DeserializeOwned>(
         &self,
         name: &str,
         labels: &Labels,
-        spec: &T,
-    ) -> Result<Object<T>, ClientError> {
+        spec: &impl Serialize,
+    ) -> Result<R, ClientError> {
         let body = serde_json::json!({ "name": name, "labels": labels, "spec": spec });
         send(self.client.request(Method::POST, &self.path).json(&body)).await
     }
 
     /// Reads an object.
-    pub async fn get(&self, id: ObjectId) -> Result<Object<T>, ClientError> {
+    pub async fn get<R: DeserializeOwned>(&self, id: ObjectId) -> Result<R, ClientError> {
         send(
             self.client
                 .request(Method::GET, &format!("{}/{id}", self.path)),
@@ -381,8 +391,11 @@ impl<T: ApiObject> Resource<T> {
         .await
     }
 
-    /// One page of objects.
-    pub async fn list(&self, params: &ListParams) -> Result<Page<T>, ClientError> {
+    /// One page of objects: the items and the cursor of the next page.
+    pub async fn list<R: DeserializeOwned>(
+        &self,
+        params: &ListParams,
+    ) -> Result<(Vec<R>, Option<ObjectId>), ClientError> {
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(name) = &params.name {
             query.push(("name", name.clone()));
@@ -399,7 +412,86 @@ impl<T: ApiObject> Resource<T> {
         if let Some(limit) = params.limit {
             query.push(("limit", limit.to_string()));
         }
-        send(self.client.request(Method::GET, &self.path).query(&query)).await
+        #[derive(Deserialize)]
+        struct RawPage<R> {
+            items: Vec<R>,
+            next: Option<ObjectId>,
+        }
+        let page: RawPage<R> =
+            send(self.client.request(Method::GET, &self.path).query(&query)).await?;
+        Ok((page.items, page.next))
+    }
+
+    /// Replaces an object's spec and labels, if its version is still `version`.
+    pub async fn replace<R: DeserializeOwned>(
+        &self,
+        id: ObjectId,
+        version: u64,
+        labels: &Labels,
+        spec: &impl Serialize,
+    ) -> Result<R, ClientError> {
+        let body = serde_json::json!({ "labels": labels, "spec": spec });
+        let request = self
+            .client
+            .request(Method::PUT, &format!("{}/{id}", self.path))
+            .header("If-Match", format!("\"{version}\""));
+        send(request.json(&body)).await
+    }
+
+    /// Applies a JSON merge patch (`{"spec": {…}, "labels": {…}}`).
+    pub async fn patch<R: DeserializeOwned>(
+        &self,
+        id: ObjectId,
+        patch: &Value,
+    ) -> Result<R, ClientError> {
+        let request = self
+            .client
+            .request(Method::PATCH, &format!("{}/{id}", self.path));
+        send(request.json(patch)).await
+    }
+
+    /// Schedules deletion; the object goes once its controller has cleaned up.
+    pub async fn delete<R: DeserializeOwned>(&self, id: ObjectId) -> Result<R, ClientError> {
+        send(
+            self.client
+                .request(Method::DELETE, &format!("{}/{id}", self.path)),
+        )
+        .await
+    }
+}
+
+/// The objects of one kind, from [`Client::api`].
+#[derive(Debug, Clone)]
+pub struct Resource<T> {
+    raw: RawResource,
+    kind: PhantomData<fn() -> T>,
+}
+
+impl<T: ApiObject> Resource<T> {
+    /// Creates an object.
+    pub async fn create(&self, name: &str, spec: &T) -> Result<Object<T>, ClientError> {
+        self.create_labelled(name, &Labels::new(), spec).await
+    }
+
+    /// Creates an object with labels.
+    pub async fn create_labelled(
+        &self,
+        name: &str,
+        labels: &Labels,
+        spec: &T,
+    ) -> Result<Object<T>, ClientError> {
+        self.raw.create(name, labels, spec).await
+    }
+
+    /// Reads an object.
+    pub async fn get(&self, id: ObjectId) -> Result<Object<T>, ClientError> {
+        self.raw.get(id).await
+    }
+
+    /// One page of objects.
+    pub async fn list(&self, params: &ListParams) -> Result<Page<T>, ClientError> {
+        let (items, next) = self.raw.list(params).await?;
+        Ok(Page { items, next })
     }
 
     /// Every object matching the filters, following the cursor to the end.
@@ -418,29 +510,19 @@ impl<T: ApiObject> Resource<T> {
 
     /// Replaces the object's spec and labels, if its version is still `obj.meta.version`.
     pub async fn replace(&self, obj: &Object<T>) -> Result<Object<T>, ClientError> {
-        let body = serde_json::json!({ "labels": obj.meta.labels, "spec": obj.spec });
-        let request = self
-            .client
-            .request(Method::PUT, &format!("{}/{}", self.path, obj.meta.id))
-            .header("If-Match", format!("\"{}\"", obj.meta.version));
-        send(request.json(&body)).await
+        self.raw
+            .replace(obj.meta.id, obj.meta.version, &obj.meta.labels, &obj.spec)
+            .await
     }
 
     /// Applies a JSON merge patch (`{"spec": {…}, "labels": {…}}`).
     pub async fn patch(&self, id: ObjectId, patch: &Value) -> Result<Object<T>, ClientError> {
-        let request = self
-            .client
-            .request(Method::PATCH, &format!("{}/{id}", self.path));
-        send(request.json(patch)).await
+        self.raw.patch(id, patch).await
     }
 
     /// Schedules deletion; the object goes once its controller has cleaned up.
     pub async fn delete(&self, id: ObjectId) -> Result<Object<T>, ClientError> {
-        send(
-            self.client
-                .request(Method::DELETE, &format!("{}/{id}", self.path)),
-        )
-        .await
+        self.raw.delete(id).await
     }
 
     /// Polls the object until `done` holds (e.g. `Object::is_reconciled`), at most `timeout`.

@@ -28,7 +28,9 @@
 mod client;
 pub mod model;
 
-pub use client::{Client, ClientBuilder, ClientError, ListParams, Page, Resource, WorkloadRequest};
+pub use client::{
+    Client, ClientBuilder, ClientError, ListParams, Page, RawResource, Resource, WorkloadRequest,
+};
 
 /// `WorkloadDefinition` → `workload-definitions`; `AwsAccount` → `aws-accounts`.
 pub fn plural_path(kind: &str) -> String {
