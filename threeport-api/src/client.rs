@@ -307,8 +307,18 @@ impl Client {
             part["data"] = serde_json::to_value(values).map_err(decode_error)?;
             body["secret"] = part;
         }
+        self.create_workload_json(&body).await
+    }
+
+    /// [`create_workload`](Self::create_workload) with the request body as JSON (`name`,
+    /// `labels`, `definition`, `instance`, `database`, `bucket`, `domain_name`, `gateway`,
+    /// `secret`), for callers without the typed parts.
+    pub async fn create_workload_json(
+        &self,
+        body: &Value,
+    ) -> Result<BTreeMap<String, RawObject>, ClientError> {
         let request = self.request(Method::POST, &format!("{}/v0/workloads", self.base));
-        send(request.json(&body)).await
+        send(request.json(body)).await
     }
 
     fn request(&self, method: Method, url: &str) -> RequestBuilder {

@@ -1,0 +1,395 @@
+"""The control-plane client: :class:`Client` (blocking) and :class:`AsyncClient` (asyncio).
+
+Both speak to the REST API through the native client (Rust, rustls); blocking calls release
+the interpreter while they wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import (
+    Any,
+    AsyncIterator,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+)
+
+from ._kinds import AsyncKindResources, KindResources
+from ._objects import KINDS, Object
+from ._threeport import ClientCore, ThreeportError
+
+Predicate = Callable[[Object], bool]
+
+
+def _list_args(
+    name: Optional[str],
+    labels: Optional[Mapping[str, str]],
+    references: Optional[Mapping[str, str]],
+    after: Optional[str],
+    limit: Optional[int],
+) -> Dict[str, Any]:
+    return {
+        "name": name,
+        "labels": dict(labels or {}),
+        "references": [[field, str(target)] for field, target in (references or {}).items()],
+        "after": after,
+        "limit": limit,
+    }
+
+
+def _patch_args(
+    id: str, spec: Optional[Mapping[str, Any]], labels: Optional[Mapping[str, Optional[str]]]
+) -> Dict[str, Any]:
+    patch: Dict[str, Any] = {}
+    if spec is not None:
+        patch["spec"] = dict(spec)
+    if labels is not None:
+        patch["labels"] = dict(labels)
+    return {"id": str(id), "patch": patch}
+
+
+def _page(answer: Dict[str, Any]) -> Tuple[List[Object], Optional[str]]:
+    return [Object.from_json(item) for item in answer["items"]], answer.get("next")
+
+
+def _settled(kind: str, obj: Object) -> bool:
+    """Reconciled, or stopped in failure (raised)."""
+    if obj.failed:
+        raise ThreeportError(f"{kind} {obj.name} ({obj.id}) failed: {obj.reason}")
+    return obj.reconciled
+
+
+def _workload_body(
+    name: str,
+    yaml_document: str,
+    labels: Optional[Mapping[str, str]],
+    runtime: Optional[str],
+    parts: Mapping[str, Optional[Mapping[str, Any]]],
+    secret_values: Optional[Mapping[str, str]],
+) -> Dict[str, Any]:
+    body: Dict[str, Any] = {
+        "name": name,
+        "labels": dict(labels or {}),
+        "definition": {"yaml_document": yaml_document},
+    }
+    if runtime is not None:
+        body["instance"] = {"runtime": str(runtime)}
+    for part, spec in parts.items():
+        if spec is not None:
+            body[part] = dict(spec)
+    if secret_values is not None:
+        body.setdefault("secret", {})["data"] = dict(secret_values)
+    return body
+
+
+class Resource:
+    """The objects of one kind (``client.workload_definitions``, ``client.resource(kind)``)."""
+
+    def __init__(self, core: ClientCore, kind: str) -> None:
+        self._core = core
+        #: The kind's name (``WorkloadDefinition``).
+        self.kind = kind
+
+    def _call(self, op: str, args: Dict[str, Any]) -> Any:
+        return json.loads(self._core.call(op, self.kind, json.dumps(args)))
+
+    def create(
+        self, name: str, spec: Mapping[str, Any], labels: Optional[Mapping[str, str]] = None
+    ) -> Object:
+        """Creates an object; defaults are filled in by the server."""
+        args = {"name": name, "spec": dict(spec), "labels": dict(labels or {})}
+        return Object.from_json(self._call("create", args))
+
+    def get(self, id: str) -> Object:
+        """Reads an object; :class:`NotFound` if it does not exist."""
+        return Object.from_json(self._call("get", {"id": str(id)}))
+
+    def get_by_name(self, name: str) -> Object:
+        """The object named ``name``; :class:`NotFound` if there is none."""
+        items, _ = self.page(name=name, limit=1)
+        if not items:
+            from ._threeport import NotFound
+
+            raise NotFound(f"{self.kind} named {name!r} not found")
+        return items[0]
+
+    def page(
+        self,
+        *,
+        name: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        references: Optional[Mapping[str, str]] = None,
+        after: Optional[str] = None,
+        limit: Optional[int] = None,
+    ) -> Tuple[List[Object], Optional[str]]:
+        """One page of objects, and the cursor (``after``) of the next one if any."""
+        return _page(self._call("list", _list_args(name, labels, references, after, limit)))
+
+    def list(
+        self,
+        *,
+        name: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        references: Optional[Mapping[str, str]] = None,
+        page_size: int = 100,
+    ) -> Iterator[Object]:
+        """Every matching object, fetching pages as the iteration goes."""
+        after: Optional[str] = None
+        while True:
+            items, after = self.page(
+                name=name, labels=labels, references=references, after=after, limit=page_size
+            )
+            yield from items
+            if after is None:
+                return
+
+    def replace(self, obj: Object) -> Object:
+        """Writes ``obj``'s spec and labels if it is unchanged since read (else :class:`Conflict`)."""
+        args = {"id": obj.id, "version": obj.version, "labels": obj.labels, "spec": obj.spec}
+        return Object.from_json(self._call("replace", args))
+
+    def patch(
+        self,
+        id: str,
+        spec: Optional[Mapping[str, Any]] = None,
+        labels: Optional[Mapping[str, Optional[str]]] = None,
+    ) -> Object:
+        """Merges ``spec`` and ``labels`` into the object (JSON merge patch: ``None`` removes)."""
+        return Object.from_json(self._call("patch", _patch_args(id, spec, labels)))
+
+    def delete(self, id: str) -> Object:
+        """Asks for deletion; the object goes once its controller has cleaned up."""
+        return Object.from_json(self._call("delete", {"id": str(id)}))
+
+    def wait_until(
+        self,
+        id: str,
+        predicate: Optional[Predicate] = None,
+        *,
+        timeout: float = 60.0,
+        interval: float = 0.2,
+    ) -> Object:
+        """Polls until ``predicate`` holds (default: reconciled; a failure raises
+        :class:`ThreeportError` with the reason); :class:`TimeoutError` after ``timeout``."""
+        check = predicate or (lambda o: _settled(self.kind, o))
+        deadline = time.monotonic() + timeout
+        while True:
+            obj = self.get(id)
+            if check(obj):
+                return obj
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{self.kind} {id} not there after {timeout}s: {obj.state}")
+            time.sleep(interval)
+
+    def wait_until_gone(self, id: str, *, timeout: float = 60.0, interval: float = 0.2) -> None:
+        """Polls until the object no longer exists."""
+        from ._threeport import NotFound
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.get(id)
+            except NotFound:
+                return
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{self.kind} {id} still there after {timeout}s")
+            time.sleep(interval)
+
+
+class AsyncResource:
+    """The objects of one kind, for asyncio (``await client.workload_definitions.get(id)``)."""
+
+    def __init__(self, core: ClientCore, kind: str) -> None:
+        self._core = core
+        #: The kind's name (``WorkloadDefinition``).
+        self.kind = kind
+
+    async def _call(self, op: str, args: Dict[str, Any]) -> Any:
+        return json.loads(await self._core.call_async(op, self.kind, json.dumps(args)))
+
+    async def create(
+        self, name: str, spec: Mapping[str, Any], labels: Optional[Mapping[str, str]] = None
+    ) -> Object:
+        """Creates an object; defaults are filled in by the server."""
+        args = {"name": name, "spec": dict(spec), "labels": dict(labels or {})}
+        return Object.from_json(await self._call("create", args))
+
+    async def get(self, id: str) -> Object:
+        """Reads an object; :class:`NotFound` if it does not exist."""
+        return Object.from_json(await self._call("get", {"id": str(id)}))
+
+    async def page(
+        self,
+        *,
+        name: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        references: Optional[Mapping[str, str]] = None,
+        after: Optional[str] = None,
+        limit: Optional[int] = None,
+    ) -> Tuple[List[Object], Optional[str]]:
+        """One page of objects, and the cursor (``after``) of the next one if any."""
+        args = _list_args(name, labels, references, after, limit)
+        return _page(await self._call("list", args))
+
+    async def list(
+        self,
+        *,
+        name: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        references: Optional[Mapping[str, str]] = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[Object]:
+        """Every matching object (``async for``), fetching pages as the iteration goes."""
+        after: Optional[str] = None
+        while True:
+            items, after = await self.page(
+                name=name, labels=labels, references=references, after=after, limit=page_size
+            )
+            for item in items:
+                yield item
+            if after is None:
+                return
+
+    async def replace(self, obj: Object) -> Object:
+        """Writes ``obj``'s spec and labels if it is unchanged since read (else :class:`Conflict`)."""
+        args = {"id": obj.id, "version": obj.version, "labels": obj.labels, "spec": obj.spec}
+        return Object.from_json(await self._call("replace", args))
+
+    async def patch(
+        self,
+        id: str,
+        spec: Optional[Mapping[str, Any]] = None,
+        labels: Optional[Mapping[str, Optional[str]]] = None,
+    ) -> Object:
+        """Merges ``spec`` and ``labels`` into the object (JSON merge patch: ``None`` removes)."""
+        return Object.from_json(await self._call("patch", _patch_args(id, spec, labels)))
+
+    async def delete(self, id: str) -> Object:
+        """Asks for deletion; the object goes once its controller has cleaned up."""
+        return Object.from_json(await self._call("delete", {"id": str(id)}))
+
+    async def wait_until(
+        self,
+        id: str,
+        predicate: Optional[Predicate] = None,
+        *,
+        timeout: float = 60.0,
+        interval: float = 0.2,
+    ) -> Object:
+        """Polls until ``predicate`` holds (default: reconciled; a failure raises
+        :class:`ThreeportError` with the reason); :class:`TimeoutError` after ``timeout``."""
+        check = predicate or (lambda o: _settled(self.kind, o))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            obj = await self.get(id)
+            if check(obj):
+                return obj
+            if loop.time() >= deadline:
+                raise TimeoutError(f"{self.kind} {id} not there after {timeout}s: {obj.state}")
+            await asyncio.sleep(interval)
+
+
+class _Connection:
+    """What both clients are made of: the native client."""
+
+    def __init__(
+        self,
+        url: str,
+        token: Optional[str] = None,
+        *,
+        ca: Optional[str] = None,
+        identity: Optional[str] = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self._core = ClientCore(url, token, ca, identity, timeout)
+        self.url = url
+
+
+class Client(_Connection, KindResources):
+    """A blocking client of the control plane at ``url`` (``http://127.0.0.1:1323``).
+
+    ``token`` is the bearer token; ``ca`` a PEM CA to trust for HTTPS, ``identity`` a PEM
+    certificate and key for mutual TLS. Every kind is an attribute
+    (``client.workload_definitions``) or ``client.resource("WorkloadDefinition")``.
+    """
+
+    def resource(self, kind: str) -> Resource:
+        """The objects of ``kind``."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}")
+        return Resource(self._core, kind)
+
+    def create_workload(
+        self,
+        name: str,
+        yaml_document: str,
+        *,
+        labels: Optional[Mapping[str, str]] = None,
+        runtime: Optional[str] = None,
+        database: Optional[Mapping[str, Any]] = None,
+        bucket: Optional[Mapping[str, Any]] = None,
+        domain_name: Optional[Mapping[str, Any]] = None,
+        gateway: Optional[Mapping[str, Any]] = None,
+        secret: Optional[Mapping[str, Any]] = None,
+        secret_values: Optional[Mapping[str, str]] = None,
+    ) -> Dict[str, Object]:
+        """Creates a workload (definition and instance) and the services it names, all in one
+        transaction; returns the created objects by kind."""
+        parts = {
+            "database": database,
+            "bucket": bucket,
+            "domain_name": domain_name,
+            "gateway": gateway,
+            "secret": secret,
+        }
+        body = _workload_body(name, yaml_document, labels, runtime, parts, secret_values)
+        created = json.loads(self._core.call("create_workload", "", json.dumps(body)))
+        return {kind: Object.from_json(raw) for kind, raw in created.items()}
+
+
+class AsyncClient(_Connection, AsyncKindResources):
+    """The asyncio client: as :class:`Client`, with coroutines and async iterators."""
+
+    def resource(self, kind: str) -> AsyncResource:
+        """The objects of ``kind``."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}")
+        return AsyncResource(self._core, kind)
+
+    async def create_workload(
+        self,
+        name: str,
+        yaml_document: str,
+        *,
+        labels: Optional[Mapping[str, str]] = None,
+        runtime: Optional[str] = None,
+        database: Optional[Mapping[str, Any]] = None,
+        bucket: Optional[Mapping[str, Any]] = None,
+        domain_name: Optional[Mapping[str, Any]] = None,
+        gateway: Optional[Mapping[str, Any]] = None,
+        secret: Optional[Mapping[str, Any]] = None,
+        secret_values: Optional[Mapping[str, str]] = None,
+    ) -> Dict[str, Object]:
+        """Creates a workload and its services in one transaction (see :meth:`Client.create_workload`)."""
+        parts = {
+            "database": database,
+            "bucket": bucket,
+            "domain_name": domain_name,
+            "gateway": gateway,
+            "secret": secret,
+        }
+        body = _workload_body(name, yaml_document, labels, runtime, parts, secret_values)
+        answer = await self._core.call_async("create_workload", "", json.dumps(body))
+        return {kind: Object.from_json(raw) for kind, raw in json.loads(answer).items()}
+
+
+__all__: Sequence[str] = ["AsyncClient", "AsyncResource", "Client", "Resource"]

@@ -1,0 +1,75 @@
+"""Objects as Python sees them, and the kinds the control plane serves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from ._threeport import kinds as _kinds
+
+#: Kind name → REST path segment, for every kind the control plane serves
+#: (``"WorkloadDefinition": "workload-definitions"``).
+KINDS: Dict[str, str] = dict(_kinds())
+
+
+def attribute_name(kind: str) -> str:
+    """``WorkloadDefinition`` → ``workload_definitions``: the client attribute of a kind."""
+    return KINDS[kind].replace("-", "_")
+
+
+@dataclass
+class Object:
+    """One object: its envelope, desired state (``spec``) and observed state (``status``).
+
+    ``status`` is the kind-specific part of the observed state (what a reconciler records);
+    the lifecycle is in ``state``, ``reason``, ``conditions`` and ``events``.
+    """
+
+    kind: str
+    id: str
+    name: str
+    spec: Dict[str, Any]
+    status: Dict[str, Any] = field(default_factory=dict)
+    labels: Dict[str, str] = field(default_factory=dict)
+    version: int = 0
+    generation: int = 0
+    observed_generation: int = 0
+    state: str = ""
+    reason: Optional[str] = None
+    conditions: List[Dict[str, Any]] = field(default_factory=list)
+    events: List[Dict[str, Any]] = field(default_factory=list)
+    deleting: bool = False
+
+    @classmethod
+    def from_json(cls, raw: Dict[str, Any]) -> "Object":
+        """Reads an object as the API and the engine write it."""
+        status = raw.get("status") or {}
+        details = status.get("details")
+        return cls(
+            kind=raw.get("kind", ""),
+            id=raw.get("id", ""),
+            name=raw.get("name", ""),
+            spec=raw.get("spec") if isinstance(raw.get("spec"), dict) else {},
+            status=details if isinstance(details, dict) else {},
+            labels=dict(raw.get("labels") or {}),
+            version=int(raw.get("version") or 0),
+            generation=int(raw.get("generation") or 0),
+            observed_generation=int(status.get("observed_generation") or 0),
+            state=str(status.get("state") or ""),
+            reason=status.get("reason"),
+            conditions=list(status.get("conditions") or []),
+            events=list(status.get("events") or []),
+            deleting=raw.get("deletion_scheduled_at") is not None,
+        )
+
+    @property
+    def reconciled(self) -> bool:
+        """Its controller has realised the current desired state."""
+        return self.state == "reconciled" and self.observed_generation == self.generation
+
+    @property
+    def failed(self) -> bool:
+        """Its controller gave up on the current desired state (see ``reason``)."""
+        return self.state in ("creation_failed", "interrupted") and (
+            self.observed_generation == self.generation
+        )

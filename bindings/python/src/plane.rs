@@ -1,0 +1,97 @@
+//! `PlaneCore`: an in-process control plane on the memory backends, behind
+//! `threeport.testing.ControlPlane`: the real REST API (every kind, validation, sealing,
+//! tokens) and outbox relay on a free loopback port, for pytest fixtures. Engines made from
+//! it share its backends, so Python reconcilers see what the API writes.
+
+use std::sync::{Arc, Mutex};
+
+use pyo3::prelude::*;
+use threeport_core::MemoryBackends;
+use threeport_server::{ApiState, Ops, Sealer, TokenSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::EngineCore;
+use crate::errors::{Unavailable, core_error};
+use crate::runtime;
+
+/// A running in-process control plane.
+#[pyclass(module = "threeport._threeport", frozen)]
+pub struct PlaneCore {
+    memory: MemoryBackends,
+    url: String,
+    token: Option<String>,
+    shutdown: Mutex<Option<CancellationToken>>,
+}
+
+#[pymethods]
+impl PlaneCore {
+    /// Starts the API and the relay on `127.0.0.1:<free port>`; with `auth`, behind a freshly
+    /// minted token (see `token`), else open.
+    #[new]
+    #[pyo3(signature = (auth=true))]
+    fn new(py: Python<'_>, auth: bool) -> PyResult<Self> {
+        let memory = MemoryBackends::new();
+        let shutdown = CancellationToken::new();
+        let (tokens, token) = if auth {
+            let minted = threeport_server::auth::mint_token().map_err(core_error)?;
+            let mut tokens = TokenSet::new();
+            tokens.add_hash(&minted.hash).map_err(core_error)?;
+            (Some(Arc::new(tokens)), Some(minted.token))
+        } else {
+            (None, None)
+        };
+        let state = ApiState {
+            store: memory.store.clone(),
+            bus: memory.bus.clone(),
+            kinds: Arc::new(threeport_server::model::registry()),
+            sealer: Arc::new(Sealer::ephemeral().map_err(core_error)?),
+        };
+        let app = threeport_server::app(state, tokens, Ops::default());
+        let relay_memory = memory.clone();
+        let stop = shutdown.clone();
+        let url = py.detach(|| {
+            runtime().block_on(async move {
+                relay_memory.spawn_relay(stop.clone());
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                let url = format!("http://{}", listener.local_addr()?);
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await;
+                });
+                Ok::<_, std::io::Error>(url)
+            })
+        });
+        let url = url.map_err(|e| Unavailable::new_err(format!("cannot listen: {e}")))?;
+        Ok(PlaneCore {
+            memory,
+            url,
+            token,
+            shutdown: Mutex::new(Some(shutdown)),
+        })
+    }
+
+    /// Base URL (`http://127.0.0.1:<port>`).
+    #[getter]
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The token the API accepts (`None` when started without authentication).
+    #[getter]
+    fn token(&self) -> Option<String> {
+        self.token.clone()
+    }
+
+    /// An engine on this control plane's backends.
+    fn engine(&self) -> EngineCore {
+        EngineCore::on_memory(&self.memory)
+    }
+
+    /// Stops serving.
+    fn stop(&self) {
+        if let Some(shutdown) = self.shutdown.lock().unwrap().take() {
+            shutdown.cancel();
+        }
+    }
+}

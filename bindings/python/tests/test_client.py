@@ -1,0 +1,146 @@
+"""The client against a real `threeport-server` process."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import threeport
+from threeport import AsyncClient, Client
+
+CONFIG_MAP = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: b\n"
+
+
+def test_every_kind_is_an_attribute_and_lists(server):
+    base, token = server
+    client = Client(base, token)
+    assert len(threeport.KINDS) == 28
+    for kind, plural in threeport.KINDS.items():
+        resource = getattr(client, plural.replace("-", "_"))
+        assert resource.kind == kind
+        assert isinstance(list(resource.list()), list)
+
+
+def test_crud_with_typed_objects(server):
+    base, token = server
+    client = Client(base, token)
+    definitions = client.workload_definitions
+    created = definitions.create("crud", {"yaml_document": CONFIG_MAP}, labels={"team": "web"})
+    assert isinstance(created, threeport.Object)
+    assert (created.kind, created.name, created.labels) == ("WorkloadDefinition", "crud", {"team": "web"})
+    assert created.version == 1 and created.generation == 1
+    # Settled first: the controller's status writes bump the version too.
+    got = definitions.wait_until(created.id, timeout=30)
+    assert got.spec["yaml_document"] == CONFIG_MAP
+    assert definitions.get_by_name("crud").id == created.id
+    assert [o.id for o in definitions.list(labels={"team": "web"})] == [created.id]
+
+    got.spec["yaml_document"] = CONFIG_MAP.replace("a: b", "a: c")
+    replaced = definitions.replace(got)
+    assert replaced.generation == 2
+    with pytest.raises(threeport.Conflict):
+        definitions.replace(got)  # stale version: optimistic concurrency
+    patched = definitions.patch(created.id, labels={"team": None, "tier": "1"})
+    assert patched.labels == {"tier": "1"}
+
+    reconciled = definitions.wait_until(created.id, timeout=30)
+    assert reconciled.reconciled
+    definitions.delete(created.id)
+    definitions.wait_until_gone(created.id, timeout=30)
+    with pytest.raises(threeport.NotFound):
+        definitions.get(created.id)
+
+
+def test_pagination_follows_the_cursor(server):
+    base, token = server
+    client = Client(base, token)
+    ids = {
+        client.aws_accounts.create(
+            f"page-{i}",
+            {
+                "account_id": f"{i:012d}",
+                "default_region": "us-east-1",
+                "credentials": {"role": {"role_arn": f"arn:aws:iam::{i:012d}:role/x"}},
+            },
+            labels={"suite": "pagination"},
+        ).id
+        for i in range(7)
+    }
+    listed = list(client.aws_accounts.list(labels={"suite": "pagination"}, page_size=3))
+    assert {o.id for o in listed} == ids and len(listed) == 7
+    first, cursor = client.aws_accounts.page(labels={"suite": "pagination"}, limit=3)
+    assert len(first) == 3 and cursor is not None
+
+
+def test_errors_say_what_went_wrong(server):
+    base, token = server
+    client = Client(base, token)
+    with pytest.raises(threeport.ValidationError) as invalid:
+        client.aws_accounts.create(
+            "bad", {"account_id": "123", "default_region": "us-east-1",
+                    "credentials": {"role": {"role_arn": "arn:aws:iam::1:role/x"}}}
+        )
+    assert invalid.value.field == "spec.account_id"
+    assert "12 digits" in str(invalid.value)
+    with pytest.raises(threeport.ValidationError) as unknown:
+        client.workload_definitions.create("bad", {"yaml_document": CONFIG_MAP, "colour": "red"})
+    assert "colour" in unknown.value.field
+    with pytest.raises(threeport.NotFound):
+        client.workload_definitions.get("01a20936-3048-7342-9742-5c0230f87824")
+    with pytest.raises(threeport.Conflict):
+        client.workload_definitions.create("twice", {"yaml_document": CONFIG_MAP})
+        client.workload_definitions.create("twice", {"yaml_document": CONFIG_MAP})
+    with pytest.raises(threeport.Unauthorized):
+        Client(base, "tp_wrong").workload_definitions.get_by_name("twice")
+    with pytest.raises(threeport.Unavailable):
+        Client("http://127.0.0.1:9", token, timeout=2).workload_definitions.get_by_name("x")
+    with pytest.raises(ValueError):
+        client.resource("NoSuchKind")
+    assert issubclass(threeport.NotFound, threeport.ThreeportError)
+
+
+def test_the_composite_workload_call(server):
+    base, token = server
+    client = Client(base, token)
+    account = client.aws_accounts.create(
+        "composite",
+        {"account_id": "210987654321", "default_region": "us-east-1",
+         "credentials": {"role": {"role_arn": "arn:aws:iam::210987654321:role/x"}}},
+    )
+    created = client.create_workload(
+        "shop",
+        CONFIG_MAP,
+        labels={"app": "shop"},
+        secret={"aws_account": account.id},
+        secret_values={"api_key": "k-123"},
+    )
+    assert set(created) >= {"WorkloadDefinition", "WorkloadInstance", "SecretDefinition", "SecretInstance"}
+    assert created["WorkloadInstance"].spec["definition"] == created["WorkloadDefinition"].id
+    assert "k-123" not in repr(client.secret_definitions.get(created["SecretDefinition"].id))
+    with pytest.raises(threeport.ValidationError) as invalid:
+        client.create_workload("broken", CONFIG_MAP, database={"engine": "oracle"})
+    assert invalid.value.field.startswith("database")
+
+
+def test_the_async_client(server):
+    base, token = server
+
+    async def scenario() -> None:
+        client = AsyncClient(base, token)
+        definitions = client.workload_definitions
+        created = await asyncio.gather(
+            *(definitions.create(f"async-{i}", {"yaml_document": CONFIG_MAP}, labels={"suite": "async"})
+              for i in range(5))
+        )
+        seen = [o async for o in definitions.list(labels={"suite": "async"}, page_size=2)]
+        assert {o.id for o in seen} == {o.id for o in created}
+        done = await definitions.wait_until(created[0].id, timeout=30)
+        assert done.reconciled
+        with pytest.raises(threeport.NotFound):
+            await definitions.get("01a20936-3048-7342-9742-5c0230f87824")
+        patched = await definitions.patch(created[1].id, labels={"x": "y"})
+        assert patched.labels["x"] == "y"
+        await definitions.delete(created[2].id)
+
+    asyncio.run(scenario())
