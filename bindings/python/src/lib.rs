@@ -25,6 +25,12 @@ fn kinds() -> Vec<(String, String)> {
         .collect()
 }
 
+/// The control plane's OpenAPI document (JSON): where the Python spec types come from.
+#[pyfunction]
+fn openapi() -> String {
+    threeport_server::openapi::document(&threeport_server::model::registry()).to_string()
+}
+
 /// The extension module.
 #[pymodule]
 fn _threeport(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -34,6 +40,7 @@ fn _threeport(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::EngineCore>()?;
     m.add_class::<plane::PlaneCore>()?;
     m.add_function(wrap_pyfunction!(kinds, m)?)?;
+    m.add_function(wrap_pyfunction!(openapi, m)?)?;
     errors::register(m)?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
 
@@ -17,13 +18,24 @@ def test_typing_files_ship():
     assert (PACKAGE / "_threeport.pyi").exists()
 
 
-def test_generated_kind_attributes_match_the_native_module():
+def test_generated_files_match_the_native_module():
     sys.path.insert(0, str(TOOLS))
     import generate_kinds
+    from threeport._threeport import openapi
 
-    source = pathlib.Path(__file__).resolve().parents[1] / "python" / "threeport" / "_kinds.py"
-    expected = generate_kinds.render(list(threeport.KINDS.items()))
-    assert source.read_text() == expected, "run tools/generate_kinds.py"
+    source = pathlib.Path(__file__).resolve().parents[1] / "python" / "threeport"
+    expected = generate_kinds.render(list(threeport.KINDS.items()), json.loads(openapi()))
+    for name, content in expected.items():
+        assert (source / name).read_text() == content, f"{name}: run tools/generate_kinds.py"
+
+
+def test_spec_types_describe_the_kinds():
+    from threeport import specs
+
+    assert "yaml_document" in specs.WorkloadDefinition.__annotations__
+    assert specs.DatabaseEngine.__args__ == ("mysql", "postgres", "mariadb")
+    client_attributes = threeport.Client.workload_definitions.fget.__annotations__["return"]
+    assert "specs.WorkloadDefinition" in client_attributes
 
 
 def test_an_open_control_plane_needs_no_token():

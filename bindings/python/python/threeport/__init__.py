@@ -19,6 +19,7 @@ from ._threeport import (
     Unavailable,
     ValidationError,
 )
+from . import specs
 from ._objects import KINDS, Object
 from ._client import AsyncClient, AsyncResource, Client, Resource
 from ._engine import Engine, Requeue, TerminalError
@@ -40,4 +41,5 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "ValidationError",
+    "specs",
 ]

@@ -14,6 +14,7 @@ from typing import (
     AsyncIterator,
     Callable,
     Dict,
+    Generic,
     Iterator,
     List,
     Mapping,
@@ -23,10 +24,10 @@ from typing import (
 )
 
 from ._kinds import AsyncKindResources, KindResources
-from ._objects import KINDS, Object
+from ._objects import KINDS, Object, SpecT
 from ._threeport import ClientCore, ThreeportError
 
-Predicate = Callable[[Object], bool]
+Predicate = Callable[[Object[Any]], bool]
 
 
 def _list_args(
@@ -56,11 +57,11 @@ def _patch_args(
     return {"id": str(id), "patch": patch}
 
 
-def _page(answer: Dict[str, Any]) -> Tuple[List[Object], Optional[str]]:
+def _page(answer: Dict[str, Any]) -> Tuple[List[Object[Any]], Optional[str]]:
     return [Object.from_json(item) for item in answer["items"]], answer.get("next")
 
 
-def _settled(kind: str, obj: Object) -> bool:
+def _settled(kind: str, obj: Object[Any]) -> bool:
     """Reconciled, or stopped in failure (raised)."""
     if obj.failed:
         raise ThreeportError(f"{kind} {obj.name} ({obj.id}) failed: {obj.reason}")
@@ -90,7 +91,7 @@ def _workload_body(
     return body
 
 
-class Resource:
+class Resource(Generic[SpecT]):
     """The objects of one kind (``client.workload_definitions``, ``client.resource(kind)``)."""
 
     def __init__(self, core: ClientCore, kind: str) -> None:
@@ -102,17 +103,17 @@ class Resource:
         return json.loads(self._core.call(op, self.kind, json.dumps(args)))
 
     def create(
-        self, name: str, spec: Mapping[str, Any], labels: Optional[Mapping[str, str]] = None
-    ) -> Object:
+        self, name: str, spec: SpecT, labels: Optional[Mapping[str, str]] = None
+    ) -> Object[SpecT]:
         """Creates an object; defaults are filled in by the server."""
-        args = {"name": name, "spec": dict(spec), "labels": dict(labels or {})}
+        args = {"name": name, "spec": dict(spec), "labels": dict(labels or {})}  # type: ignore[call-overload]
         return Object.from_json(self._call("create", args))
 
-    def get(self, id: str) -> Object:
+    def get(self, id: str) -> Object[SpecT]:
         """Reads an object; :class:`NotFound` if it does not exist."""
         return Object.from_json(self._call("get", {"id": str(id)}))
 
-    def get_by_name(self, name: str) -> Object:
+    def get_by_name(self, name: str) -> Object[SpecT]:
         """The object named ``name``; :class:`NotFound` if there is none."""
         items, _ = self.page(name=name, limit=1)
         if not items:
@@ -129,7 +130,7 @@ class Resource:
         references: Optional[Mapping[str, str]] = None,
         after: Optional[str] = None,
         limit: Optional[int] = None,
-    ) -> Tuple[List[Object], Optional[str]]:
+    ) -> Tuple[List[Object[SpecT]], Optional[str]]:
         """One page of objects, and the cursor (``after``) of the next one if any."""
         return _page(self._call("list", _list_args(name, labels, references, after, limit)))
 
@@ -140,7 +141,7 @@ class Resource:
         labels: Optional[Mapping[str, str]] = None,
         references: Optional[Mapping[str, str]] = None,
         page_size: int = 100,
-    ) -> Iterator[Object]:
+    ) -> Iterator[Object[SpecT]]:
         """Every matching object, fetching pages as the iteration goes."""
         after: Optional[str] = None
         while True:
@@ -151,7 +152,7 @@ class Resource:
             if after is None:
                 return
 
-    def replace(self, obj: Object) -> Object:
+    def replace(self, obj: Object[SpecT]) -> Object[SpecT]:
         """Writes ``obj``'s spec and labels if it is unchanged since read (else :class:`Conflict`)."""
         args = {"id": obj.id, "version": obj.version, "labels": obj.labels, "spec": obj.spec}
         return Object.from_json(self._call("replace", args))
@@ -161,11 +162,11 @@ class Resource:
         id: str,
         spec: Optional[Mapping[str, Any]] = None,
         labels: Optional[Mapping[str, Optional[str]]] = None,
-    ) -> Object:
+    ) -> Object[SpecT]:
         """Merges ``spec`` and ``labels`` into the object (JSON merge patch: ``None`` removes)."""
         return Object.from_json(self._call("patch", _patch_args(id, spec, labels)))
 
-    def delete(self, id: str) -> Object:
+    def delete(self, id: str) -> Object[SpecT]:
         """Asks for deletion; the object goes once its controller has cleaned up."""
         return Object.from_json(self._call("delete", {"id": str(id)}))
 
@@ -176,7 +177,7 @@ class Resource:
         *,
         timeout: float = 60.0,
         interval: float = 0.2,
-    ) -> Object:
+    ) -> Object[SpecT]:
         """Polls until ``predicate`` holds (default: reconciled; a failure raises
         :class:`ThreeportError` with the reason); :class:`TimeoutError` after ``timeout``."""
         check = predicate or (lambda o: _settled(self.kind, o))
@@ -204,7 +205,7 @@ class Resource:
             time.sleep(interval)
 
 
-class AsyncResource:
+class AsyncResource(Generic[SpecT]):
     """The objects of one kind, for asyncio (``await client.workload_definitions.get(id)``)."""
 
     def __init__(self, core: ClientCore, kind: str) -> None:
@@ -216,13 +217,13 @@ class AsyncResource:
         return json.loads(await self._core.call_async(op, self.kind, json.dumps(args)))
 
     async def create(
-        self, name: str, spec: Mapping[str, Any], labels: Optional[Mapping[str, str]] = None
-    ) -> Object:
+        self, name: str, spec: SpecT, labels: Optional[Mapping[str, str]] = None
+    ) -> Object[SpecT]:
         """Creates an object; defaults are filled in by the server."""
-        args = {"name": name, "spec": dict(spec), "labels": dict(labels or {})}
+        args = {"name": name, "spec": dict(spec), "labels": dict(labels or {})}  # type: ignore[call-overload]
         return Object.from_json(await self._call("create", args))
 
-    async def get(self, id: str) -> Object:
+    async def get(self, id: str) -> Object[SpecT]:
         """Reads an object; :class:`NotFound` if it does not exist."""
         return Object.from_json(await self._call("get", {"id": str(id)}))
 
@@ -234,7 +235,7 @@ class AsyncResource:
         references: Optional[Mapping[str, str]] = None,
         after: Optional[str] = None,
         limit: Optional[int] = None,
-    ) -> Tuple[List[Object], Optional[str]]:
+    ) -> Tuple[List[Object[SpecT]], Optional[str]]:
         """One page of objects, and the cursor (``after``) of the next one if any."""
         args = _list_args(name, labels, references, after, limit)
         return _page(await self._call("list", args))
@@ -246,7 +247,7 @@ class AsyncResource:
         labels: Optional[Mapping[str, str]] = None,
         references: Optional[Mapping[str, str]] = None,
         page_size: int = 100,
-    ) -> AsyncIterator[Object]:
+    ) -> AsyncIterator[Object[SpecT]]:
         """Every matching object (``async for``), fetching pages as the iteration goes."""
         after: Optional[str] = None
         while True:
@@ -258,7 +259,7 @@ class AsyncResource:
             if after is None:
                 return
 
-    async def replace(self, obj: Object) -> Object:
+    async def replace(self, obj: Object[SpecT]) -> Object[SpecT]:
         """Writes ``obj``'s spec and labels if it is unchanged since read (else :class:`Conflict`)."""
         args = {"id": obj.id, "version": obj.version, "labels": obj.labels, "spec": obj.spec}
         return Object.from_json(await self._call("replace", args))
@@ -268,11 +269,11 @@ class AsyncResource:
         id: str,
         spec: Optional[Mapping[str, Any]] = None,
         labels: Optional[Mapping[str, Optional[str]]] = None,
-    ) -> Object:
+    ) -> Object[SpecT]:
         """Merges ``spec`` and ``labels`` into the object (JSON merge patch: ``None`` removes)."""
         return Object.from_json(await self._call("patch", _patch_args(id, spec, labels)))
 
-    async def delete(self, id: str) -> Object:
+    async def delete(self, id: str) -> Object[SpecT]:
         """Asks for deletion; the object goes once its controller has cleaned up."""
         return Object.from_json(await self._call("delete", {"id": str(id)}))
 
@@ -283,7 +284,7 @@ class AsyncResource:
         *,
         timeout: float = 60.0,
         interval: float = 0.2,
-    ) -> Object:
+    ) -> Object[SpecT]:
         """Polls until ``predicate`` holds (default: reconciled; a failure raises
         :class:`ThreeportError` with the reason); :class:`TimeoutError` after ``timeout``."""
         check = predicate or (lambda o: _settled(self.kind, o))
@@ -322,7 +323,7 @@ class Client(_Connection, KindResources):
     (``client.workload_definitions``) or ``client.resource("WorkloadDefinition")``.
     """
 
-    def resource(self, kind: str) -> Resource:
+    def resource(self, kind: str) -> "Resource[Any]":
         """The objects of ``kind``."""
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}")
@@ -341,7 +342,7 @@ class Client(_Connection, KindResources):
         gateway: Optional[Mapping[str, Any]] = None,
         secret: Optional[Mapping[str, Any]] = None,
         secret_values: Optional[Mapping[str, str]] = None,
-    ) -> Dict[str, Object]:
+    ) -> Dict[str, Object[Any]]:
         """Creates a workload (definition and instance) and the services it names, all in one
         transaction; returns the created objects by kind."""
         parts = {
@@ -359,7 +360,7 @@ class Client(_Connection, KindResources):
 class AsyncClient(_Connection, AsyncKindResources):
     """The asyncio client: as :class:`Client`, with coroutines and async iterators."""
 
-    def resource(self, kind: str) -> AsyncResource:
+    def resource(self, kind: str) -> "AsyncResource[Any]":
         """The objects of ``kind``."""
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}")
@@ -378,7 +379,7 @@ class AsyncClient(_Connection, AsyncKindResources):
         gateway: Optional[Mapping[str, Any]] = None,
         secret: Optional[Mapping[str, Any]] = None,
         secret_values: Optional[Mapping[str, str]] = None,
-    ) -> Dict[str, Object]:
+    ) -> Dict[str, Object[Any]]:
         """Creates a workload and its services in one transaction (see :meth:`Client.create_workload`)."""
         parts = {
             "database": database,

@@ -5,300 +5,301 @@ One attribute per kind on :class:`~threeport.Client` and :class:`~threeport.Asyn
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from . import specs
     from ._client import AsyncResource, Resource
 
 
 class KindResources:
     """Every kind as an attribute (``Resource``)."""
 
-    def resource(self, kind: str) -> "Resource":  # pragma: no cover
+    def resource(self, kind: str) -> "Resource[Any]":  # pragma: no cover
         raise NotImplementedError
 
     @property
-    def aws_accounts(self) -> "Resource":
+    def aws_accounts(self) -> "Resource[specs.AwsAccount]":
         """``AwsAccount`` objects."""
         return self.resource("AwsAccount")
 
     @property
-    def aws_eks_kubernetes_runtime_definitions(self) -> "Resource":
+    def aws_eks_kubernetes_runtime_definitions(self) -> "Resource[specs.AwsEksKubernetesRuntimeDefinition]":
         """``AwsEksKubernetesRuntimeDefinition`` objects."""
         return self.resource("AwsEksKubernetesRuntimeDefinition")
 
     @property
-    def aws_eks_kubernetes_runtime_instances(self) -> "Resource":
+    def aws_eks_kubernetes_runtime_instances(self) -> "Resource[specs.AwsEksKubernetesRuntimeInstance]":
         """``AwsEksKubernetesRuntimeInstance`` objects."""
         return self.resource("AwsEksKubernetesRuntimeInstance")
 
     @property
-    def aws_object_storage_bucket_definitions(self) -> "Resource":
+    def aws_object_storage_bucket_definitions(self) -> "Resource[specs.AwsObjectStorageBucketDefinition]":
         """``AwsObjectStorageBucketDefinition`` objects."""
         return self.resource("AwsObjectStorageBucketDefinition")
 
     @property
-    def aws_object_storage_bucket_instances(self) -> "Resource":
+    def aws_object_storage_bucket_instances(self) -> "Resource[specs.AwsObjectStorageBucketInstance]":
         """``AwsObjectStorageBucketInstance`` objects."""
         return self.resource("AwsObjectStorageBucketInstance")
 
     @property
-    def aws_relational_database_definitions(self) -> "Resource":
+    def aws_relational_database_definitions(self) -> "Resource[specs.AwsRelationalDatabaseDefinition]":
         """``AwsRelationalDatabaseDefinition`` objects."""
         return self.resource("AwsRelationalDatabaseDefinition")
 
     @property
-    def aws_relational_database_instances(self) -> "Resource":
+    def aws_relational_database_instances(self) -> "Resource[specs.AwsRelationalDatabaseInstance]":
         """``AwsRelationalDatabaseInstance`` objects."""
         return self.resource("AwsRelationalDatabaseInstance")
 
     @property
-    def control_plane_definitions(self) -> "Resource":
+    def control_plane_definitions(self) -> "Resource[specs.ControlPlaneDefinition]":
         """``ControlPlaneDefinition`` objects."""
         return self.resource("ControlPlaneDefinition")
 
     @property
-    def control_plane_instances(self) -> "Resource":
+    def control_plane_instances(self) -> "Resource[specs.ControlPlaneInstance]":
         """``ControlPlaneInstance`` objects."""
         return self.resource("ControlPlaneInstance")
 
     @property
-    def domain_name_definitions(self) -> "Resource":
+    def domain_name_definitions(self) -> "Resource[specs.DomainNameDefinition]":
         """``DomainNameDefinition`` objects."""
         return self.resource("DomainNameDefinition")
 
     @property
-    def domain_name_instances(self) -> "Resource":
+    def domain_name_instances(self) -> "Resource[specs.DomainNameInstance]":
         """``DomainNameInstance`` objects."""
         return self.resource("DomainNameInstance")
 
     @property
-    def events(self) -> "Resource":
+    def events(self) -> "Resource[specs.Event]":
         """``Event`` objects."""
         return self.resource("Event")
 
     @property
-    def gateway_definitions(self) -> "Resource":
+    def gateway_definitions(self) -> "Resource[specs.GatewayDefinition]":
         """``GatewayDefinition`` objects."""
         return self.resource("GatewayDefinition")
 
     @property
-    def gateway_instances(self) -> "Resource":
+    def gateway_instances(self) -> "Resource[specs.GatewayInstance]":
         """``GatewayInstance`` objects."""
         return self.resource("GatewayInstance")
 
     @property
-    def helm_workload_definitions(self) -> "Resource":
+    def helm_workload_definitions(self) -> "Resource[specs.HelmWorkloadDefinition]":
         """``HelmWorkloadDefinition`` objects."""
         return self.resource("HelmWorkloadDefinition")
 
     @property
-    def helm_workload_instances(self) -> "Resource":
+    def helm_workload_instances(self) -> "Resource[specs.HelmWorkloadInstance]":
         """``HelmWorkloadInstance`` objects."""
         return self.resource("HelmWorkloadInstance")
 
     @property
-    def kubernetes_runtime_definitions(self) -> "Resource":
+    def kubernetes_runtime_definitions(self) -> "Resource[specs.KubernetesRuntimeDefinition]":
         """``KubernetesRuntimeDefinition`` objects."""
         return self.resource("KubernetesRuntimeDefinition")
 
     @property
-    def kubernetes_runtime_instances(self) -> "Resource":
+    def kubernetes_runtime_instances(self) -> "Resource[specs.KubernetesRuntimeInstance]":
         """``KubernetesRuntimeInstance`` objects."""
         return self.resource("KubernetesRuntimeInstance")
 
     @property
-    def observability_stack_definitions(self) -> "Resource":
+    def observability_stack_definitions(self) -> "Resource[specs.ObservabilityStackDefinition]":
         """``ObservabilityStackDefinition`` objects."""
         return self.resource("ObservabilityStackDefinition")
 
     @property
-    def observability_stack_instances(self) -> "Resource":
+    def observability_stack_instances(self) -> "Resource[specs.ObservabilityStackInstance]":
         """``ObservabilityStackInstance`` objects."""
         return self.resource("ObservabilityStackInstance")
 
     @property
-    def secret_definitions(self) -> "Resource":
+    def secret_definitions(self) -> "Resource[specs.SecretDefinition]":
         """``SecretDefinition`` objects."""
         return self.resource("SecretDefinition")
 
     @property
-    def secret_instances(self) -> "Resource":
+    def secret_instances(self) -> "Resource[specs.SecretInstance]":
         """``SecretInstance`` objects."""
         return self.resource("SecretInstance")
 
     @property
-    def terraform_definitions(self) -> "Resource":
+    def terraform_definitions(self) -> "Resource[specs.TerraformDefinition]":
         """``TerraformDefinition`` objects."""
         return self.resource("TerraformDefinition")
 
     @property
-    def terraform_instances(self) -> "Resource":
+    def terraform_instances(self) -> "Resource[specs.TerraformInstance]":
         """``TerraformInstance`` objects."""
         return self.resource("TerraformInstance")
 
     @property
-    def workload_definitions(self) -> "Resource":
+    def workload_definitions(self) -> "Resource[specs.WorkloadDefinition]":
         """``WorkloadDefinition`` objects."""
         return self.resource("WorkloadDefinition")
 
     @property
-    def workload_instances(self) -> "Resource":
+    def workload_instances(self) -> "Resource[specs.WorkloadInstance]":
         """``WorkloadInstance`` objects."""
         return self.resource("WorkloadInstance")
 
     @property
-    def workload_resource_definitions(self) -> "Resource":
+    def workload_resource_definitions(self) -> "Resource[specs.WorkloadResourceDefinition]":
         """``WorkloadResourceDefinition`` objects."""
         return self.resource("WorkloadResourceDefinition")
 
     @property
-    def workload_resource_instances(self) -> "Resource":
+    def workload_resource_instances(self) -> "Resource[specs.WorkloadResourceInstance]":
         """``WorkloadResourceInstance`` objects."""
         return self.resource("WorkloadResourceInstance")
 
 class AsyncKindResources:
     """Every kind as an attribute (``AsyncResource``)."""
 
-    def resource(self, kind: str) -> "AsyncResource":  # pragma: no cover
+    def resource(self, kind: str) -> "AsyncResource[Any]":  # pragma: no cover
         raise NotImplementedError
 
     @property
-    def aws_accounts(self) -> "AsyncResource":
+    def aws_accounts(self) -> "AsyncResource[specs.AwsAccount]":
         """``AwsAccount`` objects."""
         return self.resource("AwsAccount")
 
     @property
-    def aws_eks_kubernetes_runtime_definitions(self) -> "AsyncResource":
+    def aws_eks_kubernetes_runtime_definitions(self) -> "AsyncResource[specs.AwsEksKubernetesRuntimeDefinition]":
         """``AwsEksKubernetesRuntimeDefinition`` objects."""
         return self.resource("AwsEksKubernetesRuntimeDefinition")
 
     @property
-    def aws_eks_kubernetes_runtime_instances(self) -> "AsyncResource":
+    def aws_eks_kubernetes_runtime_instances(self) -> "AsyncResource[specs.AwsEksKubernetesRuntimeInstance]":
         """``AwsEksKubernetesRuntimeInstance`` objects."""
         return self.resource("AwsEksKubernetesRuntimeInstance")
 
     @property
-    def aws_object_storage_bucket_definitions(self) -> "AsyncResource":
+    def aws_object_storage_bucket_definitions(self) -> "AsyncResource[specs.AwsObjectStorageBucketDefinition]":
         """``AwsObjectStorageBucketDefinition`` objects."""
         return self.resource("AwsObjectStorageBucketDefinition")
 
     @property
-    def aws_object_storage_bucket_instances(self) -> "AsyncResource":
+    def aws_object_storage_bucket_instances(self) -> "AsyncResource[specs.AwsObjectStorageBucketInstance]":
         """``AwsObjectStorageBucketInstance`` objects."""
         return self.resource("AwsObjectStorageBucketInstance")
 
     @property
-    def aws_relational_database_definitions(self) -> "AsyncResource":
+    def aws_relational_database_definitions(self) -> "AsyncResource[specs.AwsRelationalDatabaseDefinition]":
         """``AwsRelationalDatabaseDefinition`` objects."""
         return self.resource("AwsRelationalDatabaseDefinition")
 
     @property
-    def aws_relational_database_instances(self) -> "AsyncResource":
+    def aws_relational_database_instances(self) -> "AsyncResource[specs.AwsRelationalDatabaseInstance]":
         """``AwsRelationalDatabaseInstance`` objects."""
         return self.resource("AwsRelationalDatabaseInstance")
 
     @property
-    def control_plane_definitions(self) -> "AsyncResource":
+    def control_plane_definitions(self) -> "AsyncResource[specs.ControlPlaneDefinition]":
         """``ControlPlaneDefinition`` objects."""
         return self.resource("ControlPlaneDefinition")
 
     @property
-    def control_plane_instances(self) -> "AsyncResource":
+    def control_plane_instances(self) -> "AsyncResource[specs.ControlPlaneInstance]":
         """``ControlPlaneInstance`` objects."""
         return self.resource("ControlPlaneInstance")
 
     @property
-    def domain_name_definitions(self) -> "AsyncResource":
+    def domain_name_definitions(self) -> "AsyncResource[specs.DomainNameDefinition]":
         """``DomainNameDefinition`` objects."""
         return self.resource("DomainNameDefinition")
 
     @property
-    def domain_name_instances(self) -> "AsyncResource":
+    def domain_name_instances(self) -> "AsyncResource[specs.DomainNameInstance]":
         """``DomainNameInstance`` objects."""
         return self.resource("DomainNameInstance")
 
     @property
-    def events(self) -> "AsyncResource":
+    def events(self) -> "AsyncResource[specs.Event]":
         """``Event`` objects."""
         return self.resource("Event")
 
     @property
-    def gateway_definitions(self) -> "AsyncResource":
+    def gateway_definitions(self) -> "AsyncResource[specs.GatewayDefinition]":
         """``GatewayDefinition`` objects."""
         return self.resource("GatewayDefinition")
 
     @property
-    def gateway_instances(self) -> "AsyncResource":
+    def gateway_instances(self) -> "AsyncResource[specs.GatewayInstance]":
         """``GatewayInstance`` objects."""
         return self.resource("GatewayInstance")
 
     @property
-    def helm_workload_definitions(self) -> "AsyncResource":
+    def helm_workload_definitions(self) -> "AsyncResource[specs.HelmWorkloadDefinition]":
         """``HelmWorkloadDefinition`` objects."""
         return self.resource("HelmWorkloadDefinition")
 
     @property
-    def helm_workload_instances(self) -> "AsyncResource":
+    def helm_workload_instances(self) -> "AsyncResource[specs.HelmWorkloadInstance]":
         """``HelmWorkloadInstance`` objects."""
         return self.resource("HelmWorkloadInstance")
 
     @property
-    def kubernetes_runtime_definitions(self) -> "AsyncResource":
+    def kubernetes_runtime_definitions(self) -> "AsyncResource[specs.KubernetesRuntimeDefinition]":
         """``KubernetesRuntimeDefinition`` objects."""
         return self.resource("KubernetesRuntimeDefinition")
 
     @property
-    def kubernetes_runtime_instances(self) -> "AsyncResource":
+    def kubernetes_runtime_instances(self) -> "AsyncResource[specs.KubernetesRuntimeInstance]":
         """``KubernetesRuntimeInstance`` objects."""
         return self.resource("KubernetesRuntimeInstance")
 
     @property
-    def observability_stack_definitions(self) -> "AsyncResource":
+    def observability_stack_definitions(self) -> "AsyncResource[specs.ObservabilityStackDefinition]":
         """``ObservabilityStackDefinition`` objects."""
         return self.resource("ObservabilityStackDefinition")
 
     @property
-    def observability_stack_instances(self) -> "AsyncResource":
+    def observability_stack_instances(self) -> "AsyncResource[specs.ObservabilityStackInstance]":
         """``ObservabilityStackInstance`` objects."""
         return self.resource("ObservabilityStackInstance")
 
     @property
-    def secret_definitions(self) -> "AsyncResource":
+    def secret_definitions(self) -> "AsyncResource[specs.SecretDefinition]":
         """``SecretDefinition`` objects."""
         return self.resource("SecretDefinition")
 
     @property
-    def secret_instances(self) -> "AsyncResource":
+    def secret_instances(self) -> "AsyncResource[specs.SecretInstance]":
         """``SecretInstance`` objects."""
         return self.resource("SecretInstance")
 
     @property
-    def terraform_definitions(self) -> "AsyncResource":
+    def terraform_definitions(self) -> "AsyncResource[specs.TerraformDefinition]":
         """``TerraformDefinition`` objects."""
         return self.resource("TerraformDefinition")
 
     @property
-    def terraform_instances(self) -> "AsyncResource":
+    def terraform_instances(self) -> "AsyncResource[specs.TerraformInstance]":
         """``TerraformInstance`` objects."""
         return self.resource("TerraformInstance")
 
     @property
-    def workload_definitions(self) -> "AsyncResource":
+    def workload_definitions(self) -> "AsyncResource[specs.WorkloadDefinition]":
         """``WorkloadDefinition`` objects."""
         return self.resource("WorkloadDefinition")
 
     @property
-    def workload_instances(self) -> "AsyncResource":
+    def workload_instances(self) -> "AsyncResource[specs.WorkloadInstance]":
         """``WorkloadInstance`` objects."""
         return self.resource("WorkloadInstance")
 
     @property
-    def workload_resource_definitions(self) -> "AsyncResource":
+    def workload_resource_definitions(self) -> "AsyncResource[specs.WorkloadResourceDefinition]":
         """``WorkloadResourceDefinition`` objects."""
         return self.resource("WorkloadResourceDefinition")
 
     @property
-    def workload_resource_instances(self) -> "AsyncResource":
+    def workload_resource_instances(self) -> "AsyncResource[specs.WorkloadResourceInstance]":
         """``WorkloadResourceInstance`` objects."""
         return self.resource("WorkloadResourceInstance")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Generic, List, Optional, TypeVar
 
 from ._threeport import kinds as _kinds
 
@@ -17,8 +17,12 @@ def attribute_name(kind: str) -> str:
     return KINDS[kind].replace("-", "_")
 
 
+#: A kind's spec type (a ``TypedDict`` of :mod:`threeport.specs`, or a plain dict).
+SpecT = TypeVar("SpecT")
+
+
 @dataclass
-class Object:
+class Object(Generic[SpecT]):
     """One object: its envelope, desired state (``spec``) and observed state (``status``).
 
     ``status`` is the kind-specific part of the observed state (what a reconciler records);
@@ -28,7 +32,7 @@ class Object:
     kind: str
     id: str
     name: str
-    spec: Dict[str, Any]
+    spec: SpecT
     status: Dict[str, Any] = field(default_factory=dict)
     labels: Dict[str, str] = field(default_factory=dict)
     version: int = 0
@@ -41,7 +45,7 @@ class Object:
     deleting: bool = False
 
     @classmethod
-    def from_json(cls, raw: Dict[str, Any]) -> "Object":
+    def from_json(cls, raw: Dict[str, Any]) -> "Object[Any]":
         """Reads an object as the API and the engine write it."""
         status = raw.get("status") or {}
         details = status.get("details")
