@@ -20,8 +20,9 @@ use threeport_api::model::{
     SecretInstance, WorkloadInstance,
 };
 use threeport_core::store::ListQuery;
-use threeport_core::{ApiObject, Context, ErrorKind, Object, ObjectId, ReconcileError};
+use threeport_core::{ApiObject, Context, Object, ObjectId, ReconcileError};
 
+use super::nudge::set_label;
 use crate::seal::Sealer;
 
 /// Prefix of the labels service controllers set on the workloads they serve.
@@ -65,25 +66,7 @@ pub async fn announce(
     service: ObjectId,
     given: Option<&str>,
 ) -> Result<(), ReconcileError> {
-    let workloads = ctx.api::<WorkloadInstance>();
-    let mut instance = match workloads.get(workload).await {
-        Ok(instance) => instance,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(err.into()),
-    };
-    let key = label_key(service);
-    if instance.is_deleting() || instance.meta.labels.get(&key).map(String::as_str) == given {
-        return Ok(());
-    }
-    match given {
-        Some(value) => instance.meta.labels.insert(key, value.to_owned()),
-        None => instance.meta.labels.remove(&key),
-    };
-    match workloads.update(&instance).await {
-        Ok(_) => Ok(()),
-        Err(err) if matches!(err.kind(), ErrorKind::Conflict | ErrorKind::NotFound) => Ok(()),
-        Err(err) => Err(err.into()),
-    }
+    set_label::<WorkloadInstance>(ctx, workload, &label_key(service), given).await
 }
 
 /// An environment variable for the pods running as a service account.

@@ -29,6 +29,7 @@ use threeport_core::{Action, Context, Object, ObjectId, ReconcileError, Reconcil
 use super::attached::{
     DATABASE_PASSWORD_FIELD, announce, bucket_digest, database_digest, digest, secret_manager_name,
 };
+use super::nudge::set_label;
 use crate::seal::Sealer;
 
 /// How often a resource being created or deleted is looked at again.
@@ -428,21 +429,9 @@ impl Reconciler for SecretReconciler {
             .referencing("definition", definition.id())
             .limit(1000);
         let stored = digest(&[&arn]);
-        for mut instance in instances.list_all(&query).await? {
-            if instance.is_deleting()
-                || instance.meta.labels.get(SECRET_STORED_LABEL) == Some(&stored)
-            {
-                continue;
-            }
-            instance
-                .meta
-                .labels
-                .insert(SECRET_STORED_LABEL.to_owned(), stored.clone());
-            match instances.update(&instance).await {
-                Ok(_) => {}
-                Err(err) if err.kind() == threeport_core::ErrorKind::Conflict => {}
-                Err(err) => return Err(err.into()),
-            }
+        for instance in instances.list_all(&query).await? {
+            set_label::<SecretInstance>(ctx, instance.id(), SECRET_STORED_LABEL, Some(&stored))
+                .await?;
         }
         Ok(Action::Done)
     }

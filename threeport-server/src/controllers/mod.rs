@@ -4,6 +4,7 @@ pub mod attached;
 mod aws;
 mod clusters;
 mod eks;
+mod nudge;
 mod runtime;
 mod workload_definition;
 mod workload_instance;

@@ -15,6 +15,8 @@ use threeport_core::{
     Action, Api, ApiObject, Context, ErrorKind, Object, ReconcileError, Reconciler,
 };
 
+use super::nudge::set_label;
+
 /// Splits a YAML stream into resource manifests: empty documents are skipped, `List` kinds
 /// expanded. A document that does not parse, or a resource without `apiVersion`, `kind` or
 /// `metadata.name`, is an error naming the document's index (from 0) and the reason.
@@ -115,22 +117,14 @@ async fn poke_instances(
     let query = ListQuery::default()
         .referencing("definition", definition.id())
         .limit(1000);
-    for mut instance in instances.list_all(&query).await? {
-        if instance.is_deleting()
-            || instance.meta.labels.get(DEFINITION_GENERATION_LABEL) == Some(&generation)
-        {
-            continue;
-        }
-        instance
-            .meta
-            .labels
-            .insert(DEFINITION_GENERATION_LABEL.to_owned(), generation.clone());
-        match instances.update(&instance).await {
-            Ok(_) => {}
-            // Changed meanwhile: that change makes it reconcile anyway.
-            Err(err) if err.kind() == ErrorKind::Conflict => {}
-            Err(err) => return Err(err.into()),
-        }
+    for instance in instances.list_all(&query).await? {
+        set_label::<WorkloadInstance>(
+            ctx,
+            instance.id(),
+            DEFINITION_GENERATION_LABEL,
+            Some(&generation),
+        )
+        .await?;
     }
     Ok(())
 }
