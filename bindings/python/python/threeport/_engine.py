@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import datetime
 import inspect
 import json
@@ -110,6 +111,7 @@ class Engine:
         self._core = _core or EngineCore(database_url, nats_url, data_dir)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[threading.Thread] = None
+        self._stop_registered = False
 
     @property
     def description(self) -> str:
@@ -206,8 +208,16 @@ class Engine:
     # Running -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Starts the controllers in the background."""
+        """Starts the controllers in the background (stopped at interpreter exit at the
+        latest)."""
         self._core.start()
+        if not self._stop_registered:
+            atexit.register(self._stop_at_exit)
+            self._stop_registered = True
+
+    def _stop_at_exit(self) -> None:
+        if self._core.running:
+            self._core.stop(5.0)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stops gracefully: no new work; work in progress finishes or is handed back."""
