@@ -175,6 +175,13 @@ impl NatsBus {
         Ok(())
     }
 
+    /// Makes the next [`ensure_stream`](Self::ensure_stream) of the kind's stream ask the
+    /// server again.
+    fn forget_stream(&self, kind: &str, flavor: Flavor) {
+        let name = self.stream_name(kind, flavor);
+        self.ensured.lock().unwrap().remove(&name);
+    }
+
     /// The kind's partition consumers for the group, created where missing: for each
     /// partition, one on the hints stream and one on the secrets stream. Refuses other groups
     /// and mismatched configurations.
@@ -204,6 +211,9 @@ impl NatsBus {
         flavor: Flavor,
         options: &SubscribeOptions,
     ) -> Result<Vec<PullConsumer>> {
+        // Subscribing is rare: check the stream on the server every time (a memory stream
+        // does not survive a server restart).
+        self.forget_stream(kind, flavor);
         self.ensure_stream(kind, flavor).await?;
         let stream = self
             .js
@@ -287,13 +297,21 @@ impl Bus for NatsBus {
         };
         self.ensure_stream(&notification.kind, flavor).await?;
         let payload = serde_json::to_vec(&notification).map_err(Error::backend)?;
-        self.js
-            .publish(subject, payload.into())
-            .await
-            .map_err(|e| nats_error("publishing", e))?
-            .await
-            .map_err(|e| nats_error("publish acknowledgement", e))?;
-        Ok(())
+        let published = async {
+            self.js
+                .publish(subject, payload.into())
+                .await
+                .map_err(|e| nats_error("publishing", e))?
+                .await
+                .map_err(|e| nats_error("publish acknowledgement", e))
+        }
+        .await;
+        if published.is_err() {
+            // The stream may be gone (a memory stream after a server restart): check it again
+            // before the next publish.
+            self.forget_stream(&notification.kind, flavor);
+        }
+        published.map(drop)
     }
 
     async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Subscription>> {

@@ -113,10 +113,14 @@ pub async fn connect(url: &str, timeout: Duration) -> Result<async_nats::Client,
 pub(crate) fn nats_error(what: &str, err: impl std::fmt::Display) -> Error {
     let message = format!("{what}: {err}");
     let lower = message.to_ascii_lowercase();
+    // A server that is restarting answers for a while as if its streams were gone.
     if lower.contains("timed out")
         || lower.contains("timeout")
         || lower.contains("disconnect")
         || lower.contains("connection")
+        || lower.contains("no responders")
+        || lower.contains("stream not found")
+        || lower.contains("jetstream not enabled")
     {
         Error::unavailable(message)
     } else {

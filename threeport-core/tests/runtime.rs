@@ -1003,3 +1003,75 @@ async fn metrics_are_exported_in_prometheus_text_format() {
         "{text}"
     );
 }
+
+/// A bus that is down for its first `outages` subscriptions, then the memory bus.
+#[derive(Debug)]
+struct StartingBus {
+    inner: Arc<MemoryBus>,
+    outages: AtomicU32,
+    refuse: bool,
+}
+
+#[async_trait]
+impl Bus for StartingBus {
+    async fn publish(&self, notification: Notification) -> Result<()> {
+        self.inner.publish(notification).await
+    }
+
+    async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Subscription>> {
+        if self.refuse {
+            return Err(Error::invalid("group", "refused by configuration"));
+        }
+        if self
+            .outages
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(Error::unavailable("broker restarting"));
+        }
+        self.inner.subscribe(options).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bus_down_at_start_is_waited_for_and_a_refusal_fails_at_once() {
+    let h = Harness::new();
+    let probe = Arc::new(Probe::default());
+    let starting = Arc::new(StartingBus {
+        inner: h.memory.bus.clone(),
+        outages: AtomicU32::new(3),
+        refuse: false,
+    });
+    let backends = Backends {
+        bus: starting.clone(),
+        ..h.memory.backends()
+    };
+    h.start_on(
+        backends.clone(),
+        TestReconciler::new(&probe, |_, _| Step::done()),
+        quick_config(),
+    );
+    let id = h.create("w", 1).await.id();
+    h.reconciled(id).await;
+    assert_eq!(
+        starting.outages.load(Ordering::SeqCst),
+        0,
+        "every outage was sat out"
+    );
+
+    let refusing = Backends {
+        bus: Arc::new(StartingBus {
+            inner: h.memory.bus.clone(),
+            outages: AtomicU32::new(0),
+            refuse: true,
+        }),
+        ..h.memory.backends()
+    };
+    let (_, task) = h.start_on(
+        refusing,
+        TestReconciler::new(&probe, |_, _| Step::done()),
+        quick_config(),
+    );
+    let err = task.await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+}

@@ -194,18 +194,31 @@ impl<R: Reconciler> Controller<R> {
                 "lease_ttl and ack_wait must be positive",
             ));
         }
-        let mut subscription = self
-            .backends
-            .bus
-            .subscribe(SubscribeOptions {
-                group: name.clone(),
-                kinds: vec![self.reconciler.kind().to_owned()],
-                ack_wait: config.ack_wait,
-                // One more than ours, so the runtime sees the last delivery and marks the object
-                // interrupted before the bus gives up on it.
-                max_deliveries: Some(config.max_deliveries.saturating_add(1)),
-            })
-            .await?;
+        let options = SubscribeOptions {
+            group: name.clone(),
+            kinds: vec![self.reconciler.kind().to_owned()],
+            ack_wait: config.ack_wait,
+            // One more than ours, so the runtime sees the last delivery and marks the object
+            // interrupted before the bus gives up on it.
+            max_deliveries: Some(config.max_deliveries.saturating_add(1)),
+        };
+        // A bus that is down at start (a broker restarting) is waited for, with backoff; a
+        // subscription the bus refuses (bad configuration) fails the controller at once.
+        let mut delay = config.backoff.initial.max(Duration::from_millis(100));
+        let mut subscription = loop {
+            match self.backends.bus.subscribe(options.clone()).await {
+                Ok(subscription) => break subscription,
+                Err(err) if err.kind() == ErrorKind::Unavailable => {
+                    tracing::warn!(controller = %name, error = %err, retry_in = ?delay, "cannot subscribe yet");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(config.backoff.max.max(delay));
+                }
+                Err(err) => return Err(err),
+            }
+        };
         let worker = Arc::new(Worker::new(self, name.clone()));
         let semaphore = Arc::new(Semaphore::new(worker.config.concurrency));
         let mut tasks = JoinSet::new();
