@@ -192,7 +192,7 @@ impl NatsBus {
     ) -> Result<Vec<Vec<PullConsumer>>> {
         let mut consumers: Vec<Vec<PullConsumer>> =
             vec![Vec::new(); usize::from(self.config.partitions)];
-        for flavor in [Flavor::Hints, Flavor::Secrets] {
+        for flavor in FLAVORS {
             for (partition, consumer) in self
                 .flavor_consumers(kind, flavor, options)
                 .await?
@@ -227,53 +227,93 @@ impl NatsBus {
                 return Err(unknown_group_error(kind, &name));
             }
         }
+        let mut consumers = Vec::with_capacity(usize::from(self.config.partitions));
+        for partition in 0..self.config.partitions {
+            consumers.push(
+                self.partition_consumer(&stream, kind, flavor, partition, options)
+                    .await?,
+            );
+        }
+        Ok(consumers)
+    }
+}
+
+impl NatsBus {
+    /// One partition's consumer for the group on `stream`, created if missing; refuses one
+    /// configured otherwise.
+    async fn partition_consumer(
+        &self,
+        stream: &stream::Stream,
+        kind: &str,
+        flavor: Flavor,
+        partition: u16,
+        options: &SubscribeOptions,
+    ) -> Result<PullConsumer> {
         let max_deliver = options.max_deliveries.map_or(-1, i64::from);
         let topic = match flavor {
             Flavor::Hints => "notify",
             Flavor::Secrets => "secret",
         };
-        let mut consumers = Vec::with_capacity(usize::from(self.config.partitions));
-        for partition in 0..self.config.partitions {
-            let name = consumer_name(&options.group, partition);
-            let filter = format!("{}.{topic}.{kind}.{partition}.>", self.config.prefix);
-            if let Ok(existing) = stream.consumer_info(&name).await {
-                let c = &existing.config;
-                if c.ack_wait != options.ack_wait
-                    || c.max_deliver != max_deliver
-                    || c.filter_subject != filter
-                {
-                    return Err(Error::conflict(format!(
-                        "consumer {name} on {kind} exists with ack_wait {:?}, max_deliver {} \
-                         (asked for {:?}, {max_deliver})",
-                        c.ack_wait, c.max_deliver, options.ack_wait
-                    )));
-                }
+        let name = consumer_name(&options.group, partition);
+        let filter = format!("{}.{topic}.{kind}.{partition}.>", self.config.prefix);
+        if let Ok(existing) = stream.consumer_info(&name).await {
+            let c = &existing.config;
+            if c.ack_wait != options.ack_wait
+                || c.max_deliver != max_deliver
+                || c.filter_subject != filter
+            {
+                return Err(Error::conflict(format!(
+                    "consumer {name} on {kind} exists with ack_wait {:?}, max_deliver {} \
+                     (asked for {:?}, {max_deliver})",
+                    c.ack_wait, c.max_deliver, options.ack_wait
+                )));
             }
-            let config = pull::Config {
-                durable_name: Some(name.clone()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: options.ack_wait,
-                max_deliver,
-                filter_subject: filter,
-                ..Default::default()
-            };
-            let consumer = stream
-                .get_or_create_consumer(&name, config)
-                .await
-                .map_err(|e| {
-                    let text = e.to_string();
-                    // Overlapping filters: another group raced us to the kind.
-                    if text.contains("10100") || text.to_ascii_lowercase().contains("overlap") {
-                        unknown_group_error(kind, &text)
-                    } else {
-                        nats_error(&format!("creating consumer {name} on {kind}"), e)
-                    }
-                })?;
-            consumers.push(consumer);
         }
-        Ok(consumers)
+        let config = pull::Config {
+            durable_name: Some(name.clone()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: options.ack_wait,
+            max_deliver,
+            filter_subject: filter,
+            ..Default::default()
+        };
+        stream
+            .get_or_create_consumer(&name, config)
+            .await
+            .map_err(|e| {
+                let text = e.to_string();
+                // Overlapping filters: another group raced us to the kind.
+                if text.contains("10100") || text.to_ascii_lowercase().contains("overlap") {
+                    unknown_group_error(kind, &text)
+                } else {
+                    nats_error(&format!("creating consumer {name} on {kind}"), e)
+                }
+            })
+    }
+
+    /// A partition's consumer made again, with its stream if that is gone too: what a memory
+    /// stream needs after a server restart.
+    async fn reopen_consumer(
+        &self,
+        kind: &str,
+        flavor: Flavor,
+        partition: u16,
+        options: &SubscribeOptions,
+    ) -> Result<PullConsumer> {
+        self.forget_stream(kind, flavor);
+        self.ensure_stream(kind, flavor).await?;
+        let stream = self
+            .js
+            .get_stream(self.stream_name(kind, flavor))
+            .await
+            .map_err(|e| nats_error(&format!("opening the stream of {kind}"), e))?;
+        self.partition_consumer(&stream, kind, flavor, partition, options)
+            .await
     }
 }
+
+/// The flavors of a partition's consumers, in the order [`NatsBus::consumers`] lists them.
+const FLAVORS: [Flavor; 2] = [Flavor::Hints, Flavor::Secrets];
 
 /// The two streams of a kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,9 +368,18 @@ impl Bus for NatsBus {
                 leases.clone(),
             ));
             self.registry.add(&member);
+            let (bus, kind_name, subscribed) = (self.clone(), kind.clone(), options.clone());
+            let reopen: partition::Reopen = Arc::new(move |partition, index| {
+                let (bus, kind, options) = (bus.clone(), kind_name.clone(), subscribed.clone());
+                Box::pin(async move {
+                    bus.reopen_consumer(&kind, FLAVORS[index], partition, &options)
+                        .await
+                })
+            });
             tokio::spawn(partition::run_member(
                 member,
                 consumers,
+                reopen,
                 tx.clone(),
                 stop.child_token(),
             ));

@@ -205,13 +205,30 @@ impl Member {
     }
 }
 
+/// Makes a partition's consumer (`partition`, index among its consumers) again after the
+/// server lost it (a memory stream does not survive a restart).
+pub(crate) type Reopen = Arc<
+    dyn Fn(u16, usize) -> futures::future::BoxFuture<'static, Result<PullConsumer>> + Send + Sync,
+>;
+
 /// Runs a member until `stop` fires, then hands its partitions back and leaves.
 pub(crate) async fn run_member(
     member: Arc<Member>,
     consumers: Vec<Vec<PullConsumer>>,
+    reopen: Reopen,
     tx: mpsc::Sender<Pulled>,
     stop: CancellationToken,
 ) {
+    let consumers = Arc::new(
+        consumers
+            .into_iter()
+            .map(|list| list.into_iter().map(|c| Arc::new(Mutex::new(c))).collect())
+            .collect::<Vec<Vec<_>>>(),
+    );
+    let consumers = Consumers {
+        all: consumers,
+        reopen,
+    };
     let tick = member.ttl / 4;
     let leave_started = loop {
         let leaving = stop.is_cancelled();
@@ -257,7 +274,7 @@ async fn balance(
     member: &Arc<Member>,
     members: Option<&[String]>,
     leaving: bool,
-    consumers: &[Vec<PullConsumer>],
+    consumers: &Consumers,
     tx: &mpsc::Sender<Pulled>,
 ) {
     for partition in 0..member.partitions {
@@ -331,10 +348,17 @@ fn drop_partition(member: &Member, partition: u16) {
     }
 }
 
+/// A member's consumers: per partition, the current handle of each (replaced when reopened).
+#[derive(Clone)]
+struct Consumers {
+    all: Arc<Vec<Vec<Arc<Mutex<PullConsumer>>>>>,
+    reopen: Reopen,
+}
+
 async fn claim(
     member: &Arc<Member>,
     partition: u16,
-    consumers: &[Vec<PullConsumer>],
+    consumers: &Consumers,
     tx: &mpsc::Sender<Pulled>,
 ) {
     let asked = Instant::now();
@@ -359,9 +383,14 @@ async fn claim(
             leaving: false,
         },
     );
-    for consumer in &consumers[usize::from(partition)] {
+    for (index, consumer) in consumers.all[usize::from(partition)].iter().enumerate() {
         tokio::spawn(pull_partition(
-            consumer.clone(),
+            PartitionConsumer {
+                current: consumer.clone(),
+                reopen: consumers.reopen.clone(),
+                partition,
+                index,
+            },
             member.pending[usize::from(partition)].clone(),
             tx.clone(),
             pull.clone(),
@@ -369,15 +398,44 @@ async fn claim(
     }
 }
 
+/// One consumer of a partition, and how to make it again.
+struct PartitionConsumer {
+    current: Arc<Mutex<PullConsumer>>,
+    reopen: Reopen,
+    partition: u16,
+    index: usize,
+}
+
+impl PartitionConsumer {
+    /// After a failed pull: if the server lost the consumer (or its stream), makes it again.
+    async fn recover(&self, err: &str) {
+        let lower = err.to_ascii_lowercase();
+        let lost = ["not found", "no responders", "deleted", "10014", "10059"];
+        if !lost.iter().any(|sign| lower.contains(sign)) {
+            return;
+        }
+        match (self.reopen)(self.partition, self.index).await {
+            Ok(consumer) => {
+                tracing::info!(partition = self.partition, "partition consumer made again");
+                *self.current.lock().unwrap() = consumer;
+            }
+            Err(err) => {
+                tracing::debug!(partition = self.partition, error = %err, "making a partition consumer again failed")
+            }
+        }
+    }
+}
+
 /// Forwards one partition's messages until `stop`; then returns what it still holds.
 async fn pull_partition(
-    consumer: PullConsumer,
+    consumer: PartitionConsumer,
     pending: Arc<AtomicUsize>,
     tx: mpsc::Sender<Pulled>,
     stop: CancellationToken,
 ) {
     while !stop.is_cancelled() {
-        let mut messages = match consumer
+        let current = consumer.current.lock().unwrap().clone();
+        let mut messages = match current
             .stream()
             .max_messages_per_batch(PULL_BATCH)
             .messages()
@@ -386,6 +444,7 @@ async fn pull_partition(
             Ok(messages) => messages,
             Err(err) => {
                 tracing::debug!(error = %err, "opening a partition pull failed; retrying");
+                consumer.recover(&err.to_string()).await;
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
@@ -406,6 +465,22 @@ async fn pull_partition(
                 // Heartbeat gaps and reconnects surface here; the pull stream recovers.
                 Some(Err(err)) => {
                     tracing::debug!(error = %err, "partition pull hiccup");
+                    let text = err.to_string();
+                    let lower = text.to_ascii_lowercase();
+                    if lower.contains("no responders")
+                        || lower.contains("deleted")
+                        || lower.contains("not found")
+                    {
+                        // The consumer (or the server) is gone: a pull in this state waits
+                        // forever. Make the consumer again if the server lost it, and open a
+                        // new pull.
+                        consumer.recover(&text).await;
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        }
+                        break;
+                    }
                     continue;
                 }
                 Some(Ok(message)) => message,

@@ -349,3 +349,34 @@ async fn secret_values_travel_in_memory_only() {
     again.ack().await.unwrap();
     assert!(!common::files_contain(&server.dir, value.as_bytes()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_notifications_flow_again_after_a_server_restart() {
+    let mut server = NatsServer::start().await;
+    let client = connect(&server.url, Duration::from_secs(5)).await.unwrap();
+    let bus = NatsBus::new(client.clone(), NatsConfig::default());
+    let mut sub = bus
+        .subscribe(SubscribeOptions::new("vault-controller", "Vault"))
+        .await
+        .unwrap();
+    // The secrets stream lives in memory: a restart loses it and its consumers.
+    server.restart().await;
+    let secret = threeport_core::SecretValues([("password".to_owned(), "p".to_owned())].into());
+    let with_secret = note("Vault").with_secret(secret.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Err(err) = bus.publish(with_secret.clone()).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never published: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = tokio::time::timeout(Duration::from_secs(30), sub.next())
+        .await
+        .expect("the secret notification arrives after the restart")
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.notification.id, with_secret.id);
+    assert_eq!(got.notification.secret, Some(secret));
+    got.ack().await.unwrap();
+}
