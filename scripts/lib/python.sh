@@ -6,7 +6,10 @@ PYTEST_VERSION=9.2.0
 MATURIN_VERSION=1.16.0
 
 python_tests() {
-  local target_dir="$1" venv python
+  local target_dir venv python
+  # Absolute: maturin runs cargo from bindings/python, where a relative target would be another.
+  mkdir -p "$1"
+  target_dir=$(cd "$1" && pwd)
   venv="$target_dir/python-venv"
   if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 9))'; then
     echo "Python 3.9 or later is required for the Python package" >&2
