@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
-    AttributeBooleanValue, Filter, ResourceType, Subnet, Tag, TagSpecification,
+    AttributeBooleanValue, Filter, InternetGateway, ResourceType, RouteTable, Subnet, Tag,
+    TagSpecification, Vpc,
 };
 use threeport_core::{Error, Result};
 
@@ -75,14 +76,7 @@ fn gone(code: Option<&str>) -> bool {
 
 impl Ec2Networks {
     async fn vpc(&self, owner: &str) -> Result<String> {
-        let found = self
-            .client
-            .describe_vpcs()
-            .filters(owned_by(owner))
-            .send()
-            .await
-            .map_err(|e| sdk_error("network", e))?;
-        if let Some(id) = found.vpcs().iter().find_map(|v| v.vpc_id()) {
+        if let Some(id) = self.vpcs(owner).await?.iter().find_map(|v| v.vpc_id()) {
             return Ok(id.to_owned());
         }
         let created = self
@@ -110,14 +104,7 @@ impl Ec2Networks {
     }
 
     async fn internet_gateway(&self, owner: &str, vpc: &str) -> Result<String> {
-        let found = self
-            .client
-            .describe_internet_gateways()
-            .filters(owned_by(owner))
-            .send()
-            .await
-            .map_err(|e| sdk_error("network", e))?;
-        let (id, attached) = match found.internet_gateways().first() {
+        let (id, attached) = match self.internet_gateways(owner).await?.first() {
             Some(gateway) => (
                 gateway
                     .internet_gateway_id()
@@ -157,14 +144,7 @@ impl Ec2Networks {
     }
 
     async fn route_table(&self, owner: &str, vpc: &str, gateway: &str) -> Result<String> {
-        let found = self
-            .client
-            .describe_route_tables()
-            .filters(owned_by(owner))
-            .send()
-            .await
-            .map_err(|e| sdk_error("network", e))?;
-        let (id, routed) = match found.route_tables().first() {
+        let (id, routed) = match self.route_tables(owner).await?.first() {
             Some(table) => (
                 table
                     .route_table_id()
@@ -208,6 +188,39 @@ impl Ec2Networks {
             }
         }
         Ok(id)
+    }
+
+    async fn vpcs(&self, owner: &str) -> Result<Vec<Vpc>> {
+        let found = self
+            .client
+            .describe_vpcs()
+            .filters(owned_by(owner))
+            .send()
+            .await
+            .map_err(|e| sdk_error("network", e))?;
+        Ok(found.vpcs().to_vec())
+    }
+
+    async fn internet_gateways(&self, owner: &str) -> Result<Vec<InternetGateway>> {
+        let found = self
+            .client
+            .describe_internet_gateways()
+            .filters(owned_by(owner))
+            .send()
+            .await
+            .map_err(|e| sdk_error("network", e))?;
+        Ok(found.internet_gateways().to_vec())
+    }
+
+    async fn route_tables(&self, owner: &str) -> Result<Vec<RouteTable>> {
+        let found = self
+            .client
+            .describe_route_tables()
+            .filters(owned_by(owner))
+            .send()
+            .await
+            .map_err(|e| sdk_error("network", e))?;
+        Ok(found.route_tables().to_vec())
     }
 
     async fn subnets(&self, owner: &str) -> Result<Vec<Subnet>> {
@@ -372,14 +385,7 @@ impl Networks for Ec2Networks {
                     .set_subnet_id(subnet.subnet_id().map(str::to_owned))
             )?;
         }
-        let tables = self
-            .client
-            .describe_route_tables()
-            .filters(owned_by(owner))
-            .send()
-            .await
-            .map_err(|e| sdk_error("network", e))?;
-        for table in tables.route_tables() {
+        for table in self.route_tables(owner).await? {
             found = true;
             for association in table.associations() {
                 if association.main() != Some(true) {
@@ -394,14 +400,7 @@ impl Networks for Ec2Networks {
                     .set_route_table_id(table.route_table_id().map(str::to_owned))
             )?;
         }
-        let gateways = self
-            .client
-            .describe_internet_gateways()
-            .filters(owned_by(owner))
-            .send()
-            .await
-            .map_err(|e| sdk_error("network", e))?;
-        for gateway in gateways.internet_gateways() {
+        for gateway in self.internet_gateways(owner).await? {
             found = true;
             let id = gateway.internet_gateway_id().map(str::to_owned);
             for attachment in gateway.attachments() {
@@ -418,14 +417,7 @@ impl Networks for Ec2Networks {
                     .set_internet_gateway_id(id)
             )?;
         }
-        let vpcs = self
-            .client
-            .describe_vpcs()
-            .filters(owned_by(owner))
-            .send()
-            .await
-            .map_err(|e| sdk_error("network", e))?;
-        for vpc in vpcs.vpcs() {
+        for vpc in self.vpcs(owner).await? {
             found = true;
             call!(
                 self.client

@@ -37,6 +37,30 @@ fn account() -> AwsAccount {
     }
 }
 
+/// A runtime definition for `provider` in `account`.
+fn runtime_definition(
+    provider: InfraProvider,
+    account: Option<ObjectId>,
+) -> KubernetesRuntimeDefinition {
+    KubernetesRuntimeDefinition {
+        infra_provider: provider,
+        aws_account: account,
+        high_availability: false,
+        node_size: NodeSize::Medium,
+        node_profile: NodeProfile::Balanced,
+        node_maximum: 4,
+    }
+}
+
+/// Runs `reconciler`'s controller on `memory` until `shutdown`.
+fn run<R: threeport_core::Reconciler>(
+    memory: &MemoryBackends,
+    shutdown: &CancellationToken,
+    reconciler: R,
+) {
+    tokio::spawn(Controller::new(reconciler, memory.backends()).run(shutdown.clone()));
+}
+
 fn resource(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> ResourceRef {
     ResourceRef {
         api_version: api_version.into(),
@@ -87,30 +111,22 @@ async fn an_eks_runtime_is_provisioned_connected_used_and_torn_down_without_leak
     fake.lose_next_answer("create_cluster");
     let aws: Arc<dyn AwsProvider> = Arc::new(FixedAws(AwsServices::memory(fake.clone())));
     let clusters: Arc<dyn ClusterProvider> = Arc::new(KubeClusters::new(sealer.clone()));
-    tokio::spawn(
-        Controller::new(
-            RuntimeReconciler::new(clusters.clone()).with_poll(Duration::from_millis(100)),
-            memory.backends(),
-        )
-        .run(shutdown.clone()),
+    run(
+        &memory,
+        &shutdown,
+        RuntimeReconciler::new(clusters.clone()).with_poll(Duration::from_millis(100)),
     );
-    tokio::spawn(
-        Controller::new(
-            EksReconciler::new(aws, clusters.clone(), sealer.clone())
-                .with_poll(Duration::from_millis(50)),
-            memory.backends(),
-        )
-        .run(shutdown.clone()),
+    run(
+        &memory,
+        &shutdown,
+        EksReconciler::new(aws, clusters.clone(), sealer.clone())
+            .with_poll(Duration::from_millis(50)),
     );
-    tokio::spawn(
-        Controller::new(WorkloadDefinitionReconciler, memory.backends()).run(shutdown.clone()),
-    );
-    tokio::spawn(
-        Controller::new(
-            WorkloadInstanceReconciler::new(clusters, sealer.clone()),
-            memory.backends(),
-        )
-        .run(shutdown.clone()),
+    run(&memory, &shutdown, WorkloadDefinitionReconciler);
+    run(
+        &memory,
+        &shutdown,
+        WorkloadInstanceReconciler::new(clusters, sealer.clone()),
     );
 
     let store = memory.store.clone();
@@ -121,14 +137,7 @@ async fn an_eks_runtime_is_provisioned_connected_used_and_torn_down_without_leak
     let definition = Api::<KubernetesRuntimeDefinition>::new(store.clone())
         .create(
             "eks",
-            KubernetesRuntimeDefinition {
-                infra_provider: InfraProvider::Eks,
-                aws_account: Some(account.id()),
-                high_availability: false,
-                node_size: NodeSize::Medium,
-                node_profile: NodeProfile::Balanced,
-                node_maximum: 4,
-            },
+            runtime_definition(InfraProvider::Eks, Some(account.id())),
         )
         .await
         .unwrap();
@@ -286,37 +295,23 @@ async fn databases_buckets_and_secrets_become_part_of_their_workload() {
     let clusters: Arc<dyn ClusterProvider> = Arc::new(SingleCluster(Arc::new(cluster.clone())));
     let fake = Arc::new(MemoryAws::new());
     let aws: Arc<dyn AwsProvider> = Arc::new(FixedAws(AwsServices::memory(fake.clone())));
-    tokio::spawn(
-        Controller::new(WorkloadDefinitionReconciler, memory.backends()).run(shutdown.clone()),
+    run(&memory, &shutdown, WorkloadDefinitionReconciler);
+    run(
+        &memory,
+        &shutdown,
+        WorkloadInstanceReconciler::new(clusters, sealer.clone()),
     );
-    tokio::spawn(
-        Controller::new(
-            WorkloadInstanceReconciler::new(clusters, sealer.clone()),
-            memory.backends(),
-        )
-        .run(shutdown.clone()),
+    run(&memory, &shutdown, BucketReconciler::new(aws.clone()));
+    run(
+        &memory,
+        &shutdown,
+        DatabaseReconciler::new(aws.clone(), sealer.clone()),
     );
-    tokio::spawn(
-        Controller::new(BucketReconciler::new(aws.clone()), memory.backends())
-            .run(shutdown.clone()),
-    );
-    tokio::spawn(
-        Controller::new(
-            DatabaseReconciler::new(aws.clone(), sealer.clone()),
-            memory.backends(),
-        )
-        .run(shutdown.clone()),
-    );
-    tokio::spawn(
-        Controller::new(SecretReconciler::new(aws.clone()), memory.backends())
-            .run(shutdown.clone()),
-    );
-    tokio::spawn(
-        Controller::new(
-            SecretInstanceReconciler::with_poll(Duration::from_millis(50)),
-            memory.backends(),
-        )
-        .run(shutdown.clone()),
+    run(&memory, &shutdown, SecretReconciler::new(aws.clone()));
+    run(
+        &memory,
+        &shutdown,
+        SecretInstanceReconciler::with_poll(Duration::from_millis(50)),
     );
 
     let store = memory.store.clone();
@@ -327,14 +322,7 @@ async fn databases_buckets_and_secrets_become_part_of_their_workload() {
     let runtime_definition = Api::<KubernetesRuntimeDefinition>::new(store.clone())
         .create(
             "existing",
-            KubernetesRuntimeDefinition {
-                infra_provider: InfraProvider::Existing,
-                aws_account: None,
-                high_availability: false,
-                node_size: NodeSize::Medium,
-                node_profile: NodeProfile::Balanced,
-                node_maximum: 4,
-            },
+            runtime_definition(InfraProvider::Existing, None),
         )
         .await
         .unwrap();

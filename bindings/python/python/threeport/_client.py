@@ -71,10 +71,11 @@ def _settled(kind: str, obj: Object[Any]) -> bool:
 def _workload_body(
     name: str,
     yaml_document: str,
+    *,
     labels: Optional[Mapping[str, str]],
     runtime: Optional[str],
-    parts: Mapping[str, Optional[Mapping[str, Any]]],
     secret_values: Optional[Mapping[str, str]],
+    **parts: Optional[Mapping[str, Any]],
 ) -> Dict[str, Any]:
     body: Dict[str, Any] = {
         "name": name,
@@ -345,14 +346,18 @@ class Client(_Connection, KindResources):
     ) -> Dict[str, Object[Any]]:
         """Creates a workload (definition and instance) and the services it names, all in one
         transaction; returns the created objects by kind."""
-        parts = {
-            "database": database,
-            "bucket": bucket,
-            "domain_name": domain_name,
-            "gateway": gateway,
-            "secret": secret,
-        }
-        body = _workload_body(name, yaml_document, labels, runtime, parts, secret_values)
+        body = _workload_body(
+            name,
+            yaml_document,
+            labels=labels,
+            runtime=runtime,
+            secret_values=secret_values,
+            database=database,
+            bucket=bucket,
+            domain_name=domain_name,
+            gateway=gateway,
+            secret=secret,
+        )
         created = json.loads(self._core.call("create_workload", "", json.dumps(body)))
         return {kind: Object.from_json(raw) for kind, raw in created.items()}
 
@@ -381,14 +386,18 @@ class AsyncClient(_Connection, AsyncKindResources):
         secret_values: Optional[Mapping[str, str]] = None,
     ) -> Dict[str, Object[Any]]:
         """Creates a workload and its services in one transaction (see :meth:`Client.create_workload`)."""
-        parts = {
-            "database": database,
-            "bucket": bucket,
-            "domain_name": domain_name,
-            "gateway": gateway,
-            "secret": secret,
-        }
-        body = _workload_body(name, yaml_document, labels, runtime, parts, secret_values)
+        body = _workload_body(
+            name,
+            yaml_document,
+            labels=labels,
+            runtime=runtime,
+            secret_values=secret_values,
+            database=database,
+            bucket=bucket,
+            domain_name=domain_name,
+            gateway=gateway,
+            secret=secret,
+        )
         answer = await self._core.call_async("create_workload", "", json.dumps(body))
         return {kind: Object.from_json(raw) for kind, raw in json.loads(answer).items()}
 
