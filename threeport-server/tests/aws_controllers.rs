@@ -346,9 +346,9 @@ async fn secret_values_reach_secrets_manager_and_nowhere_else() {
 #[path = "../../threeport-aws/tests/common/mod.rs"]
 mod moto;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bucket_through_the_sdk_against_moto() {
-    let moto = moto::moto().await;
+/// The bucket controller through the SDK against `moto`, on memory backends: the server's
+/// sealer, the backends, and what stops it.
+fn bucket_controller_on(moto: &moto::Moto) -> (Arc<Sealer>, MemoryBackends, CancellationToken) {
     let sealer = Arc::new(Sealer::ephemeral().unwrap());
     let memory = MemoryBackends::new();
     let shutdown = CancellationToken::new();
@@ -358,6 +358,13 @@ async fn a_bucket_through_the_sdk_against_moto() {
     tokio::spawn(
         Controller::new(BucketReconciler::new(provider), memory.backends()).run(shutdown.clone()),
     );
+    (sealer, memory, shutdown)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_through_the_sdk_against_moto() {
+    let moto = moto::moto().await;
+    let (sealer, memory, shutdown) = bucket_controller_on(&moto);
     // As the API stores it: the secret access key sealed.
     let sealed = sealer
         .seal("spec.credentials.access_keys.secret_access_key", "testing")
@@ -423,15 +430,7 @@ async fn an_account_role_is_assumed_through_sts_by_the_sdk_provider() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_stop_the_object_with_the_reason_instead_of_retrying() {
     let moto = moto::moto_checking_credentials().await;
-    let sealer = Arc::new(Sealer::ephemeral().unwrap());
-    let memory = MemoryBackends::new();
-    let shutdown = CancellationToken::new();
-    memory.spawn_relay(shutdown.clone());
-    let provider: Arc<dyn AwsProvider> =
-        Arc::new(SdkAws::new(sealer.clone(), Some(moto.url.clone())));
-    tokio::spawn(
-        Controller::new(BucketReconciler::new(provider), memory.backends()).run(shutdown.clone()),
-    );
+    let (sealer, memory, shutdown) = bucket_controller_on(&moto);
     let credentials = AwsCredentials::AccessKeys {
         access_key_id: "AKIAWRONGWRONGWRONG0".into(),
         secret_access_key: sealer

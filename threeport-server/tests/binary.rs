@@ -615,6 +615,39 @@ async fn wait_for(
     }
 }
 
+/// POSTs `body` to `url`; asserts it was created and returns the new object's id.
+async fn create(http: &reqwest::Client, url: String, token: &str, body: Value) -> String {
+    let (status, created) = send(http.post(&url).bearer_auth(token).json(&body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{url}: {created}");
+    created["id"].as_str().unwrap().to_owned()
+}
+
+/// Registers the fake API server `kube` as the default runtime (an existing cluster known by
+/// its connection data); returns the runtime's id.
+async fn register_cluster(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    kube: &threeport_k8s::FakeApiServer,
+) -> String {
+    let definition = create(
+        http,
+        format!("{base}/v0/kubernetes-runtime-definitions"),
+        token,
+        json!({"name": "existing", "spec": {"infra_provider": "existing"}}),
+    )
+    .await;
+    create(
+        http,
+        format!("{base}/v0/kubernetes-runtime-instances"),
+        token,
+        json!({"name": "local", "spec": {
+        "definition": definition, "location": "NorthAmerica:NewYork", "default_runtime": true,
+        "connection": {"api_endpoint": kube.url, "token": "cluster-token"}}}),
+    )
+    .await
+}
+
 /// Through the API at `base`: register the fake cluster as the default runtime, deploy a
 /// workload, change its manifests, delete it; checks the cluster each time.
 async fn workload_lifecycle(base: &str, token: &str, kube: &threeport_k8s::FakeApiServer) {
@@ -623,29 +656,10 @@ async fn workload_lifecycle(base: &str, token: &str, kube: &threeport_k8s::FakeA
     let token = token.to_owned();
     let http = common::http_client();
     let api = |path: &str| format!("{base}/v0/{path}");
-    let post = |path: &str, body: Value| {
-        let request = http.post(api(path)).bearer_auth(&token).json(&body);
-        let path = path.to_owned();
-        async move {
-            let (status, created) = send(request).await;
-            assert_eq!(status, StatusCode::CREATED, "{path}: {created}");
-            created["id"].as_str().unwrap().to_owned()
-        }
-    };
+    let post = |path: &str, body: Value| create(&http, api(path), &token, body);
 
     // An existing cluster, registered by its connection data, becomes the default runtime.
-    let runtime_def = post(
-        "kubernetes-runtime-definitions",
-        json!({"name": "existing", "spec": {"infra_provider": "existing"}}),
-    )
-    .await;
-    let runtime = post(
-        "kubernetes-runtime-instances",
-        json!({"name": "local", "spec": {
-        "definition": runtime_def, "location": "NorthAmerica:NewYork", "default_runtime": true,
-        "connection": {"api_endpoint": kube.url, "token": "cluster-token"}}}),
-    )
-    .await;
+    let runtime = register_cluster(&http, base, &token, kube).await;
     wait_for(
         &http,
         &api(&format!("kubernetes-runtime-instances/{runtime}")),
@@ -828,15 +842,7 @@ async fn aws_services_reach_their_workload_through_the_api() {
     let token = server.token.clone().unwrap();
     let http = common::http_client();
     let api = |path: &str| format!("{}/v0/{path}", server.base);
-    let post = |path: &str, body: Value| {
-        let request = http.post(api(path)).bearer_auth(&token).json(&body);
-        let path = path.to_owned();
-        async move {
-            let (status, created) = send(request).await;
-            assert_eq!(status, StatusCode::CREATED, "{path}: {created}");
-            created["id"].as_str().unwrap().to_owned()
-        }
-    };
+    let post = |path: &str, body: Value| create(&http, api(path), &token, body);
 
     let account = post(
         "aws-accounts",
@@ -846,18 +852,7 @@ async fn aws_services_reach_their_workload_through_the_api() {
                                             "secret_access_key": "testing"}}}}),
     )
     .await;
-    let runtime_def = post(
-        "kubernetes-runtime-definitions",
-        json!({"name": "existing", "spec": {"infra_provider": "existing"}}),
-    )
-    .await;
-    post(
-        "kubernetes-runtime-instances",
-        json!({"name": "local", "spec": {
-        "definition": runtime_def, "location": "NorthAmerica:NewYork", "default_runtime": true,
-        "connection": {"api_endpoint": kube.url, "token": "cluster-token"}}}),
-    )
-    .await;
+    register_cluster(&http, &server.base, &token, &kube).await;
     let shop = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\nspec:\n  selector: {matchLabels: {app: shop}}\n  template:\n    metadata: {labels: {app: shop}}\n    spec:\n      serviceAccountName: shop\n      containers: [{name: shop, image: shop}]\n";
     let definition = post(
         "workload-definitions",
