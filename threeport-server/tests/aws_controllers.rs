@@ -1,6 +1,8 @@
 //! The AWS controllers on the memory backends with the in-memory AWS fake, and the bucket
 //! controller through the SDK against moto.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -191,20 +193,7 @@ async fn an_interrupted_database_create_resumes_without_a_duplicate() {
         .await
         .unwrap();
     let definition = Api::<AwsRelationalDatabaseDefinition>::new(store.clone())
-        .create(
-            "orders",
-            AwsRelationalDatabaseDefinition {
-                aws_account: account.id(),
-                engine: DatabaseEngine::Postgres,
-                engine_version: "16.4".into(),
-                database_name: "orders".into(),
-                database_port: 5432,
-                backup_days: 7,
-                machine_size: MachineSize::Small,
-                storage_gb: 20,
-                workload_secret_name: "orders-db".into(),
-            },
-        )
+        .create("orders", common::orders_database(account.id()))
         .await
         .unwrap();
     let workload = workload(&memory).await;

@@ -3,6 +3,8 @@
 //! create), connected and deployed to over HTTP through the fake API server, then torn down
 //! leaving nothing; and databases, buckets and secrets attached to a workload's resources.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -370,20 +372,7 @@ async fn databases_buckets_and_secrets_become_part_of_their_workload() {
 
     // A database, a bucket and a secret for it.
     let database_definition = Api::<AwsRelationalDatabaseDefinition>::new(store.clone())
-        .create(
-            "orders",
-            AwsRelationalDatabaseDefinition {
-                aws_account: account.id(),
-                engine: DatabaseEngine::Postgres,
-                engine_version: "16.4".into(),
-                database_name: "orders".into(),
-                database_port: 5432,
-                backup_days: 7,
-                machine_size: MachineSize::Small,
-                storage_gb: 20,
-                workload_secret_name: "orders-db".into(),
-            },
-        )
+        .create("orders", common::orders_database(account.id()))
         .await
         .unwrap();
     let databases = Api::<AwsRelationalDatabaseInstance>::new(store.clone());

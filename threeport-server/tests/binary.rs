@@ -622,6 +622,32 @@ async fn create(http: &reqwest::Client, url: String, token: &str, body: Value) -
     created["id"].as_str().unwrap().to_owned()
 }
 
+/// Creates a workload definition named `name` with `yaml` and an instance of it (on the
+/// default runtime); returns both ids.
+async fn deploy(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    name: &str,
+    yaml: &str,
+) -> (String, String) {
+    let definition = create(
+        http,
+        format!("{base}/v0/workload-definitions"),
+        token,
+        json!({"name": name, "spec": {"yaml_document": yaml}}),
+    )
+    .await;
+    let instance = create(
+        http,
+        format!("{base}/v0/workload-instances"),
+        token,
+        json!({"name": name, "spec": {"definition": definition}}),
+    )
+    .await;
+    (definition, instance)
+}
+
 /// Registers the fake API server `kube` as the default runtime (an existing cluster known by
 /// its connection data); returns the runtime's id.
 async fn register_cluster(
@@ -656,7 +682,6 @@ async fn workload_lifecycle(base: &str, token: &str, kube: &threeport_k8s::FakeA
     let token = token.to_owned();
     let http = common::http_client();
     let api = |path: &str| format!("{base}/v0/{path}");
-    let post = |path: &str, body: Value| create(&http, api(path), &token, body);
 
     // An existing cluster, registered by its connection data, becomes the default runtime.
     let runtime = register_cluster(&http, base, &token, kube).await;
@@ -669,16 +694,7 @@ async fn workload_lifecycle(base: &str, token: &str, kube: &threeport_k8s::FakeA
     .await;
 
     let three = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: nginx}]}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n";
-    let definition = post(
-        "workload-definitions",
-        json!({"name": "web", "spec": {"yaml_document": three}}),
-    )
-    .await;
-    let instance = post(
-        "workload-instances",
-        json!({"name": "web", "spec": {"definition": definition}}),
-    )
-    .await;
+    let (definition, instance) = deploy(&http, base, &token, "web", three).await;
     let instance_url = api(&format!("workload-instances/{instance}"));
     let deployed = wait_for(&http, &instance_url, &token, |o| {
         o["status"]["state"] == "reconciled"
@@ -854,16 +870,7 @@ async fn aws_services_reach_their_workload_through_the_api() {
     .await;
     register_cluster(&http, &server.base, &token, &kube).await;
     let shop = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\nspec:\n  selector: {matchLabels: {app: shop}}\n  template:\n    metadata: {labels: {app: shop}}\n    spec:\n      serviceAccountName: shop\n      containers: [{name: shop, image: shop}]\n";
-    let definition = post(
-        "workload-definitions",
-        json!({"name": "shop", "spec": {"yaml_document": shop}}),
-    )
-    .await;
-    let workload = post(
-        "workload-instances",
-        json!({"name": "shop", "spec": {"definition": definition}}),
-    )
-    .await;
+    let (_, workload) = deploy(&http, &server.base, &token, "shop", shop).await;
     let deployed = wait_for(
         &http,
         &api(&format!("workload-instances/{workload}")),

@@ -8,3 +8,21 @@ pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
+
+/// The `orders` PostgreSQL database definition the AWS tests use, in `account`.
+pub fn orders_database(
+    account: threeport_core::ObjectId,
+) -> threeport_server::model::AwsRelationalDatabaseDefinition {
+    use threeport_server::model::{AwsRelationalDatabaseDefinition, DatabaseEngine, MachineSize};
+    AwsRelationalDatabaseDefinition {
+        aws_account: account,
+        engine: DatabaseEngine::Postgres,
+        engine_version: "16.4".into(),
+        database_name: "orders".into(),
+        database_port: 5432,
+        backup_days: 7,
+        machine_size: MachineSize::Small,
+        storage_gb: 20,
+        workload_secret_name: "orders-db".into(),
+    }
+}
