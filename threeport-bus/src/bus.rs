@@ -324,8 +324,45 @@ enum Flavor {
     Secrets,
 }
 
+impl NatsBus {
+    /// Whether the kind's stream holds a notification or a scheduled requeue for the object
+    /// (a work-queue stream keeps a message until it is acked, so in flight counts too).
+    async fn holds(&self, kind: &str, id: ObjectId) -> Result<bool> {
+        self.ensure_stream(kind, Flavor::Hints).await?;
+        let stream = self
+            .js
+            .get_stream(self.stream_name(kind, Flavor::Hints))
+            .await
+            .map_err(|e| nats_error(&format!("opening the stream of {kind}"), e))?;
+        for subject in [
+            self.notify_subject(kind, id),
+            self.schedule_subject(kind, id),
+        ] {
+            match stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(_) => return Ok(true),
+                Err(err) if err.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {}
+                Err(err) => return Err(nats_error("looking for a queued notification", err)),
+            }
+        }
+        Ok(false)
+    }
+}
+
 #[async_trait]
 impl Bus for NatsBus {
+    async fn publish_missing(&self, notifications: Vec<Notification>) -> Result<()> {
+        for notification in notifications {
+            validate_kind(&notification.kind)?;
+            if notification.secret.is_none()
+                && self.holds(&notification.kind, notification.id).await?
+            {
+                continue;
+            }
+            self.publish(notification).await?;
+        }
+        Ok(())
+    }
+
     async fn publish(&self, notification: Notification) -> Result<()> {
         validate_kind(&notification.kind)?;
         let (flavor, subject) = if notification.secret.is_some() {

@@ -229,6 +229,10 @@ pub struct Status<S> {
     /// Consecutive failed reconciles; drives backoff and resets on success.
     #[serde(default)]
     pub failures: u32,
+    /// When the runtime means to look at an unfinished object again (a requeue or a retry).
+    /// A resync leaves the object alone until then: the bus has that look scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requeue_at: Option<Timestamp>,
     /// Conditions.
     #[serde(default)]
     pub conditions: Vec<Condition>,
@@ -248,6 +252,7 @@ impl<S: Default> Default for Status<S> {
             acknowledged_at: None,
             reason: None,
             failures: 0,
+            requeue_at: None,
             conditions: Vec::new(),
             events: Vec::new(),
             details: S::default(),
@@ -327,6 +332,7 @@ impl<S> Status<S> {
             acknowledged_at: self.acknowledged_at,
             reason: self.reason.clone(),
             failures: self.failures,
+            requeue_at: self.requeue_at,
             conditions: self.conditions.clone(),
             events: self.events.clone(),
             details,
@@ -341,6 +347,7 @@ impl<S> Status<S> {
             acknowledged_at: self.acknowledged_at,
             reason: self.reason,
             failures: self.failures,
+            requeue_at: self.requeue_at,
             conditions: self.conditions,
             events: self.events,
             details: f(self.details),
@@ -463,6 +470,38 @@ pub struct RawObject {
     pub spec: Value,
     /// Observed state.
     pub status: Status<Value>,
+}
+
+impl RawObject {
+    /// Whether the object waits for a reconcile that the runtime may have lost track of: its
+    /// current generation is neither realised nor stopped, or a retry is pending, and no
+    /// requeue is scheduled after `at`. Pending, acknowledged, failing and deletion-scheduled
+    /// objects qualify; reconciled and stopped (failed, interrupted) ones at their generation
+    /// do not. A controller's resync notifies itself of these.
+    ///
+    /// ```
+    /// use threeport_core::{LifecycleState, RawObject};
+    /// let mut raw: RawObject = serde_json::from_value(serde_json::json!({
+    ///     "id": "01890a5d-ac96-774b-bcce-b302099a8057", "kind": "Widget", "name": "w",
+    ///     "version": 1, "generation": 1, "created_at": "2026-01-01T00:00:00Z",
+    ///     "updated_at": "2026-01-01T00:00:00Z", "spec": {}, "status": {}
+    /// })).unwrap();
+    /// let now = threeport_core::object::now();
+    /// assert!(raw.needs_reconcile(now), "pending");
+    /// raw.status.state = LifecycleState::Reconciled;
+    /// raw.status.observed_generation = 1;
+    /// assert!(!raw.needs_reconcile(now), "reconciled at its generation");
+    /// ```
+    pub fn needs_reconcile(&self, at: Timestamp) -> bool {
+        let status = &self.status;
+        let current = status.observed_generation == self.meta.generation;
+        let settled = match status.state {
+            LifecycleState::Reconciled => current && status.failures == 0,
+            state if state.is_stopped() => current,
+            _ => false,
+        };
+        !settled && status.requeue_at.is_none_or(|due| due <= at)
+    }
 }
 
 /// A typed object of kind `T`.

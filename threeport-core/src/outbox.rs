@@ -160,21 +160,13 @@ impl OutboxRelay {
         if entries.is_empty() {
             return Ok(0);
         }
-        let mut published = Vec::with_capacity(entries.len());
-        let mut failure = None;
-        for entry in entries {
-            match self.bus.publish(entry.notification).await {
-                Ok(()) => published.push(entry.seq),
-                Err(err) => {
-                    failure = Some(err);
-                    break;
-                }
-            }
-        }
-        self.outbox.complete(&published).await?;
-        match failure {
-            Some(err) => Err(err),
-            None => Ok(published.len()),
-        }
+        let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+        // All or none: after a failure every entry is published again later (duplicates are
+        // harmless hints), never lost.
+        self.bus
+            .publish_all(entries.into_iter().map(|e| e.notification).collect())
+            .await?;
+        self.outbox.complete(&seqs).await?;
+        Ok(seqs.len())
     }
 }

@@ -1,6 +1,6 @@
 //! [`MemoryBus`]: the in-process bus, on tokio's clock (so tests can pause time).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -223,6 +223,32 @@ impl Bus for MemoryBus {
                 .entry(notification.kind.clone())
                 .or_default()
                 .push(notification);
+        }
+        Ok(())
+    }
+
+    async fn publish_missing(&self, notifications: Vec<Notification>) -> Result<()> {
+        let held: HashSet<(String, ObjectId)> = {
+            let state = self.shared.lock().unwrap();
+            let queued = state.groups.values().flat_map(|group| {
+                let queue = group.queue.lock().unwrap();
+                queue
+                    .messages
+                    .values()
+                    .map(|m| (m.notification.kind.clone(), m.notification.id))
+                    .collect::<Vec<_>>()
+            });
+            let unclaimed = state
+                .unclaimed
+                .values()
+                .flatten()
+                .map(|n| (n.kind.clone(), n.id));
+            queued.chain(unclaimed).collect()
+        };
+        for notification in notifications {
+            if !held.contains(&(notification.kind.clone(), notification.id)) {
+                self.publish(notification).await?;
+            }
         }
         Ok(())
     }

@@ -163,6 +163,26 @@ pub trait Bus: Send + Sync + fmt::Debug + 'static {
     /// Publishes a notification; returns once the bus has accepted it durably.
     async fn publish(&self, notification: Notification) -> Result<()>;
 
+    /// Publishes several notifications; returns once the bus has accepted all of them
+    /// durably. After an error some may have been published (a duplicate is harmless: they
+    /// are hints). The default publishes one by one; buses that can batch do (the SQL bus
+    /// writes them in one transaction).
+    async fn publish_all(&self, notifications: Vec<Notification>) -> Result<()> {
+        for notification in notifications {
+            self.publish(notification).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes those of `notifications` whose object has no notification queued or in
+    /// flight, as far as the bus can tell; for a controller's resync, a safety net for lost
+    /// notifications. Skipping objects the bus already holds keeps their delivery count, so
+    /// a notification that crashes its controller every time is still stopped by the
+    /// delivery bound. The default publishes them all (duplicates are harmless).
+    async fn publish_missing(&self, notifications: Vec<Notification>) -> Result<()> {
+        self.publish_all(notifications).await
+    }
+
     /// Joins (creating if needed) the consumer group described by `options`.
     async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Subscription>>;
 }

@@ -21,6 +21,7 @@ pub async fn run(bus: Arc<dyn Bus>, timing: Timing) {
     requeue_after_delays_redelivery(&*bus, timing).await;
     max_deliveries_bounds_redelivery(&*bus, timing).await;
     secret_values_are_delivered_whole(&*bus, timing).await;
+    publish_missing_skips_objects_the_bus_holds(&*bus, timing).await;
     bad_options_are_invalid(&*bus).await;
 }
 
@@ -290,6 +291,51 @@ pub async fn max_deliveries_bounds_redelivery(bus: &dyn Bus, timing: Timing) {
         attempts.push(d.attempt);
     }
     assert_eq!(attempts, [1, 2], "delivered exactly max_deliveries times");
+}
+
+/// `publish_missing` (a resync's publish) adds nothing for an object with a notification in
+/// flight or a requeue pending, and publishes the others.
+pub async fn publish_missing_skips_objects_the_bus_holds(bus: &dyn Bus, timing: Timing) {
+    let kind = unique_name("Conf");
+    let opts = SubscribeOptions {
+        ack_wait: timing.unit * 20,
+        ..options(&kind, timing)
+    };
+    let mut sub = bus.subscribe(opts).await.expect("subscribe");
+    let (in_flight, requeued, missing) = (note(&kind), note(&kind), note(&kind));
+    bus.publish_all(vec![in_flight.clone(), requeued.clone()])
+        .await
+        .expect("publish");
+    let mut held = None;
+    for _ in 0..2 {
+        let d = next_within(&mut *sub, timing.unit * 10)
+            .await
+            .expect("delivery");
+        if d.notification.id == requeued.id {
+            d.requeue_after(timing.unit * 15).await.expect("requeue");
+        } else {
+            held = Some(d);
+        }
+    }
+    let held = held.expect("the in-flight one was delivered");
+    bus.publish_missing(vec![in_flight.clone(), requeued.clone(), missing.clone()])
+        .await
+        .expect("publish missing");
+    let d = next_within(&mut *sub, timing.unit * 10)
+        .await
+        .expect("the missing one is published");
+    assert_eq!(d.notification.id, missing.id);
+    d.ack().await.expect("ack");
+    assert!(
+        next_within(&mut *sub, timing.unit * 5).await.is_none(),
+        "objects the bus held got no second notification"
+    );
+    held.ack().await.expect("ack");
+    let again = next_within(&mut *sub, timing.unit * 20)
+        .await
+        .expect("the requeue still comes");
+    assert_eq!(again.notification.id, requeued.id);
+    again.ack().await.expect("ack");
 }
 
 /// Subscriptions without kinds, with a bad kind or group name, or a zero ack-wait are `Invalid`.

@@ -1,9 +1,14 @@
 //! The controller runtime: drives a [`Reconciler`] from bus deliveries.
 //!
 //! Per delivery: lock the object (lease) → load it (ack and skip if gone) → reconcile or clean
-//! up, renewing the lease and heartbeating the delivery meanwhile → write lifecycle, status and
+//! up, renewing the lease and heartbeating the delivery meanwhile → wait until work the
+//! reconcile spawned has stopped (also after a timeout) → write lifecycle, status and
 //! conditions (fenced by the lease token) → run again, under the same lease, if a notification
 //! for the object arrived meanwhile → release the lease in the background → ack or requeue.
+//!
+//! Beside the deliveries, a resync looks at the kind's objects at start and every
+//! `resync_period`, and notifies the bus of those waiting for a reconcile (level-triggered, like
+//! controller-runtime's initial list): notifications are hints and a bus may lose them.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -22,11 +27,13 @@ use tracing::Instrument;
 use super::backoff::Backoff;
 use super::metrics::{ControllerMetrics, ReconcileResult};
 use super::reconciler::{Action, Context, ReconcileError, Reconciler};
-use crate::bus::{Bus, Delivery, SubscribeOptions};
+use crate::bus::{Bus, Delivery, Notification, Operation, SubscribeOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lock::{Lease, Locker};
-use crate::object::{ConditionStatus, EventType, LifecycleState, Object, ObjectId, RawObject, now};
-use crate::store::{StatusWrite, Store};
+use crate::object::{
+    ConditionStatus, EventType, LifecycleState, Object, ObjectId, RawObject, Timestamp, now,
+};
+use crate::store::{ListQuery, MAX_PAGE_SIZE, StatusWrite, Store};
 
 /// The backends a controller runs on.
 #[derive(Debug, Clone)]
@@ -64,6 +71,11 @@ pub struct ControllerConfig {
     pub lock_busy_delay: Duration,
     /// On shutdown, how long running reconciles may finish before they are aborted.
     pub drain_timeout: Duration,
+    /// How often the controller looks at every object of its kind and notifies the bus of
+    /// those still waiting for a reconcile (pending, acknowledged, failing or deletion
+    /// scheduled, with no requeue scheduled later). It always does so once at start. `None`:
+    /// only at start.
+    pub resync_period: Option<Duration>,
 }
 
 impl Default for ControllerConfig {
@@ -79,6 +91,7 @@ impl Default for ControllerConfig {
             max_deliveries: 10,
             lock_busy_delay: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(30),
+            resync_period: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -223,6 +236,7 @@ impl<R: Reconciler> Controller<R> {
         let semaphore = Arc::new(Semaphore::new(worker.config.concurrency));
         let mut tasks = JoinSet::new();
         tracing::info!(controller = %name, kind = worker.reconciler.kind(), holder = %worker.holder, "controller started");
+        let resync = tokio::spawn(worker.clone().resync_loop(shutdown.clone()));
 
         loop {
             while let Some(joined) = tasks.try_join_next() {
@@ -284,6 +298,7 @@ impl<R: Reconciler> Controller<R> {
 
         // Phase 1: no more intake; let running reconciles finish.
         drop(subscription);
+        resync.abort();
         let drain = async {
             while let Some(joined) = tasks.join_next().await {
                 report_worker_exit(&name, joined);
@@ -372,6 +387,11 @@ struct Worker<R: Reconciler> {
     releases: TaskTracker,
 }
 
+/// The wall-clock time `delay` from now, for `Status::requeue_at`.
+fn due_in(delay: Duration) -> Timestamp {
+    now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
+}
+
 impl<R: Reconciler> Worker<R> {
     fn new(controller: Controller<R>, name: String) -> Self {
         let metrics = controller.metrics;
@@ -393,6 +413,69 @@ impl<R: Reconciler> Worker<R> {
             active: Mutex::new(HashMap::new()),
             abort: CancellationToken::new(),
             releases: TaskTracker::new(),
+        }
+    }
+
+    /// Resyncs at start, then every `resync_period`; a failed resync is retried with backoff.
+    async fn resync_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut failures = 0;
+        loop {
+            let next = match self.resync().await {
+                Ok(notified) => {
+                    failures = 0;
+                    if notified > 0 {
+                        tracing::info!(controller = %self.name, notified, "resync: objects waiting for a reconcile notified");
+                    }
+                    match self.config.resync_period {
+                        Some(period) => period,
+                        None => return,
+                    }
+                }
+                Err(err) => {
+                    failures += 1;
+                    let delay = self.config.backoff.delay(failures);
+                    tracing::warn!(controller = %self.name, error = %err, retry_in = ?delay, "resync failed");
+                    delay
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(next) => {}
+            }
+        }
+    }
+
+    /// Notifies the bus of every object of the kind that waits for a reconcile
+    /// ([`RawObject::needs_reconcile`]); returns how many.
+    async fn resync(&self) -> Result<usize> {
+        let kind = self.reconciler.kind();
+        let mut query = ListQuery::default().limit(MAX_PAGE_SIZE);
+        let mut notified = 0;
+        loop {
+            let page = self.backends.store.list(kind, &query).await?;
+            let at = now();
+            let waiting: Vec<Notification> = page
+                .items
+                .iter()
+                .filter(|obj| obj.needs_reconcile(at))
+                .map(|obj| {
+                    let operation = if obj.meta.deletion_scheduled_at.is_some() {
+                        Operation::Deleted
+                    } else {
+                        Operation::Updated
+                    };
+                    Notification::new(kind, obj.meta.id, operation, obj.meta.version)
+                })
+                .collect();
+            if !waiting.is_empty() {
+                notified += waiting.len();
+                self.metrics.resynced.inc_by(waiting.len() as u64);
+                self.backends.bus.publish_missing(waiting).await?;
+            }
+            match page.next {
+                Some(after) => query.after = Some(after),
+                None => return Ok(notified),
+            }
         }
     }
 
@@ -557,8 +640,9 @@ impl<R: Reconciler> Worker<R> {
                 store: self.backends.store.clone(),
                 fence: lease.token,
                 attempt,
-                cancelled: self.abort.clone(),
+                cancelled: self.abort.child_token(),
                 secret: delivery.notification.secret.clone(),
+                work: TaskTracker::new(),
             };
             let started = Instant::now();
             self.metrics.active_workers.inc();
@@ -601,8 +685,31 @@ impl<R: Reconciler> Worker<R> {
     }
 
     /// Runs the reconciler with panic capture, the timeout, lease renewal and delivery
-    /// heartbeats.
+    /// heartbeats; then, whatever the outcome, waits until work it spawned through the
+    /// context has stopped, keeping the lease meanwhile.
     async fn run_guarded(
+        &self,
+        obj: &mut Object<R::Object>,
+        deleting: bool,
+        ctx: &Context,
+        lease: &mut Lease,
+        delivery: &Delivery,
+    ) -> Guarded {
+        let outcome = self
+            .run_with_deadline(obj, deleting, ctx, lease, delivery)
+            .await;
+        // The reconcile future is gone here: an async reconcile has stopped. Cancelling tells
+        // the work it spawned to stop too, unless it finished normally.
+        if !matches!(outcome, Guarded::Finished(Ok(_))) {
+            ctx.cancelled.cancel();
+        }
+        match self.wait_for_spawned_work(ctx, lease, delivery).await {
+            Some(err) if !matches!(outcome, Guarded::LeaseLost(_)) => Guarded::LeaseLost(err),
+            _ => outcome,
+        }
+    }
+
+    async fn run_with_deadline(
         &self,
         obj: &mut Object<R::Object>,
         deleting: bool,
@@ -621,9 +728,7 @@ impl<R: Reconciler> Worker<R> {
         let timeout = self.config.reconcile_timeout;
         let work = tokio::time::timeout(timeout, AssertUnwindSafe(work).catch_unwind());
         tokio::pin!(work);
-        let period = self.config.lease_ttl.min(self.config.ack_wait) / 3;
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat = self.heartbeat();
         loop {
             tokio::select! {
                 biased;
@@ -638,6 +743,7 @@ impl<R: Reconciler> Worker<R> {
                         }
                         Err(_) => {
                             self.metrics.reconcile_timeouts.inc();
+                            tracing::warn!(?timeout, "reconcile timed out");
                             Err(ReconcileError::Retryable(format!("reconcile timed out after {timeout:?}")))
                         }
                     });
@@ -654,6 +760,65 @@ impl<R: Reconciler> Worker<R> {
                 }
             }
         }
+    }
+
+    /// Renews the lease and heartbeats the delivery every third of the shorter of lease TTL
+    /// and ack-wait.
+    fn heartbeat(&self) -> tokio::time::Interval {
+        let period = self.config.lease_ttl.min(self.config.ack_wait) / 3;
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat
+    }
+
+    /// Waits until the work a reconcile spawned through its context ([`Context::spawn_blocking`],
+    /// [`Context::spawn`]) has stopped, renewing the lease and heartbeating the delivery
+    /// meanwhile, so no other reconcile of the object starts before. A timed-out reconcile's
+    /// blocking thread cannot be stopped from outside: it is waited for, and what it returns
+    /// is discarded. Returns the error if the lease could not be renewed meanwhile.
+    async fn wait_for_spawned_work(
+        &self,
+        ctx: &Context,
+        lease: &mut Lease,
+        delivery: &Delivery,
+    ) -> Option<Error> {
+        ctx.work.close();
+        if ctx.work.is_empty() {
+            return None;
+        }
+        let started = Instant::now();
+        self.metrics.overrunning.inc();
+        let mut lost = None;
+        let mut heartbeat = self.heartbeat();
+        let mut next_warning = Duration::from_secs(10);
+        loop {
+            tokio::select! {
+                _ = ctx.work.wait() => break,
+                _ = heartbeat.tick() => {
+                    if lost.is_none() {
+                        match self.backends.locker.renew(lease).await {
+                            Ok(renewed) => *lease = renewed,
+                            Err(err) => {
+                                tracing::error!(error = %err, "lease lost while the reconcile's work still runs");
+                                lost = Some(err);
+                            }
+                        }
+                    }
+                    if let Err(err) = delivery.in_progress().await {
+                        tracing::debug!(error = %err, "delivery heartbeat failed");
+                    }
+                    if started.elapsed() >= next_warning {
+                        tracing::warn!(waited = ?started.elapsed(), "the reconcile's spawned work has not stopped yet; the object stays locked");
+                        next_warning *= 2;
+                    }
+                }
+            }
+        }
+        self.metrics.overrunning.dec();
+        if ctx.cancelled.is_cancelled() {
+            tracing::info!(waited = ?started.elapsed(), "the abandoned reconcile's spawned work stopped; its result was discarded");
+        }
+        lost
     }
 
     /// Folds a reconcile result into the object's status; says how to settle the deliveries.
@@ -673,6 +838,7 @@ impl<R: Reconciler> Worker<R> {
                 status.failures = 0;
                 status.reason = None;
                 status.acknowledged_at = None;
+                status.requeue_at = None;
                 status.set_condition("Ready", ConditionStatus::True, "Reconciled", "");
                 self.results.success.inc();
                 tracing::debug!("reconciled");
@@ -683,13 +849,18 @@ impl<R: Reconciler> Worker<R> {
                 status.reason = None;
                 let steady = status.state == LifecycleState::Reconciled
                     && status.observed_generation == generation;
+                // A steady object's periodic look needs no record: it is settled, and the bus
+                // keeps the requeue. An unfinished one records when it is due, so a resync
+                // leaves it alone until then.
                 if deleting {
                     status.state = LifecycleState::DeletionAcknowledged;
                     status.acknowledged_at = Some(now());
+                    status.requeue_at = Some(due_in(delay));
                     status.set_condition("Ready", ConditionStatus::False, "Deleting", "");
                 } else if !steady {
                     status.state = LifecycleState::CreationAcknowledged;
                     status.acknowledged_at = Some(now());
+                    status.requeue_at = Some(due_in(delay));
                     status.set_condition("Ready", ConditionStatus::False, "Progressing", "");
                 }
                 status.observed_generation = generation;
@@ -732,6 +903,7 @@ impl<R: Reconciler> Worker<R> {
                 status.set_condition("Ready", ConditionStatus::False, "ReconcileError", &message);
                 status.record_event(EventType::Warning, "ReconcileError", &message);
                 status.reason = Some(message);
+                status.requeue_at = Some(due_in(delay));
                 self.metrics.retries.inc();
                 self.results.error.inc();
                 tracing::warn!(error = %err, failures = status.failures, ?delay, "reconcile failed; retrying");
@@ -752,6 +924,7 @@ impl<R: Reconciler> Worker<R> {
         status.state = state;
         status.observed_generation = generation;
         status.acknowledged_at = None;
+        status.requeue_at = None;
         let condition_reason = match state {
             LifecycleState::Interrupted => "Interrupted",
             _ => "Failed",

@@ -53,6 +53,11 @@ pub struct ControllerMetrics {
     pub coalesced: Counter,
     /// Reconciles abandoned because the object's lease was lost.
     pub leases_lost: Counter,
+    /// Objects a resync found waiting for a reconcile and notified.
+    pub resynced: Counter,
+    /// Reconciles that finished or gave up (a timeout) while work they spawned through the
+    /// context still runs; their objects stay locked until it stops.
+    pub overrunning: Gauge,
 }
 
 impl ControllerMetrics {
@@ -116,6 +121,16 @@ impl ControllerMetrics {
             "Reconciles abandoned after losing the lease",
             metrics.leases_lost.clone(),
         );
+        sub.register(
+            "controller_runtime_resync_notifications",
+            "Objects a resync found waiting for a reconcile",
+            metrics.resynced.clone(),
+        );
+        sub.register(
+            "controller_runtime_overrunning_reconciles",
+            "Reconciles whose spawned work has not stopped yet (objects stay locked)",
+            metrics.overrunning.clone(),
+        );
         metrics
     }
 
@@ -133,6 +148,8 @@ impl ControllerMetrics {
             retries: Counter::default(),
             coalesced: Counter::default(),
             leases_lost: Counter::default(),
+            resynced: Counter::default(),
+            overrunning: Gauge::default(),
         }
     }
 

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::bus::SecretValues;
 use crate::error::{Error, ErrorKind};
@@ -81,6 +83,9 @@ pub struct Context {
     pub(crate) attempt: u32,
     pub(crate) cancelled: CancellationToken,
     pub(crate) secret: Option<SecretValues>,
+    /// Work the reconcile handed to other tasks or threads; the object stays locked until it
+    /// has stopped, even after a timeout.
+    pub(crate) work: TaskTracker,
 }
 
 impl Context {
@@ -92,6 +97,7 @@ impl Context {
             attempt: 1,
             cancelled: CancellationToken::new(),
             secret: None,
+            work: TaskTracker::new(),
         }
     }
 
@@ -129,10 +135,47 @@ impl Context {
         self.attempt
     }
 
-    /// Cancelled when the runtime aborts this reconcile (lost lease, shutdown past the drain
-    /// timeout). Long reconcilers may watch it to stop early; the runtime drops them anyway.
+    /// Cancelled when the runtime gives up on this reconcile (timeout, lost lease, shutdown
+    /// past the drain timeout). The runtime drops an `async` reconcile then, which stops it;
+    /// work handed to [`spawn_blocking`](Self::spawn_blocking) or [`spawn`](Self::spawn)
+    /// should watch this token to stop early.
     pub fn cancelled(&self) -> &CancellationToken {
         &self.cancelled
+    }
+
+    /// Runs blocking work (a CPU-bound step, a synchronous SDK, a call into another language)
+    /// on tokio's blocking pool, as part of this reconcile: the runtime keeps the object's
+    /// lease until it has returned, also when the reconcile timed out or was cancelled, so no
+    /// other reconcile of the object can start while it still runs. A result it returns after
+    /// the reconcile gave up is discarded. Plain `tokio::task::spawn_blocking` has no such
+    /// guarantee: its thread would outlive a timed-out reconcile.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use threeport_core::{Context, MemoryStore};
+    ///
+    /// let ctx = Context::new(Arc::new(MemoryStore::new()));
+    /// let digest = ctx.spawn_blocking(|| (1..=10u64).product::<u64>()).await.unwrap();
+    /// assert_eq!(digest, 3_628_800);
+    /// # });
+    /// ```
+    pub fn spawn_blocking<F, T>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.work.spawn_blocking(f)
+    }
+
+    /// Runs a future on its own task as part of this reconcile, with the guarantee of
+    /// [`spawn_blocking`](Self::spawn_blocking): the object stays locked until it finished.
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.work.spawn(future)
     }
 }
 
