@@ -1,5 +1,5 @@
 //! 200 workload instances of 5 resources each, created through the API of a `threeport-server
-//! serve` process (the embedded default: SQLite, in-process bus, every controller), until all
+//! serve` process (the embedded default: SQLite with the bus in it, every controller), until all
 //! are reconciled against the fake Kubernetes API server; the control plane process's peak
 //! resident memory is read from `/proc/<pid>/status` (`VmHWM`).
 //!

@@ -1,7 +1,7 @@
 //! `threeport-server`: the threeport control plane.
 //!
 //! - `serve`: the API, every available controller and the outbox relay in one process. With
-//!   no flags: SQLite in `./threeport-data`, an in-process bus, on 127.0.0.1:1323.
+//!   no flags: SQLite in `./threeport-data` (objects and the durable bus), on 127.0.0.1:1323.
 //! - `api`: the API and the outbox relay only (run any number behind a load balancer).
 //! - `controller <name>…`: one or more controllers (`workload-definition`,
 //!   `workload-instance`, `kubernetes-runtime`, `aws-bucket`, `aws-database`, `aws-secret`),
@@ -122,7 +122,8 @@ struct PlaneArgs {
     /// PostgreSQL/CockroachDB URL; without it, SQLite in the data directory.
     #[arg(long, env = "THREEPORT_DATABASE_URL")]
     database_url: Option<String>,
-    /// NATS URL; without it, an in-process bus.
+    /// NATS URL; without it, the durable bus in the database (secret values then reach only
+    /// controllers in the process that received them: use `serve`).
     #[arg(long, env = "THREEPORT_NATS_URL")]
     nats_url: Option<String>,
     /// File holding the key (64 hex digits) that encrypts secret fields at rest; created if

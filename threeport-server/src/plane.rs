@@ -1,5 +1,6 @@
 //! Opening the control plane's backends from its configuration: SQLite in a data directory
-//! and an in-process bus by default; PostgreSQL/CockroachDB and NATS JetStream when given.
+//! with the durable bus in the same database by default; PostgreSQL/CockroachDB and NATS
+//! JetStream when given.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use threeport_bus::{NatsBus, NatsConfig};
 use threeport_core::store::ListQuery;
-use threeport_core::{Bus, Error, Locker, MemoryBus, Outbox, Result, Store};
+use threeport_core::{Bus, Error, Locker, Outbox, Result, Store};
 use threeport_store::ConnectOptions;
 
 use crate::ops::Probe;
@@ -19,7 +20,8 @@ pub struct PlaneConfig {
     pub database_url: Option<String>,
     /// Holds the SQLite database (and the token file) of the embedded default.
     pub data_dir: PathBuf,
-    /// `nats://…` for the distributed control plane; `None`: an in-process bus.
+    /// `nats://…` for the distributed control plane; `None`: the durable bus in the database
+    /// ([`threeport_store::SqlBus`]).
     pub nats_url: Option<String>,
 }
 
@@ -88,9 +90,9 @@ pub async fn open(config: &PlaneConfig) -> Result<Plane> {
                 (Arc::new(bus), locker, "NATS JetStream".to_owned())
             }
             None => (
-                Arc::new(MemoryBus::new()),
+                sql.bus.clone(),
                 sql.locker.clone(),
-                "in-process bus".to_owned(),
+                "bus in the database".to_owned(),
             ),
         };
     Ok(Plane {

@@ -1,5 +1,5 @@
 //! The `threeport-server` binary, run as a user would: the embedded default (SQLite in a
-//! data directory, in-process bus), tokens, health endpoints, secrets, SIGTERM, restart.
+//! data directory, bus in the database), tokens, health endpoints, secrets, SIGTERM, restart.
 
 mod common;
 

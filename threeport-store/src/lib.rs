@@ -1,6 +1,6 @@
 //! # threeport-store
 //!
-//! SQL implementations of `threeport-core`'s [`Store`], [`Outbox`] and [`Locker`]:
+//! SQL implementations of `threeport-core`'s [`Store`], [`Outbox`], [`Locker`] and [`Bus`]:
 //!
 //! - [`PgStore`] for PostgreSQL and CockroachDB (production): JSONB columns with inverted (GIN)
 //!   indexes for label and reference filters, a unique `(kind, name)` index, cursor pagination
@@ -11,18 +11,22 @@
 //! Both apply their embedded migrations at connect, write each desired-state change and its
 //! notification in one transaction (the outbox), and pass the core conformance suites.
 //!
+//! [`SqlBus`] is a durable bus in the same database, for control planes without NATS: a
+//! notification stays in the database until the reconcile it caused is acked.
+//!
 //! ```no_run
 //! # async fn demo() -> threeport_core::Result<()> {
 //! use threeport_store::{connect, ConnectOptions};
 //!
 //! let backends = connect("sqlite://threeport.db", &ConnectOptions::default()).await?;
-//! // backends.store / backends.outbox / backends.locker are ready for the runtime.
+//! // backends.store / backends.outbox / backends.locker / backends.bus are ready for the runtime.
 //! # Ok(()) }
 //! ```
 //!
 //! TLS to PostgreSQL (rustls) is configured in the URL:
 //! `postgres://user@db.example.com/threeport?sslmode=verify-full&sslrootcert=/etc/ca.pem`.
 
+mod bus;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -30,10 +34,11 @@ mod sqlite;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use bus::{SqlBus, SqlBusConfig};
 pub use postgres::PgStore;
 pub use sql::transaction_retries;
 pub use sqlite::SqliteStore;
-use threeport_core::{Error, Locker, Outbox, Result, Store};
+use threeport_core::{Bus, Error, Locker, Outbox, Result, Store};
 
 /// Pool settings shared by both backends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +58,7 @@ impl Default for ConnectOptions {
     }
 }
 
-/// A connected SQL backend as the three trait objects the runtime and the API use.
+/// A connected SQL backend as the trait objects the runtime and the API use.
 #[derive(Debug, Clone)]
 pub struct SqlBackends {
     /// Objects.
@@ -62,6 +67,8 @@ pub struct SqlBackends {
     pub outbox: Arc<dyn Outbox>,
     /// Leases.
     pub locker: Arc<dyn Locker>,
+    /// The durable bus in the same database ([`SqlBus`]), for deployments without NATS.
+    pub bus: Arc<dyn Bus>,
 }
 
 /// Connects by URL scheme: `postgres://` / `postgresql://` (PostgreSQL or CockroachDB) or
@@ -74,6 +81,7 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<SqlBackends>
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let store = Arc::new(PgStore::connect(url, options).await?);
         Ok(SqlBackends {
+            bus: Arc::new(SqlBus::postgres(&store)),
             store: store.clone(),
             outbox: store.clone(),
             locker: store,
@@ -81,6 +89,7 @@ pub async fn connect(url: &str, options: &ConnectOptions) -> Result<SqlBackends>
     } else if url.starts_with("sqlite:") {
         let store = Arc::new(SqliteStore::connect(url, options).await?);
         Ok(SqlBackends {
+            bus: Arc::new(SqlBus::sqlite(&store)),
             store: store.clone(),
             outbox: store.clone(),
             locker: store,
