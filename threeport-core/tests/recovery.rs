@@ -258,7 +258,6 @@ async fn a_timed_out_reconcile_keeps_its_object_locked_until_its_blocking_work_s
             max: Duration::from_millis(10),
             jitter: 0.0,
         },
-        lease_ttl: Duration::from_millis(300),
         ..config()
     };
     // Two replicas, so a released lease would let the other one in at once.
@@ -305,5 +304,59 @@ async fn a_timed_out_reconcile_keeps_its_object_locked_until_its_blocking_work_s
     assert_eq!(done.status.details, 2, "its late result was discarded");
     let timeouts: u64 = metrics.iter().map(|m| m.reconcile_timeouts.get()).sum();
     assert_eq!(timeouts, 1);
+    shutdown.cancel();
+}
+
+/// Fails its first call, slowly; succeeds afterwards.
+struct FailsSlowlyOnce(Arc<AtomicU32>);
+
+#[async_trait]
+impl Reconciler for FailsSlowlyOnce {
+    type Object = Job;
+    async fn reconcile(&self, _: &mut Object<Job>, _: &Context) -> Result<Action, ReconcileError> {
+        if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            return Err(ReconcileError::retryable("first try fails"));
+        }
+        Ok(Action::Done)
+    }
+}
+
+/// A resync's delivery whose reconcile fails while a change arrives: the change runs the
+/// object again at once (the resync's "does it still wait?" check is not for it).
+#[tokio::test(start_paused = true)]
+async fn a_change_during_a_resynced_reconcile_runs_it_again() {
+    let memory = MemoryBackends::new();
+    let ids = create_with_lost_notifications(&memory, &["done"]).await;
+    let shutdown = CancellationToken::new();
+    memory.spawn_relay(shutdown.clone());
+    let calls = Arc::new(AtomicU32::new(0));
+    let controller = Controller::new(FailsSlowlyOnce(calls.clone()), memory.backends())
+        .with_config(ControllerConfig {
+            backoff: Backoff {
+                initial: Duration::from_secs(600),
+                max: Duration::from_secs(600),
+                jitter: 0.0,
+            },
+            ..config()
+        });
+    tokio::spawn(controller.run(shutdown.clone()));
+    let jobs = Api::<Job>::new(memory.store.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the resync started a reconcile"
+    );
+    let mut job = jobs.get(ids[0]).await.unwrap();
+    job.spec.answer = "done again".into();
+    jobs.update(&job).await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        jobs.wait_until(ids[0], |j| j.is_reconciled()),
+    )
+    .await
+    .expect("the change ran it again, long before the 10-minute backoff")
+    .unwrap();
     shutdown.cancel();
 }

@@ -113,6 +113,7 @@ pub(crate) fn operation_name(operation: Operation) -> &'static str {
         Operation::Created => "created",
         Operation::Updated => "updated",
         Operation::Deleted => "deleted",
+        Operation::Resync => "resync",
     }
 }
 
@@ -121,6 +122,7 @@ pub(crate) fn parse_operation(name: &str) -> Result<Operation, Error> {
         "created" => Ok(Operation::Created),
         "updated" => Ok(Operation::Updated),
         "deleted" => Ok(Operation::Deleted),
+        "resync" => Ok(Operation::Resync),
         other => Err(Error::backend(format!(
             "outbox row has unknown operation {other:?}"
         ))),

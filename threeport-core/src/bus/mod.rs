@@ -30,6 +30,9 @@ pub enum Operation {
     Updated,
     /// Its deletion was scheduled.
     Deleted,
+    /// A controller's resync found it waiting for a reconcile (a notification may have been
+    /// lost). The runtime reconciles it only if it still waits when the delivery arrives.
+    Resync,
 }
 
 /// A hint that an object needs reconciling.

@@ -459,12 +459,7 @@ impl<R: Reconciler> Worker<R> {
                 .iter()
                 .filter(|obj| obj.needs_reconcile(at))
                 .map(|obj| {
-                    let operation = if obj.meta.deletion_scheduled_at.is_some() {
-                        Operation::Deleted
-                    } else {
-                        Operation::Updated
-                    };
-                    Notification::new(kind, obj.meta.id, operation, obj.meta.version)
+                    Notification::new(kind, obj.meta.id, Operation::Resync, obj.meta.version)
                 })
                 .collect();
             if !waiting.is_empty() {
@@ -505,6 +500,9 @@ impl<R: Reconciler> Worker<R> {
         let id = delivery.notification.id;
         let key = format!("{}/{id}", self.reconciler.kind());
         let mut lease = None;
+        // A re-run is for a notification that arrived during the previous run, not for the
+        // delivery's own (maybe a resync's).
+        let mut rerun = false;
         loop {
             let settle = if self.abort.is_cancelled() {
                 Settle::Requeue(Duration::ZERO)
@@ -516,7 +514,7 @@ impl<R: Reconciler> Worker<R> {
                     id = %id,
                     attempt = delivery.attempt,
                 );
-                self.process(id, &key, &mut lease, &delivery)
+                self.process(id, &key, &mut lease, &delivery, rerun)
                     .instrument(span)
                     .await
             };
@@ -526,6 +524,7 @@ impl<R: Reconciler> Worker<R> {
                     .get_mut(&id)
                     .is_some_and(|d| std::mem::replace(d, false));
                 if dirty && !self.abort.is_cancelled() {
+                    rerun = true;
                     continue;
                 }
                 active.remove(&id);
@@ -546,6 +545,7 @@ impl<R: Reconciler> Worker<R> {
         key: &str,
         lease: &mut Option<Lease>,
         delivery: &Delivery,
+        rerun: bool,
     ) -> Settle {
         let locker = &self.backends.locker;
         let held = match lease.take() {
@@ -580,7 +580,7 @@ impl<R: Reconciler> Worker<R> {
                 return Settle::Requeue(self.config.lock_busy_delay);
             }
         };
-        self.reconcile_locked(id, current, delivery).await
+        self.reconcile_locked(id, current, delivery, rerun).await
     }
 
     /// Releases a lease without holding up the worker: the object is free here already, and
@@ -600,6 +600,7 @@ impl<R: Reconciler> Worker<R> {
         id: ObjectId,
         lease: &mut Lease,
         delivery: &Delivery,
+        rerun: bool,
     ) -> Settle {
         let kind = self.reconciler.kind();
         let raw = match self.backends.store.get(kind, id).await {
@@ -614,6 +615,16 @@ impl<R: Reconciler> Worker<R> {
                 return Settle::Requeue(self.config.backoff.delay(1));
             }
         };
+        // A resync's notification races with the work it may duplicate: the object could have
+        // been reconciled since the resync looked at it.
+        if !rerun
+            && delivery.notification.operation == Operation::Resync
+            && !raw.needs_reconcile(now())
+        {
+            self.results.skipped.inc();
+            tracing::debug!("resynced object no longer waits; skipping");
+            return Settle::Ack;
+        }
         let generation = raw.meta.generation;
         let mut obj = match Object::<R::Object>::decode(&raw) {
             Ok(obj) => obj,
