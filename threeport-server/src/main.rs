@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use threeport_core::Backends;
+use threeport_core::{Backends, ControllerConfig};
 use threeport_core::{OutboxRelay, RelayConfig};
 use threeport_server::auth::{TokenSet, mint_token};
 use threeport_server::controllers::{KubeClusters, Providers, SdkAws};
@@ -134,6 +134,11 @@ struct PlaneArgs {
     /// Send AWS API calls here instead of AWS (a local mock such as moto, for testing).
     #[arg(long, env = "THREEPORT_AWS_ENDPOINT")]
     aws_endpoint: Option<String>,
+    /// Seconds between two looks of each controller at every object of its kind, to
+    /// reconcile those a lost notification left waiting (it also looks once at start);
+    /// 0: only at start.
+    #[arg(long, env = "THREEPORT_RESYNC_PERIOD", default_value_t = 300)]
+    resync_period: u64,
 }
 
 impl PlaneArgs {
@@ -165,6 +170,15 @@ impl PlaneArgs {
             }
         };
         Sealer::from_file_or_create(&path).map_err(|e| e.to_string())
+    }
+
+    /// How the controllers run.
+    fn tuning(&self) -> ControllerConfig {
+        ControllerConfig {
+            resync_period: (self.resync_period > 0)
+                .then(|| std::time::Duration::from_secs(self.resync_period)),
+            ..ControllerConfig::default()
+        }
     }
 
     fn config(&self) -> PlaneConfig {
@@ -302,7 +316,8 @@ async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
         metrics: Arc::new(Mutex::new(prometheus_client::registry::Registry::default())),
     };
     let providers = args.plane.providers(sealer.clone());
-    let running = spawn_controllers(controllers, &plane, &providers, &ops, &shutdown)?;
+    let tuning = args.plane.tuning();
+    let running = spawn_controllers(controllers, &plane, &providers, &ops, &tuning, &shutdown)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -361,7 +376,14 @@ async fn controller(
     };
     let shutdown = CancellationToken::new();
     let providers = plane_args.providers(Arc::new(plane_args.sealer()?));
-    let running = spawn_controllers(names, &plane, &providers, &ops, &shutdown)?;
+    let running = spawn_controllers(
+        names,
+        &plane,
+        &providers,
+        &ops,
+        &plane_args.tuning(),
+        &shutdown,
+    )?;
     println!(
         "threeport controllers {} running ({})",
         names.join(", "),
@@ -403,6 +425,7 @@ fn spawn_controllers(
     plane: &plane::Plane,
     providers: &Providers,
     ops: &Ops,
+    tuning: &ControllerConfig,
     shutdown: &CancellationToken,
 ) -> Result<Vec<tokio::task::JoinHandle<threeport_core::Result<()>>>, String> {
     names
@@ -418,6 +441,7 @@ fn spawn_controllers(
                 backends,
                 providers,
                 &ops.metrics,
+                tuning,
                 shutdown.clone(),
             )
             .map_err(|e| e.to_string())

@@ -166,7 +166,9 @@ pub fn document(kinds: &KindRegistry) -> Value {
         );
     }
     for (name, schema) in schemas {
-        components.insert(name, serde_json::to_value(schema).unwrap_or(Value::Null));
+        let mut schema = serde_json::to_value(schema).unwrap_or(Value::Null);
+        plain_descriptions(&mut schema);
+        components.insert(name, schema);
     }
     json!({
         "openapi": "3.1.0",
@@ -177,6 +179,47 @@ pub fn document(kinds: &KindRegistry) -> Value {
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}]
     })
+}
+
+/// Descriptions come from Rust doc comments: their intra-doc links (``[`Kind`]``,
+/// ``[`Kind`](path)``) become plain code spans, which mean something to readers outside Rust.
+fn plain_descriptions(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                match item {
+                    Value::String(text) if key == "description" => *text = without_doc_links(text),
+                    other => plain_descriptions(other),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(plain_descriptions),
+        _ => {}
+    }
+}
+
+/// ``[`X`]`` and ``[`X`](target)`` → `` `X` ``.
+fn without_doc_links(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("[`") {
+        let Some(len) = rest[start + 2..].find("`]") else {
+            break;
+        };
+        let code = &rest[start + 2..start + 2 + len];
+        out.push_str(&rest[..start]);
+        out.push('`');
+        out.push_str(code);
+        out.push('`');
+        rest = &rest[start + 2 + len + 2..];
+        if rest.starts_with('(')
+            && let Some(close) = rest.find(')')
+        {
+            rest = &rest[close + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A self-contained page listing every route (no scripts, nothing fetched from elsewhere).
@@ -197,4 +240,21 @@ fn docs_page(kinds: &KindRegistry) -> String {
          <p><code>POST /v0/workloads</code> creates a workload with its services in one transaction.</p>\
          <table><tr><th>kind</th><th>collection</th><th></th><th>object</th><th></th></tr>\n{rows}</table></body></html>"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rust_doc_links_become_code_spans() {
+        assert_eq!(
+            super::without_doc_links(
+                "A release of a [`HelmWorkloadDefinition`] (see [`LABEL`](crate::LABEL)), `x`."
+            ),
+            "A release of a `HelmWorkloadDefinition` (see `LABEL`), `x`."
+        );
+        assert_eq!(
+            super::without_doc_links("no links [here]"),
+            "no links [here]"
+        );
+    }
 }

@@ -10,86 +10,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_threeport-server");
-
-struct Server {
-    child: Child,
-    base: String,
-    token: Option<String>,
-}
-
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "threeport-server-{}",
-        uuid::Uuid::now_v7().simple()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Starts `serve` on a free port; reads the banner for the address and a minted token.
-async fn serve(data_dir: &Path, extra: &[&str]) -> Server {
-    start("serve", data_dir, extra).await
-}
-
-/// Starts a role (`serve`, `api`) on a free port and reads its banner.
-async fn start(role: &str, data_dir: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(BINARY)
-        // Any AWS call stays on this machine (nothing listens there).
-        .env("THREEPORT_AWS_ENDPOINT", "http://127.0.0.1:9")
-        .args([role, "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut base = None;
-    let mut token = None;
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
-    {
-        if let Some(rest) = line.strip_prefix("threeport control plane on ") {
-            base = rest.split_whitespace().next().map(str::to_owned);
-        }
-        if let Some(at) = line.find("tp_") {
-            token = Some(line[at..].trim().to_owned());
-        }
-        if line.starts_with("try:") {
-            break;
-        }
-    }
-    Server {
-        child,
-        base: base.expect("the banner names the address"),
-        token,
-    }
-}
-
-impl Server {
-    async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().unwrap();
-        Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .await
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .expect("stops within 10s of SIGTERM")
-            .unwrap()
-    }
-}
-
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
+use common::process::{BINARY, Server, send, serve, start, temp_dir, wait_reconciled};
 
 fn files_contain(dir: &Path, needle: &[u8]) -> bool {
     std::fs::read_dir(dir).unwrap().any(|entry| {
@@ -100,27 +23,6 @@ fn files_contain(dir: &Path, needle: &[u8]) -> bool {
 }
 
 const WEB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n";
-
-/// Polls a workload definition until its controller has reconciled it.
-async fn wait_reconciled(http: &reqwest::Client, base: &str, token: &str, id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, got) = send(
-            http.get(format!("{base}/v0/workload-definitions/{id}"))
-                .bearer_auth(token),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{got}");
-        if got["status"]["state"] == "reconciled" {
-            return got;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never reconciled: {got}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test]
 async fn embedded_control_plane_end_to_end() {

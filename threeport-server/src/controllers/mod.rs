@@ -49,8 +49,9 @@ pub struct Providers {
     pub sealer: Arc<crate::Sealer>,
 }
 
-/// Starts controller `name` on `backends` until `shutdown`, its metrics in `metrics`;
-/// controllers that reach clusters or AWS do so through `providers`.
+/// Starts controller `name` on `backends` until `shutdown`, its metrics in `metrics`, tuned
+/// as `tuning` says (its name is set here); controllers that reach clusters or AWS do so
+/// through `providers`.
 ///
 /// Errors: `Invalid` (field `controller`) for a name not in [`AVAILABLE`].
 pub fn spawn(
@@ -58,6 +59,7 @@ pub fn spawn(
     backends: Backends,
     providers: &Providers,
     metrics: &Arc<Mutex<Registry>>,
+    tuning: &ControllerConfig,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<Result<()>>> {
     let clusters = &providers.clusters;
@@ -65,7 +67,7 @@ pub fn spawn(
     let registered = ControllerMetrics::register(&mut metrics.lock().unwrap(), &group);
     let config = ControllerConfig {
         name: group,
-        ..ControllerConfig::default()
+        ..tuning.clone()
     };
     match name {
         "workload-definition" => Ok(tokio::spawn(

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod process;
+
 /// A plain HTTP client. The workspace's rustls has only the `ring` provider, which must be
 /// installed for clients built without an explicit TLS configuration.
 pub fn http_client() -> reqwest::Client {
