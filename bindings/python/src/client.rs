@@ -22,9 +22,7 @@ fn id(args: &Value, field: &str) -> PyResult<ObjectId> {
     args[field]
         .as_str()
         .and_then(|id| id.parse().ok())
-        .ok_or_else(|| {
-            crate::errors::ValidationError::new_err(format!("{field}: not an object id"))
-        })
+        .ok_or_else(|| crate::errors::validation(field, "not an object id"))
 }
 
 fn labels(args: &Value) -> PyResult<Labels> {
@@ -94,9 +92,10 @@ async fn call(client: Client, op: String, kind: String, args: Value) -> PyResult
             serde_json::to_value(created).map_err(|e| json_error("answer", e))?
         }
         other => {
-            return Err(crate::errors::ValidationError::new_err(format!(
-                "op: no operation {other:?}"
-            )));
+            return Err(crate::errors::validation(
+                "op",
+                format!("no operation {other:?}"),
+            ));
         }
     };
     Ok(answer.to_string())

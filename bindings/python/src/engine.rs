@@ -23,7 +23,7 @@ use threeport_server::KindRegistry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::errors::{ValidationError, core_error, json_error};
+use crate::errors::{core_error, json_error, validation};
 use crate::runtime;
 
 /// A reconciler whose work is done by a Python callable.
@@ -48,17 +48,30 @@ impl PythonReconciler {
         })
         .to_string();
         let adapter = self.adapter.clone();
-        let answer = tokio::task::spawn_blocking(move || {
-            Python::attach(|py| {
-                adapter
-                    .call1(py, (payload,))
-                    .and_then(|answer| answer.extract::<String>(py))
-                    .map_err(|err| err.to_string())
+        let cancelled = ctx.cancelled().clone();
+        let (kind, id) = (self.kind.clone(), obj.meta.id);
+        // Through the context: if the reconcile times out, the runtime keeps the object
+        // locked until this thread has returned (a `def` cannot be stopped from outside; an
+        // `async def` is cancelled by the adapter when `cancelled` is set).
+        let answer = ctx
+            .spawn_blocking(move || {
+                let answer = Python::attach(|py| {
+                    let cancellation = Cancellation {
+                        token: cancelled.clone(),
+                    };
+                    adapter
+                        .call1(py, (payload, cancellation))
+                        .and_then(|answer| answer.extract::<String>(py))
+                        .map_err(|err| err.to_string())
+                });
+                if cancelled.is_cancelled() {
+                    tracing::warn!(%kind, %id, "a Python reconcile returned after the runtime gave up on it (timeout or shutdown); its result was discarded");
+                }
+                answer
             })
-        })
-        .await
-        .map_err(|err| ReconcileError::retryable(format!("the Python reconciler died: {err}")))?
-        .map_err(ReconcileError::retryable)?;
+            .await
+            .map_err(|err| ReconcileError::retryable(format!("the Python reconciler died: {err}")))?
+            .map_err(ReconcileError::retryable)?;
         let answer: Value = serde_json::from_str(&answer).map_err(|err| {
             ReconcileError::retryable(format!("the Python reconciler's answer: {err}"))
         })?;
@@ -114,6 +127,21 @@ impl Reconciler for PythonReconciler {
     }
 }
 
+/// Tells a Python reconcile that the runtime gave up on it (timeout, shutdown): an `async def`
+/// is then cancelled; a `def` runs on, and what it returns is discarded.
+#[pyclass(module = "threeport._threeport", frozen)]
+pub struct Cancellation {
+    token: CancellationToken,
+}
+
+#[pymethods]
+impl Cancellation {
+    /// Whether the runtime gave up on this reconcile.
+    fn is_set(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}
+
 /// A registered Python reconciler.
 struct Registration {
     kind: String,
@@ -130,11 +158,14 @@ pub struct EngineCore {
     registrations: Mutex<Vec<Registration>>,
     running: Mutex<Option<(CancellationToken, Vec<JoinHandle<()>>)>>,
     description: String,
+    /// Kinds a built-in controller on the same backends reconciles already.
+    reserved: Vec<&'static str>,
 }
 
 impl EngineCore {
-    /// An engine on `memory`'s backends (the in-process control plane's, for tests).
-    pub(crate) fn on_memory(memory: &MemoryBackends) -> Self {
+    /// An engine on `memory`'s backends (the in-process control plane's, for tests), where
+    /// built-in controllers reconcile the `reserved` kinds.
+    pub(crate) fn on_memory(memory: &MemoryBackends, reserved: Vec<&'static str>) -> Self {
         EngineCore {
             backends: memory.backends(),
             outbox: memory.store.clone(),
@@ -142,6 +173,7 @@ impl EngineCore {
             registrations: Mutex::new(Vec::new()),
             running: Mutex::new(None),
             description: "memory backends".to_owned(),
+            reserved,
         }
     }
 
@@ -184,7 +216,7 @@ fn parse(field: &str, text: &str) -> PyResult<Value> {
 
 fn object_id(id: &str) -> PyResult<ObjectId> {
     id.parse()
-        .map_err(|_| ValidationError::new_err(format!("id: {id:?} is not an object id")))
+        .map_err(|_| validation("id", format!("{id:?} is not an object id")))
 }
 
 fn to_json(value: &impl serde::Serialize) -> PyResult<String> {
@@ -204,7 +236,7 @@ impl EngineCore {
         data_dir: Option<String>,
     ) -> PyResult<Self> {
         if database_url.is_none() && nats_url.is_none() && data_dir.is_none() {
-            return Ok(Self::on_memory(&MemoryBackends::new()));
+            return Ok(Self::on_memory(&MemoryBackends::new(), Vec::new()));
         }
         let config = threeport_server::plane::PlaneConfig {
             database_url,
@@ -226,6 +258,7 @@ impl EngineCore {
             registrations: Mutex::new(Vec::new()),
             running: Mutex::new(None),
             description: plane.description,
+            reserved: Vec::new(),
         })
     }
 
@@ -236,7 +269,7 @@ impl EngineCore {
     }
 
     /// Registers `adapter` as the reconciler of `kind` (started by [`start`](Self::start)).
-    #[pyo3(signature = (kind, adapter, name=None, concurrency=4, reconcile_timeout=300.0, max_retries=10, backoff_initial=0.5, backoff_max=60.0))]
+    #[pyo3(signature = (kind, adapter, name=None, concurrency=4, reconcile_timeout=300.0, max_retries=10, backoff_initial=0.5, backoff_max=60.0, resync_period=300.0))]
     #[allow(clippy::too_many_arguments)]
     fn register(
         &self,
@@ -248,16 +281,38 @@ impl EngineCore {
         max_retries: u32,
         backoff_initial: f64,
         backoff_max: f64,
+        resync_period: Option<f64>,
     ) -> PyResult<()> {
-        let valid = kind.starts_with(|c: char| c.is_ascii_alphabetic())
-            && kind.chars().all(|c| c.is_ascii_alphanumeric());
-        if !valid {
-            return Err(ValidationError::new_err(format!(
-                "kind: {kind:?} must be ASCII letters and digits, starting with a letter"
-            )));
-        }
+        threeport_core::object::validate_kind(&kind).map_err(core_error)?;
         if concurrency == 0 {
-            return Err(ValidationError::new_err("concurrency: must be at least 1"));
+            return Err(validation("concurrency", "must be at least 1"));
+        }
+        for (field, value) in [
+            ("reconcile_timeout", reconcile_timeout),
+            ("backoff_initial", backoff_initial),
+            ("backoff_max", backoff_max),
+            ("resync_period", resync_period.unwrap_or(1.0)),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(validation(
+                    field,
+                    format!("{value} is not a positive number of seconds"),
+                ));
+            }
+        }
+        if self.reserved.contains(&kind.as_str()) {
+            return Err(validation(
+                "kind",
+                format!(
+                    "the control plane's own controller reconciles {kind}: make it with \
+                     ControlPlane(controllers=False) to reconcile {kind} here"
+                ),
+            ));
+        }
+        if self.running.lock().unwrap().is_some() {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                "the engine is running: register the reconciler of {kind} before start()"
+            )));
         }
         let mut registrations = self.registrations.lock().unwrap();
         if registrations.iter().any(|r| r.kind == kind) {
@@ -268,11 +323,12 @@ impl EngineCore {
         let mut config = ControllerConfig {
             name: name.unwrap_or_else(|| format!("{}-python", kind.to_ascii_lowercase())),
             concurrency,
-            reconcile_timeout: Duration::from_secs_f64(reconcile_timeout.max(0.001)),
+            reconcile_timeout: Duration::from_secs_f64(reconcile_timeout),
             max_retries,
+            resync_period: resync_period.map(Duration::from_secs_f64),
             ..ControllerConfig::default()
         };
-        config.backoff.initial = Duration::from_secs_f64(backoff_initial.max(0.0));
+        config.backoff.initial = Duration::from_secs_f64(backoff_initial);
         config.backoff.max = Duration::from_secs_f64(backoff_max.max(backoff_initial));
         registrations.push(Registration {
             kind,
@@ -383,28 +439,27 @@ impl EngineCore {
         to_json(&raw)
     }
 
-    /// Every object of a kind (JSON list), optionally only those with `labels`.
-    #[pyo3(signature = (kind, labels="{}"))]
-    fn list(&self, py: Python<'_>, kind: String, labels: &str) -> PyResult<String> {
+    /// One page of a kind's objects (JSON `{"items": […], "next": id-or-null}`), optionally
+    /// only those with `labels`, after the cursor `after`.
+    #[pyo3(signature = (kind, labels="{}", after=None, limit=500))]
+    fn list(
+        &self,
+        py: Python<'_>,
+        kind: String,
+        labels: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> PyResult<String> {
         let labels: Labels = serde_json::from_str(labels).map_err(|e| json_error("labels", e))?;
+        let mut query = ListQuery::default().limit(limit);
+        query.after = after.map(object_id).transpose()?;
+        for (key, value) in labels {
+            query = query.label(key, value);
+        }
         let store = self.backends.store.clone();
-        let all = Self::block_on(py, async move {
-            let mut query = ListQuery::default().limit(500);
-            for (key, value) in labels {
-                query = query.label(key, value);
-            }
-            let mut all = Vec::new();
-            loop {
-                let page = store.list(&kind, &query).await?;
-                all.extend(page.items);
-                match page.next {
-                    Some(next) => query.after = Some(next),
-                    None => return Ok(all),
-                }
-            }
-        })
-        .map_err(core_error)?;
-        to_json(&all)
+        let page = Self::block_on(py, async move { store.list(&kind, &query).await })
+            .map_err(core_error)?;
+        to_json(&json!({"items": page.items, "next": page.next}))
     }
 
     /// Replaces an object's spec and labels, if its version is still `version` (when given).

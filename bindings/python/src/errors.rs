@@ -61,7 +61,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 }
 
 /// A `ValidationError` whose `field` attribute names the culprit.
-fn validation(field: String, message: String) -> PyErr {
+pub(crate) fn validation(field: impl Into<String>, message: impl Into<String>) -> PyErr {
+    let (field, message) = (field.into(), message.into());
     let text = if message.contains(&field) {
         message.clone()
     } else {

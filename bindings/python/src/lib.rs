@@ -11,6 +11,7 @@
 mod client;
 mod engine;
 mod errors;
+mod logs;
 mod plane;
 
 use pyo3::prelude::*;
@@ -36,8 +37,10 @@ fn openapi() -> String {
 fn _threeport(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // One TLS provider for the process (rustls on ring), as in every threeport binary.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    logs::forward_to_python_logging();
     m.add_class::<client::ClientCore>()?;
     m.add_class::<engine::EngineCore>()?;
+    m.add_class::<engine::Cancellation>()?;
     m.add_class::<plane::PlaneCore>()?;
     m.add_function(wrap_pyfunction!(kinds, m)?)?;
     m.add_function(wrap_pyfunction!(openapi, m)?)?;

@@ -1,12 +1,14 @@
 //! `PlaneCore`: an in-process control plane on the memory backends, behind
 //! `threeport.testing.ControlPlane`: the real REST API (every kind, validation, sealing,
-//! tokens) and outbox relay on a free loopback port, for pytest fixtures. Engines made from
-//! it share its backends, so Python reconcilers see what the API writes.
+//! tokens), outbox relay and the built-in controllers that need no cloud or cluster (workload
+//! definitions) on a free loopback port, for pytest fixtures. Engines made from it share its
+//! backends, so Python reconcilers see what the API writes.
 
 use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
-use threeport_core::MemoryBackends;
+use threeport_api::model::WorkloadDefinition;
+use threeport_core::{ApiObject, Controller, MemoryBackends};
 use threeport_server::{ApiState, Ops, Sealer, TokenSet};
 use tokio_util::sync::CancellationToken;
 
@@ -21,15 +23,18 @@ pub struct PlaneCore {
     url: String,
     token: Option<String>,
     shutdown: Mutex<Option<CancellationToken>>,
+    /// Whether the built-in workload-definition controller runs.
+    controllers: bool,
 }
 
 #[pymethods]
 impl PlaneCore {
     /// Starts the API and the relay on `127.0.0.1:<free port>`; with `auth`, behind a freshly
-    /// minted token (see `token`), else open.
+    /// minted token (see `token`), else open; with `controllers`, the workload-definition
+    /// controller too (without it, an engine may reconcile that kind itself).
     #[new]
-    #[pyo3(signature = (auth=true))]
-    fn new(py: Python<'_>, auth: bool) -> PyResult<Self> {
+    #[pyo3(signature = (auth=true, controllers=true))]
+    fn new(py: Python<'_>, auth: bool, controllers: bool) -> PyResult<Self> {
         let memory = MemoryBackends::new();
         let shutdown = CancellationToken::new();
         let (tokens, token) = if auth {
@@ -52,6 +57,13 @@ impl PlaneCore {
         let url = py.detach(|| {
             runtime().block_on(async move {
                 relay_memory.spawn_relay(stop.clone());
+                if controllers {
+                    let controller = Controller::new(
+                        threeport_server::controllers::WorkloadDefinitionReconciler,
+                        relay_memory.backends(),
+                    );
+                    tokio::spawn(controller.run(stop.clone()));
+                }
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let url = format!("http://{}", listener.local_addr()?);
                 tokio::spawn(async move {
@@ -68,6 +80,7 @@ impl PlaneCore {
             url,
             token,
             shutdown: Mutex::new(Some(shutdown)),
+            controllers,
         })
     }
 
@@ -85,7 +98,12 @@ impl PlaneCore {
 
     /// An engine on this control plane's backends.
     fn engine(&self) -> EngineCore {
-        EngineCore::on_memory(&self.memory)
+        let reserved = if self.controllers {
+            vec![<WorkloadDefinition as ApiObject>::KIND]
+        } else {
+            Vec::new()
+        };
+        EngineCore::on_memory(&self.memory, reserved)
     }
 
     /// Stops serving.

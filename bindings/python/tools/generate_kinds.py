@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import keyword
+import re
 import pathlib
 import sys
 from typing import Any, Dict, List, Tuple
@@ -84,6 +85,8 @@ def annotation(schema: Dict[str, Any], schemas: Dict[str, Any]) -> str:
 
 def _docstring(text: str, indent: str) -> str:
     first = " ".join(text.strip().split())
+    # Code in reStructuredText is double-quoted: `x` → ``x``.
+    first = re.sub(r"(?<!`)`([^`]+)`(?!`)", r"``\1``", first)
     return f'{indent}"""{first.replace(chr(34) * 3, "")}"""\n'
 
 

@@ -7,7 +7,8 @@
 
 Errors are :class:`ThreeportError` subclasses: :class:`NotFound`, :class:`Conflict`,
 :class:`ValidationError` (its ``field`` names the culprit), :class:`Unauthorized`,
-:class:`Unavailable`, :class:`ServerError`.
+:class:`Unavailable`, :class:`ServerError`, and :class:`TerminalError`, which a reconciler
+raises to stop its object.
 """
 
 from ._threeport import (
@@ -22,10 +23,12 @@ from ._threeport import (
 from . import specs
 from ._objects import KINDS, Object
 from ._client import AsyncClient, AsyncResource, Client, Resource
-from ._engine import Engine, Requeue, TerminalError
+from ._engine import AsyncObjects, Context, Engine, Requeue, TerminalError
 
 __all__ = [
     "AsyncClient",
+    "AsyncObjects",
+    "Context",
     "AsyncResource",
     "Client",
     "Conflict",

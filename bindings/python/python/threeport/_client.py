@@ -24,8 +24,8 @@ from typing import (
 )
 
 from ._kinds import AsyncKindResources, KindResources
-from ._objects import KINDS, Object, SpecT
-from ._threeport import ClientCore, ThreeportError
+from ._objects import KINDS, Object, SpecT, checked_labels, checked_spec, settled
+from ._threeport import ClientCore
 
 Predicate = Callable[[Object[Any]], bool]
 
@@ -39,7 +39,7 @@ def _list_args(
 ) -> Dict[str, Any]:
     return {
         "name": name,
-        "labels": dict(labels or {}),
+        "labels": checked_labels(labels),
         "references": [[field, str(target)] for field, target in (references or {}).items()],
         "after": after,
         "limit": limit,
@@ -51,21 +51,14 @@ def _patch_args(
 ) -> Dict[str, Any]:
     patch: Dict[str, Any] = {}
     if spec is not None:
-        patch["spec"] = dict(spec)
+        patch["spec"] = checked_spec(spec)
     if labels is not None:
-        patch["labels"] = dict(labels)
+        patch["labels"] = checked_labels(labels, removable=True)
     return {"id": str(id), "patch": patch}
 
 
 def _page(answer: Dict[str, Any]) -> Tuple[List[Object[Any]], Optional[str]]:
     return [Object.from_json(item) for item in answer["items"]], answer.get("next")
-
-
-def _settled(kind: str, obj: Object[Any]) -> bool:
-    """Reconciled, or stopped in failure (raised)."""
-    if obj.failed:
-        raise ThreeportError(f"{kind} {obj.name} ({obj.id}) failed: {obj.reason}")
-    return obj.reconciled
 
 
 def _workload_body(
@@ -79,14 +72,14 @@ def _workload_body(
 ) -> Dict[str, Any]:
     body: Dict[str, Any] = {
         "name": name,
-        "labels": dict(labels or {}),
+        "labels": checked_labels(labels),
         "definition": {"yaml_document": yaml_document},
     }
     if runtime is not None:
         body["instance"] = {"runtime": str(runtime)}
     for part, spec in parts.items():
         if spec is not None:
-            body[part] = dict(spec)
+            body[part] = checked_spec(spec, part)
     if secret_values is not None:
         body.setdefault("secret", {})["data"] = dict(secret_values)
     return body
@@ -107,7 +100,7 @@ class Resource(Generic[SpecT]):
         self, name: str, spec: SpecT, labels: Optional[Mapping[str, str]] = None
     ) -> Object[SpecT]:
         """Creates an object; defaults are filled in by the server."""
-        args = {"name": name, "spec": dict(spec), "labels": dict(labels or {})}  # type: ignore[call-overload]
+        args = {"name": name, "spec": checked_spec(spec), "labels": checked_labels(labels)}
         return Object.from_json(self._call("create", args))
 
     def get(self, id: str) -> Object[SpecT]:
@@ -155,7 +148,12 @@ class Resource(Generic[SpecT]):
 
     def replace(self, obj: Object[SpecT]) -> Object[SpecT]:
         """Writes ``obj``'s spec and labels if it is unchanged since read (else :class:`Conflict`)."""
-        args = {"id": obj.id, "version": obj.version, "labels": obj.labels, "spec": obj.spec}
+        args = {
+            "id": obj.id,
+            "version": obj.version,
+            "labels": checked_labels(obj.labels),
+            "spec": checked_spec(obj.spec),
+        }
         return Object.from_json(self._call("replace", args))
 
     def patch(
@@ -181,7 +179,7 @@ class Resource(Generic[SpecT]):
     ) -> Object[SpecT]:
         """Polls until ``predicate`` holds (default: reconciled; a failure raises
         :class:`ThreeportError` with the reason); :class:`TimeoutError` after ``timeout``."""
-        check = predicate or (lambda o: _settled(self.kind, o))
+        check = predicate or (settled)
         deadline = time.monotonic() + timeout
         while True:
             obj = self.get(id)
@@ -221,7 +219,7 @@ class AsyncResource(Generic[SpecT]):
         self, name: str, spec: SpecT, labels: Optional[Mapping[str, str]] = None
     ) -> Object[SpecT]:
         """Creates an object; defaults are filled in by the server."""
-        args = {"name": name, "spec": dict(spec), "labels": dict(labels or {})}  # type: ignore[call-overload]
+        args = {"name": name, "spec": checked_spec(spec), "labels": checked_labels(labels)}
         return Object.from_json(await self._call("create", args))
 
     async def get(self, id: str) -> Object[SpecT]:
@@ -262,7 +260,12 @@ class AsyncResource(Generic[SpecT]):
 
     async def replace(self, obj: Object[SpecT]) -> Object[SpecT]:
         """Writes ``obj``'s spec and labels if it is unchanged since read (else :class:`Conflict`)."""
-        args = {"id": obj.id, "version": obj.version, "labels": obj.labels, "spec": obj.spec}
+        args = {
+            "id": obj.id,
+            "version": obj.version,
+            "labels": checked_labels(obj.labels),
+            "spec": checked_spec(obj.spec),
+        }
         return Object.from_json(await self._call("replace", args))
 
     async def patch(
@@ -288,7 +291,7 @@ class AsyncResource(Generic[SpecT]):
     ) -> Object[SpecT]:
         """Polls until ``predicate`` holds (default: reconciled; a failure raises
         :class:`ThreeportError` with the reason); :class:`TimeoutError` after ``timeout``."""
-        check = predicate or (lambda o: _settled(self.kind, o))
+        check = predicate or (settled)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Generic, List, Optional, TypeVar
+from typing import Any, Dict, Generic, List, Mapping, NoReturn, Optional, TypeVar
 
+from ._threeport import ThreeportError, ValidationError
 from ._threeport import kinds as _kinds
 
 #: Kind name → REST path segment, for every kind the control plane serves
@@ -77,3 +78,39 @@ class Object(Generic[SpecT]):
         return self.state in ("creation_failed", "interrupted") and (
             self.observed_generation == self.generation
         )
+
+
+def invalid(field: str, reason: str) -> NoReturn:
+    """Raises the :class:`ValidationError` the native code raises: ``field`` names the culprit."""
+    err = ValidationError(f"{field}: {reason}")
+    err.field = field
+    err.reason = reason
+    raise err
+
+
+def checked_spec(spec: Any, field: str = "spec") -> Dict[str, Any]:
+    """A spec as a plain dict; anything but a mapping is a :class:`ValidationError`."""
+    if not isinstance(spec, Mapping):
+        invalid(field, f"must be a mapping (a dict of the kind's fields), not {type(spec).__name__}")
+    return dict(spec)
+
+
+def checked_labels(labels: Optional[Mapping[str, Any]], *, removable: bool = False) -> Dict[str, Any]:
+    """Labels as a plain dict of strings (``None`` values too, where they remove a label)."""
+    if labels is None:
+        return {}
+    if not isinstance(labels, Mapping):
+        invalid("labels", f"must be a mapping of strings, not {type(labels).__name__}")
+    for key, value in labels.items():
+        if not isinstance(key, str):
+            invalid("labels", f"keys must be strings, not {type(key).__name__} ({key!r})")
+        if not isinstance(value, str) and not (removable and value is None):
+            invalid(f"labels.{key}", f"must be a string, not {type(value).__name__} ({value!r})")
+    return dict(labels)
+
+
+def settled(obj: "Object[Any]") -> bool:
+    """Reconciled; a failed object raises :class:`ThreeportError` with its reason."""
+    if obj.failed:
+        raise ThreeportError(f"{obj.kind} {obj.name} ({obj.id}) failed: {obj.reason}")
+    return obj.reconciled

@@ -159,7 +159,7 @@ class HelmWorkloadDefinition(TypedDict, total=False):
 
 
 class HelmWorkloadInstance(TypedDict, total=False):
-    """A release of a [`HelmWorkloadDefinition`] on a Kubernetes runtime."""
+    """A release of a ``HelmWorkloadDefinition`` on a Kubernetes runtime."""
     definition: str
     release_namespace: Optional[str]
     runtime: Optional[str]
@@ -221,7 +221,7 @@ class ObservabilityStackInstance(TypedDict, total=False):
 
 
 class SecretDefinition(TypedDict, total=False):
-    """A secret kept in a secret manager. Its values (`data` on create) are never stored by threeport: the API hands them to the controller in memory."""
+    """A secret kept in a secret manager. Its values (``data`` on create) are never stored by threeport: the API hands them to the controller in memory."""
     aws_account: str
 
 
@@ -250,13 +250,13 @@ class WorkloadDefinition(TypedDict, total=False):
 
 
 class WorkloadInstance(TypedDict, total=False):
-    """A deployment of a [`WorkloadDefinition`] to a Kubernetes runtime."""
+    """A deployment of a ``WorkloadDefinition`` to a Kubernetes runtime."""
     definition: str
     runtime: Optional[str]
 
 
 class WorkloadResourceDefinition(TypedDict, total=False):
-    """One resource of a workload definition, as the workload-definition controller split it out. Owned by its definition (found by the [`WORKLOAD_DEFINITION_LABEL`] label): the controller creates, updates and removes these records, so they do not block the definition's deletion."""
+    """One resource of a workload definition, as the workload-definition controller split it out. Owned by its definition (found by the ``WORKLOAD_DEFINITION_LABEL`` label): the controller creates, updates and removes these records, so they do not block the definition's deletion."""
     definition: str
     manifest: Any
 

@@ -1,5 +1,6 @@
 """An in-process control plane for tests: the real REST API (every kind, validation, tokens)
-on in-memory backends, on a free loopback port.
+on in-memory backends, on a free loopback port, with the built-in controllers that need no
+cloud or cluster (workload definitions are split into their resources and reconciled).
 
 ::
 
@@ -25,10 +26,12 @@ from ._threeport import PlaneCore
 
 
 class ControlPlane:
-    """A running in-process control plane; ``auth=False`` serves without tokens."""
+    """A running in-process control plane; ``auth=False`` serves without tokens;
+    ``controllers=False`` runs no built-in controller (so an :meth:`engine` may reconcile
+    workload definitions itself)."""
 
-    def __init__(self, auth: bool = True) -> None:
-        self._core = PlaneCore(auth)
+    def __init__(self, auth: bool = True, controllers: bool = True) -> None:
+        self._core = PlaneCore(auth, controllers)
         #: Base URL (``http://127.0.0.1:<port>``).
         self.url: str = self._core.url
         #: The token it accepts (``None`` without authentication).
