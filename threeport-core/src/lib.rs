@@ -83,4 +83,6 @@ pub use runtime::{
     Action, Backends, Backoff, Context, Controller, ControllerConfig, ControllerMetrics,
     ReconcileError, ReconcileResult, Reconciler,
 };
-pub use store::{Api, ListPage, ListQuery, MemoryStore, SpecUpdate, StatusWrite, Store};
+pub use store::{
+    Api, IdempotencyKey, ListPage, ListQuery, MemoryStore, Once, SpecUpdate, StatusWrite, Store,
+};

@@ -60,7 +60,15 @@ impl fmt::Display for ObjectId {
 impl FromStr for ObjectId {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        Uuid::parse_str(s)
+        // The hyphenated form only (what ids are written as), so every spelling of an id is
+        // the same string.
+        if s.len() != 36 {
+            return Err(Error::invalid(
+                "id",
+                format!("{s:?} is not a UUID in its hyphenated form (8-4-4-4-12 hex digits)"),
+            ));
+        }
+        Uuid::try_parse(s)
             .map(ObjectId)
             .map_err(|e| Error::invalid("id", format!("{s:?} is not a UUID: {e}")))
     }
@@ -239,9 +247,18 @@ pub struct Status<S> {
     /// Recent events, oldest first, at most [`MAX_EVENTS`].
     #[serde(default)]
     pub events: Vec<Event>,
-    /// Kind-specific observed state.
-    #[serde(default)]
+    /// Kind-specific observed state (`null` until a reconciler first wrote it).
+    #[serde(default, deserialize_with = "null_as_default")]
     pub details: S,
+}
+
+/// `null` (what a new object's details are) as the type's default.
+fn null_as_default<'de, D, S>(deserializer: D) -> Result<S, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    S: DeserializeOwned + Default,
+{
+    Ok(Option::<S>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 impl<S: Default> Default for Status<S> {
@@ -652,15 +669,15 @@ pub fn validate_kind(kind: &str) -> Result<(), Error> {
     }
 }
 
-/// Checks a name or label part: 1 to [`MAX_NAME_LEN`] characters, no whitespace or control.
+/// Checks a name or label key: 1 to [`MAX_NAME_LEN`] characters, no whitespace or control.
 pub fn validate_name(field: &str, value: &str) -> Result<(), Error> {
     if value.is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
     }
-    if value.len() > MAX_NAME_LEN {
+    if value.chars().count() > MAX_NAME_LEN {
         return Err(Error::invalid(
             field,
-            format!("must be at most {MAX_NAME_LEN} bytes"),
+            format!("must be at most {MAX_NAME_LEN} characters"),
         ));
     }
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -672,14 +689,17 @@ pub fn validate_name(field: &str, value: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Checks labels: keys like names, values at most [`MAX_NAME_LEN`] bytes without control chars.
+/// Checks labels: keys like names, values at most [`MAX_NAME_LEN`] characters without control
+/// characters.
 pub fn validate_labels(labels: &Labels) -> Result<(), Error> {
     for (key, value) in labels {
         validate_name("labels", key)?;
-        if value.len() > MAX_NAME_LEN || value.chars().any(char::is_control) {
+        if value.chars().count() > MAX_NAME_LEN || value.chars().any(char::is_control) {
             return Err(Error::invalid(
                 format!("labels.{key}"),
-                format!("value must be at most {MAX_NAME_LEN} bytes without control characters"),
+                format!(
+                    "value must be at most {MAX_NAME_LEN} characters without control characters"
+                ),
             ));
         }
     }

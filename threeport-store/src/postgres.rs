@@ -14,9 +14,10 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use threeport_core::object::validate_kind;
+use threeport_core::store::IDEMPOTENCY_WINDOW;
 use threeport_core::{
-    Error, Lease, ListPage, ListQuery, Locker, NewObject, ObjectId, Outbox, OutboxEntry, RawObject,
-    Reference, Result, SpecUpdate, Status, StatusWrite, Store,
+    Error, IdempotencyKey, Lease, ListPage, ListQuery, Locker, NewObject, ObjectId, Once, Outbox,
+    OutboxEntry, RawObject, Reference, Result, SpecUpdate, Status, StatusWrite, Store,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -307,6 +308,76 @@ impl Store for PgStore {
         .await?;
         self.wrote();
         Ok(created)
+    }
+
+    async fn create_all_once(
+        &self,
+        key: &IdempotencyKey,
+        objects: Vec<(ObjectId, NewObject)>,
+    ) -> Result<Once> {
+        key.validate()?;
+        for (_, new) in &objects {
+            new.validate()?;
+        }
+        // Expired keys go now and then, outside the create's transaction (a delete in every
+        // serializable transaction would make them conflict).
+        if fastrand::u8(..) == 0 {
+            let purged = sqlx::query(
+                "DELETE FROM threeport_idempotency WHERE created_at < now() - $1::BIGINT * INTERVAL '1 microsecond'",
+            )
+            .bind(micros(IDEMPOTENCY_WINDOW))
+            .execute(&self.pool)
+            .await;
+            if let Err(err) = purged {
+                tracing::debug!(error = %err, "purging expired idempotency keys failed");
+            }
+        }
+        let status = Json(Status::<Value>::default());
+        let once = with_retry("create", || async {
+            let mut tx = self.pool.begin_with(BEGIN).await?;
+            let recorded: Option<(String, Json<Vec<RawObject>>)> = sqlx::query_as(
+                "SELECT fingerprint, objects FROM threeport_idempotency WHERE key = $1 \
+                 AND created_at >= now() - $2::BIGINT * INTERVAL '1 microsecond'",
+            )
+            .bind(&key.key)
+            .bind(micros(IDEMPOTENCY_WINDOW))
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((fingerprint, Json(objects))) = recorded {
+                return Ok(Once::Replayed {
+                    fingerprint,
+                    objects,
+                });
+            }
+            let mut created = Vec::with_capacity(objects.len());
+            for (id, new) in &objects {
+                check_references(&mut tx, &new.references).await?;
+                let row = insert_query(*id, new, &status)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                created.push(created_or_exists(row, new)?);
+            }
+            // An expired record of the key is replaced; a live one (a concurrent request that
+            // committed first) leaves this transaction to fail and be retried, then replayed.
+            sqlx::query(
+                "INSERT INTO threeport_idempotency (key, fingerprint, objects, created_at) \
+                 VALUES ($1, $2, $3, now()) ON CONFLICT (key) DO UPDATE SET \
+                 fingerprint = excluded.fingerprint, objects = excluded.objects, \
+                 created_at = excluded.created_at",
+            )
+            .bind(&key.key)
+            .bind(&key.fingerprint)
+            .bind(Json(&created))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Once::Created(created))
+        })
+        .await?;
+        if matches!(once, Once::Created(_)) {
+            self.wrote();
+        }
+        Ok(once)
     }
 
     async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject> {

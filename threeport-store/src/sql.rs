@@ -64,6 +64,13 @@ fn is_retryable(err: &sqlx::Error) -> bool {
     }
 }
 
+/// SQLSTATEs of a database going away or not taking connections: class 08 (connection
+/// exceptions) and 57P01-57P03 (administrator or crash shutdown, cannot connect now), as when a
+/// PostgreSQL server stops (`pg_ctl stop -m fast`) or fails over. The request may be retried.
+fn is_connection_failure(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03"))
+}
+
 /// Runs `op` until it succeeds, fails for good, or loses the race `MAX_ATTEMPTS` times,
 /// backing off exponentially with jitter between attempts.
 pub(crate) async fn with_retry<T, F, Fut>(what: &str, mut op: F) -> Result<T, Error>
@@ -97,6 +104,12 @@ pub(crate) fn map_sql_error(what: &str, err: sqlx::Error) -> Error {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => Error::unavailable(format!("{what}: {err}")),
+        sqlx::Error::Database(db) if is_connection_failure(db.code().as_deref()) => {
+            Error::unavailable(format!(
+                "{what}: the database is unavailable: {}",
+                db.message()
+            ))
+        }
         sqlx::Error::Database(db) if is_retryable(&err) => Error::unavailable(format!(
             "{what}: gave up after {MAX_ATTEMPTS} conflicting attempts: {}",
             db.message()
@@ -271,4 +284,17 @@ pub(crate) fn outbox_entries(rows: Vec<OutboxRow>) -> Result<Vec<OutboxEntry>, E
         .collect::<Result<Vec<_>, Error>>()?;
     entries.sort_by_key(|e| e.seq);
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn connection_failures_are_told_apart() {
+        for code in ["57P01", "57P02", "57P03", "08006", "08001"] {
+            assert!(super::is_connection_failure(Some(code)), "{code}");
+        }
+        for code in ["23505", "40001", "XX000"] {
+            assert!(!super::is_connection_failure(Some(code)), "{code}");
+        }
+    }
 }

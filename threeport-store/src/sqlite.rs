@@ -15,9 +15,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use threeport_core::object::{now, validate_kind};
+use threeport_core::store::IDEMPOTENCY_WINDOW;
 use threeport_core::{
-    Error, Lease, LifecycleState, ListPage, ListQuery, Locker, NewObject, ObjectId, Operation,
-    Outbox, OutboxEntry, RawObject, Reference, Result, SpecUpdate, Status, StatusWrite, Store,
+    Error, IdempotencyKey, Lease, LifecycleState, ListPage, ListQuery, Locker, NewObject, ObjectId,
+    Once, Operation, Outbox, OutboxEntry, RawObject, Reference, Result, SpecUpdate, Status,
+    StatusWrite, Store,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -239,6 +241,60 @@ impl Store for SqliteStore {
         .await?;
         self.outbox_wake.notify_one();
         Ok(created)
+    }
+
+    async fn create_all_once(
+        &self,
+        key: &IdempotencyKey,
+        objects: Vec<(ObjectId, NewObject)>,
+    ) -> Result<Once> {
+        key.validate()?;
+        for (_, new) in &objects {
+            new.validate()?;
+        }
+        let once = with_retry("create", || async {
+            let mut tx = self.pool.begin_with(BEGIN).await?;
+            let now = SystemTime::now();
+            let window_start = unix_micros(now - IDEMPOTENCY_WINDOW);
+            sqlx::query("DELETE FROM threeport_idempotency WHERE created_us < ?")
+                .bind(window_start)
+                .execute(&mut *tx)
+                .await?;
+            let recorded: Option<(String, String)> = sqlx::query_as(
+                "SELECT fingerprint, objects FROM threeport_idempotency WHERE key = ?",
+            )
+            .bind(&key.key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((fingerprint, objects)) = recorded {
+                let objects = serde_json::from_str(&objects).map_err(Error::backend)?;
+                return Ok(Once::Replayed {
+                    fingerprint,
+                    objects,
+                });
+            }
+            let mut created = Vec::with_capacity(objects.len());
+            for (id, new) in &objects {
+                created.push(insert(&mut tx, *id, new).await?);
+            }
+            sqlx::query(
+                "INSERT INTO threeport_idempotency (key, fingerprint, objects, created_us) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(&key.key)
+            .bind(&key.fingerprint)
+            .bind(Json(&created))
+            .bind(unix_micros(now))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Once::Created(created))
+        })
+        .await?;
+        if matches!(once, Once::Created(_)) {
+            self.outbox_wake.notify_one();
+        }
+        Ok(once)
     }
 
     async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject> {

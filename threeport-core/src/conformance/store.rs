@@ -9,7 +9,9 @@ use crate::error::ErrorKind;
 use crate::object::{
     ConditionStatus, Labels, LifecycleState, NewObject, ObjectId, RawObject, Reference, Status,
 };
-use crate::store::{ListQuery, MAX_PAGE_SIZE, SpecUpdate, StatusWrite, Store};
+use crate::store::{
+    IdempotencyKey, ListQuery, MAX_PAGE_SIZE, Once, SpecUpdate, StatusWrite, Store,
+};
 
 /// Runs every store check.
 pub async fn run(store: Arc<dyn Store>) {
@@ -23,6 +25,7 @@ pub async fn run(store: Arc<dyn Store>) {
     lists_filter_by_name_labels_and_references(&*store).await;
     references_must_resolve_and_block_deletion(&*store).await;
     create_all_is_all_or_nothing(&*store).await;
+    create_all_once_creates_once_per_key(store.clone()).await;
     deletion_is_two_phase(&*store).await;
     invalid_input_names_the_field(&*store).await;
 }
@@ -621,4 +624,115 @@ pub async fn invalid_input_names_the_field(store: &dyn Store) {
         .await
         .expect("list");
     assert!(page.items.is_empty(), "invalid creates must store nothing");
+}
+
+/// `create_all_once`: the first call with a key creates; later ones (also concurrent ones)
+/// replay what it created with its fingerprint and create nothing; a call that failed
+/// recorded nothing; a bad key is `Invalid`.
+pub async fn create_all_once_creates_once_per_key(store: Arc<dyn Store>) {
+    let kind = unique_name("Conf");
+    let key = |fingerprint: &str| IdempotencyKey {
+        key: unique_name("key-"),
+        fingerprint: fingerprint.to_owned(),
+    };
+    let first = key("POST a");
+    let id = ObjectId::new();
+    let created = match store
+        .create_all_once(&first, vec![(id, new(&kind, "a", json!({"n": 1})))])
+        .await
+        .expect("create")
+    {
+        Once::Created(created) => created,
+        other => panic!("the first use of a key creates: {other:?}"),
+    };
+    let again = IdempotencyKey {
+        fingerprint: "POST b".into(),
+        ..first.clone()
+    };
+    match store
+        .create_all_once(&again, vec![(ObjectId::new(), new(&kind, "b", json!({})))])
+        .await
+        .expect("replay")
+    {
+        Once::Replayed {
+            fingerprint,
+            objects,
+        } => {
+            assert_eq!(fingerprint, "POST a", "the first request's fingerprint");
+            assert_eq!(
+                objects, created,
+                "the objects as the first call created them"
+            );
+        }
+        other => panic!("a used key replays: {other:?}"),
+    }
+    expect_kind(
+        store.get(&kind, ObjectId::new()).await,
+        ErrorKind::NotFound,
+        "sanity",
+    );
+    let listed = store
+        .list(&kind, &ListQuery::default())
+        .await
+        .expect("list");
+    assert_eq!(listed.items.len(), 1, "the replay created nothing");
+
+    // A failed call (name taken) records nothing: the key is free for a corrected request.
+    let failing = key("POST c");
+    expect_kind(
+        store
+            .create_all_once(
+                &failing,
+                vec![(ObjectId::new(), new(&kind, "a", json!({})))],
+            )
+            .await,
+        ErrorKind::AlreadyExists,
+        "a taken name",
+    );
+    assert!(matches!(
+        store
+            .create_all_once(
+                &failing,
+                vec![(ObjectId::new(), new(&kind, "c", json!({})))]
+            )
+            .await
+            .expect("retry"),
+        Once::Created(_)
+    ));
+
+    // Concurrent requests with one key: one creates, the others replay it.
+    let shared = key("POST d");
+    let tasks: Vec<_> = (0..6)
+        .map(|n| {
+            let (store, shared, kind) = (store.clone(), shared.clone(), kind.clone());
+            tokio::spawn(async move {
+                store
+                    .create_all_once(
+                        &shared,
+                        vec![(ObjectId::new(), new(&kind, &format!("d{n}"), json!({})))],
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut made = 0;
+    for task in tasks {
+        match task.await.expect("task").expect("create or replay") {
+            Once::Created(_) => made += 1,
+            Once::Replayed { fingerprint, .. } => assert_eq!(fingerprint, "POST d"),
+        }
+    }
+    assert_eq!(made, 1, "one of the concurrent requests created");
+
+    for bad in ["", "has space", &"k".repeat(256)] {
+        let bad = IdempotencyKey {
+            key: bad.to_owned(),
+            fingerprint: String::new(),
+        };
+        expect_kind(
+            store.create_all_once(&bad, vec![]).await,
+            ErrorKind::Invalid,
+            "a bad idempotency key",
+        );
+    }
 }

@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{ListPage, ListQuery, SpecUpdate, StatusWrite, Store};
+use super::{
+    IDEMPOTENCY_WINDOW, IdempotencyKey, ListPage, ListQuery, Once, SpecUpdate, StatusWrite, Store,
+};
 use crate::bus::{Notification, Operation};
 use crate::error::{Error, Result};
 use crate::object::{
@@ -34,6 +36,8 @@ struct StoreState {
     inbound: HashMap<ObjectId, BTreeSet<(String, ObjectId)>>,
     outbox: BTreeMap<u64, OutboxRow>,
     next_seq: u64,
+    /// Idempotency keys: fingerprint, what was created, when (tokio's clock).
+    idempotency: HashMap<String, (String, Vec<RawObject>, Instant)>,
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +72,71 @@ impl MemoryStore {
 }
 
 impl StoreState {
+    /// Creates `objects`, all or none (see [`Store::create_all`]).
+    fn create_all(&mut self, objects: Vec<(ObjectId, NewObject)>) -> Result<Vec<RawObject>> {
+        // Check everything first, so the inserts below cannot fail half-way.
+        let mut planned: HashMap<ObjectId, &str> = HashMap::new();
+        let mut names: HashSet<(&str, &str)> = HashSet::new();
+        for (id, new) in &objects {
+            new.validate()?;
+            let taken = self.kinds.values().any(|t| t.objects.contains_key(id));
+            if taken || planned.insert(*id, &new.kind).is_some() {
+                return Err(Error::invalid("ids", format!("id {id} is taken")));
+            }
+            let exists = self
+                .kinds
+                .get(&new.kind)
+                .is_some_and(|t| t.names.contains_key(&new.name));
+            if exists || !names.insert((&new.kind, &new.name)) {
+                return Err(Error::AlreadyExists {
+                    kind: new.kind.clone(),
+                    name: new.name.clone(),
+                });
+            }
+            // References to objects earlier in this call are satisfied; the rest must exist.
+            let stored: Vec<Reference> = new
+                .references
+                .iter()
+                .filter(|r| r.id == *id || planned.get(&r.id) != Some(&r.kind.as_str()))
+                .cloned()
+                .collect();
+            self.check_references(&stored)?;
+        }
+        let at = now();
+        let mut created = Vec::with_capacity(objects.len());
+        for (id, new) in objects {
+            let raw = RawObject {
+                meta: ObjectMeta {
+                    id,
+                    kind: new.kind,
+                    name: new.name,
+                    version: 1,
+                    generation: 1,
+                    created_at: at,
+                    updated_at: at,
+                    deletion_scheduled_at: None,
+                    labels: new.labels,
+                    references: new.references,
+                },
+                spec: new.spec,
+                status: Status::default(),
+            };
+            let table = self.kinds.entry(raw.meta.kind.clone()).or_default();
+            table.names.insert(raw.meta.name.clone(), id);
+            table.objects.insert(
+                id,
+                Stored {
+                    raw: raw.clone(),
+                    fence: 0,
+                },
+            );
+            self.link((&raw.meta.kind, id), &raw.meta.references);
+            self.record(&raw.meta, Operation::Created);
+            created.push(raw);
+        }
+        Ok(created)
+    }
+
     fn stored_mut(&mut self, kind: &str, id: ObjectId) -> Result<&mut Stored> {
         self.kinds
             .get_mut(kind)
@@ -169,70 +238,36 @@ impl Store for MemoryStore {
     }
 
     async fn create_all(&self, objects: Vec<(ObjectId, NewObject)>) -> Result<Vec<RawObject>> {
-        let mut state = self.state.lock().unwrap();
-        // Check everything first, so the inserts below cannot fail half-way.
-        let mut planned: HashMap<ObjectId, &str> = HashMap::new();
-        let mut names: HashSet<(&str, &str)> = HashSet::new();
-        for (id, new) in &objects {
-            new.validate()?;
-            let taken = state.kinds.values().any(|t| t.objects.contains_key(id));
-            if taken || planned.insert(*id, &new.kind).is_some() {
-                return Err(Error::invalid("ids", format!("id {id} is taken")));
-            }
-            let exists = state
-                .kinds
-                .get(&new.kind)
-                .is_some_and(|t| t.names.contains_key(&new.name));
-            if exists || !names.insert((&new.kind, &new.name)) {
-                return Err(Error::AlreadyExists {
-                    kind: new.kind.clone(),
-                    name: new.name.clone(),
-                });
-            }
-            // References to objects earlier in this call are satisfied; the rest must exist.
-            let stored: Vec<Reference> = new
-                .references
-                .iter()
-                .filter(|r| r.id == *id || planned.get(&r.id) != Some(&r.kind.as_str()))
-                .cloned()
-                .collect();
-            state.check_references(&stored)?;
-        }
-        let at = now();
-        let mut created = Vec::with_capacity(objects.len());
-        for (id, new) in objects {
-            let raw = RawObject {
-                meta: ObjectMeta {
-                    id,
-                    kind: new.kind,
-                    name: new.name,
-                    version: 1,
-                    generation: 1,
-                    created_at: at,
-                    updated_at: at,
-                    deletion_scheduled_at: None,
-                    labels: new.labels,
-                    references: new.references,
-                },
-                spec: new.spec,
-                status: Status::default(),
-            };
-            let table = state.kinds.entry(raw.meta.kind.clone()).or_default();
-            table.names.insert(raw.meta.name.clone(), id);
-            table.objects.insert(
-                id,
-                Stored {
-                    raw: raw.clone(),
-                    fence: 0,
-                },
-            );
-            state.link((&raw.meta.kind, id), &raw.meta.references);
-            state.record(&raw.meta, Operation::Created);
-            created.push(raw);
-        }
-        drop(state);
+        let created = self.state.lock().unwrap().create_all(objects)?;
         self.outbox_wake.notify_one();
         Ok(created)
+    }
+
+    async fn create_all_once(
+        &self,
+        key: &IdempotencyKey,
+        objects: Vec<(ObjectId, NewObject)>,
+    ) -> Result<Once> {
+        key.validate()?;
+        let mut state = self.state.lock().unwrap();
+        let now = Instant::now();
+        state
+            .idempotency
+            .retain(|_, (_, _, at)| now.duration_since(*at) < IDEMPOTENCY_WINDOW);
+        if let Some((fingerprint, objects, _)) = state.idempotency.get(&key.key) {
+            return Ok(Once::Replayed {
+                fingerprint: fingerprint.clone(),
+                objects: objects.clone(),
+            });
+        }
+        let created = state.create_all(objects)?;
+        state.idempotency.insert(
+            key.key.clone(),
+            (key.fingerprint.clone(), created.clone(), now),
+        );
+        drop(state);
+        self.outbox_wake.notify_one();
+        Ok(Once::Created(created))
     }
 
     async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject> {

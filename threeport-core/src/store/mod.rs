@@ -23,6 +23,9 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// Largest page a store returns; larger limits are rejected as invalid.
 pub const MAX_PAGE_SIZE: usize = 1000;
 
+/// Most label filters, and most reference filters, one list may have.
+pub const MAX_FILTERS: usize = 16;
+
 /// Filters and a cursor for [`Store::list`]. All filters must match (AND).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
@@ -77,13 +80,51 @@ impl ListQuery {
         self
     }
 
-    /// Rejects a limit outside 1..=[`MAX_PAGE_SIZE`]. Backends call this first.
+    /// Rejects what no backend can answer: a limit outside 1..=[`MAX_PAGE_SIZE`], more than
+    /// [`MAX_FILTERS`] label or reference filters, a name or label that no object can have
+    /// (empty, too long, control characters such as NUL). Errors name the list API's query
+    /// parameter (`limit`, `name`, `label`, `ref`). Backends call this first.
     pub fn validate(&self) -> Result<()> {
         if self.limit == 0 || self.limit > MAX_PAGE_SIZE {
             return Err(Error::invalid(
                 "limit",
                 format!("must be between 1 and {MAX_PAGE_SIZE}"),
             ));
+        }
+        if let Some(name) = &self.name {
+            crate::object::validate_name("name", name)?;
+        }
+        if self.labels.len() > MAX_FILTERS {
+            return Err(Error::invalid(
+                "label",
+                format!("at most {MAX_FILTERS} label filters"),
+            ));
+        }
+        for (key, value) in &self.labels {
+            let one = Labels::from([(key.clone(), value.clone())]);
+            crate::object::validate_labels(&one).map_err(|err| match err {
+                Error::Invalid { message, .. } => Error::invalid("label", message),
+                other => other,
+            })?;
+        }
+        if self.references.len() > MAX_FILTERS {
+            return Err(Error::invalid(
+                "ref",
+                format!("at most {MAX_FILTERS} reference filters"),
+            ));
+        }
+        for (field, _) in &self.references {
+            let ok = !field.is_empty()
+                && field.len() <= 128
+                && field
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.'));
+            if !ok {
+                return Err(Error::invalid(
+                    "ref",
+                    format!("{field:?} is not a spec field name (letters, digits, '_' and '.')"),
+                ));
+            }
         }
         Ok(())
     }
@@ -152,6 +193,51 @@ impl SpecUpdate {
     }
 }
 
+/// How long a store remembers an idempotency key ([`Store::create_all_once`]): a day, as
+/// Stripe's API and the IETF `Idempotency-Key` draft suggest.
+pub const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// A client's idempotency key and what identifies the request it came with (a digest of the
+/// method, path and body), so a key reused for another request can be told apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The key the client chose (a UUID, typically).
+    pub key: String,
+    /// What identifies the request.
+    pub fingerprint: String,
+}
+
+impl IdempotencyKey {
+    /// Checks the key: 1 to 255 bytes of visible ASCII.
+    pub fn validate(&self) -> Result<()> {
+        let ok = !self.key.is_empty()
+            && self.key.len() <= 255
+            && self.key.bytes().all(|b| b.is_ascii_graphic());
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters (a UUID, say)",
+            ))
+        }
+    }
+}
+
+/// What [`Store::create_all_once`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Once {
+    /// The objects were created now.
+    Created(Vec<RawObject>),
+    /// The key was used before, within [`IDEMPOTENCY_WINDOW`]: nothing was created.
+    Replayed {
+        /// The fingerprint of the request that used the key first.
+        fingerprint: String,
+        /// The objects that request created, as they were created.
+        objects: Vec<RawObject>,
+    },
+}
+
 /// A status-only write ([`Store::update_status`]), made by the controller that holds the lease.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusWrite {
@@ -188,6 +274,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Errors: as for `create`, for the first object that fails; `Invalid` (field `ids`) if
     /// an id repeats or is taken.
     async fn create_all(&self, objects: Vec<(ObjectId, NewObject)>) -> Result<Vec<RawObject>>;
+
+    /// [`create_all`](Store::create_all), remembered under an idempotency key for
+    /// [`IDEMPOTENCY_WINDOW`]: the objects and the key's record are written in one
+    /// transaction, so a request retried after its answer was lost finds what the first one
+    /// created ([`Once::Replayed`], with the objects as they were created and the first
+    /// request's fingerprint) instead of creating twice. Concurrent requests with one key
+    /// create once; the others replay.
+    ///
+    /// Errors: as for `create_all`; `Invalid` (field `Idempotency-Key`) for an empty key or
+    /// one over 255 bytes.
+    async fn create_all_once(
+        &self,
+        key: &IdempotencyKey,
+        objects: Vec<(ObjectId, NewObject)>,
+    ) -> Result<Once>;
 
     /// Reads one object. `NotFound` if absent.
     async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject>;
