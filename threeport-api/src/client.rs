@@ -99,6 +99,54 @@ pub struct ClientBuilder {
     ca_pem: Option<Vec<u8>>,
     identity_pem: Option<Vec<u8>>,
     timeout: Duration,
+    retry: Retry,
+}
+
+/// How a [`Client`] retries requests the control plane could not answer (503, connection
+/// refused or reset, timeouts), with exponential backoff and jitter, honouring `Retry-After`.
+///
+/// Only requests that are safe to repeat are retried: reads, deletes, merge patches, and
+/// creates, which carry an `Idempotency-Key` header (a new key per call, the same for its
+/// retries): a create whose answer was lost after the server committed it is answered with
+/// the object it created, not a conflict. A replace with `If-Match` is retried only if it never
+/// reached the server (its repetition would find the version moved on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts after the first (0: no retries).
+    pub retries: u32,
+    /// Wait before the first retry; it doubles for each next one.
+    pub initial: Duration,
+    /// Longest wait between two attempts.
+    pub max: Duration,
+}
+
+impl Default for Retry {
+    /// 6 retries from 100 ms to 5 s: rides out about 10 s of a restarting database or server.
+    fn default() -> Self {
+        Retry {
+            retries: 6,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Retry {
+    /// No retries: every failure is the caller's.
+    pub fn none() -> Self {
+        Retry {
+            retries: 0,
+            ..Retry::default()
+        }
+    }
+
+    fn delay(&self, retry: u32) -> Duration {
+        let base = self
+            .initial
+            .saturating_mul(2u32.saturating_pow(retry.min(16)))
+            .min(self.max);
+        base.mul_f64(0.5 + fastrand::f64() / 2.0)
+    }
 }
 
 impl ClientBuilder {
@@ -124,6 +172,12 @@ impl ClientBuilder {
     /// Per-request timeout (default 30 s).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How unanswered requests are retried (default: [`Retry::default`]).
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
         self
     }
 
@@ -178,6 +232,7 @@ impl ClientBuilder {
             http,
             base,
             token: self.token,
+            retry: self.retry,
         })
     }
 }
@@ -190,6 +245,7 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    retry: Retry,
 }
 
 /// Filters and a cursor for [`Resource::list`].
@@ -256,6 +312,7 @@ impl Client {
             ca_pem: None,
             identity_pem: None,
             timeout: Duration::from_secs(30),
+            retry: Retry::default(),
         }
     }
 
@@ -318,15 +375,78 @@ impl Client {
         body: &Value,
     ) -> Result<BTreeMap<String, RawObject>, ClientError> {
         let request = self.request(Method::POST, &format!("{}/v0/workloads", self.base));
-        send(request.json(body)).await
+        self.send(request.json(body), Repeat::Safe).await
     }
 
     fn request(&self, method: Method, url: &str) -> RequestBuilder {
-        let request = self.http.request(method, url);
+        let mut request = self.http.request(method.clone(), url);
+        if method == Method::POST {
+            // Creates are made safe to repeat: the server answers a repeat with the first
+            // answer's objects.
+            request = request.header(IDEMPOTENCY_KEY, uuid::Uuid::now_v7().to_string());
+        }
         match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
         }
+    }
+
+    /// Sends `request`, retrying as [`Retry`] says when the answer is unavailable.
+    async fn send<R: DeserializeOwned>(
+        &self,
+        request: RequestBuilder,
+        repeat: Repeat,
+    ) -> Result<R, ClientError> {
+        let mut retry = 0;
+        loop {
+            let attempt = request.try_clone().ok_or_else(|| ClientError::Server {
+                status: None,
+                message: "the request cannot be sent twice".into(),
+            })?;
+            match send_once(attempt).await {
+                Ok(answer) => return Ok(answer),
+                Err(Failure {
+                    retry: Some(hint), ..
+                }) if retry < self.retry.retries && (repeat == Repeat::Safe || !hint.reached) => {
+                    let wait = hint.wait.unwrap_or_else(|| self.retry.delay(retry));
+                    tokio::time::sleep(wait).await;
+                    retry += 1;
+                }
+                Err(failure) => return Err(failure.error),
+            }
+        }
+    }
+}
+
+/// The header that makes a create safe to repeat (IETF draft-ietf-httpapi-idempotency-key-header).
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// Whether a request may be sent again after an unavailable answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    /// Repeating does what doing once does (reads, deletes, merge patches, keyed creates).
+    Safe,
+    /// Only if it never reached the server (a replace with `If-Match`).
+    IfUnsent,
+}
+
+/// A failed attempt, and whether trying again may help.
+struct Failure {
+    error: ClientError,
+    retry: Option<RetryHint>,
+}
+
+/// An unavailable answer: whether the server may have acted on the request, and how long it
+/// asked the client to wait (`Retry-After`).
+struct RetryHint {
+    reached: bool,
+    wait: Option<Duration>,
+}
+
+impl From<ClientError> for Failure {
+    /// A final answer: not retried.
+    fn from(error: ClientError) -> Self {
+        Failure { error, retry: None }
     }
 }
 
@@ -337,20 +457,42 @@ fn decode_error(err: serde_json::Error) -> ClientError {
     }
 }
 
-/// Sends a request; decodes a success as `R`, an error body into a [`ClientError`].
-async fn send<R: serde::de::DeserializeOwned>(request: RequestBuilder) -> Result<R, ClientError> {
-    let response = request.send().await?;
+/// Sends a request once; decodes a success as `R`, an error body into a [`ClientError`]. An
+/// unavailable answer says whether trying again may help.
+async fn send_once<R: DeserializeOwned>(request: RequestBuilder) -> Result<R, Failure> {
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(err) => {
+            // A refused connection never reached the server; a timeout or a reset may have.
+            let reached = !err.is_connect();
+            let error = ClientError::from(err);
+            let retry = matches!(error, ClientError::Unavailable { .. }).then_some(RetryHint {
+                reached,
+                wait: None,
+            });
+            return Err(Failure { error, retry });
+        }
+    };
     let status = response.status();
-    let bytes = response.bytes().await?;
+    let wait = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|seconds| Duration::from_secs(seconds.min(60)));
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|err| Failure::from(ClientError::from(err)))?;
     if status.is_success() {
-        return serde_json::from_slice(&bytes).map_err(decode_error);
+        return serde_json::from_slice(&bytes).map_err(|err| decode_error(err).into());
     }
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let message = body["message"]
         .as_str()
         .map(str::to_owned)
         .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-    Err(match status {
+    let error = match status {
         StatusCode::NOT_FOUND => ClientError::NotFound { message },
         StatusCode::CONFLICT => ClientError::Conflict { message },
         StatusCode::BAD_REQUEST => ClientError::Invalid {
@@ -358,12 +500,21 @@ async fn send<R: serde::de::DeserializeOwned>(request: RequestBuilder) -> Result
             message,
         },
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ClientError::Unauthorized { message },
-        StatusCode::SERVICE_UNAVAILABLE => ClientError::Unavailable { message },
+        StatusCode::SERVICE_UNAVAILABLE => {
+            return Err(Failure {
+                error: ClientError::Unavailable { message },
+                retry: Some(RetryHint {
+                    reached: true,
+                    wait,
+                }),
+            });
+        }
         other => ClientError::Server {
             status: Some(other.as_u16()),
             message,
         },
-    })
+    };
+    Err(error.into())
 }
 
 /// The objects of one kind, untyped (specs and statuses as JSON), from [`Client::kind`]: for
@@ -389,16 +540,20 @@ impl RawResource {
         spec: &impl Serialize,
     ) -> Result<R, ClientError> {
         let body = serde_json::json!({ "name": name, "labels": labels, "spec": spec });
-        send(self.client.request(Method::POST, &self.path).json(&body)).await
+        self.client
+            .send(
+                self.client.request(Method::POST, &self.path).json(&body),
+                Repeat::Safe,
+            )
+            .await
     }
 
     /// Reads an object.
     pub async fn get<R: DeserializeOwned>(&self, id: ObjectId) -> Result<R, ClientError> {
-        send(
-            self.client
-                .request(Method::GET, &format!("{}/{id}", self.path)),
-        )
-        .await
+        let request = self
+            .client
+            .request(Method::GET, &format!("{}/{id}", self.path));
+        self.client.send(request, Repeat::Safe).await
     }
 
     /// One page of objects: the items and the cursor of the next page.
@@ -427,8 +582,8 @@ impl RawResource {
             items: Vec<R>,
             next: Option<ObjectId>,
         }
-        let page: RawPage<R> =
-            send(self.client.request(Method::GET, &self.path).query(&query)).await?;
+        let request = self.client.request(Method::GET, &self.path).query(&query);
+        let page: RawPage<R> = self.client.send(request, Repeat::Safe).await?;
         Ok((page.items, page.next))
     }
 
@@ -445,7 +600,9 @@ impl RawResource {
             .client
             .request(Method::PUT, &format!("{}/{id}", self.path))
             .header("If-Match", format!("\"{version}\""));
-        send(request.json(&body)).await
+        self.client
+            .send(request.json(&body), Repeat::IfUnsent)
+            .await
     }
 
     /// Applies a JSON merge patch (`{"spec": {…}, "labels": {…}}`).
@@ -457,16 +614,15 @@ impl RawResource {
         let request = self
             .client
             .request(Method::PATCH, &format!("{}/{id}", self.path));
-        send(request.json(patch)).await
+        self.client.send(request.json(patch), Repeat::Safe).await
     }
 
     /// Schedules deletion; the object goes once its controller has cleaned up.
     pub async fn delete<R: DeserializeOwned>(&self, id: ObjectId) -> Result<R, ClientError> {
-        send(
-            self.client
-                .request(Method::DELETE, &format!("{}/{id}", self.path)),
-        )
-        .await
+        let request = self
+            .client
+            .request(Method::DELETE, &format!("{}/{id}", self.path));
+        self.client.send(request, Repeat::Safe).await
     }
 }
 

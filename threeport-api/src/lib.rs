@@ -29,7 +29,8 @@ mod client;
 pub mod model;
 
 pub use client::{
-    Client, ClientBuilder, ClientError, ListParams, Page, RawResource, Resource, WorkloadRequest,
+    Client, ClientBuilder, ClientError, IDEMPOTENCY_KEY, ListParams, Page, RawResource, Resource,
+    Retry, WorkloadRequest,
 };
 
 /// `WorkloadDefinition` → `workload-definitions`; `AwsAccount` → `aws-accounts`.
