@@ -19,7 +19,7 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
@@ -36,7 +36,8 @@ use crate::model::{
 };
 use crate::registry::plural_path;
 use crate::rest::{
-    ApiResult, ApiState, body_object, decode, hand_over_secret, seal_fields, take_secret,
+    ApiResult, ApiState, body_object, create_once, decode, hand_over_secret, mark_replayed,
+    seal_fields, take_secret,
 };
 
 /// The `/v0/workloads` route.
@@ -147,7 +148,11 @@ impl Plan<'_> {
     }
 }
 
-async fn create_workload(State(state): State<ApiState>, body: Bytes) -> ApiResult<Response> {
+async fn create_workload(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
     let request: WorkloadRequest = decode(body_object(&body, false)?)?;
     let mut plan = Plan {
         state: &state,
@@ -204,7 +209,8 @@ async fn create_workload(State(state): State<ApiState>, body: Bytes) -> ApiResul
         })?;
         plan.add_service::<SecretDefinition, SecretInstance>("secret", spec, &[], workload)?;
     }
-    let created = state.store.create_all(plan.objects).await?;
+    let (created, replayed) =
+        create_once(&state, &headers, "POST /v0/workloads", &body, plan.objects).await?;
     if let Some(secret) = secret {
         let definition = created
             .iter()
@@ -219,5 +225,9 @@ async fn create_workload(State(state): State<ApiState>, body: Bytes) -> ApiResul
             (kind, serde_json::to_value(o).unwrap_or(Value::Null))
         })
         .collect();
-    Ok((StatusCode::CREATED, axum::Json(objects)).into_response())
+    let mut response = (StatusCode::CREATED, axum::Json(objects)).into_response();
+    if replayed {
+        mark_replayed(&mut response);
+    }
+    Ok(response)
 }

@@ -9,6 +9,9 @@ use axum::response::Html;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
+use threeport_core::object::MAX_NAME_LEN;
+use threeport_core::store::{MAX_FILTERS, MAX_PAGE_SIZE};
+
 use crate::KindRegistry;
 
 /// `/openapi.json` and `/docs` for `kinds`.
@@ -34,39 +37,107 @@ fn json_content(schema: Value) -> Value {
     json!({ "content": { "application/json": { "schema": schema } } })
 }
 
-fn error_responses(codes: &[&str]) -> Map<String, Value> {
-    let describe = |code: &str| match code {
-        "400" => "invalid input; `field` names it",
-        "401" => "no valid credentials",
-        "404" => "no such object",
-        "409" => "version mismatch, name taken, or still referenced",
-        _ => "error",
-    };
-    codes
-        .iter()
-        .map(|code| {
-            let mut response = json_content(reference("Error"));
-            response["description"] = json!(describe(code));
-            ((*code).to_owned(), response)
-        })
-        .collect()
+/// A required JSON request body.
+fn json_body(schema: Value) -> Value {
+    json!({ "required": true, "content": { "application/json": { "schema": schema } } })
 }
 
-fn responses(ok: &str, description: &str, schema: Value, errors: &[&str]) -> Value {
-    let mut all = error_responses(errors);
+/// What the API accepts as an object id: a UUID, hyphenated.
+const UUID_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// Characters no name or label key may have: Rust's whitespace and control characters (what
+/// `validate_name` refuses), as a regular expression character class body.
+const NOT_IN_NAMES: &str =
+    "\u{0}-\u{20}\u{7f}-\u{a0}\u{1680}\u{2000}-\u{200a}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}";
+/// Control characters, which no label value may have.
+const CONTROL: &str = "\u{0}-\u{1f}\u{7f}-\u{9f}";
+
+fn uuid_schema() -> Value {
+    json!({"type": "string", "format": "uuid", "pattern": UUID_PATTERN})
+}
+
+/// A name or label key: 1 to `MAX_NAME_LEN` characters, no whitespace or control characters.
+fn name_schema() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": MAX_NAME_LEN,
+           "pattern": format!("^[^{NOT_IN_NAMES}]+$")})
+}
+
+fn labels_schema() -> Value {
+    json!({"type": "object", "propertyNames": name_schema(),
+           "additionalProperties": {"type": "string", "maxLength": MAX_NAME_LEN,
+                                    "pattern": format!("^[^{CONTROL}]*$")}})
+}
+
+/// The error statuses the API answers, what they mean, and their body.
+fn error_response(code: u16) -> Value {
+    let description = match code {
+        400 => "invalid input; `field` names it (a spec field, a query parameter, a header)",
+        401 => "no valid credentials",
+        404 => "no such object",
+        409 => "version mismatch, name taken, still referenced, or being deleted",
+        413 => "the body is larger than 2 MiB",
+        503 => "a backend (database, bus) is unavailable: retry after the `Retry-After` seconds",
+        _ => "error",
+    };
+    if code == 413 {
+        return json!({"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}});
+    }
+    let mut response = json_content(reference("Error"));
+    response["description"] = json!(description);
+    if code == 503 {
+        response["headers"] = json!({"Retry-After": {"description": "seconds to wait",
+                                                      "schema": {"type": "string"}}});
+    }
+    response
+}
+
+/// A success answer and the operation's error answers.
+fn responses(ok: u16, description: &str, schema: Value, errors: &[u16], etag: bool) -> Value {
+    let mut all: Map<String, Value> = errors
+        .iter()
+        .map(|code| (code.to_string(), error_response(*code)))
+        .collect();
     let mut response = json_content(schema);
     response["description"] = json!(description);
-    all.insert(ok.to_owned(), response);
+    if etag {
+        response["headers"] = json!({"ETag": {"description": "the object's version, quoted",
+                                              "schema": {"type": "string"}}});
+    }
+    all.insert(ok.to_string(), response);
     Value::Object(all)
 }
 
 fn if_match() -> Value {
     json!({"name": "If-Match", "in": "header", "required": false,
-           "description": "expected object version; 409 if it is not the stored one",
-           "schema": {"type": "string"}})
+           "description": "RFC 9110: `*` (the object must exist) or entity tags from `ETag` (`\"3\"`, a list of them); \
+                           weak tags never match; 409 if none is the stored version",
+           "schema": {"type": "string",
+                      "pattern": "^[ \t]*(\\*|(W/)?(\"[0-9]{1,19}\"|[0-9]{1,19})([ \t]*,[ \t]*(W/)?(\"[0-9]{1,19}\"|[0-9]{1,19}))*)[ \t]*$"}})
 }
 
-/// The OpenAPI document for `kinds`.
+fn idempotency_key() -> Value {
+    json!({"name": crate::rest::IDEMPOTENCY_KEY, "in": "header", "required": false,
+           "description": "makes the create safe to repeat for a day (IETF httpapi draft): a repeat gets the first \
+                           answer (`Idempotent-Replayed: true`); the key with another request is a 400",
+           "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"}})
+}
+
+fn query(name: &str, description: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
+}
+
+/// A repeatable query parameter (`label=a=b&label=c=d`).
+fn repeated_query(name: &str, description: &str, item: Value) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description,
+           "style": "form", "explode": true,
+           "schema": {"type": "array", "maxItems": MAX_FILTERS, "items": item}})
+}
+
+/// The OpenAPI document for `kinds`: it describes what the server accepts and answers, checked
+/// by a property-based test (schemathesis) in the suite. Rules JSON Schema cannot state (a
+/// reference must name an existing object; YAML must parse; some fields depend on others) are
+/// 400s naming the field.
 pub fn document(kinds: &KindRegistry) -> Value {
     let mut schemas: Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)> = Vec::new();
     let mut paths = Map::new();
@@ -81,8 +152,9 @@ pub fn document(kinds: &KindRegistry) -> Value {
     components.insert(
         "Envelope".into(),
         json!({"type": "object", "description": "What every object has besides its spec",
+               "required": ["id", "kind", "name", "version", "generation", "created_at", "updated_at", "labels", "status"],
                "properties": {
-            "id": {"type": "string", "format": "uuid"}, "kind": {"type": "string"},
+            "id": uuid_schema(), "kind": {"type": "string"},
             "name": {"type": "string"}, "version": {"type": "integer", "minimum": 1},
             "generation": {"type": "integer"}, "created_at": {"type": "string", "format": "date-time"},
             "updated_at": {"type": "string", "format": "date-time"},
@@ -91,6 +163,29 @@ pub fn document(kinds: &KindRegistry) -> Value {
             "references": {"type": "array", "items": {"type": "object"}},
             "status": {"type": "object", "description": "lifecycle state, observed generation, conditions, events and the controller's details"}}}),
     );
+    let label_item = json!({"type": "string",
+        "pattern": format!("^[^={NOT_IN_NAMES}]{{1,{MAX_NAME_LEN}}}=[^{CONTROL}]{{0,{MAX_NAME_LEN}}}$")});
+    let ref_item = json!({"type": "string",
+        "pattern": format!("^[A-Za-z0-9_.]{{1,128}}={}", &UUID_PATTERN[1..])});
+    let list_parameters = json!([
+        query("name", "exact name", name_schema()),
+        repeated_query(
+            "label",
+            "key=value: objects with this label (all of them, if repeated)",
+            label_item
+        ),
+        repeated_query(
+            "ref",
+            "field=id: objects whose spec field references the id",
+            ref_item
+        ),
+        query("after", "cursor: the previous page's `next`", uuid_schema()),
+        query(
+            "limit",
+            "page size",
+            json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE})
+        ),
+    ]);
     for entry in kinds.entries() {
         let kind = entry.kind;
         let spec = match entry.spec_schema(&mut schemas) {
@@ -108,61 +203,100 @@ pub fn document(kinds: &KindRegistry) -> Value {
                 "type": "object", "additionalProperties": {"type": "string"},
                 "description": "secret values: handed to the controller in memory, never stored"}}}]});
         }
-        let create_body = json_content(json!({"type": "object", "required": ["name", "spec"],
+        let create_body = json_body(json!({"type": "object", "required": ["name", "spec"],
             "additionalProperties": false, "properties": {
-                "name": {"type": "string"},
-                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                "spec": create_spec}}));
-        let replace_body = json_content(json!({"type": "object", "required": ["spec"],
+                "name": name_schema(), "labels": labels_schema(), "spec": create_spec}}));
+        let replace_body = json_body(json!({"type": "object", "required": ["spec"],
             "additionalProperties": false, "properties": {
-                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                "spec": spec, "version": {"type": "integer"}}}));
-        let patch_body = json!({"content": {"application/merge-patch+json": {"schema": {"type": "object"}},
-                                            "application/json": {"schema": {"type": "object"}}}});
-        let page = json!({"type": "object", "properties": {
+                "labels": labels_schema(), "spec": spec,
+                "version": {"type": ["integer", "null"], "minimum": 0, "maximum": u64::MAX, "description": "as If-Match"}}}));
+        let patch_schema = json!({"type": "object", "additionalProperties": false, "properties": {
+            "labels": {"type": "object", "description": "merged into the labels; null removes one",
+                       "propertyNames": name_schema(),
+                       "additionalProperties": {"type": ["string", "null"], "maxLength": MAX_NAME_LEN,
+                                                "pattern": format!("^[^{CONTROL}]*$")}},
+            "spec": {"type": "object", "description": "merged into the spec (RFC 7396)"},
+            "version": {"type": ["integer", "null"], "minimum": 0, "maximum": u64::MAX, "description": "as If-Match"}}});
+        let patch_body = json!({"required": true, "content": {"application/merge-patch+json": {"schema": patch_schema.clone()},
+                                            "application/json": {"schema": patch_schema}}});
+        let page = json!({"type": "object", "required": ["items"], "properties": {
             "items": {"type": "array", "items": reference(&object)},
             "next": {"type": ["string", "null"], "format": "uuid"}}});
-        let query = |name: &str, description: &str| json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": "string"}});
-        let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}});
+        let id = json!({"name": "id", "in": "path", "required": true, "schema": uuid_schema()});
+        let mut created = responses(
+            201,
+            "created (or, for a repeated Idempotency-Key, what the first request created)",
+            reference(&object),
+            &[400, 401, 409, 413, 503],
+            true,
+        );
+        created["201"]["headers"]["Idempotent-Replayed"] = json!({"description": "`true` when this answers a repeat", "schema": {"type": "string"}});
         let collection = format!("/v0/{}", entry.plural);
         paths.insert(collection, json!({
             "post": {"tags": [kind], "summary": format!("Create a {kind}"), "requestBody": create_body,
-                     "responses": responses("201", "created", reference(&object), &["400", "401", "409"])},
+                     "parameters": [idempotency_key()], "responses": created},
             "get": {"tags": [kind], "summary": format!("List {kind} objects"),
-                    "parameters": [query("name", "exact name"), query("label", "key=value, repeatable"),
-                                   query("ref", "field=id, repeatable"), query("after", "cursor: the previous page's next"),
-                                   query("limit", "page size, 1-1000")],
-                    "responses": responses("200", "a page", page, &["400", "401"])}
+                    "parameters": list_parameters,
+                    "responses": responses(200, "a page", page, &[400, 401, 503], false)}
         }));
         paths.insert(format!("/v0/{}/{{id}}", entry.plural), json!({
             "parameters": [id],
             "get": {"tags": [kind], "summary": format!("Read a {kind}"),
-                    "responses": responses("200", "the object", reference(&object), &["401", "404"])},
+                    "responses": responses(200, "the object", reference(&object), &[400, 401, 404, 503], true)},
             "put": {"tags": [kind], "summary": format!("Replace a {kind}'s spec and labels"), "parameters": [if_match()],
-                    "requestBody": replace_body, "responses": responses("200", "replaced", reference(&object), &["400", "401", "404", "409"])},
+                    "requestBody": replace_body,
+                    "responses": responses(200, "replaced", reference(&object), &[400, 401, 404, 409, 413, 503], true)},
             "patch": {"tags": [kind], "summary": format!("Merge-patch a {kind} (RFC 7396)"), "parameters": [if_match()],
-                      "requestBody": patch_body, "responses": responses("200", "patched", reference(&object), &["400", "401", "404", "409"])},
+                      "requestBody": patch_body,
+                      "responses": responses(200, "patched", reference(&object), &[400, 401, 404, 409, 413, 503], true)},
             "delete": {"tags": [kind], "summary": format!("Schedule a {kind}'s deletion"), "parameters": [if_match()],
-                       "responses": responses("202", "deletion scheduled", reference(&object), &["401", "404", "409"])}
+                       "responses": responses(202, "deletion scheduled", reference(&object), &[400, 401, 404, 409, 503], true)}
         }));
     }
+    let mut created = responses(
+        201,
+        "the created objects by kind",
+        json!({"type": "object"}),
+        &[400, 401, 409, 413, 503],
+        false,
+    );
+    created["201"]["headers"] = json!({"Idempotent-Replayed": {"description": "`true` when this answers a repeat",
+                                                               "schema": {"type": "string"}}});
     paths.insert("/v0/workloads".into(), json!({"post": {
         "tags": ["Workload"], "summary": "Create a workload with its database, bucket, domain name, gateway and secret in one transaction",
-        "requestBody": json_content(json!({"type": "object", "required": ["name", "definition"], "properties": {
-            "name": {"type": "string"}, "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-            "definition": {"type": "object"}, "instance": {"type": "object"}, "database": {"type": "object"},
-            "bucket": {"type": "object"}, "domain_name": {"type": "object"}, "gateway": {"type": "object"},
-            "secret": {"type": "object"}}})),
-        "responses": responses("201", "the created objects by kind", json!({"type": "object"}), &["400", "401", "409"])}}));
-    for (path, summary) in [
-        ("/healthz", "The process serves"),
-        ("/readyz", "The store and the bus answer"),
-        ("/metrics", "Prometheus metrics"),
+        "parameters": [idempotency_key()],
+        "requestBody": json_body(json!({"type": "object", "required": ["name", "definition"],
+            "additionalProperties": false, "properties": {
+            "name": name_schema(), "labels": labels_schema(),
+            "definition": {"type": "object"}, "instance": {"type": ["object", "null"]},
+            "database": {"type": ["object", "null"]}, "bucket": {"type": ["object", "null"]},
+            "domain_name": {"type": ["object", "null"]}, "gateway": {"type": ["object", "null"]},
+            "secret": {"type": ["object", "null"]}}})),
+        "responses": created}}));
+    for (path, summary, codes) in [
+        ("/healthz", "The process serves", &[200][..]),
+        (
+            "/readyz",
+            "The store and the bus answer (within a second)",
+            &[200, 503][..],
+        ),
+        ("/metrics", "Prometheus metrics", &[200][..]),
     ] {
+        let responses: Map<String, Value> = codes
+            .iter()
+            .map(|code| {
+                let description = if *code == 200 {
+                    "ok"
+                } else {
+                    "not ready: a backend does not answer"
+                };
+                (code.to_string(), json!({"description": description}))
+            })
+            .collect();
         paths.insert(
             path.into(),
             json!({"get": {"tags": ["Operations"], "summary": summary, "security": [],
-            "responses": {"200": {"description": "ok"}}}}),
+            "responses": responses}}),
         );
     }
     for (name, schema) in schemas {

@@ -64,22 +64,32 @@ pub fn routes(ops: Ops) -> Router {
         .with_state(ops)
 }
 
+/// How long `/readyz` waits for a probe: an orchestrator needs a quick "not ready" while a
+/// backend is down (a database restarting), not a request that hangs until its pool gives up.
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
+
 async fn ready(State(ops): State<Ops>) -> Response {
-    let mut failures = serde_json::Map::new();
-    for probe in &ops.probes {
-        let checked = tokio::time::timeout(std::time::Duration::from_secs(5), probe.check()).await;
+    // The probes run at once, so the answer comes within one timeout whatever fails.
+    let checks = ops.probes.iter().map(|probe| async move {
+        let checked = tokio::time::timeout(PROBE_TIMEOUT, probe.check()).await;
         let outcome = match checked {
-            Ok(Ok(())) => continue,
-            Ok(Err(err)) => err.to_string(),
-            Err(_) => "no answer within 5s".to_owned(),
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(err.to_string()),
+            Err(_) => Some(format!("no answer within {PROBE_TIMEOUT:?}")),
         };
-        failures.insert(probe.name.to_owned(), outcome.into());
-    }
+        (probe.name, outcome)
+    });
+    let failures: serde_json::Map<String, serde_json::Value> = futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .filter_map(|(name, outcome)| outcome.map(|o| (name.to_owned(), o.into())))
+        .collect();
     if failures.is_empty() {
         (StatusCode::OK, axum::Json(json!({ "ready": true }))).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
             axum::Json(json!({ "ready": false, "failing": failures })),
         )
             .into_response()

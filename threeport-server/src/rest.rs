@@ -17,15 +17,17 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use threeport_core::object::{Labels, NewObject, ObjectId, RawObject};
-use threeport_core::store::{ListQuery, SpecUpdate};
-use threeport_core::{Bus, Error, ErrorKind, Notification, Operation, SecretValues, Store};
+use threeport_core::store::{ListQuery, MAX_FILTERS, MAX_PAGE_SIZE, SpecUpdate};
+use threeport_core::{
+    Bus, Error, ErrorKind, IdempotencyKey, Notification, Once, Operation, SecretValues, Store,
+};
 
 use crate::registry::{KindEntry, KindRegistry};
 use crate::seal::Sealer;
@@ -92,6 +94,12 @@ impl IntoResponse for ApiError {
         if let Error::Invalid { field, .. } = &err {
             body["field"] = Value::String(field.clone());
         }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // A backend is restarting or unreachable: worth a retry soon (creates carry an
+            // Idempotency-Key, so a retry cannot create twice).
+            tracing::warn!(error = %err, "request failed: backend unavailable");
+            return (status, [(header::RETRY_AFTER, "1")], axum::Json(body)).into_response();
+        }
         if status.is_server_error() {
             tracing::error!(error = %err, "request failed");
         }
@@ -116,8 +124,9 @@ fn parse_id(id: &str) -> ApiResult<ObjectId> {
 /// Parses a JSON object body, refusing read-only fields by name. Writes to an existing object
 /// may carry `version`: the version they expect to replace.
 pub(crate) fn body_object(body: &Bytes, version_allowed: bool) -> ApiResult<Map<String, Value>> {
-    let value: Value = serde_json::from_slice(body)
+    let mut value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError(Error::invalid("body", format!("not valid JSON: {e}"))))?;
+    integral_numbers_as_integers(&mut value);
     let Value::Object(map) = value else {
         return Err(ApiError(Error::invalid("body", "must be a JSON object")));
     };
@@ -131,6 +140,27 @@ pub(crate) fn body_object(body: &Bytes, version_allowed: bool) -> ApiResult<Map<
         )));
     }
     Ok(map)
+}
+
+/// JSON has one number type, and JSON Schema counts `3.0` as an integer: so does the API. Whole
+/// floats become integers before typed decoding (which takes integers for float fields too).
+fn integral_numbers_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            // Within ±2^63, where an f64 holds whole numbers exactly and i64/u64 reach.
+            if f.fract() == 0.0 && f.abs() < 9.2e18 {
+                *value = if f < 0.0 {
+                    Value::from(f as i64)
+                } else {
+                    Value::from(f as u64)
+                };
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
+    }
 }
 
 /// Decodes a body object into `T`, naming the field at fault.
@@ -151,26 +181,103 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(map: Map<String, Value>) ->
     })
 }
 
-/// The expected version from `If-Match` (`"3"` or `3`) and/or the body; they must agree.
-fn expected_version(headers: &HeaderMap, body: Option<u64>) -> ApiResult<Option<u64>> {
-    let header = match headers.get(header::IF_MATCH) {
-        None => None,
-        Some(value) => {
-            let text = value.to_str().unwrap_or_default().trim().trim_matches('"');
-            Some(text.parse::<u64>().map_err(|_| {
-                ApiError(Error::invalid(
-                    "If-Match",
-                    "must be an object version number",
-                ))
-            })?)
-        }
+/// What an `If-Match` header asks for (RFC 9110 §13.1.1). Entity tags are object versions
+/// (`"3"`; a bare `3` is accepted too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum IfMatch {
+    /// No header.
+    Absent,
+    /// `*`: any current version (the object must exist).
+    Any,
+    /// One of these versions. Weak tags (`W/"3"`) never match under the strong comparison
+    /// `If-Match` uses, so they are left out: only weak tags leave the list empty.
+    Versions(Vec<u64>),
+}
+
+fn if_match(headers: &HeaderMap) -> ApiResult<IfMatch> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(IfMatch::Absent);
     };
-    match (header, body) {
-        (Some(h), Some(b)) if h != b => Err(ApiError(Error::invalid(
-            "version",
-            format!("the body says {b} and If-Match says {h}"),
+    let invalid = |why: &str| ApiError(Error::invalid("If-Match", why.to_owned()));
+    let text = value
+        .to_str()
+        .map_err(|_| invalid("must be ASCII: \"*\" or entity tags such as \"3\""))?
+        .trim();
+    if text == "*" {
+        return Ok(IfMatch::Any);
+    }
+    if text.is_empty() {
+        return Err(invalid(
+            "is empty: send \"*\" or the object version from ETag (\"3\")",
+        ));
+    }
+    let mut versions = Vec::new();
+    for tag in text.split(',').map(|t| t.trim_matches([' ', '\t'])) {
+        let (weak, opaque) = match tag.strip_prefix("W/") {
+            Some(rest) => (true, rest),
+            None => (false, tag),
+        };
+        // `"3"` as ETag gives it, or a bare `3`; at most 19 digits.
+        let digits = match opaque.strip_prefix('"') {
+            Some(quoted) => quoted.strip_suffix('"'),
+            None => Some(opaque),
+        };
+        let version = digits
+            .filter(|d| (1..=19).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|d| d.parse::<u64>().ok())
+            .ok_or_else(|| {
+                invalid(&format!(
+                    "{tag:?} is not an entity tag of this API: send \"*\" or object versions \
+                     in quotes, as ETag gives them (\"3\")"
+                ))
+            })?;
+        if !weak {
+            versions.push(version);
+        }
+    }
+    Ok(IfMatch::Versions(versions))
+}
+
+/// The version a write to `id` must find, from `If-Match` and/or a `version` in the body
+/// (they must agree); `None`: any. Several tags in `If-Match` resolve against the stored
+/// version.
+async fn expected_version(
+    state: &ApiState,
+    entry: &KindEntry,
+    id: ObjectId,
+    headers: &HeaderMap,
+    body: Option<u64>,
+) -> ApiResult<Option<u64>> {
+    let versions = match if_match(headers)? {
+        IfMatch::Absent | IfMatch::Any => return Ok(body),
+        IfMatch::Versions(versions) => versions,
+    };
+    if let Some(b) = body {
+        if !versions.contains(&b) {
+            return Err(ApiError(Error::invalid(
+                "version",
+                format!("the body says {b} and If-Match says otherwise ({versions:?})"),
+            )));
+        }
+        return Ok(Some(b));
+    }
+    match versions.as_slice() {
+        [] => Err(ApiError(Error::conflict(
+            "If-Match has only weak entity tags, which never match: If-Match compares \
+             strongly (RFC 9110 §13.1.1); send the ETag as given (\"3\")",
         ))),
-        (h, b) => Ok(h.or(b)),
+        [one] => Ok(Some(*one)),
+        many => {
+            let current = state.store.get(entry.kind, id).await?.meta.version;
+            if many.contains(&current) {
+                Ok(Some(current))
+            } else {
+                Err(ApiError(Error::conflict(format!(
+                    "{} {id} is at version {current}, none of {many:?}",
+                    entry.kind
+                ))))
+            }
+        }
     }
 }
 
@@ -244,56 +351,161 @@ struct CreateBody {
 async fn create(
     State(state): State<ApiState>,
     Path(plural): Path<String>,
-    body: Bytes,
+    headers: HeaderMap,
+    raw: Bytes,
 ) -> ApiResult<Response> {
     let entry = entry(&state, &plural)?;
-    let mut body: CreateBody = decode(body_object(&body, false)?)?;
+    let mut body: CreateBody = decode(body_object(&raw, false)?)?;
     let secret = take_secret(entry, &mut body.spec)?;
     seal_fields(&state, entry, &mut body.spec)?;
     let checked = entry.check(&body.spec)?;
-    let created = state
-        .store
-        .create(NewObject {
-            kind: entry.kind.to_owned(),
-            name: body.name,
-            labels: body.labels,
-            references: checked.references,
-            spec: checked.spec,
-        })
-        .await?;
+    let new = NewObject {
+        kind: entry.kind.to_owned(),
+        name: body.name,
+        labels: body.labels,
+        references: checked.references,
+        spec: checked.spec,
+    };
+    let route = format!("POST /v0/{plural}");
+    let (mut created, replayed) =
+        create_once(&state, &headers, &route, &raw, vec![(ObjectId::new(), new)]).await?;
+    let created = created.pop().expect("one object created");
     if let Some(secret) = secret {
+        // Also on a replay: the first request may have stopped before handing them over.
         hand_over_secret(&state, &created, secret).await?;
     }
-    Ok(with_etag(StatusCode::CREATED, created))
+    let mut response = with_etag(StatusCode::CREATED, created);
+    if replayed {
+        mark_replayed(&mut response);
+    }
+    Ok(response)
+}
+
+/// The request header of [`create_once`].
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// Creates `objects` (all or none), once per `Idempotency-Key` if the request has one (IETF
+/// draft-ietf-httpapi-idempotency-key-header; Stripe's API): the same request repeated within
+/// a day gets what the first one created, as it was then (`true`: replayed), instead of a
+/// conflict or a duplicate; the key sent with another request (method, path or body) is a
+/// 400 naming `Idempotency-Key`.
+pub(crate) async fn create_once(
+    state: &ApiState,
+    headers: &HeaderMap,
+    route: &str,
+    body: &[u8],
+    objects: Vec<(ObjectId, NewObject)>,
+) -> ApiResult<(Vec<RawObject>, bool)> {
+    let Some(key) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok((state.store.create_all(objects).await?, false));
+    };
+    let key = key.to_str().map_err(|_| {
+        ApiError(Error::invalid(
+            IDEMPOTENCY_KEY,
+            "must be visible ASCII (a UUID, say)",
+        ))
+    })?;
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    digest.update(route.as_bytes());
+    digest.update(b"\n");
+    digest.update(body);
+    let key = IdempotencyKey {
+        key: key.to_owned(),
+        fingerprint: hex::encode(digest.finish()),
+    };
+    match state.store.create_all_once(&key, objects).await? {
+        Once::Created(created) => Ok((created, false)),
+        Once::Replayed {
+            fingerprint,
+            objects,
+        } if fingerprint == key.fingerprint => Ok((objects, true)),
+        Once::Replayed { .. } => Err(ApiError(Error::invalid(
+            IDEMPOTENCY_KEY,
+            format!(
+                "{:?} was used within the last day for another request (another path or \
+                 body): use a new key for a new request",
+                key.key
+            ),
+        ))),
+    }
+}
+
+/// Marks an answer as the replay of an earlier request with the same `Idempotency-Key`.
+pub(crate) fn mark_replayed(response: &mut Response) {
+    response.headers_mut().insert(
+        "idempotent-replayed",
+        axum::http::HeaderValue::from_static("true"),
+    );
+}
+
+/// The query string's `name=value` pairs, percent-decoded (`+` is a space); a parameter that is
+/// not UTF-8 once decoded is an error naming it.
+fn query_pairs(raw: Option<&str>) -> ApiResult<Vec<(String, String)>> {
+    let decode = |part: &str, field: &str| -> ApiResult<String> {
+        let spaced = part.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8()
+            .map(|text| text.into_owned())
+            .map_err(|_| {
+                ApiError(Error::invalid(
+                    field,
+                    "is not UTF-8 text once percent-decoded",
+                ))
+            })
+    };
+    let mut pairs = Vec::new();
+    for pair in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = decode(key, "query")?;
+        let value = decode(value, &key)?;
+        pairs.push((key, value));
+    }
+    Ok(pairs)
 }
 
 async fn list(
     State(state): State<ApiState>,
     Path(plural): Path<String>,
-    Query(params): Query<Vec<(String, String)>>,
+    RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
     let entry = entry(&state, &plural)?;
     let mut query = ListQuery::default();
-    for (key, value) in params {
+    // Counted as sent: repeating a key still counts against the limit.
+    let mut labels = 0;
+    for (key, value) in query_pairs(raw.as_deref())? {
         match key.as_str() {
             "name" => query.name = Some(value),
             "label" => {
                 let (k, v) = value
                     .split_once('=')
                     .ok_or_else(|| ApiError(Error::invalid("label", "must be key=value")))?;
+                labels += 1;
                 query.labels.insert(k.to_owned(), v.to_owned());
             }
             "ref" => {
                 let (field, id) = value
                     .split_once('=')
                     .ok_or_else(|| ApiError(Error::invalid("ref", "must be field=id")))?;
-                query.references.push((field.to_owned(), parse_id(id)?));
+                let id = id.parse().map_err(|_| {
+                    ApiError(Error::invalid("ref", format!("{id:?} is not an object id")))
+                })?;
+                query.references.push((field.to_owned(), id));
             }
-            "after" => query.after = Some(parse_id(&value)?),
+            "after" => {
+                query.after = Some(value.parse().map_err(|_| {
+                    ApiError(Error::invalid(
+                        "after",
+                        format!("{value:?} is not an object id"),
+                    ))
+                })?)
+            }
             "limit" => {
-                query.limit = value
-                    .parse()
-                    .map_err(|_| ApiError(Error::invalid("limit", "must be a number")))?
+                query.limit = value.parse().map_err(|_| {
+                    ApiError(Error::invalid(
+                        "limit",
+                        format!("must be a number from 1 to {MAX_PAGE_SIZE}"),
+                    ))
+                })?
             }
             other => {
                 return Err(ApiError(Error::invalid(
@@ -303,6 +515,14 @@ async fn list(
             }
         }
     }
+    // Bad filters are the client's to fix, before any backend sees them.
+    if labels > MAX_FILTERS {
+        return Err(ApiError(Error::invalid(
+            "label",
+            format!("at most {MAX_FILTERS} label filters"),
+        )));
+    }
+    query.validate()?;
     let page = state.store.list(entry.kind, &query).await?;
     Ok(axum::Json(json!({ "items": page.items, "next": page.next })).into_response())
 }
@@ -335,7 +555,7 @@ async fn replace(
     let entry = entry(&state, &plural)?;
     let id = parse_id(&id)?;
     let body: ReplaceBody = decode(body_object(&body, true)?)?;
-    let expected_version = expected_version(&headers, body.version)?;
+    let expected_version = expected_version(&state, entry, id, &headers, body.version).await?;
     write_spec(&state, entry, id, expected_version, body.labels, body.spec).await
 }
 
@@ -390,7 +610,7 @@ async fn patch(
             "unknown field: a patch may change labels and spec",
         )));
     }
-    let asked = expected_version(&headers, body_version)?;
+    let asked = expected_version(&state, entry, id, &headers, body_version).await?;
     // Without a version from the client, patch the version just read, and read again if
     // something (a controller's status write, say) got in between: the patch applies to the
     // latest object and never overwrites a change it did not see.
@@ -448,7 +668,7 @@ async fn delete(
 ) -> ApiResult<Response> {
     let entry = entry(&state, &plural)?;
     let id = parse_id(&id)?;
-    let expected = expected_version(&headers, None)?;
+    let expected = expected_version(&state, entry, id, &headers, None).await?;
     let scheduled = state
         .store
         .schedule_deletion(entry.kind, id, expected)
@@ -458,9 +678,31 @@ async fn delete(
 
 #[cfg(test)]
 mod tests {
+    use axum::http::{HeaderMap, HeaderValue, header};
     use serde_json::json;
 
-    use super::merge_patch;
+    use super::{IfMatch, if_match, merge_patch};
+
+    fn parse(value: &str) -> Result<IfMatch, String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::IF_MATCH, HeaderValue::from_str(value).unwrap());
+        if_match(&headers).map_err(|e| e.0.to_string())
+    }
+
+    #[test]
+    fn if_match_follows_rfc_9110() {
+        assert_eq!(parse("*"), Ok(IfMatch::Any));
+        assert_eq!(parse("\"3\""), Ok(IfMatch::Versions(vec![3])));
+        assert_eq!(parse("3"), Ok(IfMatch::Versions(vec![3])));
+        assert_eq!(parse("\"3\", \"5\""), Ok(IfMatch::Versions(vec![3, 5])));
+        assert_eq!(
+            parse("W/\"3\""),
+            Ok(IfMatch::Versions(vec![])),
+            "weak never matches"
+        );
+        assert!(parse("").unwrap_err().contains("empty"));
+        assert!(parse("\"x\"").unwrap_err().contains("not an entity tag"));
+    }
 
     #[test]
     fn merge_patch_follows_rfc_7396() {

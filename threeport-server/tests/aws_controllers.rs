@@ -43,7 +43,7 @@ async fn workload(memory: &MemoryBackends) -> Object<WorkloadInstance> {
         .create(
             "shop",
             WorkloadDefinition {
-                yaml_document: "kind: ConfigMap\n".into(),
+                yaml_document: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n".into(),
             },
         )
         .await

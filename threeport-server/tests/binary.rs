@@ -4,15 +4,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use common::process::{BINARY, Server, send, serve, start, temp_dir, wait_reconciled};
+use common::process::{BINARY, Server, controllers, send, serve, start, temp_dir, wait_reconciled};
 
 fn files_contain(dir: &Path, needle: &[u8]) -> bool {
     std::fs::read_dir(dir).unwrap().any(|entry| {
@@ -254,35 +252,8 @@ impl Distributed {
 
     /// A `controller <names>` process; returns it and the URL of its metrics.
     async fn controllers(&self, names: &[&str]) -> (Server, String) {
-        let mut child = Command::new(BINARY)
-            .env("THREEPORT_AWS_ENDPOINT", "http://127.0.0.1:9")
-            .arg("controller")
-            .args(names)
-            .args(["--metrics-listen", "127.0.0.1:0"])
-            .args(&self.plane)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut metrics = None;
-        while let Ok(Ok(Some(line))) =
-            tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
-        {
-            if let Some(url) = line.strip_prefix("metrics on ") {
-                metrics = Some(url.to_owned());
-            }
-            if line == "ready" {
-                break;
-            }
-        }
-        let process = Server {
-            child,
-            base: String::new(),
-            token: None,
-        };
-        (process, metrics.expect("metrics address"))
+        let flags: Vec<&str> = self.plane.iter().map(String::as_str).collect();
+        controllers(names, &flags).await
     }
 }
 

@@ -141,7 +141,8 @@ async fn typed_crud_pagination_errors_and_composites() {
             name: "shop".into(),
             labels: Default::default(),
             definition: WorkloadDefinition {
-                yaml_document: "kind: Deployment\n".into(),
+                yaml_document: "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n"
+                    .into(),
             },
             runtime: None,
             database: Some(AwsRelationalDatabaseDefinition {

@@ -74,19 +74,38 @@ async fn records_follow_the_manifests() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].spec.manifest["spec"]["replicas"], 3);
 
-    // A resource without apiVersion: the definition fails, naming the document.
-    let bad = definitions
+    // A resource without apiVersion is refused at create, naming the document...
+    let bad_yaml = format!("{ONE}---\nkind: Service\nmetadata: {{name: x}}\n");
+    let refused = definitions
         .create(
             "bad",
             WorkloadDefinition {
-                yaml_document: format!("{ONE}---\nkind: Service\nmetadata: {{name: x}}\n"),
+                yaml_document: bad_yaml.clone(),
             },
         )
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(
+        matches!(&refused, threeport_core::Error::Invalid { field, message }
+            if field.ends_with("yaml_document") && message.contains("document 1")),
+        "{refused}"
+    );
+    // ...and one stored before that check existed fails in the controller, naming it too.
+    let bad = threeport_core::Store::create(
+        &*memory.store,
+        threeport_core::NewObject {
+            kind: "WorkloadDefinition".into(),
+            name: "bad".into(),
+            labels: Default::default(),
+            references: vec![],
+            spec: serde_json::json!({ "yaml_document": bad_yaml }),
+        },
+    )
+    .await
+    .unwrap();
     let failed = tokio::time::timeout(
         TEN_SECONDS,
-        definitions.wait_until(bad.id(), |o| o.status.state.is_stopped()),
+        definitions.wait_until(bad.meta.id, |o| o.status.state.is_stopped()),
     )
     .await
     .unwrap()

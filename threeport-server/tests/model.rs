@@ -402,7 +402,7 @@ async fn a_composite_workload_is_created_in_one_transaction() {
     let workload = |name: &str, storage_gb: u32| {
         json!({
             "name": name,
-            "definition": {"yaml_document": "kind: Deployment\nmetadata:\n  name: web\n"},
+            "definition": {"yaml_document": "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n"},
             "database": {
                 "aws_account": account, "engine": "postgres", "engine_version": "16.4",
                 "database_name": "shop", "database_port": 5432, "storage_gb": storage_gb,

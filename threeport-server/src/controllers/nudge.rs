@@ -74,6 +74,13 @@ mod tests {
         async fn create_all(&self, objects: Vec<(ObjectId, NewObject)>) -> Result<Vec<RawObject>> {
             self.inner.create_all(objects).await
         }
+        async fn create_all_once(
+            &self,
+            key: &threeport_core::IdempotencyKey,
+            objects: Vec<(ObjectId, NewObject)>,
+        ) -> Result<threeport_core::Once> {
+            self.inner.create_all_once(key, objects).await
+        }
         async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject> {
             self.inner.get(kind, id).await
         }
@@ -131,7 +138,7 @@ mod tests {
             .create(
                 "web",
                 WorkloadDefinition {
-                    yaml_document: "kind: ConfigMap\n".into(),
+                    yaml_document: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n".into(),
                 },
             )
             .await

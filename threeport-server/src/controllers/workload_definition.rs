@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use serde_json::Value;
+pub use threeport_api::model::split_manifests;
 use threeport_api::model::{
     WORKLOAD_DEFINITION_LABEL, WorkloadDefinition, WorkloadInstance, WorkloadResourceDefinition,
 };
@@ -16,47 +16,6 @@ use threeport_core::{
 };
 
 use super::nudge::set_label;
-
-/// Splits a YAML stream into resource manifests: empty documents are skipped, `List` kinds
-/// expanded. A document that does not parse, or a resource without `apiVersion`, `kind` or
-/// `metadata.name`, is an error naming the document's index (from 0) and the reason.
-pub fn split_manifests(yaml: &str) -> Result<Vec<Value>, String> {
-    let mut manifests = Vec::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let value = <serde_yaml::Value as serde::Deserialize>::deserialize(document)
-            .map_err(|e| format!("document {index}: not valid YAML: {e}"))?;
-        let value = serde_json::to_value(value)
-            .map_err(|e| format!("document {index}: not representable as JSON: {e}"))?;
-        match value {
-            Value::Null => continue,
-            Value::Object(_) => {}
-            _ => return Err(format!("document {index}: not a mapping")),
-        }
-        let is_list = value["kind"].as_str().is_some_and(|k| k.ends_with("List"))
-            && value["items"].is_array();
-        let resources = if is_list {
-            value["items"].as_array().cloned().unwrap_or_default()
-        } else {
-            vec![value]
-        };
-        for resource in resources {
-            for (path, present) in [
-                ("apiVersion", resource["apiVersion"].is_string()),
-                ("kind", resource["kind"].is_string()),
-                ("metadata.name", resource["metadata"]["name"].is_string()),
-            ] {
-                if !present {
-                    return Err(format!("document {index}: a resource has no {path}"));
-                }
-            }
-            manifests.push(resource);
-        }
-    }
-    if manifests.is_empty() {
-        return Err("the document defines no resources".to_owned());
-    }
-    Ok(manifests)
-}
 
 /// Reconciles `WorkloadDefinition` objects.
 #[derive(Debug, Clone, Copy, Default)]
@@ -199,35 +158,5 @@ impl Reconciler for WorkloadDefinitionReconciler {
             remove(&api, record).await?;
         }
         Ok(Action::Done)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_manifests;
-
-    #[test]
-    fn manifests_seen_in_the_wild_split() {
-        let yaml = "# a comment\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: a}\n- apiVersion: v1\n  kind: Secret\n  metadata: {name: b}\n---\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n";
-        let manifests = split_manifests(yaml).unwrap();
-        let kinds: Vec<&str> = manifests
-            .iter()
-            .map(|m| m["kind"].as_str().unwrap())
-            .collect();
-        assert_eq!(kinds, ["ConfigMap", "Secret", "Deployment"]);
-    }
-
-    #[test]
-    fn bad_documents_are_named_by_index() {
-        let err =
-            split_manifests("apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\nkind: Pod\n")
-                .unwrap_err();
-        assert!(
-            err.starts_with("document 1:") && err.contains("apiVersion"),
-            "{err}"
-        );
-        let err = split_manifests("a: [\n").unwrap_err();
-        assert!(err.starts_with("document 0: not valid YAML"), "{err}");
-        assert!(split_manifests("# nothing\n").is_err());
     }
 }

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod pg_cluster;
 pub mod process;
 
 /// A plain HTTP client. The workspace's rustls has only the `ring` provider, which must be

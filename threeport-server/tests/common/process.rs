@@ -72,6 +72,40 @@ pub async fn start(role: &str, data_dir: &Path, extra: &[&str]) -> Server {
     }
 }
 
+/// Starts a `controller <names>` process with `flags`; returns it and the URL of its metrics
+/// once it says it is ready.
+pub async fn controllers(names: &[&str], flags: &[&str]) -> (Server, String) {
+    let mut child = Command::new(BINARY)
+        .env("THREEPORT_AWS_ENDPOINT", "http://127.0.0.1:9")
+        .arg("controller")
+        .args(names)
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .args(flags)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut metrics = None;
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
+    {
+        if let Some(url) = line.strip_prefix("metrics on ") {
+            metrics = Some(url.to_owned());
+        }
+        if line == "ready" {
+            break;
+        }
+    }
+    let process = Server {
+        child,
+        base: String::new(),
+        token: None,
+    };
+    (process, metrics.expect("metrics address"))
+}
+
 impl Server {
     /// Kills the process at once (SIGKILL): no cleanup of any kind.
     pub async fn kill(mut self) {
