@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import shutil
@@ -34,9 +35,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server() -> Iterator[Tuple[str, str]]:
-    """`threeport-server serve` on the embedded default: (base URL, token)."""
+@contextlib.contextmanager
+def _serve() -> Iterator[Tuple[str, str]]:
+    """`threeport-server serve` on the embedded default in a fresh data directory: (base URL,
+    token)."""
     data_dir = tempfile.mkdtemp(prefix="threeport-py-")
     env = dict(os.environ, THREEPORT_AWS_ENDPOINT="http://127.0.0.1:9")
     process = subprocess.Popen(
@@ -63,6 +65,20 @@ def server() -> Iterator[Tuple[str, str]]:
         process.terminate()
         process.wait(timeout=15)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[Tuple[str, str]]:
+    """A server shared by the session's tests: (base URL, token)."""
+    with _serve() as running:
+        yield running
+
+
+@pytest.fixture
+def own_server() -> Iterator[Tuple[str, str]]:
+    """A server of the test's own (for tests that fill it with objects)."""
+    with _serve() as running:
+        yield running
 
 
 @pytest.fixture

@@ -166,7 +166,11 @@ def test_built_in_kinds_through_the_in_process_control_plane():
     client = control_plane.client()
     with engine:
         created = client.workload_definitions.create(
-            "web", {"yaml_document": "kind: ConfigMap\n---\nkind: Secret\n"}
+            "web",
+            {
+                "yaml_document": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n"
+                "apiVersion: v1\nkind: Secret\nmetadata: {name: b}\n"
+            },
         )
         done = client.workload_definitions.wait_until(created.id, timeout=20)
         assert done.status == {"resource_count": 2}
