@@ -59,6 +59,8 @@ fn config() -> ControllerConfig {
         },
         max_retries: 3,
         resync_period: None,
+        // Objects are written just before the controllers look (and on a paused clock).
+        resync_grace: Duration::ZERO,
         ..ControllerConfig::default()
     }
 }
@@ -358,5 +360,59 @@ async fn a_change_during_a_resynced_reconcile_runs_it_again() {
     .await
     .expect("the change ran it again, long before the 10-minute backoff")
     .unwrap();
+    shutdown.cancel();
+}
+
+/// Takes 5 s per reconcile.
+struct Slow(Arc<AtomicU32>);
+
+#[async_trait]
+impl Reconciler for Slow {
+    type Object = Job;
+    async fn reconcile(&self, _: &mut Object<Job>, _: &Context) -> Result<Action, ReconcileError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok(Action::Done)
+    }
+}
+
+/// A resync's notification for an object being reconciled here folds into that reconcile; a
+/// change does not (it runs the object once more).
+#[tokio::test(start_paused = true)]
+async fn a_resync_of_an_object_being_reconciled_adds_no_run() {
+    let memory = MemoryBackends::new();
+    let shutdown = CancellationToken::new();
+    memory.spawn_relay(shutdown.clone());
+    let calls = Arc::new(AtomicU32::new(0));
+    let controller = Controller::new(Slow(calls.clone()), memory.backends()).with_config(config());
+    tokio::spawn(controller.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let jobs = Api::<Job>::new(memory.store.clone());
+    let job = jobs
+        .create(
+            "j",
+            Job {
+                answer: "done".into(),
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "running");
+    memory
+        .bus
+        .publish(Notification::new(
+            "Job",
+            job.id(),
+            Operation::Resync,
+            job.meta.version,
+        ))
+        .await
+        .unwrap();
+    jobs.wait_until(job.id(), |j| j.is_reconciled())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the resync added no run");
     shutdown.cancel();
 }

@@ -1,5 +1,7 @@
 //! The typed client (`threeport-api`) against the real API over HTTP.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -191,4 +193,126 @@ async fn an_unreachable_server_is_unavailable_and_bad_urls_are_invalid() {
         Client::builder("ftp://x").build(),
         Err(ClientError::Invalid { .. })
     ));
+}
+
+/// A proxy in front of `upstream` that forwards every request, but drops the answer to the
+/// first `lose` request and says 503 instead: a commit whose answer was lost. Returns its URL
+/// and the `Idempotency-Key`s of the requests it saw.
+async fn answer_losing_proxy(
+    upstream: String,
+    lose: reqwest::Method,
+) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, StatusCode, Uri};
+    use axum::response::IntoResponse;
+    let keys = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let http = common::http_client();
+    let seen = keys.clone();
+    let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let (http, upstream, seen, lost, lose) = (
+            http.clone(),
+            upstream.clone(),
+            seen.clone(),
+            lost.clone(),
+            lose.clone(),
+        );
+        async move {
+            if let Some(key) = headers.get("idempotency-key") {
+                seen.lock().unwrap().push(key.to_str().unwrap().to_owned());
+            }
+            let mut request = http
+                .request(method.clone(), format!("{upstream}{uri}"))
+                .body(body);
+            for name in [
+                "authorization",
+                "content-type",
+                "if-match",
+                "idempotency-key",
+            ] {
+                if let Some(value) = headers.get(name) {
+                    request = request.header(name, value.as_bytes());
+                }
+            }
+            let response = request.send().await.unwrap();
+            let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+            let content_type = response.headers().get("content-type").cloned();
+            let answer = response.bytes().await.unwrap();
+            if method == lose && !lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [("retry-after", "0")],
+                    axum::Json(json!({"error": "unavailable", "message": "connection lost"})),
+                )
+                    .into_response();
+            }
+            let mut reply = (status, answer).into_response();
+            if let Some(value) = content_type {
+                reply.headers_mut().insert("content-type", value);
+            }
+            reply
+        }
+    };
+    let app = axum::Router::new().fallback(handler);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), keys)
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_is_retried_without_a_duplicate() {
+    let (url, token) = serve().await;
+    let (proxy, keys) = answer_losing_proxy(url.clone(), reqwest::Method::POST).await;
+    let client = Client::builder(&proxy).token(&token).build().unwrap();
+    let spec = WorkloadDefinition {
+        yaml_document: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n".into(),
+    };
+    let created = client
+        .api::<WorkloadDefinition>()
+        .create("web", &spec)
+        .await
+        .expect("the retry gets the object the lost attempt created");
+    let keys = keys.lock().unwrap().clone();
+    assert_eq!(keys.len(), 2, "sent twice");
+    assert_eq!(keys[0], keys[1], "with one Idempotency-Key");
+    let direct = Client::builder(&url).token(&token).build().unwrap();
+    let all = direct
+        .api::<WorkloadDefinition>()
+        .list_all(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1, "created once");
+    assert_eq!(all[0].id(), created.id());
+    // Two creates, two keys.
+    direct
+        .api::<WorkloadDefinition>()
+        .create("other", &spec)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_replace_whose_answer_was_lost_is_not_repeated_blindly() {
+    let (url, token) = serve().await;
+    let direct = Client::builder(&url).token(&token).build().unwrap();
+    let spec = WorkloadDefinition {
+        yaml_document: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n".into(),
+    };
+    let created = direct
+        .api::<WorkloadDefinition>()
+        .create("web", &spec)
+        .await
+        .unwrap();
+    let (proxy, _) = answer_losing_proxy(url, reqwest::Method::PUT).await;
+    let client = Client::builder(&proxy).token(&token).build().unwrap();
+    let err = client
+        .api::<WorkloadDefinition>()
+        .replace(&created)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Unavailable { .. }),
+        "the caller learns the outcome is unknown, not a spurious conflict: {err}"
+    );
 }

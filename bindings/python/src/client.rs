@@ -104,17 +104,32 @@ async fn call(client: Client, op: String, kind: String, args: Value) -> PyResult
 #[pymethods]
 impl ClientCore {
     /// A client of the control plane at `url`, with a bearer `token`, a CA (PEM) to trust, a
-    /// client identity (certificate and key, PEM) for mutual TLS, and a request timeout.
+    /// client identity (certificate and key, PEM) for mutual TLS, a request timeout, and how
+    /// often an unavailable answer is retried (creates carry an `Idempotency-Key`, so a retry
+    /// never creates twice).
     #[new]
-    #[pyo3(signature = (url, token=None, ca_pem=None, identity_pem=None, timeout=30.0))]
+    #[pyo3(signature = (url, token=None, ca_pem=None, identity_pem=None, timeout=30.0, retries=6))]
     fn new(
         url: String,
         token: Option<String>,
         ca_pem: Option<String>,
         identity_pem: Option<String>,
         timeout: f64,
+        retries: u32,
     ) -> PyResult<Self> {
-        let mut builder = Client::builder(url).timeout(Duration::from_secs_f64(timeout.max(0.001)));
+        if !(timeout.is_finite() && timeout > 0.0) {
+            return Err(crate::errors::validation(
+                "timeout",
+                format!("{timeout} is not a positive number of seconds"),
+            ));
+        }
+        let retry = threeport_api::Retry {
+            retries,
+            ..threeport_api::Retry::default()
+        };
+        let mut builder = Client::builder(url)
+            .timeout(Duration::from_secs_f64(timeout))
+            .retry(retry);
         if let Some(token) = token {
             builder = builder.token(token);
         }

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
+import json
+import threading
 
 import pytest
 
@@ -144,3 +147,49 @@ def test_the_async_client(server):
         await definitions.delete(created[2].id)
 
     asyncio.run(scenario())
+
+
+def test_creates_are_retried_with_one_idempotency_key():
+    """A 503 (a database restarting, an answer lost after the commit) is retried; the create
+    carries the same Idempotency-Key both times, so the server can answer the repeat with
+    what the first attempt made."""
+    keys = []
+    answer = {
+        "id": "01890a5d-ac96-774b-bcce-b302099a8057", "kind": "WorkloadDefinition",
+        "name": "web", "version": 1, "generation": 1, "labels": {},
+        "created_at": "2026-11-29T00:00:00Z", "updated_at": "2026-11-29T00:00:00Z",
+        "spec": {"yaml_document": "x"}, "status": {},
+    }
+
+    class Flaky(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers["Content-Length"]))
+            keys.append(self.headers.get("Idempotency-Key"))
+            if len(keys) == 1:
+                status, body = 503, {"error": "unavailable", "message": "db restarting"}
+            else:
+                status, body = 201, answer
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = threeport.Client(f"http://127.0.0.1:{server.server_port}", "tp_x")
+        created = client.workload_definitions.create("web", {"yaml_document": "x"})
+        assert created.name == "web"
+        assert len(keys) == 2 and keys[0] and keys[0] == keys[1], keys
+        none = threeport.Client(f"http://127.0.0.1:{server.server_port}", "tp_x", retries=0)
+        keys.clear()
+        with pytest.raises(threeport.Unavailable):
+            none.workload_definitions.create("web", {"yaml_document": "x"})
+    finally:
+        server.shutdown()

@@ -6,9 +6,10 @@
 //! conditions (fenced by the lease token) → run again, under the same lease, if a notification
 //! for the object arrived meanwhile → release the lease in the background → ack or requeue.
 //!
-//! Beside the deliveries, a resync looks at the kind's objects at start and every
-//! `resync_period`, and notifies the bus of those waiting for a reconcile (level-triggered, like
-//! controller-runtime's initial list): notifications are hints and a bus may lose them.
+//! Beside the deliveries, a resync looks at the kind's objects at start (once notifications in
+//! transit had `resync_grace` to arrive) and every `resync_period`, and notifies the bus of
+//! those waiting for a reconcile (level-triggered, like controller-runtime's initial list):
+//! notifications are hints and a bus may lose them.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -73,9 +74,13 @@ pub struct ControllerConfig {
     pub drain_timeout: Duration,
     /// How often the controller looks at every object of its kind and notifies the bus of
     /// those still waiting for a reconcile (pending, acknowledged, failing or deletion
-    /// scheduled, with no requeue scheduled later). It always does so once at start. `None`:
-    /// only at start.
+    /// scheduled, with no requeue scheduled later). It always does so once at start (after
+    /// `resync_grace`). `None`: only at start.
     pub resync_period: Option<Duration>,
+    /// Time a notification may take to get through (outbox, relay, bus): the start-up resync
+    /// waits this long, and a resync leaves objects written more recently to the
+    /// notifications still on their way (a resync's notification would make a second reconcile).
+    pub resync_grace: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -92,6 +97,7 @@ impl Default for ControllerConfig {
             lock_busy_delay: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(30),
             resync_period: Some(Duration::from_secs(300)),
+            resync_grace: Duration::from_secs(10),
         }
     }
 }
@@ -416,9 +422,14 @@ impl<R: Reconciler> Worker<R> {
         }
     }
 
-    /// Resyncs at start, then every `resync_period`; a failed resync is retried with backoff.
+    /// Resyncs `resync_grace` after start, then every `resync_period`; a failed resync is
+    /// retried with backoff.
     async fn resync_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let mut failures = 0;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(self.config.resync_grace) => {}
+        }
         loop {
             let next = match self.resync().await {
                 Ok(notified) => {
@@ -451,13 +462,14 @@ impl<R: Reconciler> Worker<R> {
         let kind = self.reconciler.kind();
         let mut query = ListQuery::default().limit(MAX_PAGE_SIZE);
         let mut notified = 0;
+        let grace = chrono::Duration::from_std(self.config.resync_grace).unwrap_or_default();
         loop {
             let page = self.backends.store.list(kind, &query).await?;
             let at = now();
             let waiting: Vec<Notification> = page
                 .items
                 .iter()
-                .filter(|obj| obj.needs_reconcile(at))
+                .filter(|obj| obj.meta.updated_at <= at - grace && obj.needs_reconcile(at))
                 .map(|obj| {
                     Notification::new(kind, obj.meta.id, Operation::Resync, obj.meta.version)
                 })
@@ -481,6 +493,11 @@ impl<R: Reconciler> Worker<R> {
         match active.get_mut(&delivery.notification.id) {
             // Its secret must reach a reconcile of its own: it cannot fold into another.
             Some(_) if delivery.notification.secret.is_some() => Admission::Busy(delivery),
+            // A resync asks that the object be reconciled: it is being reconciled right now.
+            Some(_) if delivery.notification.operation == Operation::Resync => {
+                self.metrics.coalesced.inc();
+                Admission::Coalesced(delivery)
+            }
             Some(dirty) => {
                 *dirty = true;
                 self.metrics.coalesced.inc();

@@ -314,8 +314,9 @@ class _Connection:
         ca: Optional[str] = None,
         identity: Optional[str] = None,
         timeout: float = 30.0,
+        retries: int = 6,
     ) -> None:
-        self._core = ClientCore(url, token, ca, identity, timeout)
+        self._core = ClientCore(url, token, ca, identity, timeout, retries)
         self.url = url
 
 
@@ -325,6 +326,11 @@ class Client(_Connection, KindResources):
     ``token`` is the bearer token; ``ca`` a PEM CA to trust for HTTPS, ``identity`` a PEM
     certificate and key for mutual TLS. Every kind is an attribute
     (``client.workload_definitions``) or ``client.resource("WorkloadDefinition")``.
+
+    An answer the control plane could not give (503 while a database restarts, a refused
+    connection) is retried ``retries`` times with backoff, when repeating is safe: reads,
+    deletes, patches, and creates, which carry an ``Idempotency-Key`` so a retry after a lost
+    answer gets the object the first attempt created, not a conflict.
     """
 
     def resource(self, kind: str) -> "Resource[Any]":
