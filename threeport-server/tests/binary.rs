@@ -10,7 +10,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-use common::process::{BINARY, Server, controllers, send, serve, start, temp_dir, wait_reconciled};
+use common::process::{
+    BINARY, Server, controllers, metrics_text, send, serve, start, temp_dir, wait_reconciled,
+};
 
 fn files_contain(dir: &Path, needle: &[u8]) -> bool {
     std::fs::read_dir(dir).unwrap().any(|entry| {
@@ -121,14 +123,7 @@ async fn embedded_control_plane_end_to_end() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
-    let metrics = http
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&http, &server.base).await;
     for line in [
         r#"http_requests_total{method="POST",route="/v0/{plural}",status="401"} 2"#,
         r#"controller_runtime_reconcile_total{controller="workload-definition-controller",result="success"} 1"#,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use common::process::{send, serve, temp_dir};
+use common::process::{metrics_text, send, serve, temp_dir};
 
 const MANIFESTS: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n";
 
@@ -155,14 +155,7 @@ async fn stop_three_times_then_recover(stop: Stop, database: Option<String>) {
             .collect();
         assert!(warnings.is_empty(), "warnings recorded: {definition}");
     }
-    let metrics = http
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&http, &server.base).await;
     assert!(
         metrics.lines().any(|l| l.starts_with(
             "controller_runtime_leases_lost_total{controller=\"workload-definition-controller\"} 0"

@@ -36,35 +36,49 @@ pub async fn serve(data_dir: &Path, extra: &[&str]) -> Server {
     start("serve", data_dir, extra).await
 }
 
-/// Starts a role (`serve`, `api`) on a free port and reads its banner.
-pub async fn start(role: &str, data_dir: &Path, extra: &[&str]) -> Server {
+/// Starts the binary with `args` (its stdout piped, AWS calls kept on this machine, where
+/// nothing listens) and reads its banner until `last` says the rest is not needed; `each`
+/// sees every line.
+async fn launch(args: &[&str], last: impl Fn(&str) -> bool, mut each: impl FnMut(&str)) -> Child {
     let mut child = Command::new(BINARY)
-        // Any AWS call stays on this machine (nothing listens there).
         .env("THREEPORT_AWS_ENDPOINT", "http://127.0.0.1:9")
-        .args([role, "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(extra)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut base = None;
-    let mut token = None;
     while let Ok(Ok(Some(line))) =
         tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
     {
-        if let Some(rest) = line.strip_prefix("threeport control plane on ") {
-            base = rest.split_whitespace().next().map(str::to_owned);
-        }
-        if let Some(at) = line.find("tp_") {
-            token = Some(line[at..].trim().to_owned());
-        }
-        if line.starts_with("try:") {
+        each(&line);
+        if last(&line) {
             break;
         }
     }
+    child
+}
+
+/// Starts a role (`serve`, `api`) on a free port and reads its banner.
+pub async fn start(role: &str, data_dir: &Path, extra: &[&str]) -> Server {
+    let data_dir = data_dir.to_str().unwrap();
+    let mut args = vec![role, "--listen", "127.0.0.1:0", "--data-dir", data_dir];
+    args.extend(extra);
+    let (mut base, mut token) = (None, None);
+    let child = launch(
+        &args,
+        |line| line.starts_with("try:"),
+        |line| {
+            if let Some(rest) = line.strip_prefix("threeport control plane on ") {
+                base = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if let Some(at) = line.find("tp_") {
+                token = Some(line[at..].trim().to_owned());
+            }
+        },
+    )
+    .await;
     Server {
         child,
         base: base.expect("the banner names the address"),
@@ -75,35 +89,38 @@ pub async fn start(role: &str, data_dir: &Path, extra: &[&str]) -> Server {
 /// Starts a `controller <names>` process with `flags`; returns it and the URL of its metrics
 /// once it says it is ready.
 pub async fn controllers(names: &[&str], flags: &[&str]) -> (Server, String) {
-    let mut child = Command::new(BINARY)
-        .env("THREEPORT_AWS_ENDPOINT", "http://127.0.0.1:9")
-        .arg("controller")
-        .args(names)
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .args(flags)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut args = vec!["controller"];
+    args.extend(names);
+    args.extend(["--metrics-listen", "127.0.0.1:0"]);
+    args.extend(flags);
     let mut metrics = None;
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
-    {
-        if let Some(url) = line.strip_prefix("metrics on ") {
-            metrics = Some(url.to_owned());
-        }
-        if line == "ready" {
-            break;
-        }
-    }
+    let child = launch(
+        &args,
+        |line| line == "ready",
+        |line| {
+            if let Some(url) = line.strip_prefix("metrics on ") {
+                metrics = Some(url.to_owned());
+            }
+        },
+    )
+    .await;
     let process = Server {
         child,
         base: String::new(),
         token: None,
     };
     (process, metrics.expect("metrics address"))
+}
+
+/// The Prometheus text a process serves at `base`/metrics.
+pub async fn metrics_text(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 impl Server {

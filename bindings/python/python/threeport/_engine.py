@@ -198,7 +198,7 @@ class Engine:
         finished = threading.Event()
 
         async def start() -> "asyncio.Future[Any]":
-            task = asyncio.ensure_future(coroutine)
+            task: "asyncio.Future[Any]" = asyncio.ensure_future(coroutine)
             task.add_done_callback(lambda _: finished.set())
             return task
 
@@ -479,30 +479,20 @@ class AsyncObjects:
         timeout: float = 30.0,
         interval: float = 0.02,
     ) -> Object[Any]:
-        """See :meth:`Engine.wait_until`."""
-        check = predicate or settled
-        deadline = time.monotonic() + timeout
-        while True:
-            obj = await self.get(kind, id)
-            if check(obj):
-                return obj
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"{kind} {id} not there after {timeout}s: {obj.state}")
-            await asyncio.sleep(interval)
+        """See :meth:`Engine.wait_until` (it polls in a thread; the event loop goes on)."""
+        return await asyncio.to_thread(
+            lambda: self._engine.wait_until(
+                kind, id, predicate, timeout=timeout, interval=interval
+            )
+        )
 
     async def wait_until_gone(
         self, kind: str, id: str, *, timeout: float = 30.0, interval: float = 0.02
     ) -> None:
         """See :meth:`Engine.wait_until_gone`."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                await self.get(kind, id)
-            except NotFound:
-                return
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"{kind} {id} still there after {timeout}s")
-            await asyncio.sleep(interval)
+        await asyncio.to_thread(
+            lambda: self._engine.wait_until_gone(kind, id, timeout=timeout, interval=interval)
+        )
 
 
 __all__ = ["AsyncObjects", "Context", "Engine", "Requeue", "TerminalError"]

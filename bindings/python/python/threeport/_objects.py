@@ -50,11 +50,12 @@ class Object(Generic[SpecT]):
         """Reads an object as the API and the engine write it."""
         status = raw.get("status") or {}
         details = status.get("details")
+        spec: Any = raw.get("spec") if isinstance(raw.get("spec"), dict) else {}
         return cls(
             kind=raw.get("kind", ""),
             id=raw.get("id", ""),
             name=raw.get("name", ""),
-            spec=raw.get("spec") if isinstance(raw.get("spec"), dict) else {},
+            spec=spec,
             status=details if isinstance(details, dict) else {},
             labels=dict(raw.get("labels") or {}),
             version=int(raw.get("version") or 0),
