@@ -668,9 +668,11 @@ impl<R: Reconciler> Worker<R> {
                 store: self.backends.store.clone(),
                 fence: lease.token,
                 attempt,
-                cancelled: self.abort.child_token(),
+                // Its own token (not a child of `abort`, whose lock every reconcile would
+                // take): run_guarded cancels it when the reconcile is given up, aborts included.
+                cancelled: CancellationToken::new(),
                 secret: delivery.notification.secret.clone(),
-                work: TaskTracker::new(),
+                work: Arc::default(),
             };
             let started = Instant::now();
             self.metrics.active_workers.inc();
@@ -810,8 +812,11 @@ impl<R: Reconciler> Worker<R> {
         lease: &mut Lease,
         delivery: &Delivery,
     ) -> Option<Error> {
-        ctx.work.close();
-        if ctx.work.is_empty() {
+        let Some(work) = ctx.work.get() else {
+            return None;
+        };
+        work.close();
+        if work.is_empty() {
             return None;
         }
         let started = Instant::now();
@@ -821,7 +826,7 @@ impl<R: Reconciler> Worker<R> {
         let mut next_warning = Duration::from_secs(10);
         loop {
             tokio::select! {
-                _ = ctx.work.wait() => break,
+                _ = work.wait() => break,
                 _ = heartbeat.tick() => {
                     if lost.is_none() {
                         match self.backends.locker.renew(lease).await {

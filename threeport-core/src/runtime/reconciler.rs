@@ -1,7 +1,7 @@
 //! What a controller author writes: a [`Reconciler`], returning an [`Action`] or a
 //! [`ReconcileError`], with a [`Context`] to read other objects.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -84,8 +84,8 @@ pub struct Context {
     pub(crate) cancelled: CancellationToken,
     pub(crate) secret: Option<SecretValues>,
     /// Work the reconcile handed to other tasks or threads; the object stays locked until it
-    /// has stopped, even after a timeout.
-    pub(crate) work: TaskTracker,
+    /// has stopped, even after a timeout. Made on first use: most reconciles spawn nothing.
+    pub(crate) work: Arc<OnceLock<TaskTracker>>,
 }
 
 impl Context {
@@ -97,7 +97,7 @@ impl Context {
             attempt: 1,
             cancelled: CancellationToken::new(),
             secret: None,
-            work: TaskTracker::new(),
+            work: Arc::default(),
         }
     }
 
@@ -165,7 +165,7 @@ impl Context {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        self.work.spawn_blocking(f)
+        self.work.get_or_init(TaskTracker::new).spawn_blocking(f)
     }
 
     /// Runs a future on its own task as part of this reconcile, with the guarantee of
@@ -175,7 +175,7 @@ impl Context {
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.work.spawn(future)
+        self.work.get_or_init(TaskTracker::new).spawn(future)
     }
 }
 
