@@ -17,7 +17,6 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::json;
 use threeport_core::Error;
 
-use crate::tls::ClientCertificate;
 
 /// The hashes of the tokens the API accepts.
 #[derive(Debug, Clone, Default)]
@@ -105,6 +104,11 @@ impl TokenSet {
         self.hashes.is_empty()
     }
 }
+
+/// Marks a request whose connection presented a client certificate the client CA signed (the
+/// HTTPS server, [`crate::tls`], sets it); such a request needs no token.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientCertificate;
 
 /// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
 /// (RFC 9110 §11.1), spaces around the token are ignored.

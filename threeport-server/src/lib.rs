@@ -46,6 +46,7 @@ pub mod plane;
 mod registry;
 pub mod rest;
 pub mod seal;
+#[cfg(feature = "tls")]
 pub mod tls;
 
 use std::sync::Arc;

@@ -21,9 +21,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-/// Marks a request whose connection presented a client certificate the client CA signed.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientCertificate;
+pub use crate::auth::ClientCertificate;
 
 /// PEM files of a TLS setup.
 #[derive(Debug, Clone)]

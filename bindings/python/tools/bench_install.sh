@@ -14,7 +14,7 @@ trap 'rm -rf "$work"' EXIT
 python3 -m venv "$work/venv"
 export CARGO_TARGET_DIR="$work/target"
 start=$(date +%s.%N)
-MATURIN_PEP517_ARGS="--compatibility manylinux_2_28" \
+MATURIN_PEP517_ARGS="--compatibility manylinux_2_34" \
   "$work/venv/bin/pip" wheel --disable-pip-version-check -w "$work/wheels" ./bindings/python -v > "$work/build.log" 2>&1 || {
   tail -40 "$work/build.log"; exit 1; }
 "$work/venv/bin/pip" install --disable-pip-version-check -q "$work"/wheels/threeport-*.whl
