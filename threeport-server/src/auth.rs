@@ -17,7 +17,6 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::json;
 use threeport_core::Error;
 
-
 /// The hashes of the tokens the API accepts.
 #[derive(Debug, Clone, Default)]
 pub struct TokenSet {
