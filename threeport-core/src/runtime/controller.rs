@@ -812,9 +812,7 @@ impl<R: Reconciler> Worker<R> {
         lease: &mut Lease,
         delivery: &Delivery,
     ) -> Option<Error> {
-        let Some(work) = ctx.work.get() else {
-            return None;
-        };
+        let work = ctx.work.get()?;
         work.close();
         if work.is_empty() {
             return None;
