@@ -38,14 +38,12 @@
 
 pub mod auth;
 pub mod composite;
-pub mod controllers;
 pub mod model;
 pub mod openapi;
 pub mod ops;
 pub mod plane;
 mod registry;
 pub mod rest;
-pub mod seal;
 #[cfg(feature = "tls")]
 pub mod tls;
 
@@ -66,7 +64,10 @@ pub use auth::TokenSet;
 pub use ops::Ops;
 pub use registry::{CheckedSpec, KindEntry, KindRegistry, plural_path};
 pub use rest::{ApiError, ApiState, router};
-pub use seal::Sealer;
+/// The controllers the server runs (the `threeport-controllers` crate).
+pub use threeport_controllers as controllers;
+/// Sealing of secret fields, shared by the API (which seals) and the controllers (which open).
+pub use threeport_controllers::seal::{self, Sealer};
 
 /// The control plane's HTTP surface: the API (behind `tokens` unless `None`, which disables
 /// authentication) and the unauthenticated `/healthz`, `/readyz`, `/metrics`, `/openapi.json`

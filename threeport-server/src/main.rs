@@ -202,7 +202,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args, controllers::AVAILABLE).await,
+            Command::Serve(args) => {
+                let all: Vec<&str> = controllers::available().collect();
+                serve(args, &all).await
+            }
             Command::Api(args) => serve(args, &[]).await,
             Command::Controller {
                 names,
@@ -360,11 +363,11 @@ async fn controller(
 ) -> Result<(), String> {
     if let Some(unknown) = names
         .iter()
-        .find(|name| !controllers::AVAILABLE.contains(&name.as_str()))
+        .find(|name| !controllers::available().any(|known| known == name.as_str()))
     {
         return Err(format!(
             "no controller named {unknown:?}; available: {}",
-            controllers::AVAILABLE.join(", ")
+            controllers::available().collect::<Vec<_>>().join(", ")
         ));
     }
     let plane = plane::open(&plane_args.config())

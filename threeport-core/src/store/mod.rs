@@ -361,6 +361,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 /// ```
 pub struct Api<T> {
     store: Arc<dyn Store>,
+    /// The kind queried: `T::KIND`, or for [`Dynamic`](crate::Dynamic) objects the one given.
+    kind: Option<Arc<str>>,
     _kind: PhantomData<fn() -> T>,
 }
 
@@ -368,6 +370,7 @@ impl<T> Clone for Api<T> {
     fn clone(&self) -> Self {
         Api {
             store: self.store.clone(),
+            kind: self.kind.clone(),
             _kind: PhantomData,
         }
     }
@@ -376,19 +379,62 @@ impl<T> Clone for Api<T> {
 impl<T> std::fmt::Debug for Api<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Api")
-            .field("kind", &std::any::type_name::<T>())
+            .field("kind", &self.kind)
             .field("store", &self.store)
             .finish()
+    }
+}
+
+impl Api<crate::Dynamic> {
+    /// Access to the objects of `kind` as JSON: for kinds known only at run time. (A
+    /// `Dynamic` object's kind is a value: [`Api::new`] has none to query, and every call on
+    /// it is `Invalid`.)
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use threeport_core::{Api, Dynamic, MemoryStore, NewObject, Store};
+    ///
+    /// let store = Arc::new(MemoryStore::new());
+    /// let spec = serde_json::json!({"size": 3});
+    /// store.create(NewObject { kind: "Widget".into(), name: "w".into(),
+    ///                          labels: Default::default(), references: vec![], spec }).await?;
+    /// let widgets = Api::<Dynamic>::of_kind(store.clone(), "Widget")?;
+    /// assert_eq!(widgets.get_by_name("w").await?.spec.0["size"], 3);
+    /// assert!(Api::<Dynamic>::new(store).get_by_name("w").await.is_err());
+    /// # Ok::<(), threeport_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn of_kind(store: Arc<dyn Store>, kind: &str) -> Result<Self> {
+        crate::object::validate_kind(kind)?;
+        Ok(Api {
+            store,
+            kind: Some(Arc::from(kind)),
+            _kind: PhantomData,
+        })
     }
 }
 
 impl<T: ApiObject> Api<T> {
     /// Typed access to kind `T` in `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
+        // `Dynamic`'s KIND is a placeholder, never a kind to query.
+        let kind = (T::KIND != <crate::Dynamic as ApiObject>::KIND).then(|| Arc::from(T::KIND));
         Api {
             store,
+            kind,
             _kind: PhantomData,
         }
+    }
+
+    /// The kind this API reads and writes.
+    pub fn kind(&self) -> Result<&str> {
+        self.kind.as_deref().ok_or_else(|| {
+            Error::invalid(
+                "kind",
+                "an Api<Dynamic> has no kind: make it with Api::<Dynamic>::of_kind(store, kind)",
+            )
+        })
     }
 
     /// The underlying untyped store.
@@ -399,15 +445,18 @@ impl<T: ApiObject> Api<T> {
     /// Validates and creates an object named `name`.
     pub async fn create(&self, name: impl Into<String>, spec: T) -> Result<Object<T>> {
         // `NewObject::typed` has validated the spec already.
-        Object::from_raw(self.store.create(NewObject::typed(name, &spec)?).await?)
+        let mut new = NewObject::typed(name, &spec)?;
+        new.kind = self.kind()?.to_owned();
+        Object::from_raw(self.store.create(new).await?)
     }
 
     /// Creates from a prepared [`NewObject`] (labels included); checks the kind and validates.
     pub async fn create_new(&self, new: NewObject) -> Result<Object<T>> {
-        if new.kind != T::KIND {
+        let kind = self.kind()?;
+        if new.kind != kind {
             return Err(Error::invalid(
                 "kind",
-                format!("expected {}, found {}", T::KIND, new.kind),
+                format!("expected {kind}, found {}", new.kind),
             ));
         }
         let spec: T = serde_json::from_value(new.spec.clone())
@@ -418,21 +467,22 @@ impl<T: ApiObject> Api<T> {
 
     /// Reads by id.
     pub async fn get(&self, id: ObjectId) -> Result<Object<T>> {
-        Object::from_raw(self.store.get(T::KIND, id).await?)
+        Object::from_raw(self.store.get(self.kind()?, id).await?)
     }
 
     /// Reads by name. `NotFound` if no object of this kind has it.
     pub async fn get_by_name(&self, name: &str) -> Result<Object<T>> {
-        let page = self.store.list(T::KIND, &ListQuery::named(name)).await?;
+        let kind = self.kind()?;
+        let page = self.store.list(kind, &ListQuery::named(name)).await?;
         match page.items.into_iter().next() {
             Some(raw) => Object::from_raw(raw),
-            None => Err(Error::not_found(T::KIND, name)),
+            None => Err(Error::not_found(kind, name)),
         }
     }
 
     /// One page of objects.
     pub async fn list(&self, query: &ListQuery) -> Result<ListPage<Object<T>>> {
-        let page = self.store.list(T::KIND, query).await?;
+        let page = self.store.list(self.kind()?, query).await?;
         Ok(ListPage {
             items: page
                 .items
@@ -466,7 +516,7 @@ impl<T: ApiObject> Api<T> {
             references: obj.spec.references(),
             spec: serde_json::to_value(&obj.spec)?,
         };
-        Object::from_raw(self.store.update(T::KIND, obj.meta.id, update).await?)
+        Object::from_raw(self.store.update(self.kind()?, obj.meta.id, update).await?)
     }
 
     /// Writes `obj`'s status if its `meta.version` is still current.
@@ -478,7 +528,7 @@ impl<T: ApiObject> Api<T> {
         };
         Object::from_raw(
             self.store
-                .update_status(T::KIND, obj.meta.id, write)
+                .update_status(self.kind()?, obj.meta.id, write)
                 .await?,
         )
     }
@@ -502,7 +552,7 @@ impl<T: ApiObject> Api<T> {
     /// Polls until the object is gone (its deletion finished).
     pub async fn wait_until_gone(&self, id: ObjectId) -> Result<()> {
         loop {
-            match self.store.get(T::KIND, id).await {
+            match self.store.get(self.kind()?, id).await {
                 Err(err) if err.kind() == crate::ErrorKind::NotFound => return Ok(()),
                 Err(err) => return Err(err),
                 Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
@@ -512,6 +562,6 @@ impl<T: ApiObject> Api<T> {
 
     /// Schedules deletion: the controller cleans up, then the object disappears.
     pub async fn delete(&self, id: ObjectId) -> Result<Object<T>> {
-        Object::from_raw(self.store.schedule_deletion(T::KIND, id, None).await?)
+        Object::from_raw(self.store.schedule_deletion(self.kind()?, id, None).await?)
     }
 }

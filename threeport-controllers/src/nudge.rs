@@ -57,7 +57,7 @@ mod tests {
     };
 
     use super::set_label;
-    use crate::model::WorkloadDefinition;
+    use threeport_api::model::WorkloadDefinition;
 
     /// A store whose first spec update loses a race with a status write.
     #[derive(Debug)]

@@ -15,7 +15,7 @@ use threeport_core::{
     Action, Api, ApiObject, Context, ErrorKind, Object, ReconcileError, Reconciler,
 };
 
-use super::nudge::set_label;
+use crate::nudge::set_label;
 
 /// Reconciles `WorkloadDefinition` objects.
 #[derive(Debug, Clone, Copy, Default)]

@@ -26,10 +26,10 @@ use threeport_aws::{
 use threeport_core::object::EventType;
 use threeport_core::{Action, Context, Object, ObjectId, ReconcileError, Reconciler, Result};
 
-use super::attached::{
+use crate::attached::{
     DATABASE_PASSWORD_FIELD, announce, bucket_digest, database_digest, digest, secret_manager_name,
 };
-use super::nudge::set_label;
+use crate::nudge::set_label;
 use crate::seal::Sealer;
 
 /// How often a resource being created or deleted is looked at again.

@@ -29,10 +29,10 @@ use threeport_core::object::EventType;
 use threeport_core::{Action, Context, Object, ReconcileError, Reconciler};
 use threeport_k8s::{ClusterConnection, ResourceRef, apply_all};
 
-use super::aws::{AwsProvider, AwsServices, cloud_name};
-use super::clusters::ClusterProvider;
-use super::workload_instance::FIELD_MANAGER;
+use crate::aws::{AwsProvider, AwsServices, cloud_name};
+use crate::clusters::ClusterProvider;
 use crate::seal::Sealer;
+use crate::workload_instance::FIELD_MANAGER;
 
 /// Namespace of threeport's service account in the clusters it makes.
 pub const SYSTEM_NAMESPACE: &str = "threeport-system";

@@ -17,10 +17,10 @@ use threeport_core::store::ListQuery;
 use threeport_core::{Action, Context, Object, ReconcileError, Reconciler};
 use threeport_k8s::{ResourceRef, apply_all, delete_all};
 
-use super::attached::Attachments;
-use super::clusters::ClusterProvider;
-use super::workload_definition::split_manifests;
+use crate::attached::Attachments;
+use crate::clusters::ClusterProvider;
 use crate::seal::Sealer;
+use crate::workload_definition::split_manifests;
 
 /// Field manager of everything threeport applies.
 pub const FIELD_MANAGER: &str = "threeport";

@@ -19,7 +19,7 @@ use threeport_core::{
     Action, ApiObject, Context, Error, ErrorKind, Object, ReconcileError, Reconciler,
 };
 
-use super::clusters::ClusterProvider;
+use crate::clusters::ClusterProvider;
 
 /// How often a runtime waiting for its cluster looks again.
 const WAITING: Duration = Duration::from_secs(30);

@@ -22,7 +22,7 @@ use threeport_api::model::{
 use threeport_core::store::ListQuery;
 use threeport_core::{ApiObject, Context, Object, ObjectId, ReconcileError};
 
-use super::nudge::set_label;
+use crate::nudge::set_label;
 use crate::seal::Sealer;
 
 /// Prefix of the labels service controllers set on the workloads they serve.
