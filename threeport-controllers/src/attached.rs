@@ -1,15 +1,15 @@
 //! Services attached to a workload instance (RDS databases, S3 buckets, Secrets Manager
 //! secrets) and what they add to its resources.
 //!
-//! The service controllers never touch a cluster or another controller: when what a service
-//! gives its workload changes, its controller sets a label on the workload instance
-//! (`attached.threeport.io/<service>` = a digest of what it gives), which makes the workload
-//! reconcile again. The workload-instance controller then reads the services that reference
-//! it and adds their part: a connection Secret for a database; the bucket-name variable on
-//! the pods running as the bucket's service account, and the role annotation on that
-//! service account; an ExternalSecret for a secret. The label also tells it whether the
-//! service's status it reads is at least as new as the announcement: if not, it looks again
-//! shortly.
+//! The service controllers never touch a cluster or another controller, nor write on the
+//! workload: a service instance references its workload instance, and the workload-instance
+//! controller follows the service kinds ([`Via::ReferencedBy`](threeport_core::Via)), so
+//! the store notifies the workload whenever a service attached to it is created, changes
+//! status, is being deleted or is gone. The workload-instance controller then reads the
+//! services that reference it and adds their part: a connection Secret for a database; the
+//! bucket-name variable on the pods running as the bucket's service account, and the role
+//! annotation on that service account; an ExternalSecret for a secret (once its instance's
+//! `ValuesStored` condition holds).
 
 use std::collections::BTreeMap;
 
@@ -22,11 +22,7 @@ use threeport_api::model::{
 use threeport_core::store::ListQuery;
 use threeport_core::{ApiObject, Context, Object, ObjectId, ReconcileError};
 
-use crate::nudge::set_label;
 use crate::seal::Sealer;
-
-/// Prefix of the labels service controllers set on the workloads they serve.
-pub const ATTACHED_LABEL_PREFIX: &str = "attached.threeport.io/";
 
 /// Annotation that gives a service account an IAM role on EKS (IRSA).
 pub const ROLE_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
@@ -40,33 +36,6 @@ pub fn secret_store_name(region: &str) -> String {
 /// The Secrets Manager name of a secret definition's values.
 pub fn secret_manager_name(definition: &Object<SecretDefinition>) -> String {
     format!("threeport/{}", definition.meta.name)
-}
-
-fn label_key(service: ObjectId) -> String {
-    let id = service.0.simple().to_string();
-    format!("{ATTACHED_LABEL_PREFIX}{}", &id[id.len() - 12..])
-}
-
-/// A short digest of what a service gives its workload (label values are at most 63 chars).
-pub fn digest(parts: &[&str]) -> String {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    for part in parts {
-        context.update(part.as_bytes());
-        context.update(&[0]);
-    }
-    hex::encode(&context.finish().as_ref()[..8])
-}
-
-/// Announces to workload instance `workload` that what `service` gives it is now `given`
-/// (a [`digest`]), or, with `None`, that it gives nothing any more. A workload gone or going
-/// needs no news; a concurrent change makes it reconcile anyway.
-pub async fn announce(
-    ctx: &Context,
-    workload: ObjectId,
-    service: ObjectId,
-    given: Option<&str>,
-) -> Result<(), ReconcileError> {
-    set_label::<WorkloadInstance>(ctx, workload, &label_key(service), given).await
 }
 
 /// An environment variable for the pods running as a service account.
@@ -90,8 +59,6 @@ pub struct Attachments {
     pub env: Vec<AccountEnv>,
     /// IAM roles for service accounts: account name → role ARN.
     pub roles: BTreeMap<String, String>,
-    /// An announcement whose service status has not landed yet: look again shortly.
-    pub behind: bool,
 }
 
 /// The live (not deleting) services of kind `T` that reference `workload`.
@@ -112,15 +79,6 @@ async fn serving<T: ApiObject>(
 }
 
 impl Attachments {
-    /// Notes whether `service`'s announcement on `instance` matches what its status gives.
-    fn check(&mut self, instance: &Object<WorkloadInstance>, service: ObjectId, given: &str) {
-        if let Some(announced) = instance.meta.labels.get(&label_key(service))
-            && announced != given
-        {
-            self.behind = true;
-        }
-    }
-
     /// Reads what the services referencing `instance` add to it; database passwords are
     /// opened with `sealer`.
     pub async fn of(
@@ -137,10 +95,8 @@ impl Attachments {
                 &status.master_username,
                 &status.master_password,
             ) else {
-                attachments.check(instance, database.id(), "");
                 continue;
             };
-            attachments.check(instance, database.id(), &database_digest(host, port));
             let definition = ctx
                 .api::<AwsRelationalDatabaseDefinition>()
                 .get(database.spec.definition)
@@ -159,14 +115,8 @@ impl Attachments {
         for bucket in serving::<AwsObjectStorageBucketInstance>(ctx, instance.id()).await? {
             let status = &bucket.status.details;
             let Some(name) = &status.bucket else {
-                attachments.check(instance, bucket.id(), "");
                 continue;
             };
-            attachments.check(
-                instance,
-                bucket.id(),
-                &bucket_digest(name, status.role_arn.as_deref()),
-            );
             let definition = ctx
                 .api::<AwsObjectStorageBucketDefinition>()
                 .get(bucket.spec.definition)
@@ -187,10 +137,8 @@ impl Attachments {
                 .get(secret.spec.definition)
                 .await?;
             let Some(arn) = &definition.status.details.arn else {
-                attachments.check(instance, secret.id(), "");
                 continue;
             };
-            attachments.check(instance, secret.id(), &digest(&[arn]));
             let region = arn.split(':').nth(3).unwrap_or("us-east-1");
             attachments.manifests.push(json!({
                 "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
@@ -268,16 +216,6 @@ fn set_env(container: &mut Value, name: &str, value: &str) {
 
 /// Field the master password of a database is sealed under.
 pub const DATABASE_PASSWORD_FIELD: &str = "status.details.master_password";
-
-/// What a database gives its workload, as announced.
-pub fn database_digest(host: &str, port: u16) -> String {
-    digest(&[host, &port.to_string()])
-}
-
-/// What a bucket gives its workload, as announced.
-pub fn bucket_digest(bucket: &str, role_arn: Option<&str>) -> String {
-    digest(&[bucket, role_arn.unwrap_or_default()])
-}
 
 #[cfg(test)]
 mod tests {

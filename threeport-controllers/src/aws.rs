@@ -23,13 +23,10 @@ use threeport_aws::{
     KubernetesClusters, MemoryAws, Networks, ObjectStorage, RdsDatabases, RelationalDatabases,
     RoleRequest, Roles, S3Storage, SecretStore, SecretsManagerStore, Trust, partition,
 };
-use threeport_core::object::EventType;
+use threeport_core::object::{ConditionStatus, EventType};
 use threeport_core::{Action, Context, Object, ObjectId, ReconcileError, Reconciler, Result};
 
-use crate::attached::{
-    DATABASE_PASSWORD_FIELD, announce, bucket_digest, database_digest, digest, secret_manager_name,
-};
-use crate::nudge::set_label;
+use crate::attached::{DATABASE_PASSWORD_FIELD, secret_manager_name};
 use crate::seal::Sealer;
 
 /// How often a resource being created or deleted is looked at again.
@@ -342,14 +339,7 @@ impl Reconciler for BucketReconciler {
                 inline_policy: Some(bucket_policy(&bucket, &region)),
             })
             .await?;
-        instance.status.details.role_arn = Some(role_arn.clone());
-        announce(
-            ctx,
-            instance.spec.workload_instance,
-            instance.id(),
-            Some(&bucket_digest(&bucket, Some(&role_arn))),
-        )
-        .await?;
+        instance.status.details.role_arn = Some(role_arn);
         Ok(Action::Done)
     }
 
@@ -358,8 +348,8 @@ impl Reconciler for BucketReconciler {
         instance: &mut Object<AwsObjectStorageBucketInstance>,
         ctx: &Context,
     ) -> std::result::Result<Action, ReconcileError> {
-        // The workload stops using it first.
-        announce(ctx, instance.spec.workload_instance, instance.id(), None).await?;
+        // Its workload was told when its deletion was scheduled (it follows its services)
+        // and stops using it.
         let (_, services, _) = definition_services::<AwsObjectStorageBucketDefinition>(
             &self.aws,
             ctx,
@@ -423,16 +413,7 @@ impl Reconciler for SecretReconciler {
             "Stored",
             "the values are in Secrets Manager",
         );
-        // Instances waiting for the values look again now rather than at their next poll.
-        let instances = ctx.api::<SecretInstance>();
-        let query = threeport_core::store::ListQuery::default()
-            .referencing("definition", definition.id())
-            .limit(1000);
-        let stored = digest(&[&arn]);
-        for instance in instances.list_all(&query).await? {
-            set_label::<SecretInstance>(ctx, instance.id(), SECRET_STORED_LABEL, Some(&stored))
-                .await?;
-        }
+        // Its instances follow it: this status write reaches them.
         Ok(Action::Done)
     }
 
@@ -453,23 +434,16 @@ impl Reconciler for SecretReconciler {
     }
 }
 
-/// Label the secret controller sets on a definition's instances when it stored new values.
-const SECRET_STORED_LABEL: &str = "threeport.io/secret-stored";
+/// Condition of a secret instance: whether its definition's values are stored, so its
+/// workload can read them.
+pub const VALUES_STORED: &str = "ValuesStored";
 
-/// Reconciles `SecretInstance`: once its definition's values are stored, tells the workload,
-/// which adds an ExternalSecret reading them (see [`super::attached`]); the values never
-/// pass through threeport's store.
+/// Reconciles `SecretInstance`: follows its definition and says, in its `ValuesStored`
+/// condition, whether the values are stored; its workload follows it and adds an
+/// ExternalSecret reading them (see [`super::attached`]). The values never pass through
+/// threeport's store.
 #[derive(Debug, Clone, Default)]
-pub struct SecretInstanceReconciler {
-    poll: Option<Duration>,
-}
-
-impl SecretInstanceReconciler {
-    /// Waiting for the values looks again every `poll` (15 s by default).
-    pub fn with_poll(poll: Duration) -> Self {
-        SecretInstanceReconciler { poll: Some(poll) }
-    }
-}
+pub struct SecretInstanceReconciler;
 
 #[async_trait]
 impl Reconciler for SecretInstanceReconciler {
@@ -480,30 +454,30 @@ impl Reconciler for SecretInstanceReconciler {
         instance: &mut Object<SecretInstance>,
         ctx: &Context,
     ) -> std::result::Result<Action, ReconcileError> {
-        let Some(workload) = instance.spec.workload_instance else {
+        if instance.spec.workload_instance.is_none() {
             return Err(ReconcileError::terminal(
                 "secrets for Helm workload instances are not supported by this build yet",
             ));
-        };
+        }
         let definition = ctx
             .api::<SecretDefinition>()
             .get(instance.spec.definition)
             .await?;
-        let Some(arn) = &definition.status.details.arn else {
-            return Ok(Action::RequeueAfter(self.poll.unwrap_or(POLL)));
+        let (status, reason, message) = match &definition.status.details.arn {
+            Some(_) => (
+                ConditionStatus::True,
+                "Stored",
+                "the values are in Secrets Manager",
+            ),
+            None => (
+                ConditionStatus::False,
+                "WaitingForValues",
+                "the definition's values are not stored yet",
+            ),
         };
-        announce(ctx, workload, instance.id(), Some(&digest(&[arn]))).await?;
-        Ok(Action::Done)
-    }
-
-    async fn cleanup(
-        &self,
-        instance: &mut Object<SecretInstance>,
-        ctx: &Context,
-    ) -> std::result::Result<Action, ReconcileError> {
-        if let Some(workload) = instance.spec.workload_instance {
-            announce(ctx, workload, instance.id(), None).await?;
-        }
+        instance
+            .status
+            .set_condition(VALUES_STORED, status, reason, message);
         Ok(Action::Done)
     }
 }
@@ -606,17 +580,9 @@ impl Reconciler for DatabaseReconciler {
                         Some(self.sealer.seal(DATABASE_PASSWORD_FIELD, &password)?);
                     status.master_username = Some("threeport".to_owned());
                 }
-                status.host = state.host.clone();
+                // The workload follows its databases: this status write reaches it.
+                status.host = state.host;
                 status.port = state.port;
-                if let (Some(host), Some(port)) = (state.host, state.port) {
-                    announce(
-                        ctx,
-                        instance.spec.workload_instance,
-                        id,
-                        Some(&database_digest(&host, port)),
-                    )
-                    .await?;
-                }
                 Ok(Action::Done)
             }
             Some(_) => Ok(Action::RequeueAfter(POLL)),
@@ -628,8 +594,8 @@ impl Reconciler for DatabaseReconciler {
         instance: &mut Object<AwsRelationalDatabaseInstance>,
         ctx: &Context,
     ) -> std::result::Result<Action, ReconcileError> {
-        // The workload stops using it first.
-        announce(ctx, instance.spec.workload_instance, instance.id(), None).await?;
+        // Its workload was told when its deletion was scheduled (it follows its services)
+        // and stops using it.
         let Some(identifier) = instance.status.details.identifier.clone() else {
             return Ok(Action::Done);
         };

@@ -15,7 +15,6 @@ mod aws;
 mod clusters;
 #[cfg(feature = "aws")]
 mod eks;
-mod nudge;
 #[cfg(feature = "kubernetes")]
 mod runtime;
 pub mod seal;
@@ -26,8 +25,16 @@ mod workload_instance;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::registry::Registry;
+// The kinds controllers follow; without the Kubernetes controllers, none.
+#[cfg_attr(not(feature = "kubernetes"), allow(unused_imports))]
+use threeport_api::model::{
+    AwsEksKubernetesRuntimeInstance, AwsObjectStorageBucketInstance, AwsRelationalDatabaseInstance,
+    KubernetesRuntimeInstance, SecretDefinition, SecretInstance, WorkloadDefinition,
+};
+#[cfg_attr(not(feature = "kubernetes"), allow(unused_imports))]
+use threeport_core::ApiObject;
 use threeport_core::{
-    Backends, Controller, ControllerConfig, ControllerMetrics, Reconciler, Result,
+    Backends, Controller, ControllerConfig, ControllerMetrics, Reconciler, Result, Via,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -35,17 +42,19 @@ use tokio_util::sync::CancellationToken;
 #[cfg(feature = "aws")]
 pub use aws::{
     AwsProvider, AwsServices, BucketReconciler, DatabaseReconciler, FixedAws, SdkAws,
-    SecretInstanceReconciler, SecretReconciler, master_password,
+    SecretInstanceReconciler, SecretReconciler, VALUES_STORED, master_password,
 };
 #[cfg(feature = "kubernetes")]
 pub use clusters::{ClusterProvider, KubeClusters, SingleCluster};
 #[cfg(feature = "aws")]
 pub use eks::{EksReconciler, SERVICE_ACCOUNT, SYSTEM_NAMESPACE};
 #[cfg(feature = "kubernetes")]
-pub use runtime::RuntimeReconciler;
-pub use workload_definition::{WorkloadDefinitionReconciler, split_manifests};
+pub use runtime::{CLUSTER_READY, RuntimeReconciler};
+pub use workload_definition::{
+    WorkloadDefinitionReconciler, WorkloadResourceDefinitionReconciler, split_manifests,
+};
 #[cfg(feature = "kubernetes")]
-pub use workload_instance::{FIELD_MANAGER, WorkloadInstanceReconciler};
+pub use workload_instance::{FIELD_MANAGER, RUNTIME_READY, WorkloadInstanceReconciler};
 
 /// What controllers reach the outside world through.
 #[derive(Debug, Clone)]
@@ -60,72 +69,139 @@ pub struct Providers {
     pub sealer: Arc<seal::Sealer>,
 }
 
-/// Starts one controller: its reconciler, made from the providers, on the backends.
-type Start = fn(
-    &Providers,
-    Backends,
-    ControllerConfig,
-    ControllerMetrics,
-    CancellationToken,
-) -> JoinHandle<Result<()>>;
+/// Starts one controller: its reconciler, made from the providers, on the backends,
+/// following the declared relations.
+type Start = fn(&Providers, Backends, Controlled, CancellationToken) -> JoinHandle<Result<()>>;
 
-/// Every controller this build has, by name: the one place a controller is declared.
-const CONTROLLERS: &[(&str, Start)] = &[
-    ("workload-definition", |_, b, c, m, s| {
-        run(WorkloadDefinitionReconciler, b, c, m, s)
+/// Kinds a controller follows, and how their changes map to its objects.
+pub type Follows = &'static [(&'static str, Via)];
+
+/// What every controller is started with besides its reconciler.
+struct Controlled {
+    config: ControllerConfig,
+    metrics: ControllerMetrics,
+    follows: Follows,
+}
+
+/// Every controller this build has: its name, the kinds it follows (how their changes map
+/// to its objects) and how it starts. The one place a controller is declared. No controller
+/// writes on another object to make it reconcile: the store notifies followers of every
+/// change through these relations.
+const CONTROLLERS: &[(&str, Follows, Start)] = &[
+    ("workload-definition", &[], |_, b, c, s| {
+        run(WorkloadDefinitionReconciler, b, c, s)
+    }),
+    ("workload-resource-definition", &[], |_, b, c, s| {
+        run(WorkloadResourceDefinitionReconciler, b, c, s)
     }),
     #[cfg(feature = "kubernetes")]
-    ("workload-instance", |p, b, c, m, s| {
-        let reconciler = WorkloadInstanceReconciler::new(p.clusters.clone(), p.sealer.clone());
-        run(reconciler, b, c, m, s)
-    }),
+    (
+        "workload-instance",
+        &[
+            // A changed definition, and the runtime it runs on turning ready.
+            (WorkloadDefinition::KIND, Via::Referencing),
+            (KubernetesRuntimeInstance::KIND, Via::Referencing),
+            // The services attached to it (they reference it).
+            (AwsRelationalDatabaseInstance::KIND, Via::ReferencedBy),
+            (AwsObjectStorageBucketInstance::KIND, Via::ReferencedBy),
+            (SecretInstance::KIND, Via::ReferencedBy),
+        ],
+        |p, b, c, s| {
+            let reconciler = WorkloadInstanceReconciler::new(p.clusters.clone(), p.sealer.clone());
+            run(reconciler, b, c, s)
+        },
+    ),
     #[cfg(feature = "kubernetes")]
-    ("kubernetes-runtime", |p, b, c, m, s| {
-        run(RuntimeReconciler::new(p.clusters.clone()), b, c, m, s)
+    (
+        "kubernetes-runtime",
+        // The EKS cluster it owns making progress.
+        &[(AwsEksKubernetesRuntimeInstance::KIND, Via::Owning)],
+        |p, b, c, s| run(RuntimeReconciler::new(p.clusters.clone()), b, c, s),
+    ),
+    #[cfg(feature = "aws")]
+    ("aws-bucket", &[], |p, b, c, s| {
+        run(BucketReconciler::new(p.aws.clone()), b, c, s)
     }),
     #[cfg(feature = "aws")]
-    ("aws-bucket", |p, b, c, m, s| {
-        run(BucketReconciler::new(p.aws.clone()), b, c, m, s)
-    }),
-    #[cfg(feature = "aws")]
-    ("aws-database", |p, b, c, m, s| {
+    ("aws-database", &[], |p, b, c, s| {
         let reconciler = DatabaseReconciler::new(p.aws.clone(), p.sealer.clone());
-        run(reconciler, b, c, m, s)
+        run(reconciler, b, c, s)
     }),
     #[cfg(feature = "aws")]
-    ("aws-secret", |p, b, c, m, s| {
-        run(SecretReconciler::new(p.aws.clone()), b, c, m, s)
+    ("aws-secret", &[], |p, b, c, s| {
+        run(SecretReconciler::new(p.aws.clone()), b, c, s)
     }),
     #[cfg(feature = "aws")]
-    ("aws-secret-instance", |_, b, c, m, s| {
-        run(SecretInstanceReconciler::default(), b, c, m, s)
-    }),
+    (
+        "aws-secret-instance",
+        // Its definition's values being stored.
+        &[(SecretDefinition::KIND, Via::Referencing)],
+        |_, b, c, s| run(SecretInstanceReconciler, b, c, s),
+    ),
     #[cfg(feature = "aws")]
-    ("aws-eks", |p, b, c, m, s| {
+    ("aws-eks", &[], |p, b, c, s| {
         let reconciler = EksReconciler::new(p.aws.clone(), p.clusters.clone(), p.sealer.clone());
-        run(reconciler, b, c, m, s)
+        run(reconciler, b, c, s)
     }),
 ];
+
+/// The relations controller `name` follows ([`Controller::follows`]), as declared; for
+/// embedders that build their controllers themselves. Empty for an unknown name.
+pub fn follows(name: &str) -> Follows {
+    CONTROLLERS
+        .iter()
+        .find(|(known, _, _)| *known == name)
+        .map_or(&[], |(_, follows, _)| follows)
+}
+
+/// A controller for `reconciler` following what the table declares for controller `name`:
+/// for tests and embedders that make the reconciler themselves (with fakes, say).
+///
+/// Errors: `Invalid` (field `controller`) for a name not [`available`].
+pub fn declared<R: Reconciler>(
+    name: &str,
+    reconciler: R,
+    backends: Backends,
+) -> Result<Controller<R>> {
+    let Some((_, follows, _)) = CONTROLLERS.iter().find(|(known, _, _)| *known == name) else {
+        return Err(unknown(name));
+    };
+    Ok(following(Controller::new(reconciler, backends), follows))
+}
+
+fn following<R: Reconciler>(mut controller: Controller<R>, follows: Follows) -> Controller<R> {
+    for (kind, via) in follows {
+        controller = controller.follows(*kind, *via);
+    }
+    controller
+}
+
+fn unknown(name: &str) -> threeport_core::Error {
+    threeport_core::Error::invalid(
+        "controller",
+        format!(
+            "no controller named {name:?}; available: {}",
+            available().collect::<Vec<_>>().join(", ")
+        ),
+    )
+}
 
 fn run<R: Reconciler>(
     reconciler: R,
     backends: Backends,
-    config: ControllerConfig,
-    metrics: ControllerMetrics,
+    controlled: Controlled,
     shutdown: CancellationToken,
 ) -> JoinHandle<Result<()>> {
-    tokio::spawn(
-        Controller::new(reconciler, backends)
-            .with_config(config)
-            .with_metrics(metrics)
-            .run(shutdown),
-    )
+    let controller = Controller::new(reconciler, backends)
+        .with_config(controlled.config)
+        .with_metrics(controlled.metrics);
+    tokio::spawn(following(controller, controlled.follows).run(shutdown))
 }
 
 /// The names of the controllers this build has, as `threeport-server controller <name>`
 /// takes them.
 pub fn available() -> impl Iterator<Item = &'static str> {
-    CONTROLLERS.iter().map(|(name, _)| *name)
+    CONTROLLERS.iter().map(|(name, _, _)| *name)
 }
 
 /// Starts controller `name` on `backends` until `shutdown`, its metrics in `metrics`, tuned
@@ -141,14 +217,8 @@ pub fn spawn(
     tuning: &ControllerConfig,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<Result<()>>> {
-    let Some((_, start)) = CONTROLLERS.iter().find(|(known, _)| *known == name) else {
-        return Err(threeport_core::Error::invalid(
-            "controller",
-            format!(
-                "no controller named {name:?}; available: {}",
-                available().collect::<Vec<_>>().join(", ")
-            ),
-        ));
+    let Some((_, follows, start)) = CONTROLLERS.iter().find(|(known, _, _)| *known == name) else {
+        return Err(unknown(name));
     };
     let group = format!("{name}-controller");
     let registered = ControllerMetrics::register(&mut metrics.lock().unwrap(), &group);
@@ -156,5 +226,10 @@ pub fn spawn(
         name: group,
         ..tuning.clone()
     };
-    Ok(start(providers, backends, config, registered, shutdown))
+    let controlled = Controlled {
+        config,
+        metrics: registered,
+        follows,
+    };
+    Ok(start(providers, backends, controlled, shutdown))
 }

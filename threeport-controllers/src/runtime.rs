@@ -4,7 +4,10 @@
 //! (listing namespaces). For an `eks` runtime it creates the `AwsEksKubernetesRuntimeDefinition`
 //! and `AwsEksKubernetesRuntimeInstance` objects the AWS controller provisions the cluster from
 //! (the region from the runtime's location, else the account's default region), and waits
-//! until that controller writes the connection data; deleting the runtime deletes them too.
+//! until that controller writes the connection data. The EKS instance is owned by the runtime:
+//! the runtime follows it (its progress brings the runtime back; nobody polls) and deleting
+//! the runtime deletes it first (foreground cascade), so the cluster is torn down before the
+//! runtime goes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,43 +17,39 @@ use threeport_api::model::{
     AwsAccount, AwsEksKubernetesRuntimeDefinition, AwsEksKubernetesRuntimeInstance, InfraProvider,
     KubernetesRuntimeDefinition, KubernetesRuntimeInstance, aws_region_of,
 };
-use threeport_core::object::EventType;
+use threeport_core::object::{ConditionStatus, NewObject};
 use threeport_core::{
-    Action, ApiObject, Context, Error, ErrorKind, Object, ReconcileError, Reconciler,
+    Action, ApiObject, Context, Error, ErrorKind, Object, ObjectRef, ReconcileError, Reconciler,
 };
 
 use crate::clusters::ClusterProvider;
-
-/// How often a runtime waiting for its cluster looks again.
-const WAITING: Duration = Duration::from_secs(30);
 
 /// Reconciles `KubernetesRuntimeInstance` objects.
 #[derive(Debug, Clone)]
 pub struct RuntimeReconciler {
     clusters: Arc<dyn ClusterProvider>,
-    waiting: Duration,
 }
 
 impl RuntimeReconciler {
-    /// A controller reaching clusters through `clusters`.
+    /// A controller reaching clusters through `clusters`. Declare it following
+    /// `AwsEksKubernetesRuntimeInstance` by ownership (as the controller table does).
     pub fn new(clusters: Arc<dyn ClusterProvider>) -> Self {
-        RuntimeReconciler {
-            clusters,
-            waiting: WAITING,
-        }
-    }
-
-    /// How often a runtime waiting for its EKS cluster to come or go looks again (30 s).
-    pub fn with_poll(mut self, poll: Duration) -> Self {
-        self.waiting = poll;
-        self
+        RuntimeReconciler { clusters }
     }
 }
 
-/// The object of kind `T` named `name`, created from `spec` if missing.
-async fn ensure<T: ApiObject>(ctx: &Context, name: &str, spec: &T) -> Result<Object<T>, Error> {
+/// The object of kind `T` named `name`, created from `spec` (owned by `owner`, if given) if
+/// missing.
+async fn ensure<T: ApiObject>(
+    ctx: &Context,
+    name: &str,
+    spec: &T,
+    owner: Option<ObjectRef>,
+) -> Result<Object<T>, Error> {
     let api = ctx.api::<T>();
-    match api.create(name, spec.clone()).await {
+    let mut new = NewObject::typed(name, spec)?;
+    new.owners.extend(owner);
+    match api.create_new(new).await {
         Ok(created) => Ok(created),
         Err(err) if err.kind() == ErrorKind::AlreadyExists => api.get_by_name(name).await,
         Err(err) => Err(err),
@@ -81,6 +80,7 @@ async fn ensure_eks(
             default_node_group_minimum_size: 2,
             default_node_group_maximum_size: definition.spec.node_maximum.clamp(2, 6),
         },
+        None,
     )
     .await?;
     Ok(ensure(
@@ -91,6 +91,10 @@ async fn ensure_eks(
             runtime: runtime.id(),
             region,
         },
+        Some(ObjectRef::new(
+            KubernetesRuntimeInstance::KIND,
+            runtime.id(),
+        )),
     )
     .await?)
 }
@@ -111,15 +115,17 @@ impl Reconciler for RuntimeReconciler {
         if definition.spec.infra_provider == InfraProvider::Eks {
             let eks = ensure_eks(ctx, &definition, runtime).await?;
             if runtime.spec.connection.is_none() {
-                runtime.status.record_event(
-                    EventType::Normal,
+                // The EKS instance's progress brings us back (we follow what we own).
+                runtime.status.set_condition(
+                    CLUSTER_READY,
+                    ConditionStatus::False,
                     "WaitingForCluster",
                     format!(
                         "EKS cluster {} in {} requested; waiting for the AWS controller to create it",
                         eks.meta.name, eks.spec.region
                     ),
                 );
-                return Ok(Action::RequeueAfter(self.waiting));
+                return Ok(Action::Done);
             }
         } else if runtime.spec.connection.is_none() {
             return Err(ReconcileError::terminal(
@@ -133,27 +139,18 @@ impl Reconciler for RuntimeReconciler {
                 format!("the cluster does not answer: {e}"),
             )
         })?;
+        runtime.status.set_condition(
+            CLUSTER_READY,
+            ConditionStatus::True,
+            "Serving",
+            "the cluster answers",
+        );
         Ok(Action::Done)
     }
 
-    async fn cleanup(
-        &self,
-        runtime: &mut Object<KubernetesRuntimeInstance>,
-        ctx: &Context,
-    ) -> Result<Action, ReconcileError> {
-        // An EKS cluster behind it goes first: its object's deletion is the AWS controller's
-        // cue to tear the cluster down, and it disappears when that is done.
-        let instances = ctx.api::<AwsEksKubernetesRuntimeInstance>();
-        match instances.get_by_name(&runtime.meta.name).await {
-            Ok(eks) if eks.spec.runtime == runtime.id() => {
-                if !eks.is_deleting() {
-                    instances.delete(eks.id()).await?;
-                }
-                Ok(Action::RequeueAfter(self.waiting))
-            }
-            Ok(_) => Ok(Action::Done),
-            Err(err) if err.kind() == ErrorKind::NotFound => Ok(Action::Done),
-            Err(err) => Err(err.into()),
-        }
-    }
+    // No cleanup of its own: an EKS cluster behind it is owned by it, so deleting the runtime
+    // deletes that first, and the runtime is removed once it is gone.
 }
+
+/// Condition of a runtime: whether its cluster serves.
+pub const CLUSTER_READY: &str = "ClusterReady";

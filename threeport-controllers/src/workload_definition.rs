@@ -1,21 +1,18 @@
 //! The workload-definition controller: splits a definition's YAML stream into one
 //! `WorkloadResourceDefinition` record per resource, keeps those records in step with the
-//! manifests, and removes them when the definition goes.
+//! manifests. The records are owned by the definition ([`NewObject::owned_by`]): deleting it
+//! deletes them first. Workload instances follow their definition through a relation, so a
+//! changed definition reaches them without anyone writing on them.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 pub use threeport_api::model::split_manifests;
-use threeport_api::model::{
-    WORKLOAD_DEFINITION_LABEL, WorkloadDefinition, WorkloadInstance, WorkloadResourceDefinition,
-};
-use threeport_core::object::{Labels, NewObject};
-use threeport_core::store::ListQuery;
+use threeport_api::model::{WorkloadDefinition, WorkloadResourceDefinition};
+use threeport_core::object::NewObject;
 use threeport_core::{
     Action, Api, ApiObject, Context, ErrorKind, Object, ReconcileError, Reconciler,
 };
-
-use crate::nudge::set_label;
 
 /// Reconciles `WorkloadDefinition` objects.
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,18 +23,26 @@ async fn owned(
     ctx: &Context,
     definition: &Object<WorkloadDefinition>,
 ) -> Result<BTreeMap<String, Object<WorkloadResourceDefinition>>, ReconcileError> {
-    let query = ListQuery::default()
-        .label(WORKLOAD_DEFINITION_LABEL, definition.id().to_string())
-        .limit(1000);
-    let records = ctx
-        .api::<WorkloadResourceDefinition>()
-        .list_all(&query)
+    let api = ctx.api::<WorkloadResourceDefinition>();
+    let mut records = BTreeMap::new();
+    let dependents = ctx
+        .store()
+        .dependents(WorkloadDefinition::KIND, definition.id())
         .await?;
-    Ok(records
+    for dependent in dependents
         .into_iter()
-        .filter(|r| !r.is_deleting())
-        .map(|r| (r.meta.name.clone(), r))
-        .collect())
+        .filter(|d| d.kind == WorkloadResourceDefinition::KIND)
+    {
+        match api.get(dependent.id).await {
+            Ok(record) if !record.is_deleting() => {
+                records.insert(record.meta.name.clone(), record);
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == ErrorKind::NotFound => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(records)
 }
 
 /// Removes an owned record: nothing reconciles these, so the owner does both phases.
@@ -59,33 +64,6 @@ async fn remove(
         Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
         Err(err) => Err(err.into()),
     }
-}
-
-/// Label on a workload instance: the generation of its definition it was last told about.
-/// Changing it (a desired-state change) is how a new definition reaches the instances.
-pub const DEFINITION_GENERATION_LABEL: &str = "threeport.io/definition-generation";
-
-/// Tells every instance of `definition` about its current generation, so they reconcile the
-/// new manifests.
-async fn poke_instances(
-    ctx: &Context,
-    definition: &Object<WorkloadDefinition>,
-) -> Result<(), ReconcileError> {
-    let generation = definition.meta.generation.to_string();
-    let instances = ctx.api::<WorkloadInstance>();
-    let query = ListQuery::default()
-        .referencing("definition", definition.id())
-        .limit(1000);
-    for instance in instances.list_all(&query).await? {
-        set_label::<WorkloadInstance>(
-            ctx,
-            instance.id(),
-            DEFINITION_GENERATION_LABEL,
-            Some(&generation),
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 #[async_trait]
@@ -122,14 +100,8 @@ impl Reconciler for WorkloadDefinitionReconciler {
                         definition: definition.id(),
                         manifest: manifest.clone(),
                     };
-                    let labels = Labels::from([(
-                        WORKLOAD_DEFINITION_LABEL.to_owned(),
-                        definition.id().to_string(),
-                    )]);
-                    let new = NewObject {
-                        labels,
-                        ..NewObject::typed(name, &spec)?
-                    };
+                    let new = NewObject::typed(name, &spec)?
+                        .owned_by(WorkloadDefinition::KIND, definition.id());
                     match api.create_new(new).await {
                         Ok(_) => {}
                         // A previous run created it and then failed: it is there, fine.
@@ -144,19 +116,27 @@ impl Reconciler for WorkloadDefinitionReconciler {
             remove(&api, record).await?;
         }
         definition.status.details.resource_count = manifests.len();
-        poke_instances(ctx, definition).await?;
         Ok(Action::Done)
     }
+    // No cleanup of its own: the records it owns go first (foreground deletion, removed by
+    // their controller below), and the runtime removes the definition after them.
+}
 
-    async fn cleanup(
+/// Reconciles `WorkloadResourceDefinition` records: nothing to build (the definition's
+/// controller writes them), nothing to tear down; when their definition's deletion cascades
+/// to them, the runtime removes them, and then the definition.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkloadResourceDefinitionReconciler;
+
+#[async_trait]
+impl Reconciler for WorkloadResourceDefinitionReconciler {
+    type Object = WorkloadResourceDefinition;
+
+    async fn reconcile(
         &self,
-        definition: &mut Object<WorkloadDefinition>,
-        ctx: &Context,
+        _record: &mut Object<WorkloadResourceDefinition>,
+        _ctx: &Context,
     ) -> Result<Action, ReconcileError> {
-        let api = ctx.api::<WorkloadResourceDefinition>();
-        for record in owned(ctx, definition).await?.values() {
-            remove(&api, record).await?;
-        }
         Ok(Action::Done)
     }
 }

@@ -12,7 +12,7 @@ use threeport_api::model::{
     AppliedResource, KubernetesRuntimeInstance, WORKLOAD_INSTANCE_LABEL, WorkloadDefinition,
     WorkloadInstance,
 };
-use threeport_core::object::EventType;
+use threeport_core::object::{ConditionStatus, EventType};
 use threeport_core::store::ListQuery;
 use threeport_core::{Action, Context, Object, ReconcileError, Reconciler};
 use threeport_k8s::{ResourceRef, apply_all, delete_all};
@@ -188,6 +188,9 @@ fn reference(resource: &AppliedResource) -> ResourceRef {
     }
 }
 
+/// Condition of a workload instance: whether its runtime has a cluster to deploy to.
+pub const RUNTIME_READY: &str = "RuntimeReady";
+
 #[async_trait]
 impl Reconciler for WorkloadInstanceReconciler {
     type Object = WorkloadInstance;
@@ -213,7 +216,27 @@ impl Reconciler for WorkloadInstanceReconciler {
             instance.meta = updated.meta;
             instance.spec = updated.spec;
         }
-        let cluster = self.clusters.cluster(&runtime).await?;
+        let cluster = match self.clusters.cluster(&runtime).await {
+            Ok(cluster) => cluster,
+            Err(err) if runtime.spec.connection.is_none() => {
+                // An EKS runtime whose cluster is still coming: the instance references the
+                // runtime and follows it, so the runtime's progress brings it back.
+                instance.status.set_condition(
+                    RUNTIME_READY,
+                    ConditionStatus::False,
+                    "WaitingForRuntime",
+                    format!("runtime {}: {err}", runtime.meta.name),
+                );
+                return Ok(Action::Done);
+            }
+            Err(err) => return Err(err.into()),
+        };
+        instance.status.set_condition(
+            RUNTIME_READY,
+            ConditionStatus::True,
+            "RuntimeServing",
+            format!("deployed to runtime {}", runtime.meta.name),
+        );
         let attachments = Attachments::of(ctx, instance, &self.sealer).await?;
         let (manifests, generated) = prepare(manifests, &attachments, instance);
         let live = apply_all(cluster.as_ref(), &manifests, FIELD_MANAGER).await?;
@@ -268,10 +291,6 @@ impl Reconciler for WorkloadInstanceReconciler {
         details.runtime = Some(runtime.id());
         details.namespace = generated;
         details.resources = applied;
-        if attachments.behind {
-            // A service announced news its status does not show yet: look again shortly.
-            return Ok(Action::RequeueAfter(std::time::Duration::from_secs(1)));
-        }
         Ok(Action::Done)
     }
 

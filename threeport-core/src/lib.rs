@@ -63,6 +63,7 @@ pub mod lock;
 pub mod memory;
 pub mod object;
 pub mod outbox;
+pub mod relation;
 pub mod runtime;
 pub mod store;
 
@@ -75,10 +76,11 @@ pub use lock::{Lease, Locker, MemoryLocker};
 pub use memory::MemoryBackends;
 pub use object::{
     ApiObject, Condition, ConditionStatus, Dynamic, Event, EventType, Labels, LifecycleState,
-    NewObject, Object, ObjectId, ObjectMeta, RawObject, Reference, Status, Timestamp,
+    NewObject, Object, ObjectId, ObjectMeta, ObjectRef, RawObject, Reference, Status, Timestamp,
     ValidationError,
 };
 pub use outbox::{Outbox, OutboxEntry, OutboxRelay, RelayConfig};
+pub use relation::{Propagation, Relation, Via};
 pub use runtime::{
     Action, Backends, Backoff, Context, Controller, ControllerConfig, ControllerMetrics,
     ReconcileError, ReconcileResult, Reconciler,

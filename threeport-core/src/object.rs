@@ -25,6 +25,9 @@ pub type Labels = BTreeMap<String, String>;
 /// Maximum length of an object name or a label key/value.
 pub const MAX_NAME_LEN: usize = 253;
 
+/// Most owners one object may have.
+pub const MAX_OWNERS: usize = 16;
+
 /// Maximum number of events kept on an object; the oldest are dropped first.
 pub const MAX_EVENTS: usize = 20;
 
@@ -99,6 +102,32 @@ impl Reference {
     }
 }
 
+/// An object named by kind and id: an owner in [`ObjectMeta::owners`], a dependent in
+/// [`Store::dependents`](crate::Store::dependents).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObjectRef {
+    /// Kind of the object.
+    pub kind: String,
+    /// Id of the object.
+    pub id: ObjectId,
+}
+
+impl ObjectRef {
+    /// The object `kind`/`id`.
+    pub fn new(kind: impl Into<String>, id: ObjectId) -> Self {
+        ObjectRef {
+            kind: kind.into(),
+            id,
+        }
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.id)
+    }
+}
+
 /// The envelope fields every object has, whatever its kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectMeta {
@@ -125,6 +154,10 @@ pub struct ObjectMeta {
     /// Indexed references to other objects, derived from the spec.
     #[serde(default)]
     pub references: Vec<Reference>,
+    /// The objects this one was made on behalf of, set at creation and fixed afterwards.
+    /// Deleting an owner deletes what it owns first ([`Propagation`](crate::Propagation)).
+    #[serde(default)]
+    pub owners: Vec<ObjectRef>,
 }
 
 /// The shared lifecycle protocol (Threeport's, tidied): where an object is between
@@ -622,11 +655,27 @@ pub struct NewObject {
     pub labels: Labels,
     /// References derived from the spec.
     pub references: Vec<Reference>,
+    /// Owners: existing objects (or ones created earlier in the same
+    /// [`create_all`](crate::Store::create_all)) this one is made on behalf of.
+    pub owners: Vec<ObjectRef>,
     /// Desired state.
     pub spec: Value,
 }
 
 impl NewObject {
+    /// A creation request for an object of `kind` named `name`, with no labels, references
+    /// or owners.
+    pub fn new(kind: impl Into<String>, name: impl Into<String>, spec: Value) -> Self {
+        NewObject {
+            kind: kind.into(),
+            name: name.into(),
+            labels: Labels::new(),
+            references: Vec::new(),
+            owners: Vec::new(),
+            spec,
+        }
+    }
+
     /// Builds a creation request from a typed spec, validating it first.
     pub fn typed<T: ApiObject>(name: impl Into<String>, spec: &T) -> Result<Self, Error> {
         spec.validate()?;
@@ -635,15 +684,40 @@ impl NewObject {
             name: name.into(),
             labels: Labels::new(),
             references: spec.references(),
+            owners: Vec::new(),
             spec: serde_json::to_value(spec)?,
         })
     }
 
-    /// The checks every store makes before creating: kind, name and labels well formed.
+    /// The checks every store makes before creating: kind, name and labels well formed,
+    /// owners well formed and not repeated.
     pub fn validate(&self) -> Result<(), Error> {
         validate_kind(&self.kind)?;
         validate_name("name", &self.name)?;
-        validate_labels(&self.labels)
+        validate_labels(&self.labels)?;
+        if self.owners.len() > MAX_OWNERS {
+            return Err(Error::invalid(
+                "owners",
+                format!("at most {MAX_OWNERS} owners"),
+            ));
+        }
+        for (i, owner) in self.owners.iter().enumerate() {
+            validate_kind(&owner.kind)
+                .map_err(|_| Error::invalid(format!("owners[{i}].kind"), "is not a kind name"))?;
+            if self.owners[..i].iter().any(|o| o.id == owner.id) {
+                return Err(Error::invalid(
+                    format!("owners[{i}]"),
+                    format!("{owner} is listed twice"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds an owner.
+    pub fn owned_by(mut self, kind: impl Into<String>, id: ObjectId) -> Self {
+        self.owners.push(ObjectRef::new(kind, id));
+        self
     }
 
     /// Adds a label.
@@ -770,6 +844,7 @@ mod tests {
                 deletion_scheduled_at: None,
                 labels: Labels::new(),
                 references: vec![],
+                owners: vec![],
             },
             spec: serde_json::json!({"size": 3}),
             status: Status::default(),

@@ -96,7 +96,7 @@ impl Default for RelayConfig {
 /// let task = tokio::spawn(relay.run(stop.clone()));
 ///
 /// let new = NewObject { kind: "Widget".into(), name: "w".into(), labels: Default::default(),
-///                       references: vec![], spec: serde_json::json!({}) };
+///                       references: vec![], owners: Vec::new(), spec: serde_json::json!({}) };
 /// let created = store.create(new).await?;
 /// let delivery = sub.next().await?.unwrap();
 /// assert_eq!(delivery.notification.id, created.meta.id);

@@ -127,6 +127,7 @@ async fn outbox_claims_expire_at_their_deadline() {
             name: "w".into(),
             labels: Labels::new(),
             references: vec![],
+            owners: Vec::new(),
             spec: serde_json::json!({}),
         })
         .await

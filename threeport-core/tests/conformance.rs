@@ -17,6 +17,12 @@ async fn memory_store_passes_the_outbox_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_passes_the_relations_suite() {
+    let store = Arc::new(MemoryStore::new());
+    conformance::relations::run(store.clone(), store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_bus_passes_the_bus_suite() {
     conformance::bus::run(Arc::new(MemoryBus::new()), Timing::default()).await;
 }

@@ -54,6 +54,7 @@ async fn a_kind_named_at_run_time_is_reconciled_as_json() {
             name: "g".into(),
             labels: Default::default(),
             references: Vec::new(),
+            owners: Vec::new(),
             spec: json!({"n": 21}),
         })
         .await

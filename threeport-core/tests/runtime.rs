@@ -890,6 +890,7 @@ async fn a_stored_spec_that_does_not_decode_fails_with_the_reason() {
             name: "corrupt".into(),
             labels: Labels::new(),
             references: vec![],
+            owners: Vec::new(),
             spec: serde_json::json!({"size": "huge"}),
         })
         .await

@@ -124,6 +124,7 @@ impl Plan<'_> {
                 name: self.name.clone(),
                 labels: self.labels.clone(),
                 references: checked.references,
+                owners: Vec::new(),
                 spec: checked.spec,
             },
         ));

@@ -364,6 +364,7 @@ async fn create(
         name: body.name,
         labels: body.labels,
         references: checked.references,
+        owners: Vec::new(),
         spec: checked.spec,
     };
     let route = format!("POST /v0/{plural}");

@@ -11,8 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use threeport_aws::MemoryAws;
 use threeport_core::{
-    Api, ApiObject, Bus, Controller, MemoryBackends, Notification, Object, ObjectId, Operation,
-    SecretValues,
+    Api, ApiObject, Bus, MemoryBackends, Notification, Object, ObjectId, Operation, SecretValues,
 };
 use threeport_k8s::{Cluster, FakeApiServer, MemoryCluster, ResourceRef};
 use threeport_server::Sealer;
@@ -20,7 +19,8 @@ use threeport_server::controllers::attached::ROLE_ANNOTATION;
 use threeport_server::controllers::{
     AwsProvider, AwsServices, BucketReconciler, ClusterProvider, DatabaseReconciler, EksReconciler,
     FixedAws, KubeClusters, RuntimeReconciler, SecretInstanceReconciler, SecretReconciler,
-    SingleCluster, WorkloadDefinitionReconciler, WorkloadInstanceReconciler, master_password,
+    SingleCluster, WorkloadDefinitionReconciler, WorkloadInstanceReconciler, declared,
+    master_password,
 };
 use threeport_server::model::*;
 use tokio_util::sync::CancellationToken;
@@ -55,12 +55,25 @@ fn runtime_definition(
 }
 
 /// Runs `reconciler`'s controller on `memory` until `shutdown`.
+/// Runs `reconciler` as controller `name` of the table: following what it declares.
 fn run<R: threeport_core::Reconciler>(
     memory: &MemoryBackends,
     shutdown: &CancellationToken,
     reconciler: R,
 ) {
-    tokio::spawn(Controller::new(reconciler, memory.backends()).run(shutdown.clone()));
+    let name = match reconciler.kind() {
+        "KubernetesRuntimeInstance" => "kubernetes-runtime",
+        "AwsEksKubernetesRuntimeInstance" => "aws-eks",
+        "WorkloadDefinition" => "workload-definition",
+        "WorkloadInstance" => "workload-instance",
+        "AwsObjectStorageBucketInstance" => "aws-bucket",
+        "AwsRelationalDatabaseInstance" => "aws-database",
+        "SecretDefinition" => "aws-secret",
+        "SecretInstance" => "aws-secret-instance",
+        other => panic!("no controller for {other}"),
+    };
+    let controller = declared(name, reconciler, memory.backends()).unwrap();
+    tokio::spawn(controller.run(shutdown.clone()));
 }
 
 fn resource(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> ResourceRef {
@@ -113,11 +126,7 @@ async fn an_eks_runtime_is_provisioned_connected_used_and_torn_down_without_leak
     fake.lose_next_answer("create_cluster");
     let aws: Arc<dyn AwsProvider> = Arc::new(FixedAws(AwsServices::memory(fake.clone())));
     let clusters: Arc<dyn ClusterProvider> = Arc::new(KubeClusters::new(sealer.clone()));
-    run(
-        &memory,
-        &shutdown,
-        RuntimeReconciler::new(clusters.clone()).with_poll(Duration::from_millis(100)),
-    );
+    run(&memory, &shutdown, RuntimeReconciler::new(clusters.clone()));
     run(
         &memory,
         &shutdown,
@@ -310,11 +319,7 @@ async fn databases_buckets_and_secrets_become_part_of_their_workload() {
         DatabaseReconciler::new(aws.clone(), sealer.clone()),
     );
     run(&memory, &shutdown, SecretReconciler::new(aws.clone()));
-    run(
-        &memory,
-        &shutdown,
-        SecretInstanceReconciler::with_poll(Duration::from_millis(50)),
-    );
+    run(&memory, &shutdown, SecretInstanceReconciler);
 
     let store = memory.store.clone();
     let account = Api::<AwsAccount>::new(store.clone())

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use threeport_core::store::ListQuery;
-use threeport_core::{Api, Controller, LifecycleState, MemoryBackends, Object};
-use threeport_server::controllers::WorkloadDefinitionReconciler;
-use threeport_server::model::{
-    WORKLOAD_DEFINITION_LABEL, WorkloadDefinition, WorkloadResourceDefinition,
+use threeport_core::{
+    Api, ApiObject, Controller, LifecycleState, MemoryBackends, Object, ObjectRef, Store,
 };
+use threeport_server::controllers::{
+    WorkloadDefinitionReconciler, WorkloadResourceDefinitionReconciler,
+};
+use threeport_server::model::{WorkloadDefinition, WorkloadResourceDefinition};
 use tokio_util::sync::CancellationToken;
 
 const TWO: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec: {replicas: 1}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\n";
@@ -20,12 +21,26 @@ async fn records(
     memory: &MemoryBackends,
     definition: &Object<WorkloadDefinition>,
 ) -> Vec<Object<WorkloadResourceDefinition>> {
-    Api::<WorkloadResourceDefinition>::new(memory.store.clone())
-        .list_all(
-            &ListQuery::default().label(WORKLOAD_DEFINITION_LABEL, definition.id().to_string()),
-        )
+    let api = Api::<WorkloadResourceDefinition>::new(memory.store.clone());
+    let mut records = Vec::new();
+    let dependents = memory
+        .store
+        .dependents(WorkloadDefinition::KIND, definition.id())
         .await
-        .unwrap()
+        .unwrap_or_default();
+    for dependent in dependents {
+        let record = api.get(dependent.id).await.unwrap();
+        // Owned, not labelled: labels belong to users.
+        assert_eq!(
+            record.meta.owners,
+            vec![ObjectRef::new(WorkloadDefinition::KIND, definition.id())]
+        );
+        assert!(record.meta.labels.is_empty());
+        if !record.is_deleting() {
+            records.push(record);
+        }
+    }
+    records
 }
 
 #[tokio::test]
@@ -35,6 +50,10 @@ async fn records_follow_the_manifests() {
     memory.spawn_relay(shutdown.clone());
     tokio::spawn(
         Controller::new(WorkloadDefinitionReconciler, memory.backends()).run(shutdown.clone()),
+    );
+    tokio::spawn(
+        Controller::new(WorkloadResourceDefinitionReconciler, memory.backends())
+            .run(shutdown.clone()),
     );
     let definitions = Api::<WorkloadDefinition>::new(memory.store.clone());
 
@@ -98,6 +117,7 @@ async fn records_follow_the_manifests() {
             name: "bad".into(),
             labels: Default::default(),
             references: vec![],
+            owners: Vec::new(),
             spec: serde_json::json!({ "yaml_document": bad_yaml }),
         },
     )
@@ -117,7 +137,7 @@ async fn records_follow_the_manifests() {
         "{reason}"
     );
 
-    // Deleting the definition removes its records, then the definition.
+    // Deleting the definition removes its records (owned: the cascade), then the definition.
     definitions.delete(done.id()).await.unwrap();
     tokio::time::timeout(TEN_SECONDS, definitions.wait_until_gone(done.id()))
         .await

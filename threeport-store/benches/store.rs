@@ -55,6 +55,7 @@ async fn run(creates: usize) {
                     name: format!("w{i}"),
                     labels: Labels::from([("tier".into(), "gold".into())]),
                     references: vec![],
+                    owners: vec![],
                     spec: serde_json::json!({"size": i, "image": "registry.example.com/app:1.2.3"}),
                 };
                 store.create(new).await.expect("create");

@@ -16,8 +16,9 @@ use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use threeport_core::object::validate_kind;
 use threeport_core::store::IDEMPOTENCY_WINDOW;
 use threeport_core::{
-    Error, IdempotencyKey, Lease, ListPage, ListQuery, Locker, NewObject, ObjectId, Once, Outbox,
-    OutboxEntry, RawObject, Reference, Result, SpecUpdate, Status, StatusWrite, Store,
+    Error, IdempotencyKey, Lease, ListPage, ListQuery, Locker, NewObject, ObjectId, ObjectRef,
+    Once, Outbox, OutboxEntry, Propagation, RawObject, Reference, Relation, Result, SpecUpdate,
+    Status, StatusWrite, Store,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -32,7 +33,7 @@ use crate::sql::{
 macro_rules! columns {
     () => {
         "id, kind, name, version, generation, created_at, updated_at, deletion_scheduled_at, \
-         labels, refs, spec, status"
+         labels, refs, owners, spec, status"
     };
 }
 
@@ -44,6 +45,34 @@ macro_rules! notify {
              SELECT kind, id, '",
             $operation,
             "', version FROM written)"
+        )
+    };
+}
+
+/// Notifies the followers of the rows of a CTE named `written` (`kind, id, refs, owners`),
+/// where `$cond` holds: the follower objects each registered relation maps them to, found
+/// through the reference index (`referencing`) or by primary key (`referenced_by`, `owning`).
+macro_rules! follow {
+    ($cond:literal) => {
+        concat!(
+            "followed AS (INSERT INTO threeport_outbox (kind, object_id, operation, version) \
+             SELECT t.kind, t.id, 'related', max(t.version) FROM ( \
+             SELECT o.kind, o.id, o.version FROM written w \
+             JOIN threeport_relations rel ON rel.followed = w.kind AND rel.via = 'referencing' \
+             JOIN threeport_objects o ON o.kind = rel.follower \
+             AND o.refs @> jsonb_build_array(jsonb_build_object('id', w.id)) WHERE ",
+            $cond,
+            " UNION ALL SELECT o.kind, o.id, o.version FROM written w \
+             JOIN threeport_relations rel ON rel.followed = w.kind AND rel.via = 'referenced_by' \
+             CROSS JOIN LATERAL jsonb_array_elements(w.refs) AS e(link) \
+             JOIN threeport_objects o ON o.id = (e.link->>'id')::UUID AND o.kind = rel.follower WHERE ",
+            $cond,
+            " UNION ALL SELECT o.kind, o.id, o.version FROM written w \
+             JOIN threeport_relations rel ON rel.followed = w.kind AND rel.via = 'owning' \
+             CROSS JOIN LATERAL jsonb_array_elements(w.owners) AS e(link) \
+             JOIN threeport_objects o ON o.id = (e.link->>'id')::UUID AND o.kind = rel.follower WHERE ",
+            $cond,
+            ") t GROUP BY t.kind, t.id)"
         )
     };
 }
@@ -175,12 +204,14 @@ fn insert_query<'q>(
 ) -> sqlx::query::QueryAs<'q, Postgres, ObjectRow, sqlx::postgres::PgArguments> {
     const SQL: &str = concat!(
         "WITH written AS (INSERT INTO threeport_objects \
-         (id, kind, name, version, generation, created_at, updated_at, labels, refs, spec, status) \
-         VALUES ($1, $2, $3, 1, 1, now(), now(), $4, $5, $6, $7) \
+         (id, kind, name, version, generation, created_at, updated_at, labels, refs, owners, spec, status) \
+         VALUES ($1, $2, $3, 1, 1, now(), now(), $4, $5, $8, $6, $7) \
          ON CONFLICT (kind, name) DO NOTHING RETURNING ",
         columns!(),
         "), ",
         notify!("created"),
+        ", ",
+        follow!("true"),
         " SELECT ",
         columns!(),
         " FROM written"
@@ -193,6 +224,7 @@ fn insert_query<'q>(
         .bind(Json(&new.references))
         .bind(Json(&new.spec))
         .bind(status)
+        .bind(Json(&new.owners))
 }
 
 fn created_or_exists(row: Option<ObjectRow>, new: &NewObject) -> OpResult<RawObject> {
@@ -206,11 +238,36 @@ fn created_or_exists(row: Option<ObjectRow>, new: &NewObject) -> OpResult<RawObj
     }
 }
 
+/// Checks a new object's references and owners (see [`check_references`]).
+async fn check_links(
+    tx: &mut Transaction<'_, Postgres>,
+    id: ObjectId,
+    new: &NewObject,
+) -> OpResult<()> {
+    check_references(tx, &new.references).await?;
+    if !new.owners.is_empty() {
+        let ids: Vec<ObjectId> = new.owners.iter().map(|o| o.id).collect();
+        let found = kinds_of(tx, &ids).await?;
+        sql::check_owners(id, &new.owners, &found)?;
+    }
+    Ok(())
+}
+
 async fn check_references(
     tx: &mut Transaction<'_, Postgres>,
     references: &[Reference],
 ) -> OpResult<()> {
-    let ids: Vec<Uuid> = references.iter().map(|r| r.id.0).collect();
+    let ids: Vec<ObjectId> = references.iter().map(|r| r.id).collect();
+    let found = kinds_of(tx, &ids).await?;
+    Ok(sql::check_references(references, &found)?)
+}
+
+/// The kind of each of `ids` found, and whether it is being deleted; locked (FOR SHARE).
+async fn kinds_of(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[ObjectId],
+) -> OpResult<HashMap<Uuid, (String, bool)>> {
+    let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
     let rows = sqlx::query(
         "SELECT id, kind, deletion_scheduled_at IS NOT NULL AS deleting \
          FROM threeport_objects WHERE id = ANY($1) FOR SHARE",
@@ -225,7 +282,36 @@ async fn check_references(
             (row.try_get("kind")?, row.try_get("deleting")?),
         );
     }
-    Ok(sql::check_references(references, &found)?)
+    Ok(found)
+}
+
+/// The objects whose references point at `id`.
+async fn referrers(tx: &mut Transaction<'_, Postgres>, id: ObjectId) -> OpResult<Vec<ObjectRef>> {
+    let rows: Vec<(String, Uuid)> =
+        sqlx::query_as("SELECT kind, id FROM threeport_objects WHERE refs @> $1 ORDER BY id")
+            .bind(Json(json!([{"id": id}])))
+            .fetch_all(&mut **tx)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(kind, id)| ObjectRef::new(kind, ObjectId(id)))
+        .collect())
+}
+
+/// The objects `id` owns directly, in id order.
+async fn dependents_of<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    id: ObjectId,
+) -> OpResult<Vec<ObjectRef>> {
+    let rows: Vec<(String, Uuid)> =
+        sqlx::query_as("SELECT kind, id FROM threeport_objects WHERE owners @> $1 ORDER BY id")
+            .bind(Json(json!([{"id": id}])))
+            .fetch_all(executor)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(kind, id)| ObjectRef::new(kind, ObjectId(id)))
+        .collect())
 }
 
 /// Why a conditional write matched no row.
@@ -236,6 +322,12 @@ async fn explain_miss(
     expected: Option<u64>,
     fence: Option<u64>,
 ) -> OpResult<Error> {
+    let state = row_state(pool, kind, id).await?;
+    Ok(sql::explain_miss(kind, id, state, expected, fence))
+}
+
+/// The facts [`sql::explain_miss`] reads.
+async fn row_state(pool: &PgPool, kind: &str, id: ObjectId) -> OpResult<Option<RowState>> {
     let row = sqlx::query(
         "SELECT version, fence, deletion_scheduled_at IS NOT NULL AS deleting \
          FROM threeport_objects WHERE kind = $1 AND id = $2",
@@ -252,7 +344,7 @@ async fn explain_miss(
         }),
         None => None,
     };
-    Ok(sql::explain_miss(kind, id, state, expected, fence))
+    Ok(state)
 }
 
 #[async_trait]
@@ -264,11 +356,11 @@ impl Store for PgStore {
         let raw = with_retry("create", || async {
             let query = insert_query(id, &new, &status);
             // Without references one autocommitted statement suffices: one round trip.
-            let row = if new.references.is_empty() {
+            let row = if new.references.is_empty() && new.owners.is_empty() {
                 query.fetch_optional(&self.pool).await?
             } else {
                 let mut tx = self.pool.begin_with(BEGIN).await?;
-                check_references(&mut tx, &new.references).await?;
+                check_links(&mut tx, id, &new).await?;
                 let row = query.fetch_optional(&mut *tx).await?;
                 tx.commit().await?;
                 row
@@ -289,7 +381,7 @@ impl Store for PgStore {
             let mut tx = self.pool.begin_with(BEGIN).await?;
             let mut created = Vec::with_capacity(objects.len());
             for (id, new) in &objects {
-                check_references(&mut tx, &new.references).await?;
+                check_links(&mut tx, *id, new).await?;
                 let taken = sqlx::query("SELECT 1 FROM threeport_objects WHERE id = $1")
                     .bind(id.0)
                     .fetch_optional(&mut *tx)
@@ -351,7 +443,7 @@ impl Store for PgStore {
             }
             let mut created = Vec::with_capacity(objects.len());
             for (id, new) in &objects {
-                check_references(&mut tx, &new.references).await?;
+                check_links(&mut tx, *id, new).await?;
                 let row = insert_query(*id, new, &status)
                     .fetch_optional(&mut *tx)
                     .await?;
@@ -450,6 +542,8 @@ impl Store for PgStore {
             columns!(),
             "), ",
             notify!("updated"),
+            ", ",
+            follow!("true"),
             " SELECT ",
             columns!(),
             " FROM written"
@@ -493,12 +587,25 @@ impl Store for PgStore {
     ) -> Result<RawObject> {
         let expected = write.expected_version.map(as_i64).transpose()?;
         let fence = write.fence.map(as_i64).transpose()?;
+        // `before` reads the row as it was before this statement: a change of state,
+        // conditions or details notifies the followers.
         const SQL: &str = concat!(
-            "UPDATE threeport_objects SET status = $3, version = version + 1, updated_at = now(), \
+            "WITH before AS (SELECT status FROM threeport_objects WHERE kind = $1 AND id = $2), \
+             written AS (UPDATE threeport_objects SET status = $3, version = version + 1, updated_at = now(), \
              fence = GREATEST(fence, COALESCE($5::BIGINT, fence)) \
              WHERE kind = $1 AND id = $2 AND ($4::BIGINT IS NULL OR version = $4) \
              AND ($5::BIGINT IS NULL OR fence <= $5) RETURNING ",
-            columns!()
+            columns!(),
+            "), ",
+            follow!(
+                "EXISTS (SELECT 1 FROM before b WHERE \
+                 b.status->'state' IS DISTINCT FROM w.status->'state' \
+                 OR b.status->'conditions' IS DISTINCT FROM w.status->'conditions' \
+                 OR b.status->'details' IS DISTINCT FROM w.status->'details')"
+            ),
+            " SELECT ",
+            columns!(),
+            " FROM written"
         );
         with_retry("update_status", || async {
             let row = sqlx::query_as::<_, ObjectRow>(SQL)
@@ -523,11 +630,12 @@ impl Store for PgStore {
         .await
     }
 
-    async fn schedule_deletion(
+    async fn schedule_deletion_with(
         &self,
         kind: &str,
         id: ObjectId,
         expected_version: Option<u64>,
+        propagation: Propagation,
     ) -> Result<RawObject> {
         const SELECT: &str = concat!(
             "SELECT ",
@@ -538,17 +646,24 @@ impl Store for PgStore {
             "WITH written AS (UPDATE threeport_objects SET deletion_scheduled_at = now(), \
              version = version + 1, generation = generation + 1, updated_at = now(), \
              status = jsonb_set(status, '{state}', '\"deletion_scheduled\"') \
-             WHERE id = $1 RETURNING ",
+             WHERE id = ANY($1) AND deletion_scheduled_at IS NULL RETURNING ",
             columns!(),
             "), ",
             notify!("deleted"),
+            ", ",
+            follow!("true"),
             " SELECT ",
             columns!(),
             " FROM written"
         );
         let (raw, changed) = with_retry("schedule_deletion", || async {
             let mut tx = self.pool.begin_with(BEGIN).await?;
-            let Some(row) = sqlx::query_as::<_, ObjectRow>(SELECT).bind(kind).bind(id.0).fetch_optional(&mut *tx).await? else {
+            let Some(row) = sqlx::query_as::<_, ObjectRow>(SELECT)
+                .bind(kind)
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await?
+            else {
                 return Err(Error::not_found(kind, id).into());
             };
             let current = RawObject::from(row);
@@ -562,20 +677,52 @@ impl Store for PgStore {
             if current.meta.deletion_scheduled_at.is_some() {
                 return Ok((current, false));
             }
-            let referrer = sqlx::query("SELECT kind, id FROM threeport_objects WHERE refs @> $1 LIMIT 1")
-                .bind(Json(json!([{"id": id}])))
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(r) = referrer {
-                let (ref_kind, ref_id): (String, Uuid) = (r.try_get("kind")?, r.try_get("id")?);
-                return Err(Error::conflict(format!(
-                    "{kind} {id} is still referenced, e.g. by {ref_kind} {ref_id}; delete those first"
-                ))
-                .into());
+            // The cascade: the object and, in the foreground, everything it owns.
+            let mut cascade = vec![ObjectRef::new(kind, id)];
+            if propagation == Propagation::Foreground {
+                let mut next = 0;
+                while next < cascade.len() {
+                    let owner = cascade[next].id;
+                    next += 1;
+                    for dependent in dependents_of(&mut *tx, owner).await? {
+                        if !cascade.contains(&dependent) {
+                            cascade.push(dependent);
+                        }
+                    }
+                }
             }
-            let row = sqlx::query_as::<_, ObjectRow>(SQL).bind(id.0).fetch_one(&mut *tx).await?;
+            for member in &cascade {
+                let outside = referrers(&mut tx, member.id)
+                    .await?
+                    .into_iter()
+                    .find(|r| !cascade.iter().any(|m| m.id == r.id));
+                if let Some(referrer) = outside {
+                    return Err(sql::still_referenced(kind, id, member, &referrer).into());
+                }
+            }
+            if propagation == Propagation::Orphan {
+                sqlx::query(
+                    "UPDATE threeport_objects SET version = version + 1, updated_at = now(), \
+                     owners = COALESCE((SELECT jsonb_agg(e) FROM jsonb_array_elements(owners) e \
+                     WHERE e->>'id' <> $2), '[]'::JSONB) WHERE owners @> $1",
+                )
+                .bind(Json(json!([{"id": id}])))
+                .bind(id.0.to_string())
+                .execute(&mut *tx)
+                .await?;
+            }
+            let ids: Vec<Uuid> = cascade.iter().map(|m| m.id.0).collect();
+            let rows = sqlx::query_as::<_, ObjectRow>(SQL)
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?;
             tx.commit().await?;
-            Ok((RawObject::from(row), true))
+            let root = rows
+                .into_iter()
+                .map(RawObject::from)
+                .find(|raw| raw.meta.id == id)
+                .expect("the object itself is scheduled");
+            Ok((root, true))
         })
         .await?;
         if changed {
@@ -584,27 +731,86 @@ impl Store for PgStore {
         Ok(raw)
     }
 
-    async fn remove(&self, kind: &str, id: ObjectId, fence: Option<u64>) -> Result<()> {
-        let token = fence.map(as_i64).transpose()?;
-        with_retry("remove", || async {
-            let deleted = sqlx::query(
-                "DELETE FROM threeport_objects WHERE kind = $1 AND id = $2 \
-                 AND ($3::BIGINT IS NULL OR fence <= $3)",
-            )
-            .bind(kind)
-            .bind(id.0)
-            .bind(token)
-            .execute(&self.pool)
-            .await?;
-            if deleted.rows_affected() == 1 {
-                Ok(())
-            } else {
-                Err(explain_miss(&self.pool, kind, id, None, fence)
-                    .await?
-                    .into())
+    async fn dependents(&self, kind: &str, id: ObjectId) -> Result<Vec<ObjectRef>> {
+        with_retry("dependents", || async {
+            let exists = sqlx::query("SELECT 1 FROM threeport_objects WHERE kind = $1 AND id = $2")
+                .bind(kind)
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
+            if exists.is_none() {
+                return Err(Error::not_found(kind, id).into());
             }
+            dependents_of(&self.pool, id).await
         })
         .await
+    }
+
+    async fn register_relations(&self, relations: &[Relation]) -> Result<()> {
+        for relation in relations {
+            relation.validate()?;
+        }
+        let followed: Vec<&str> = relations.iter().map(|r| r.followed.as_str()).collect();
+        let followers: Vec<&str> = relations.iter().map(|r| r.follower.as_str()).collect();
+        let via: Vec<&str> = relations.iter().map(|r| r.via.as_str()).collect();
+        with_retry("register_relations", || async {
+            sqlx::query(
+                "INSERT INTO threeport_relations (followed, follower, via) \
+                 SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(&followed)
+            .bind(&followers)
+            .bind(&via)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn remove(&self, kind: &str, id: ObjectId, fence: Option<u64>) -> Result<()> {
+        // The removed row's followers and owners (an owner being deleted waits for it) are
+        // notified in the same statement.
+        const SQL: &str = concat!(
+            "WITH written AS (DELETE FROM threeport_objects WHERE kind = $1 AND id = $2 \
+             AND ($3::BIGINT IS NULL OR fence <= $3) \
+             AND NOT EXISTS (SELECT 1 FROM threeport_objects d WHERE d.owners @> $4) RETURNING ",
+            columns!(),
+            "), ",
+            follow!("true"),
+            ", owners_told AS (INSERT INTO threeport_outbox (kind, object_id, operation, version) \
+             SELECT o.kind, o.id, 'related', o.version FROM written w \
+             CROSS JOIN LATERAL jsonb_array_elements(w.owners) AS e(link) \
+             JOIN threeport_objects o ON o.id = (e.link->>'id')::UUID) \
+             SELECT count(*) FROM written"
+        );
+        let token = fence.map(as_i64).transpose()?;
+        with_retry("remove", || async {
+            let deleted: i64 = sqlx::query_scalar(SQL)
+                .bind(kind)
+                .bind(id.0)
+                .bind(token)
+                .bind(Json(json!([{"id": id}])))
+                .fetch_one(&self.pool)
+                .await?;
+            if deleted == 1 {
+                return Ok(());
+            }
+            // Gone or fenced off, else it still owns something.
+            let state = row_state(&self.pool, kind, id).await?;
+            if state.is_none_or(|s| fence.is_some_and(|t| t < s.fence)) {
+                return Err(sql::explain_miss(kind, id, state, None, fence).into());
+            }
+            match dependents_of(&self.pool, id).await?.first() {
+                Some(dependent) => Err(sql::still_owns(kind, id, dependent).into()),
+                None => {
+                    Err(Error::conflict(format!("{kind} {id} changed concurrently; retry")).into())
+                }
+            }
+        })
+        .await?;
+        self.wrote();
+        Ok(())
     }
 }
 

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 use sqlx::types::Json;
 use threeport_core::{
-    Error, Labels, Notification, ObjectId, ObjectMeta, Operation, OutboxEntry, RawObject,
-    Reference, Status, Timestamp,
+    Error, Labels, Notification, ObjectId, ObjectMeta, ObjectRef, Operation, OutboxEntry,
+    RawObject, Reference, Status, Timestamp,
 };
 
 /// A failed step inside a store operation: a database error (maybe worth retrying) or a
@@ -127,6 +127,7 @@ pub(crate) fn operation_name(operation: Operation) -> &'static str {
         Operation::Updated => "updated",
         Operation::Deleted => "deleted",
         Operation::Resync => "resync",
+        Operation::Related => "related",
     }
 }
 
@@ -136,6 +137,7 @@ pub(crate) fn parse_operation(name: &str) -> Result<Operation, Error> {
         "updated" => Ok(Operation::Updated),
         "deleted" => Ok(Operation::Deleted),
         "resync" => Ok(Operation::Resync),
+        "related" => Ok(Operation::Related),
         other => Err(Error::backend(format!(
             "outbox row has unknown operation {other:?}"
         ))),
@@ -224,6 +226,64 @@ pub(crate) fn check_references(
     Ok(())
 }
 
+/// Checks the owners of new object `id` against the owner rows found (id → kind, being
+/// deleted): each must exist with the named kind (earlier in the same transaction counts)
+/// and not be on its way out, and none may be the object itself. The error names
+/// `owners[i]`.
+pub(crate) fn check_owners(
+    id: ObjectId,
+    owners: &[ObjectRef],
+    found: &HashMap<uuid::Uuid, (String, bool)>,
+) -> Result<(), Error> {
+    for (i, owner) in owners.iter().enumerate() {
+        let field = format!("owners[{i}]");
+        if owner.id == id {
+            return Err(Error::invalid(field, "an object cannot own itself"));
+        }
+        match found.get(&owner.id.0) {
+            Some((kind, false)) if *kind == owner.kind => {}
+            Some((kind, true)) if *kind == owner.kind => {
+                return Err(Error::invalid(
+                    field,
+                    format!("owner {owner} is being deleted"),
+                ));
+            }
+            _ => {
+                return Err(Error::invalid(
+                    field,
+                    format!("owner {owner} does not exist"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The refusal of a cascade that would delete `member` while `referrer` (outside the
+/// cascade) references it.
+pub(crate) fn still_referenced(
+    kind: &str,
+    id: ObjectId,
+    member: &ObjectRef,
+    referrer: &ObjectRef,
+) -> Error {
+    let whose = if member.id == id {
+        String::new()
+    } else {
+        format!(" (its dependent {member})")
+    };
+    Error::conflict(format!(
+        "{kind} {id}{whose} is still referenced, e.g. by {referrer}; delete those first"
+    ))
+}
+
+/// The refusal to remove an object that still owns `dependent`.
+pub(crate) fn still_owns(kind: &str, id: ObjectId, dependent: &ObjectRef) -> Error {
+    Error::conflict(format!(
+        "{kind} {id} still owns objects, e.g. {dependent}: they go first"
+    ))
+}
+
 /// An object row as both backends store it; `sqlx` decodes it from a PostgreSQL or SQLite row.
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct ObjectRow {
@@ -237,6 +297,7 @@ pub(crate) struct ObjectRow {
     deletion_scheduled_at: Option<Timestamp>,
     labels: Json<Labels>,
     refs: Json<Vec<Reference>>,
+    owners: Json<Vec<ObjectRef>>,
     spec: Json<Value>,
     status: Json<Status<Value>>,
 }
@@ -255,6 +316,7 @@ impl From<ObjectRow> for RawObject {
                 deletion_scheduled_at: row.deletion_scheduled_at,
                 labels: row.labels.0,
                 references: row.refs.0,
+                owners: row.owners.0,
             },
             spec: row.spec.0,
             status: row.status.0,

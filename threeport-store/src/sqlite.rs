@@ -15,11 +15,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use threeport_core::object::{now, validate_kind};
+use threeport_core::relation::status_changed;
 use threeport_core::store::IDEMPOTENCY_WINDOW;
 use threeport_core::{
-    Error, IdempotencyKey, Lease, LifecycleState, ListPage, ListQuery, Locker, NewObject, ObjectId,
-    Once, Operation, Outbox, OutboxEntry, RawObject, Reference, Result, SpecUpdate, Status,
-    StatusWrite, Store,
+    Error, IdempotencyKey, Lease, ListPage, ListQuery, Locker, NewObject, ObjectId, ObjectRef,
+    Once, Operation, Outbox, OutboxEntry, Propagation, RawObject, Reference, Relation, Result,
+    SpecUpdate, Status, StatusWrite, Store, Via,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -33,7 +34,7 @@ use crate::sql::{
 macro_rules! columns {
     () => {
         "id, kind, name, version, generation, created_at, updated_at, deletion_scheduled_at, \
-         labels, refs, spec, status"
+         labels, refs, owners, spec, status"
     };
 }
 
@@ -102,6 +103,9 @@ fn unix_micros(at: SystemTime) -> i64 {
 /// transaction. References may point at objects inserted earlier in the same transaction.
 async fn insert(conn: &mut SqliteConnection, id: ObjectId, new: &NewObject) -> OpResult<RawObject> {
     check_references(conn, &new.references).await?;
+    let owner_ids: Vec<ObjectId> = new.owners.iter().map(|o| o.id).collect();
+    let found = kinds_of(conn, &owner_ids).await?;
+    sql::check_owners(id, &new.owners, &found)?;
     let taken = sqlx::query("SELECT 1 FROM threeport_objects WHERE id = ?")
         .bind(id.0)
         .fetch_optional(&mut *conn)
@@ -112,7 +116,7 @@ async fn insert(conn: &mut SqliteConnection, id: ObjectId, new: &NewObject) -> O
     let at = now();
     let row = sqlx::query_as::<_, ObjectRow>(concat!(
         "INSERT INTO threeport_objects (id, kind, name, version, generation, created_at, \
-         updated_at, labels, refs, spec, status) VALUES (?, ?, ?, 1, 1, ?, ?, ?, ?, ?, ?) \
+         updated_at, labels, refs, owners, spec, status) VALUES (?, ?, ?, 1, 1, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (kind, name) DO NOTHING RETURNING ",
         columns!()
     ))
@@ -123,6 +127,7 @@ async fn insert(conn: &mut SqliteConnection, id: ObjectId, new: &NewObject) -> O
     .bind(at)
     .bind(Json(&new.labels))
     .bind(Json(&new.references))
+    .bind(Json(&new.owners))
     .bind(Json(&new.spec))
     .bind(Json(Status::<Value>::default()))
     .fetch_optional(&mut *conn)
@@ -136,24 +141,118 @@ async fn insert(conn: &mut SqliteConnection, id: ObjectId, new: &NewObject) -> O
     };
     let raw = RawObject::from(row);
     write_references(conn, id, &new.references).await?;
+    for owner in &new.owners {
+        sqlx::query(
+            "INSERT INTO threeport_owners (owner_id, dependent_id, dependent_kind) VALUES (?, ?, ?)",
+        )
+        .bind(owner.id.0)
+        .bind(id.0)
+        .bind(&new.kind)
+        .execute(&mut *conn)
+        .await?;
+    }
     record(conn, &raw, Operation::Created).await?;
+    follow(conn, &raw, false).await?;
     Ok(raw)
 }
 
-async fn check_references(conn: &mut SqliteConnection, references: &[Reference]) -> OpResult<()> {
+/// The kind of each of `ids` found, and whether it is being deleted.
+async fn kinds_of(
+    conn: &mut SqliteConnection,
+    ids: &[ObjectId],
+) -> OpResult<HashMap<Uuid, (String, bool)>> {
     let mut found = HashMap::new();
-    for r in references {
+    for id in ids {
         let row = sqlx::query(
             "SELECT kind, deletion_scheduled_at IS NOT NULL AS deleting FROM threeport_objects WHERE id = ?",
         )
-        .bind(r.id.0)
+        .bind(id.0)
         .fetch_optional(&mut *conn)
         .await?;
         if let Some(row) = row {
-            found.insert(r.id.0, (row.try_get("kind")?, row.try_get("deleting")?));
+            found.insert(id.0, (row.try_get("kind")?, row.try_get("deleting")?));
         }
     }
+    Ok(found)
+}
+
+async fn check_references(conn: &mut SqliteConnection, references: &[Reference]) -> OpResult<()> {
+    let ids: Vec<ObjectId> = references.iter().map(|r| r.id).collect();
+    let found = kinds_of(conn, &ids).await?;
     Ok(sql::check_references(references, &found)?)
+}
+
+/// The objects whose references point at `id`.
+async fn referrers(conn: &mut SqliteConnection, id: ObjectId) -> OpResult<Vec<ObjectRef>> {
+    let rows: Vec<(String, Uuid)> = sqlx::query_as(
+        "SELECT DISTINCT o.kind, o.id FROM threeport_refs r JOIN threeport_objects o ON o.id = r.from_id \
+         WHERE r.to_id = ? ORDER BY o.id",
+    )
+    .bind(id.0)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(kind, id)| ObjectRef::new(kind, ObjectId(id)))
+        .collect())
+}
+
+/// The objects `id` owns directly, in id order.
+async fn dependents_of(conn: &mut SqliteConnection, id: ObjectId) -> OpResult<Vec<ObjectRef>> {
+    let rows: Vec<(String, Uuid)> = sqlx::query_as(
+        "SELECT dependent_kind, dependent_id FROM threeport_owners WHERE owner_id = ? \
+         ORDER BY dependent_id",
+    )
+    .bind(id.0)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(kind, id)| ObjectRef::new(kind, ObjectId(id)))
+        .collect())
+}
+
+/// Notifies, in `conn`'s transaction, the objects that follow `changed` through a registered
+/// relation, and with `owners` its owners too (a removal wakes an owner waiting for it).
+async fn follow(conn: &mut SqliteConnection, changed: &RawObject, owners: bool) -> OpResult<()> {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT follower, via FROM threeport_relations WHERE followed = ?")
+            .bind(&changed.meta.kind)
+            .fetch_all(&mut *conn)
+            .await?;
+    let relations = rows
+        .into_iter()
+        .map(|(follower, via)| {
+            Ok(Relation::new(
+                follower,
+                changed.meta.kind.clone(),
+                Via::parse(&via)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let referrers = if relations.iter().any(|r| r.via == Via::Referencing) {
+        referrers(conn, changed.meta.id).await?
+    } else {
+        Vec::new()
+    };
+    let mut targets: std::collections::BTreeSet<ObjectRef> = std::collections::BTreeSet::new();
+    if owners {
+        targets.extend(changed.meta.owners.iter().cloned());
+    }
+    for relation in &relations {
+        targets.extend(relation.targets(changed, &referrers));
+    }
+    for target in targets {
+        sqlx::query(
+            "INSERT INTO threeport_outbox (kind, object_id, operation, version) \
+             SELECT kind, id, 'related', version FROM threeport_objects WHERE id = ? AND kind = ?",
+        )
+        .bind(target.id.0)
+        .bind(&target.kind)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 async fn write_references(
@@ -375,6 +474,7 @@ impl Store for SqliteStore {
             let raw = RawObject::from(row);
             write_references(&mut tx, id, &update.references).await?;
             record(&mut tx, &raw, Operation::Updated).await?;
+            follow(&mut tx, &raw, false).await?;
             tx.commit().await?;
             Ok(raw)
         })
@@ -391,8 +491,14 @@ impl Store for SqliteStore {
     ) -> Result<RawObject> {
         let expected = write.expected_version.map(as_i64).transpose()?;
         let fence = write.fence.map(as_i64).transpose()?;
-        with_retry("update_status", || async {
+        let (raw, changed) = with_retry("update_status", || async {
             let mut tx = self.pool.begin_with(BEGIN).await?;
+            let before: Option<Json<Status<Value>>> =
+                sqlx::query_scalar("SELECT status FROM threeport_objects WHERE kind = ? AND id = ?")
+                    .bind(kind)
+                    .bind(id.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             let row = sqlx::query_as::<_, ObjectRow>(concat!(
                 "UPDATE threeport_objects SET status = ?1, version = version + 1, updated_at = ?2, \
                  fence = MAX(fence, COALESCE(?5, fence)) \
@@ -415,17 +521,26 @@ impl Store for SqliteStore {
                     return Err(sql::explain_miss(kind, id, state, write.expected_version, write.fence).into());
                 }
             };
+            let changed = before.is_some_and(|b| status_changed(&b.0, &raw.status));
+            if changed {
+                follow(&mut tx, &raw, false).await?;
+            }
             tx.commit().await?;
-            Ok(raw)
+            Ok((raw, changed))
         })
-        .await
+        .await?;
+        if changed {
+            self.outbox_wake.notify_one();
+        }
+        Ok(raw)
     }
 
-    async fn schedule_deletion(
+    async fn schedule_deletion_with(
         &self,
         kind: &str,
         id: ObjectId,
         expected_version: Option<u64>,
+        propagation: Propagation,
     ) -> Result<RawObject> {
         let (raw, changed) = with_retry("schedule_deletion", || async {
             let mut tx = self.pool.begin_with(BEGIN).await?;
@@ -448,38 +563,72 @@ impl Store for SqliteStore {
             if current.meta.deletion_scheduled_at.is_some() {
                 return Ok((current, false));
             }
-            let referrer = sqlx::query(
-                "SELECT o.kind, o.id FROM threeport_refs r JOIN threeport_objects o ON o.id = r.from_id \
-                 WHERE r.to_id = ? LIMIT 1",
-            )
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(r) = referrer {
-                let (ref_kind, ref_id): (String, Uuid) = (r.try_get("kind")?, r.try_get("id")?);
-                return Err(Error::conflict(format!(
-                    "{kind} {id} is still referenced, e.g. by {ref_kind} {ref_id}; delete those first"
-                ))
-                .into());
+            // The cascade: the object and, in the foreground, everything it owns.
+            let mut cascade = vec![ObjectRef::new(kind, id)];
+            if propagation == Propagation::Foreground {
+                let mut next = 0;
+                while next < cascade.len() {
+                    let owner = cascade[next].id;
+                    next += 1;
+                    for dependent in dependents_of(&mut tx, owner).await? {
+                        if !cascade.contains(&dependent) {
+                            cascade.push(dependent);
+                        }
+                    }
+                }
             }
-            let mut status = current.status.clone();
-            status.state = LifecycleState::DeletionScheduled;
+            for member in &cascade {
+                let outside = referrers(&mut tx, member.id)
+                    .await?
+                    .into_iter()
+                    .find(|r| !cascade.iter().any(|m| m.id == r.id));
+                if let Some(referrer) = outside {
+                    return Err(sql::still_referenced(kind, id, member, &referrer).into());
+                }
+            }
             let at = now();
-            let row = sqlx::query_as::<_, ObjectRow>(concat!(
-                "UPDATE threeport_objects SET deletion_scheduled_at = ?, version = version + 1, \
-                 generation = generation + 1, updated_at = ?, status = ? WHERE id = ? RETURNING ",
-                columns!()
-            ))
-            .bind(at)
-            .bind(at)
-            .bind(Json(&status))
-            .bind(id.0)
-            .fetch_one(&mut *tx)
-            .await?;
-            let raw = RawObject::from(row);
-            record(&mut tx, &raw, Operation::Deleted).await?;
+            if propagation == Propagation::Orphan {
+                for dependent in dependents_of(&mut tx, id).await? {
+                    let owners: Json<Vec<ObjectRef>> =
+                        sqlx::query_scalar("SELECT owners FROM threeport_objects WHERE id = ?")
+                            .bind(dependent.id.0)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    let kept: Vec<ObjectRef> = owners.0.into_iter().filter(|o| o.id != id).collect();
+                    sqlx::query("UPDATE threeport_objects SET owners = ?, version = version + 1, updated_at = ? WHERE id = ?")
+                        .bind(Json(&kept))
+                        .bind(at)
+                        .bind(dependent.id.0)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query("DELETE FROM threeport_owners WHERE owner_id = ?")
+                    .bind(id.0)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let mut root = None;
+            for member in &cascade {
+                let row = sqlx::query_as::<_, ObjectRow>(concat!(
+                    "UPDATE threeport_objects SET deletion_scheduled_at = ?1, version = version + 1, \
+                     generation = generation + 1, updated_at = ?1, \
+                     status = json_set(status, '$.state', 'deletion_scheduled') \
+                     WHERE id = ?2 AND deletion_scheduled_at IS NULL RETURNING ",
+                    columns!()
+                ))
+                .bind(at)
+                .bind(member.id.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = row {
+                    let raw = RawObject::from(row);
+                    record(&mut tx, &raw, Operation::Deleted).await?;
+                    follow(&mut tx, &raw, false).await?;
+                    root.get_or_insert(raw);
+                }
+            }
             tx.commit().await?;
-            Ok((raw, true))
+            Ok((root.expect("the object itself is scheduled"), true))
         })
         .await?;
         if changed {
@@ -488,26 +637,66 @@ impl Store for SqliteStore {
         Ok(raw)
     }
 
-    async fn remove(&self, kind: &str, id: ObjectId, fence: Option<u64>) -> Result<()> {
-        let token = fence.map(as_i64).transpose()?;
-        with_retry("remove", || async {
+    async fn dependents(&self, kind: &str, id: ObjectId) -> Result<Vec<ObjectRef>> {
+        with_retry("dependents", || async {
+            let mut conn = self.pool.acquire().await?;
+            if row_state(&mut conn, kind, id).await?.is_none() {
+                return Err(Error::not_found(kind, id).into());
+            }
+            dependents_of(&mut conn, id).await
+        })
+        .await
+    }
+
+    async fn register_relations(&self, relations: &[Relation]) -> Result<()> {
+        for relation in relations {
+            relation.validate()?;
+        }
+        with_retry("register_relations", || async {
             let mut tx = self.pool.begin_with(BEGIN).await?;
-            let deleted = sqlx::query(
-                "DELETE FROM threeport_objects WHERE kind = ?1 AND id = ?2 AND (?3 IS NULL OR fence <= ?3)",
-            )
-            .bind(kind)
-            .bind(id.0)
-            .bind(token)
-            .execute(&mut *tx)
-            .await?;
-            if deleted.rows_affected() != 1 {
-                let state = row_state(&mut tx, kind, id).await?;
-                return Err(sql::explain_miss(kind, id, state, None, fence).into());
+            for relation in relations {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO threeport_relations (followed, follower, via) VALUES (?, ?, ?)",
+                )
+                .bind(&relation.followed)
+                .bind(&relation.follower)
+                .bind(relation.via.as_str())
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
             Ok(())
         })
         .await
+    }
+
+    async fn remove(&self, kind: &str, id: ObjectId, fence: Option<u64>) -> Result<()> {
+        let token = fence.map(as_i64).transpose()?;
+        with_retry("remove", || async {
+            let mut tx = self.pool.begin_with(BEGIN).await?;
+            let state = row_state(&mut tx, kind, id).await?;
+            if state.is_none_or(|s| token.is_some_and(|t| as_u64(t) < s.fence)) {
+                return Err(sql::explain_miss(kind, id, state, None, fence).into());
+            }
+            if let Some(dependent) = dependents_of(&mut tx, id).await?.first() {
+                return Err(sql::still_owns(kind, id, dependent).into());
+            }
+            let row = sqlx::query_as::<_, ObjectRow>(concat!(
+                "DELETE FROM threeport_objects WHERE kind = ?1 AND id = ?2 RETURNING ",
+                columns!()
+            ))
+            .bind(kind)
+            .bind(id.0)
+            .fetch_one(&mut *tx)
+            .await?;
+            let raw = RawObject::from(row);
+            follow(&mut tx, &raw, true).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await?;
+        self.outbox_wake.notify_one();
+        Ok(())
     }
 }
 

@@ -31,6 +31,12 @@ async fn postgres_passes_the_outbox_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_passes_the_relations_suite() {
+    let store = store().await;
+    conformance::relations::run(store.clone(), store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_passes_the_locker_suite() {
     conformance::locker::run(store().await, Timing::default()).await;
 }
@@ -41,6 +47,7 @@ fn new(kind: &str, name: &str) -> NewObject {
         name: name.into(),
         labels: Labels::new(),
         references: vec![],
+        owners: Vec::new(),
         spec: serde_json::json!({}),
     }
 }

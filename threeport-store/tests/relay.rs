@@ -44,6 +44,7 @@ fn widget(name: String) -> NewObject {
         name,
         labels: Labels::new(),
         references: vec![],
+        owners: Vec::new(),
         spec: serde_json::json!({}),
     }
 }

@@ -57,6 +57,13 @@ async fn sqlite_passes_the_outbox_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_passes_the_relations_suite() {
+    let dir = TempDir::new();
+    let store = file_store(&dir).await;
+    conformance::relations::run(store.clone(), store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_passes_the_locker_suite() {
     let dir = TempDir::new();
     conformance::locker::run(file_store(&dir).await, Timing::default()).await;
@@ -74,6 +81,7 @@ async fn objects_survive_reopening_the_file() {
             name: "kept".into(),
             labels: Labels::from([("env".into(), "prod".into())]),
             references: vec![],
+            owners: Vec::new(),
             spec: serde_json::json!({"size": 3}),
         })
         .await
@@ -110,6 +118,7 @@ async fn two_processes_worth_of_pools_share_one_file() {
                         name: format!("w{i}"),
                         labels: Labels::new(),
                         references: vec![],
+                        owners: vec![],
                         spec: serde_json::json!({}),
                     })
                     .await

@@ -205,6 +205,7 @@ impl EngineCore {
             name,
             labels,
             references,
+            owners: Vec::new(),
             spec,
         })
     }

@@ -148,8 +148,8 @@ impl ApiObject for WorkloadInstance {
 }
 
 /// One resource of a workload definition, as the workload-definition controller split it out.
-/// Owned by its definition (found by the [`WORKLOAD_DEFINITION_LABEL`] label): the controller
-/// creates, updates and removes these records, so they do not block the definition's deletion.
+/// Owned by its definition (its `owners`): the controller creates, updates and removes these
+/// records, and deleting the definition deletes them first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadResourceDefinition {
@@ -164,9 +164,6 @@ impl ApiObject for WorkloadResourceDefinition {
     const KIND: &'static str = "WorkloadResourceDefinition";
     type Status = ();
 }
-
-/// Label carrying the id of the workload definition a resource record belongs to.
-pub const WORKLOAD_DEFINITION_LABEL: &str = "threeport.io/workload-definition";
 
 /// One resource of a workload instance, as deployed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

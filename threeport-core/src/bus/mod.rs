@@ -33,6 +33,9 @@ pub enum Operation {
     /// A controller's resync found it waiting for a reconcile (a notification may have been
     /// lost). The runtime reconciles it only if it still waits when the delivery arrives.
     Resync,
+    /// An object it follows changed ([`Relation`](crate::Relation)): reconciled even if it
+    /// is settled, since what it depends on moved.
+    Related,
 }
 
 /// A hint that an object needs reconciling.

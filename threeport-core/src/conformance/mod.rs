@@ -19,6 +19,7 @@
 pub mod bus;
 pub mod locker;
 pub mod outbox;
+pub mod relations;
 pub mod store;
 
 use std::time::Duration;

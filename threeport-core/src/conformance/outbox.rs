@@ -38,6 +38,7 @@ fn new(kind: &str, name: &str) -> NewObject {
         name: name.to_owned(),
         labels: Labels::new(),
         references: Vec::new(),
+        owners: Vec::new(),
         spec: json!({}),
     }
 }

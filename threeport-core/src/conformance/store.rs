@@ -36,6 +36,7 @@ fn new(kind: &str, name: &str, spec: serde_json::Value) -> NewObject {
         name: name.to_owned(),
         labels: Labels::new(),
         references: Vec::new(),
+        owners: Vec::new(),
         spec,
     }
 }

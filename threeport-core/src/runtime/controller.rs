@@ -34,6 +34,7 @@ use crate::lock::{Lease, Locker};
 use crate::object::{
     ConditionStatus, EventType, LifecycleState, Object, ObjectId, RawObject, Timestamp, now,
 };
+use crate::relation::{Relation, Via};
 use crate::store::{ListQuery, MAX_PAGE_SIZE, StatusWrite, Store};
 
 /// The backends a controller runs on.
@@ -148,6 +149,7 @@ pub struct Controller<R: Reconciler> {
     backends: Backends,
     config: ControllerConfig,
     metrics: ControllerMetrics,
+    relations: Vec<Relation>,
 }
 
 impl<R: Reconciler> std::fmt::Debug for Controller<R> {
@@ -167,7 +169,82 @@ impl<R: Reconciler> Controller<R> {
             backends,
             config: ControllerConfig::default(),
             metrics: ControllerMetrics::unregistered(),
+            relations: Vec::new(),
         }
+    }
+
+    /// Reconciles this controller's objects when objects of kind `followed` change, mapped
+    /// to them `via` references or ownership (see [`Relation`]): in the manner of
+    /// kube-runtime's `owns` and `watches`, but recorded by the store in the same
+    /// transaction as the change, so no change is lost and nobody polls. Registered with the
+    /// store when the controller starts.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use async_trait::async_trait;
+    /// use serde::{Deserialize, Serialize};
+    /// use threeport_core::*;
+    ///
+    /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    /// struct Database {}
+    /// impl ApiObject for Database { const KIND: &'static str = "Database"; type Status = (); }
+    ///
+    /// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    /// struct App { database: ObjectId }
+    /// impl ApiObject for App {
+    ///     const KIND: &'static str = "App";
+    ///     type Status = bool; // whether the database was ready when we last looked
+    ///     fn references(&self) -> Vec<Reference> {
+    ///         vec![Reference::new("database", "Database", self.database)]
+    ///     }
+    /// }
+    ///
+    /// struct Apps;
+    /// #[async_trait]
+    /// impl Reconciler for Apps {
+    ///     type Object = App;
+    ///     async fn reconcile(&self, app: &mut Object<App>, ctx: &Context) -> Result<Action, ReconcileError> {
+    ///         let db = ctx.api::<Database>().get(app.spec.database).await?;
+    ///         app.status.details = db.status.state == LifecycleState::Reconciled;
+    ///         Ok(Action::Done) // no polling: the database's change brings us back
+    ///     }
+    /// }
+    ///
+    /// let backends = MemoryBackends::new();
+    /// let shutdown = tokio_util::sync::CancellationToken::new();
+    /// backends.spawn_relay(shutdown.clone());
+    /// let apps = Controller::new(Apps, backends.backends()).follows("Database", Via::Referencing);
+    /// tokio::spawn(apps.run(shutdown.clone()));
+    /// tokio::time::sleep(Duration::from_millis(50)).await; // started: relations registered
+    ///
+    /// let store: std::sync::Arc<dyn Store> = backends.store.clone();
+    /// let db = Api::<Database>::new(store.clone()).create("db", Database {}).await?;
+    /// let app = Api::<App>::new(store.clone()).create("app", App { database: db.id() }).await?;
+    /// let apps_api = Api::<App>::new(store.clone());
+    /// apps_api.wait_until(app.id(), |a| a.is_reconciled()).await?;
+    /// assert!(!apps_api.get(app.id()).await?.status.details);
+    ///
+    /// // The database's controller (here: us, by hand) reports it ready.
+    /// let mut db = Api::<Database>::new(store.clone()).get(db.id()).await?;
+    /// db.status.state = LifecycleState::Reconciled;
+    /// Api::<Database>::new(store.clone()).update_status(&db).await?;
+    /// apps_api.wait_until(app.id(), |a| a.status.details).await?;
+    /// shutdown.cancel();
+    /// # Ok::<(), threeport_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn follows(mut self, followed: impl Into<String>, via: Via) -> Self {
+        let relation = Relation::new(self.reconciler.kind(), followed, via);
+        if !self.relations.contains(&relation) {
+            self.relations.push(relation);
+        }
+        self
+    }
+
+    /// The relations this controller follows.
+    pub fn relations(&self) -> &[Relation] {
+        &self.relations
     }
 
     /// Replaces the configuration.
@@ -213,6 +290,9 @@ impl<R: Reconciler> Controller<R> {
                 "lease_ttl and ack_wait must be positive",
             ));
         }
+        for relation in &self.relations {
+            relation.validate()?;
+        }
         let options = SubscribeOptions {
             group: name.clone(),
             kinds: vec![self.reconciler.kind().to_owned()],
@@ -238,6 +318,27 @@ impl<R: Reconciler> Controller<R> {
                 Err(err) => return Err(err),
             }
         };
+        // Registered before taking deliveries: a change made after this point reaches us.
+        let mut delay = config.backoff.initial.max(Duration::from_millis(100));
+        while !self.relations.is_empty() {
+            match self
+                .backends
+                .store
+                .register_relations(&self.relations)
+                .await
+            {
+                Ok(()) => break,
+                Err(err) if err.kind() == ErrorKind::Unavailable => {
+                    tracing::warn!(controller = %name, error = %err, retry_in = ?delay, "cannot register relations yet");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(config.backoff.max.max(delay));
+                }
+                Err(err) => return Err(err),
+            }
+        }
         let worker = Arc::new(Worker::new(self, name.clone()));
         let semaphore = Arc::new(Semaphore::new(worker.config.concurrency));
         let mut tasks = JoinSet::new();
@@ -650,6 +751,26 @@ impl<R: Reconciler> Worker<R> {
         let before = obj.status.clone();
         let deleting = obj.is_deleting();
         let attempt = delivery.attempt;
+        if deleting {
+            // Foreground deletion: what the object owns goes first; the last dependent's
+            // removal notifies it again.
+            match self.backends.store.dependents(kind, id).await {
+                Ok(dependents) if !dependents.is_empty() => {
+                    self.results.skipped.inc();
+                    tracing::debug!(
+                        dependents = dependents.len(),
+                        "waiting for the objects it owns to be deleted"
+                    );
+                    return Settle::Ack;
+                }
+                Ok(_) => {}
+                Err(err) if err.kind() == ErrorKind::NotFound => return Settle::Ack,
+                Err(err) => {
+                    tracing::warn!(error = %err, "listing dependents failed; requeueing");
+                    return Settle::Requeue(self.config.backoff.delay(1));
+                }
+            }
+        }
 
         let settle = if attempt > self.config.max_deliveries {
             let reason = format!(

@@ -16,10 +16,11 @@ use super::{
 use crate::bus::{Notification, Operation};
 use crate::error::{Error, Result};
 use crate::object::{
-    LifecycleState, NewObject, ObjectId, ObjectMeta, RawObject, Reference, Status, now,
+    LifecycleState, NewObject, ObjectId, ObjectMeta, ObjectRef, RawObject, Reference, Status, now,
     validate_kind,
 };
 use crate::outbox::{Outbox, OutboxEntry};
+use crate::relation::{Propagation, Relation, status_changed};
 
 /// In-memory [`Store`] and [`Outbox`]. Always compiled; passes the same conformance suites as
 /// the SQL stores, so tests written against it hold for production backends.
@@ -34,6 +35,10 @@ struct StoreState {
     kinds: HashMap<String, KindTable>,
     /// For each object, the objects whose references point at it.
     inbound: HashMap<ObjectId, BTreeSet<(String, ObjectId)>>,
+    /// For each owner, the objects it owns.
+    owned: HashMap<ObjectId, BTreeSet<ObjectRef>>,
+    /// Registered relations.
+    relations: BTreeSet<Relation>,
     outbox: BTreeMap<u64, OutboxRow>,
     next_seq: u64,
     /// Idempotency keys: fingerprint, what was created, when (tokio's clock).
@@ -101,6 +106,34 @@ impl StoreState {
                 .cloned()
                 .collect();
             self.check_references(&stored)?;
+            for (i, owner) in new.owners.iter().enumerate() {
+                let field = || format!("owners[{i}]");
+                if owner.id == *id {
+                    return Err(Error::invalid(field(), "an object cannot own itself"));
+                }
+                if planned.get(&owner.id) == Some(&owner.kind.as_str()) {
+                    continue;
+                }
+                match self
+                    .kinds
+                    .get(&owner.kind)
+                    .and_then(|t| t.objects.get(&owner.id))
+                {
+                    None => {
+                        return Err(Error::invalid(
+                            field(),
+                            format!("owner {owner} does not exist"),
+                        ));
+                    }
+                    Some(o) if o.raw.meta.deletion_scheduled_at.is_some() => {
+                        return Err(Error::invalid(
+                            field(),
+                            format!("owner {owner} is being deleted"),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
         }
         let at = now();
         let mut created = Vec::with_capacity(objects.len());
@@ -117,6 +150,7 @@ impl StoreState {
                     deletion_scheduled_at: None,
                     labels: new.labels,
                     references: new.references,
+                    owners: new.owners,
                 },
                 spec: new.spec,
                 status: Status::default(),
@@ -131,7 +165,14 @@ impl StoreState {
                 },
             );
             self.link((&raw.meta.kind, id), &raw.meta.references);
+            for owner in &raw.meta.owners {
+                self.owned
+                    .entry(owner.id)
+                    .or_default()
+                    .insert(ObjectRef::new(raw.meta.kind.clone(), id));
+            }
             self.record(&raw.meta, Operation::Created);
+            self.follow(&raw, &[]);
             created.push(raw);
         }
         Ok(created)
@@ -189,21 +230,78 @@ impl StoreState {
     }
 
     fn record(&mut self, meta: &ObjectMeta, operation: Operation) {
+        self.record_notification(Notification::new(
+            meta.kind.clone(),
+            meta.id,
+            operation,
+            meta.version,
+        ));
+    }
+
+    fn record_notification(&mut self, notification: Notification) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.outbox.insert(
             seq,
             OutboxRow {
-                notification: Notification {
-                    kind: meta.kind.clone(),
-                    id: meta.id,
-                    operation,
-                    version: meta.version,
-                    secret: None,
-                },
+                notification,
                 claim: None,
             },
         );
+    }
+
+    fn referrers(&self, id: ObjectId) -> Vec<ObjectRef> {
+        self.inbound.get(&id).map_or_else(Vec::new, |set| {
+            set.iter()
+                .map(|(kind, id)| ObjectRef::new(kind.clone(), *id))
+                .collect()
+        })
+    }
+
+    /// Notifies the objects that follow `changed` through a relation, and `also` (owners
+    /// waiting for a dependent's removal).
+    fn follow(&mut self, changed: &RawObject, also: &[ObjectRef]) {
+        let referrers = self.referrers(changed.meta.id);
+        let mut targets: BTreeSet<ObjectRef> = also.iter().cloned().collect();
+        for relation in self
+            .relations
+            .iter()
+            .filter(|r| r.followed == changed.meta.kind)
+        {
+            targets.extend(relation.targets(changed, &referrers));
+        }
+        for target in targets {
+            let version = self
+                .kinds
+                .get(&target.kind)
+                .and_then(|t| t.objects.get(&target.id))
+                .map(|s| s.raw.meta.version);
+            if let Some(version) = version {
+                self.record_notification(Notification::new(
+                    target.kind,
+                    target.id,
+                    Operation::Related,
+                    version,
+                ));
+            }
+        }
+    }
+
+    /// `root` and, transitively, every object it owns.
+    fn cascade(&self, root: ObjectRef) -> Vec<ObjectRef> {
+        let mut seen = BTreeSet::from([root.clone()]);
+        let mut order = vec![root];
+        let mut next = 0;
+        while next < order.len() {
+            let id = order[next].id;
+            next += 1;
+            for dependent in self.owned.get(&id).into_iter().flatten() {
+                if seen.insert(dependent.clone()) {
+                    order.push(dependent.clone());
+                }
+            }
+        }
+        order
     }
 }
 
@@ -340,6 +438,7 @@ impl Store for MemoryStore {
         state.unlink((kind, id), &old_refs);
         state.link((kind, id), &raw.meta.references);
         state.record(&raw.meta, Operation::Updated);
+        state.follow(&raw, &[]);
         drop(state);
         self.outbox_wake.notify_one();
         Ok(raw)
@@ -355,52 +454,138 @@ impl Store for MemoryStore {
         let stored = state.stored_mut(kind, id)?;
         check_version(&stored.raw, write.expected_version)?;
         check_fence(stored, write.fence)?;
+        let changed = status_changed(&stored.raw.status, &write.status);
         stored.raw.status = write.status;
         stored.raw.meta.version += 1;
         stored.raw.meta.updated_at = now();
-        Ok(stored.raw.clone())
+        let raw = stored.raw.clone();
+        if changed {
+            state.follow(&raw, &[]);
+            drop(state);
+            self.outbox_wake.notify_one();
+        }
+        Ok(raw)
     }
 
-    async fn schedule_deletion(
+    async fn schedule_deletion_with(
         &self,
         kind: &str,
         id: ObjectId,
         expected_version: Option<u64>,
+        propagation: Propagation,
     ) -> Result<RawObject> {
         let mut state = self.state.lock().unwrap();
-        if let Some(referrers) = state.inbound.get(&id).filter(|s| !s.is_empty()) {
-            let (ref_kind, ref_id) = referrers.iter().next().expect("non-empty");
-            return Err(Error::conflict(format!(
-                "{kind} {id} is still referenced by {} object(s), e.g. {ref_kind} {ref_id}; \
-                 delete those first",
-                referrers.len()
-            )));
-        }
         let stored = state.stored_mut(kind, id)?;
         check_version(&stored.raw, expected_version)?;
         if stored.raw.meta.deletion_scheduled_at.is_some() {
             return Ok(stored.raw.clone());
         }
+        let root = ObjectRef::new(kind, id);
+        let cascade = match propagation {
+            Propagation::Foreground => state.cascade(root),
+            Propagation::Orphan => vec![root],
+        };
+        let members: BTreeSet<ObjectId> = cascade.iter().map(|o| o.id).collect();
+        for member in &cascade {
+            let outside: Vec<_> = state
+                .referrers(member.id)
+                .into_iter()
+                .filter(|r| !members.contains(&r.id))
+                .collect();
+            if let Some(first) = outside.first() {
+                let whose = if member.id == id {
+                    String::new()
+                } else {
+                    format!(" (its dependent {member})")
+                };
+                return Err(Error::conflict(format!(
+                    "{kind} {id}{whose} is still referenced by {} object(s), e.g. {first}; \
+                     delete those first",
+                    outside.len()
+                )));
+            }
+        }
         let at = now();
-        stored.raw.meta.deletion_scheduled_at = Some(at);
-        stored.raw.meta.version += 1;
-        stored.raw.meta.generation += 1;
-        stored.raw.meta.updated_at = at;
-        stored.raw.status.state = LifecycleState::DeletionScheduled;
-        let raw = stored.raw.clone();
-        state.record(&raw.meta, Operation::Deleted);
+        if propagation == Propagation::Orphan {
+            for dependent in state.owned.remove(&id).unwrap_or_default() {
+                let stored = state.stored_mut(&dependent.kind, dependent.id)?;
+                stored.raw.meta.owners.retain(|o| o.id != id);
+                stored.raw.meta.version += 1;
+                stored.raw.meta.updated_at = at;
+            }
+        }
+        let mut root_raw = None;
+        for member in cascade {
+            let stored = state.stored_mut(&member.kind, member.id)?;
+            if stored.raw.meta.deletion_scheduled_at.is_some() {
+                continue;
+            }
+            stored.raw.meta.deletion_scheduled_at = Some(at);
+            stored.raw.meta.version += 1;
+            stored.raw.meta.generation += 1;
+            stored.raw.meta.updated_at = at;
+            stored.raw.status.state = LifecycleState::DeletionScheduled;
+            let raw = stored.raw.clone();
+            state.record(&raw.meta, Operation::Deleted);
+            state.follow(&raw, &[]);
+            root_raw.get_or_insert(raw);
+        }
         drop(state);
         self.outbox_wake.notify_one();
-        Ok(raw)
+        Ok(root_raw.expect("the root is scheduled"))
+    }
+
+    async fn dependents(&self, kind: &str, id: ObjectId) -> Result<Vec<ObjectRef>> {
+        let state = self.state.lock().unwrap();
+        let _ = state
+            .kinds
+            .get(kind)
+            .and_then(|t| t.objects.get(&id))
+            .ok_or_else(|| Error::not_found(kind, id))?;
+        let mut dependents: Vec<ObjectRef> = state
+            .owned
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        dependents.sort_by_key(|d| d.id);
+        Ok(dependents)
+    }
+
+    async fn register_relations(&self, relations: &[Relation]) -> Result<()> {
+        for relation in relations {
+            relation.validate()?;
+        }
+        let mut state = self.state.lock().unwrap();
+        state.relations.extend(relations.iter().cloned());
+        Ok(())
     }
 
     async fn remove(&self, kind: &str, id: ObjectId, fence: Option<u64>) -> Result<()> {
         let mut state = self.state.lock().unwrap();
         check_fence(state.stored_mut(kind, id)?, fence)?;
+        if let Some(first) = state.owned.get(&id).and_then(|d| d.first()) {
+            return Err(Error::conflict(format!(
+                "{kind} {id} still owns objects, e.g. {first}: they go first"
+            )));
+        }
         let table = state.kinds.get_mut(kind).expect("found above");
         let stored = table.objects.remove(&id).expect("found above");
         table.names.remove(&stored.raw.meta.name);
-        state.unlink((kind, id), &stored.raw.meta.references);
+        let raw = stored.raw;
+        for owner in &raw.meta.owners {
+            if let Some(set) = state.owned.get_mut(&owner.id) {
+                set.remove(&ObjectRef::new(kind, id));
+                if set.is_empty() {
+                    state.owned.remove(&owner.id);
+                }
+            }
+        }
+        state.follow(&raw, &raw.meta.owners);
+        state.unlink((kind, id), &raw.meta.references);
+        drop(state);
+        self.outbox_wake.notify_one();
         Ok(())
     }
 }

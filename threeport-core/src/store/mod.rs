@@ -16,7 +16,10 @@ use serde_json::Value;
 pub use memory::MemoryStore;
 
 use crate::error::{Error, Result};
-use crate::object::{ApiObject, Labels, NewObject, Object, ObjectId, RawObject, Reference, Status};
+use crate::object::{
+    ApiObject, Labels, NewObject, Object, ObjectId, ObjectRef, RawObject, Reference, Status,
+};
+use crate::relation::{Propagation, Relation};
 
 /// Default page size of [`ListQuery`].
 pub const DEFAULT_PAGE_SIZE: usize = 100;
@@ -256,8 +259,10 @@ pub struct StatusWrite {
 /// [`conformance::store`](crate::conformance::store).
 ///
 /// Desired-state writes (`create`, `update`, `schedule_deletion`) record a notification in the
-/// backend's [`Outbox`](crate::Outbox) atomically with the change. Status writes and `remove` do
-/// not notify: they are the controllers' own output.
+/// backend's [`Outbox`](crate::Outbox) atomically with the change. Status writes do not
+/// notify the object's own controller (they are its output), but every write, status writes
+/// and `remove` included, notifies the objects that follow the written one through a
+/// registered [`Relation`].
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -310,18 +315,47 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         write: StatusWrite,
     ) -> Result<RawObject>;
 
-    /// Requests deletion (first phase): sets `deletion_scheduled_at`, the lifecycle state to
-    /// `DeletionScheduled`, bumps generation. Idempotent on an object already being deleted.
-    ///
-    /// Errors: `NotFound`; `Conflict` on a version mismatch or while other objects reference it.
+    /// Requests deletion (first phase) with [`Propagation::Foreground`]: see
+    /// [`schedule_deletion_with`](Store::schedule_deletion_with).
     async fn schedule_deletion(
         &self,
         kind: &str,
         id: ObjectId,
         expected_version: Option<u64>,
+    ) -> Result<RawObject> {
+        self.schedule_deletion_with(kind, id, expected_version, Propagation::Foreground)
+            .await
+    }
+
+    /// Requests deletion (first phase): sets `deletion_scheduled_at`, the lifecycle state to
+    /// `DeletionScheduled`, bumps generation, notifies. Idempotent on an object already being
+    /// deleted. With [`Propagation::Foreground`], every object it owns, transitively, is
+    /// scheduled for deletion in the same transaction (and the runtime removes the owner only
+    /// once they are gone); with [`Propagation::Orphan`], the objects it owns lose it as an
+    /// owner and stay.
+    ///
+    /// Errors: `NotFound`; `Conflict` on a version mismatch or while objects outside the
+    /// cascade reference it or one of its dependents.
+    async fn schedule_deletion_with(
+        &self,
+        kind: &str,
+        id: ObjectId,
+        expected_version: Option<u64>,
+        propagation: Propagation,
     ) -> Result<RawObject>;
 
-    /// Removes the row (second phase, after cleanup). `Conflict` on a stale fence.
+    /// The objects `id` owns directly (whose [`owners`](crate::ObjectMeta::owners) name it),
+    /// in id order.
+    async fn dependents(&self, kind: &str, id: ObjectId) -> Result<Vec<ObjectRef>>;
+
+    /// Records relations ([`Relation`]): from now on, every change of a followed object
+    /// notifies the follower's objects it maps to, in the same transaction. Idempotent;
+    /// SQL stores keep them in the database, so every process writing to it honours them.
+    async fn register_relations(&self, relations: &[Relation]) -> Result<()>;
+
+    /// Removes the row (second phase, after cleanup) and notifies its owners (an owner being
+    /// deleted waits for its dependents). `Conflict` on a stale fence, or while it still owns
+    /// objects.
     async fn remove(&self, kind: &str, id: ObjectId, fence: Option<u64>) -> Result<()>;
 }
 
@@ -398,7 +432,7 @@ impl Api<crate::Dynamic> {
     /// let store = Arc::new(MemoryStore::new());
     /// let spec = serde_json::json!({"size": 3});
     /// store.create(NewObject { kind: "Widget".into(), name: "w".into(),
-    ///                          labels: Default::default(), references: vec![], spec }).await?;
+    ///                          labels: Default::default(), references: vec![], owners: Vec::new(), spec }).await?;
     /// let widgets = Api::<Dynamic>::of_kind(store.clone(), "Widget")?;
     /// assert_eq!(widgets.get_by_name("w").await?.spec.0["size"], 3);
     /// assert!(Api::<Dynamic>::new(store).get_by_name("w").await.is_err());
