@@ -15,6 +15,7 @@ mod aws;
 mod clusters;
 #[cfg(feature = "aws")]
 mod eks;
+mod passive;
 #[cfg(feature = "kubernetes")]
 mod runtime;
 pub mod seal;
@@ -48,11 +49,10 @@ pub use aws::{
 pub use clusters::{ClusterProvider, KubeClusters, SingleCluster};
 #[cfg(feature = "aws")]
 pub use eks::{EksReconciler, SERVICE_ACCOUNT, SYSTEM_NAMESPACE};
+pub use passive::{PASSIVE_KINDS, PassiveReconciler};
 #[cfg(feature = "kubernetes")]
 pub use runtime::{CLUSTER_READY, RuntimeReconciler};
-pub use workload_definition::{
-    WorkloadDefinitionReconciler, WorkloadResourceDefinitionReconciler, split_manifests,
-};
+pub use workload_definition::{WorkloadDefinitionReconciler, split_manifests};
 #[cfg(feature = "kubernetes")]
 pub use workload_instance::{FIELD_MANAGER, RUNTIME_READY, WorkloadInstanceReconciler};
 
@@ -91,8 +91,36 @@ const CONTROLLERS: &[(&str, Follows, Start)] = &[
     ("workload-definition", &[], |_, b, c, s| {
         run(WorkloadDefinitionReconciler, b, c, s)
     }),
-    ("workload-resource-definition", &[], |_, b, c, s| {
-        run(WorkloadResourceDefinitionReconciler, b, c, s)
+    // One controller per configuration-only kind (`PASSIVE_KINDS`), each its own group.
+    ("passive", &[], |_, b, c, s| {
+        let handles: Vec<_> = PASSIVE_KINDS
+            .iter()
+            .map(|kind| {
+                let config = ControllerConfig {
+                    name: format!("{}-passive", kind.to_ascii_lowercase()),
+                    ..c.config.clone()
+                };
+                let controlled = Controlled {
+                    config,
+                    metrics: c.metrics.clone(),
+                    follows: c.follows,
+                };
+                run(
+                    PassiveReconciler::new(kind),
+                    b.clone(),
+                    controlled,
+                    s.clone(),
+                )
+            })
+            .collect();
+        tokio::spawn(async move {
+            for handle in handles {
+                handle.await.map_err(|e| {
+                    threeport_core::Error::backend(format!("passive controller: {e}"))
+                })??;
+            }
+            Ok(())
+        })
     }),
     #[cfg(feature = "kubernetes")]
     (

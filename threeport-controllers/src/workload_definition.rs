@@ -118,25 +118,6 @@ impl Reconciler for WorkloadDefinitionReconciler {
         definition.status.details.resource_count = manifests.len();
         Ok(Action::Done)
     }
-    // No cleanup of its own: the records it owns go first (foreground deletion, removed by
-    // their controller below), and the runtime removes the definition after them.
-}
-
-/// Reconciles `WorkloadResourceDefinition` records: nothing to build (the definition's
-/// controller writes them), nothing to tear down; when their definition's deletion cascades
-/// to them, the runtime removes them, and then the definition.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WorkloadResourceDefinitionReconciler;
-
-#[async_trait]
-impl Reconciler for WorkloadResourceDefinitionReconciler {
-    type Object = WorkloadResourceDefinition;
-
-    async fn reconcile(
-        &self,
-        _record: &mut Object<WorkloadResourceDefinition>,
-        _ctx: &Context,
-    ) -> Result<Action, ReconcileError> {
-        Ok(Action::Done)
-    }
+    // No cleanup of its own: the records it owns go first (foreground deletion; removed by
+    // their passive controller), and the runtime removes the definition after them.
 }

@@ -105,6 +105,7 @@ impl Reference {
 /// An object named by kind and id: an owner in [`ObjectMeta::owners`], a dependent in
 /// [`Store::dependents`](crate::Store::dependents).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ObjectRef {
     /// Kind of the object.
     pub kind: String,

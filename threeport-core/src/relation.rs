@@ -183,3 +183,62 @@ impl std::str::FromStr for Propagation {
         }
     }
 }
+
+/// What deleting an object would do ([`deletion_plan`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionPlan {
+    /// The objects deleted: the object first, then what it owns, transitively.
+    pub deletes: Vec<ObjectRef>,
+    /// The objects that lose it as an owner and stay.
+    pub orphans: Vec<ObjectRef>,
+}
+
+/// What deleting `root` with `propagation` would delete and orphan, without deleting
+/// anything: a preview of the cascade.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use threeport_core::{MemoryStore, NewObject, ObjectRef, Propagation, Store};
+/// use threeport_core::relation::deletion_plan;
+///
+/// let store = MemoryStore::new();
+/// let app = store.create(NewObject::new("App", "shop", serde_json::json!({}))).await?;
+/// let db = store
+///     .create(NewObject::new("Database", "orders", serde_json::json!({})).owned_by("App", app.meta.id))
+///     .await?;
+/// let root = ObjectRef::new("App", app.meta.id);
+/// let plan = deletion_plan(&store, &root, Propagation::Foreground).await?;
+/// assert_eq!(plan.deletes, vec![root.clone(), ObjectRef::new("Database", db.meta.id)]);
+/// let plan = deletion_plan(&store, &root, Propagation::Orphan).await?;
+/// assert_eq!(plan.orphans, vec![ObjectRef::new("Database", db.meta.id)]);
+/// # Ok::<(), threeport_core::Error>(())
+/// # }).unwrap();
+/// ```
+pub async fn deletion_plan(
+    store: &dyn crate::Store,
+    root: &ObjectRef,
+    propagation: Propagation,
+) -> Result<DeletionPlan> {
+    let mut plan = DeletionPlan {
+        deletes: vec![root.clone()],
+        orphans: Vec::new(),
+    };
+    let direct = store.dependents(&root.kind, root.id).await?;
+    match propagation {
+        Propagation::Orphan => plan.orphans = direct,
+        Propagation::Foreground => {
+            plan.deletes.extend(direct);
+            let mut next = 1;
+            while next < plan.deletes.len() {
+                let owner = plan.deletes[next].clone();
+                next += 1;
+                for dependent in store.dependents(&owner.kind, owner.id).await? {
+                    if !plan.deletes.contains(&dependent) {
+                        plan.deletes.push(dependent);
+                    }
+                }
+            }
+        }
+    }
+    Ok(plan)
+}

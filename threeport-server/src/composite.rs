@@ -12,19 +12,26 @@
 //!  "secret": {SecretDefinition spec, with "data"}}
 //! ```
 //!
-//! Every part becomes a definition and an instance named after the workload; the links
-//! between them (`definition`, `workload_instance`, the gateway's `domain_name`) are filled in
-//! by the server. The answer (201) maps each created object's kind to the object.
+//! Every part becomes a definition and an instance, named after the workload unless the part
+//! names itself (`"secret": {"name": "wordpress-secret", …}` makes `wordpress-secret`); the
+//! links between them (`definition`, `workload_instance`, the gateway's `domain_name`) are
+//! filled in by the server. The answer (201) maps each created object's kind to the object.
+//!
+//! Every part is owned, directly or through its service definition, by the workload
+//! definition: `DELETE /v0/workloads/{name}` deletes that definition with foreground
+//! propagation, which takes every part with it (instances before their definitions), and
+//! `?dry_run=true` lists what would go.
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{delete, post};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use threeport_core::object::{Labels, NewObject, ObjectId};
+use threeport_core::object::{Labels, NewObject, ObjectId, ObjectRef};
+use threeport_core::store::ListQuery;
 use threeport_core::{ApiObject, Error};
 
 use crate::ApiError;
@@ -36,14 +43,15 @@ use crate::model::{
 };
 use crate::registry::plural_path;
 use crate::rest::{
-    ApiResult, ApiState, body_object, create_once, decode, hand_over_secret, mark_replayed,
-    seal_fields, take_secret,
+    ApiResult, ApiState, Write, body_object, create_once, decode, delete_options, hand_over_secret,
+    mark_replayed, preview, seal_fields, take_secret,
 };
 
-/// The `/v0/workloads` route.
+/// The `/v0/workloads` routes.
 pub fn routes(state: ApiState) -> Router {
     Router::new()
         .route("/v0/workloads", post(create_workload))
+        .route("/v0/workloads/{name}", delete(delete_workload))
         .with_state(state)
 }
 
@@ -84,9 +92,20 @@ impl Plan<'_> {
         part: &str,
         spec: Value,
         links: &[(&str, ObjectId)],
+        owner: Option<ObjectRef>,
     ) -> ApiResult<ObjectId> {
         let Value::Object(mut spec) = spec else {
             return Err(ApiError(Error::invalid(part, "must be a JSON object")));
+        };
+        let name = match spec.remove("name") {
+            None | Some(Value::Null) => self.name.clone(),
+            Some(Value::String(name)) => name,
+            Some(_) => {
+                return Err(ApiError(Error::invalid(
+                    format!("{part}.name"),
+                    "must be a string: the name of this part's objects",
+                )));
+            }
         };
         for (field, id) in links {
             if spec.get(*field).is_some_and(|v| !v.is_null()) {
@@ -121,29 +140,37 @@ impl Plan<'_> {
             id,
             NewObject {
                 kind: T::KIND.to_owned(),
-                name: self.name.clone(),
+                name,
                 labels: self.labels.clone(),
                 references: checked.references,
-                owners: Vec::new(),
+                owners: owner.into_iter().collect(),
                 spec: checked.spec,
             },
         ));
         Ok(id)
     }
 
-    /// A definition from `part` and its instance serving the workload instance.
+    /// A definition from `part`, owned by the workload definition `root`, and its instance
+    /// serving the workload instance, owned by that definition (so it goes first).
     fn add_service<D: ApiObject, I: ApiObject>(
         &mut self,
         part: &str,
         spec: Value,
         links: &[(&str, ObjectId)],
         workload: ObjectId,
+        root: &ObjectRef,
     ) -> ApiResult<ObjectId> {
-        let definition = self.add::<D>(part, spec, links)?;
+        let name = spec.get("name").cloned();
+        let definition = self.add::<D>(part, spec, links, Some(root.clone()))?;
+        let mut instance = Map::new();
+        if let Some(name) = name {
+            instance.insert("name".into(), name);
+        }
         self.add::<I>(
             part,
-            Value::Object(Map::new()),
+            Value::Object(instance),
             &[("definition", definition), ("workload_instance", workload)],
+            Some(ObjectRef::new(D::KIND, definition)),
         )?;
         Ok(definition)
     }
@@ -154,25 +181,32 @@ async fn create_workload(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let request: WorkloadRequest = decode(body_object(&body, false)?)?;
+    let request: WorkloadRequest = decode(body_object(&body, Write::Create)?)?;
     let mut plan = Plan {
         state: &state,
         name: request.name,
         labels: request.labels,
         objects: Vec::new(),
     };
-    let definition = plan.add::<WorkloadDefinition>("definition", request.definition, &[])?;
+    // The workload definition owns every other part: it is what the workload is deleted by.
+    let definition = plan.add::<WorkloadDefinition>("definition", request.definition, &[], None)?;
+    let root = ObjectRef::new(WorkloadDefinition::KIND, definition);
     let instance = request
         .instance
         .unwrap_or_else(|| Value::Object(Map::new()));
-    let workload =
-        plan.add::<WorkloadInstance>("instance", instance, &[("definition", definition)])?;
+    let workload = plan.add::<WorkloadInstance>(
+        "instance",
+        instance,
+        &[("definition", definition)],
+        Some(root.clone()),
+    )?;
     if let Some(spec) = request.database {
         plan.add_service::<AwsRelationalDatabaseDefinition, AwsRelationalDatabaseInstance>(
             "database",
             spec,
             &[],
             workload,
+            &root,
         )?;
     }
     if let Some(spec) = request.bucket {
@@ -181,6 +215,7 @@ async fn create_workload(
             spec,
             &[],
             workload,
+            &root,
         )?;
     }
     let domain = match request.domain_name {
@@ -190,13 +225,16 @@ async fn create_workload(
                 spec,
                 &[],
                 workload,
+                &root,
             )?,
         ),
         None => None,
     };
     if let Some(spec) = request.gateway {
         let links: Vec<(&str, ObjectId)> = domain.map(|d| ("domain_name", d)).into_iter().collect();
-        plan.add_service::<GatewayDefinition, GatewayInstance>("gateway", spec, &links, workload)?;
+        plan.add_service::<GatewayDefinition, GatewayInstance>(
+            "gateway", spec, &links, workload, &root,
+        )?;
     }
     let mut secret = None;
     if let Some(mut spec) = request.secret {
@@ -208,7 +246,7 @@ async fn create_workload(
             Error::Invalid { message, .. } => ApiError(Error::invalid("secret.data", message)),
             other => ApiError(other),
         })?;
-        plan.add_service::<SecretDefinition, SecretInstance>("secret", spec, &[], workload)?;
+        plan.add_service::<SecretDefinition, SecretInstance>("secret", spec, &[], workload, &root)?;
     }
     let (created, replayed) =
         create_once(&state, &headers, "POST /v0/workloads", &body, plan.objects).await?;
@@ -231,4 +269,34 @@ async fn create_workload(
         mark_replayed(&mut response);
     }
     Ok(response)
+}
+
+/// `DELETE /v0/workloads/{name}`: the workload definition named `name`, and with it (owners,
+/// foreground by default) every part the composite create made; `?dry_run=true` answers
+/// what would be deleted, `?propagation=orphan` keeps the parts.
+async fn delete_workload(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
+    let (propagation, dry_run) = delete_options(raw.as_deref())?;
+    threeport_core::object::validate_name("name", &name)?;
+    let found = state
+        .store
+        .list(WorkloadDefinition::KIND, &ListQuery::named(name.as_str()))
+        .await?;
+    let Some(definition) = found.items.into_iter().next() else {
+        return Err(ApiError(Error::not_found("Workload", name)));
+    };
+    let root = ObjectRef::new(WorkloadDefinition::KIND, definition.meta.id);
+    if dry_run {
+        return preview(&*state.store, &[root], propagation).await;
+    }
+    let plan = threeport_core::relation::deletion_plan(&*state.store, &root, propagation).await?;
+    state
+        .store
+        .schedule_deletion_with(&root.kind, root.id, None, propagation)
+        .await?;
+    let body = serde_json::json!({"propagation": propagation, "deletes": plan.deletes, "orphans": plan.orphans});
+    Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }

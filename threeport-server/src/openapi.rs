@@ -9,7 +9,7 @@ use axum::response::Html;
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
-use threeport_core::object::MAX_NAME_LEN;
+use threeport_core::object::{MAX_NAME_LEN, MAX_OWNERS};
 use threeport_core::store::{MAX_FILTERS, MAX_PAGE_SIZE};
 
 use crate::KindRegistry;
@@ -108,6 +108,21 @@ fn responses(ok: u16, description: &str, schema: Value, errors: &[u16], etag: bo
     Value::Object(all)
 }
 
+/// A DELETE's answers: 202 with the object (scheduled), 200 with the plan (`dry_run`).
+fn deletion_responses(object: Value) -> Value {
+    let mut answers = responses(
+        202,
+        "deletion scheduled",
+        object,
+        &[400, 401, 404, 409, 503],
+        true,
+    );
+    let mut plan = json_content(reference("DeletionPlan"));
+    plan["description"] = json!("dry run: what would be deleted");
+    answers["200"] = plan;
+    answers
+}
+
 fn if_match() -> Value {
     json!({"name": "If-Match", "in": "header", "required": false,
            "description": "RFC 9110: `*` (the object must exist) or entity tags from `ETag` (`\"3\"`, a list of them); \
@@ -161,8 +176,37 @@ pub fn document(kinds: &KindRegistry) -> Value {
             "deletion_scheduled_at": {"type": ["string", "null"], "format": "date-time"},
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
             "references": {"type": "array", "items": {"type": "object"}},
+            "owners": {"type": "array", "items": reference("ObjectRef"),
+                       "description": "what the object was made on behalf of (set at creation, fixed after): deleting an owner deletes it first"},
             "status": {"type": "object", "description": "lifecycle state, observed generation, conditions, events and the controller's details"}}}),
     );
+    components.insert(
+        "ObjectRef".into(),
+        json!({"type": "object", "required": ["kind", "id"], "additionalProperties": false,
+               "properties": {"kind": {"type": "string"}, "id": uuid_schema()}}),
+    );
+    components.insert(
+        "DeletionPlan".into(),
+        json!({"type": "object", "required": ["propagation", "deletes", "orphans"], "properties": {
+            "propagation": {"type": "string", "enum": ["foreground", "orphan"]},
+            "deletes": {"type": "array", "items": reference("ObjectRef"),
+                        "description": "what would be deleted: the object, then what it owns"},
+            "orphans": {"type": "array", "items": reference("ObjectRef"),
+                        "description": "what would lose it as an owner and stay"}}}),
+    );
+    let delete_parameters = json!([
+        if_match(),
+        query(
+            "propagation",
+            "what happens to the objects it owns: `foreground` (deleted first; the default) or `orphan` (kept)",
+            json!({"type": "string", "enum": ["foreground", "orphan"]})
+        ),
+        query(
+            "dry_run",
+            "`true`: only answer what would be deleted",
+            json!({"type": "string", "enum": ["true", "false"]})
+        ),
+    ]);
     let label_item = json!({"type": "string",
         "pattern": format!("^[^={NOT_IN_NAMES}]{{1,{MAX_NAME_LEN}}}=[^{CONTROL}]{{0,{MAX_NAME_LEN}}}$")});
     let ref_item = json!({"type": "string",
@@ -205,7 +249,10 @@ pub fn document(kinds: &KindRegistry) -> Value {
         }
         let create_body = json_body(json!({"type": "object", "required": ["name", "spec"],
             "additionalProperties": false, "properties": {
-                "name": name_schema(), "labels": labels_schema(), "spec": create_spec}}));
+                "name": name_schema(), "labels": labels_schema(),
+                "owners": {"type": "array", "items": reference("ObjectRef"), "maxItems": MAX_OWNERS,
+                           "description": "existing objects this one is made on behalf of"},
+                "spec": create_spec}}));
         let replace_body = json_body(json!({"type": "object", "required": ["spec"],
             "additionalProperties": false, "properties": {
                 "labels": labels_schema(), "spec": spec,
@@ -249,8 +296,8 @@ pub fn document(kinds: &KindRegistry) -> Value {
             "patch": {"tags": [kind], "summary": format!("Merge-patch a {kind} (RFC 7396)"), "parameters": [if_match()],
                       "requestBody": patch_body,
                       "responses": responses(200, "patched", reference(&object), &[400, 401, 404, 409, 413, 503], true)},
-            "delete": {"tags": [kind], "summary": format!("Schedule a {kind}'s deletion"), "parameters": [if_match()],
-                       "responses": responses(202, "deletion scheduled", reference(&object), &[400, 401, 404, 409, 503], true)}
+            "delete": {"tags": [kind], "summary": format!("Schedule a {kind}'s deletion, and of what it owns"), "parameters": delete_parameters.clone(),
+                       "responses": deletion_responses(reference(&object))}
         }));
     }
     let mut created = responses(
@@ -273,6 +320,18 @@ pub fn document(kinds: &KindRegistry) -> Value {
             "domain_name": {"type": ["object", "null"]}, "gateway": {"type": ["object", "null"]},
             "secret": {"type": ["object", "null"]}}})),
         "responses": created}}));
+    let mut workload_deleted = deletion_responses(reference("DeletionPlan"));
+    workload_deleted["202"]["description"] = json!("deletion scheduled: what goes, and what stays");
+    if let Some(headers) = workload_deleted["202"].as_object_mut() {
+        headers.remove("headers");
+    }
+    paths.insert("/v0/workloads/{name}".into(), json!({"delete": {
+        "tags": ["Workload"],
+        "summary": "Delete a workload: its definition and every part the composite create made (they are owned by it)",
+        "parameters": [
+            {"name": "name", "in": "path", "required": true, "schema": name_schema()},
+            delete_parameters[1].clone(), delete_parameters[2].clone()],
+        "responses": workload_deleted}}));
     for (path, summary, codes) in [
         ("/healthz", "The process serves", &[200][..]),
         (

@@ -23,10 +23,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use threeport_core::object::{Labels, NewObject, ObjectId, RawObject};
+use threeport_core::object::{Labels, NewObject, ObjectId, ObjectRef, RawObject};
 use threeport_core::store::{ListQuery, MAX_FILTERS, MAX_PAGE_SIZE, SpecUpdate};
 use threeport_core::{
-    Bus, Error, ErrorKind, IdempotencyKey, Notification, Once, Operation, SecretValues, Store,
+    Bus, Error, ErrorKind, IdempotencyKey, Notification, Once, Operation, Propagation,
+    SecretValues, Store,
 };
 
 use crate::registry::{KindEntry, KindRegistry};
@@ -42,6 +43,7 @@ const READ_ONLY: &[&str] = &[
     "updated_at",
     "deletion_scheduled_at",
     "references",
+    "owners",
     "status",
 ];
 
@@ -121,18 +123,29 @@ fn parse_id(id: &str) -> ApiResult<ObjectId> {
         .map_err(|_| ApiError(Error::invalid("id", format!("{id:?} is not an object id"))))
 }
 
-/// Parses a JSON object body, refusing read-only fields by name. Writes to an existing object
-/// may carry `version`: the version they expect to replace.
-pub(crate) fn body_object(body: &Bytes, version_allowed: bool) -> ApiResult<Map<String, Value>> {
+/// What a body may carry besides the writable fields: writes to an existing object their
+/// expected `version`, creations their `owners` (fixed afterwards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Write {
+    Create,
+    Change,
+}
+
+/// Parses a JSON object body, refusing read-only fields by name.
+pub(crate) fn body_object(body: &Bytes, write: Write) -> ApiResult<Map<String, Value>> {
     let mut value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError(Error::invalid("body", format!("not valid JSON: {e}"))))?;
     integral_numbers_as_integers(&mut value);
     let Value::Object(map) = value else {
         return Err(ApiError(Error::invalid("body", "must be a JSON object")));
     };
+    let allowed = match write {
+        Write::Create => "owners",
+        Write::Change => "version",
+    };
     if let Some(field) = READ_ONLY
         .iter()
-        .find(|f| map.contains_key(**f) && !(version_allowed && **f == "version"))
+        .find(|f| map.contains_key(**f) && **f != allowed)
     {
         return Err(ApiError(Error::invalid(
             *field,
@@ -345,6 +358,9 @@ struct CreateBody {
     name: String,
     #[serde(default)]
     labels: Labels,
+    /// What the object is made on behalf of: deleting one of them deletes it first.
+    #[serde(default)]
+    owners: Vec<ObjectRef>,
     spec: Value,
 }
 
@@ -355,7 +371,7 @@ async fn create(
     raw: Bytes,
 ) -> ApiResult<Response> {
     let entry = entry(&state, &plural)?;
-    let mut body: CreateBody = decode(body_object(&raw, false)?)?;
+    let mut body: CreateBody = decode(body_object(&raw, Write::Create)?)?;
     let secret = take_secret(entry, &mut body.spec)?;
     seal_fields(&state, entry, &mut body.spec)?;
     let checked = entry.check(&body.spec)?;
@@ -364,7 +380,7 @@ async fn create(
         name: body.name,
         labels: body.labels,
         references: checked.references,
-        owners: Vec::new(),
+        owners: body.owners,
         spec: checked.spec,
     };
     let route = format!("POST /v0/{plural}");
@@ -555,7 +571,7 @@ async fn replace(
 ) -> ApiResult<Response> {
     let entry = entry(&state, &plural)?;
     let id = parse_id(&id)?;
-    let body: ReplaceBody = decode(body_object(&body, true)?)?;
+    let body: ReplaceBody = decode(body_object(&body, Write::Change)?)?;
     let expected_version = expected_version(&state, entry, id, &headers, body.version).await?;
     write_spec(&state, entry, id, expected_version, body.labels, body.spec).await
 }
@@ -595,7 +611,7 @@ async fn patch(
 ) -> ApiResult<Response> {
     let entry = entry(&state, &plural)?;
     let id = parse_id(&id)?;
-    let mut patch = body_object(&body, true)?;
+    let mut patch = body_object(&body, Write::Change)?;
     let body_version = match patch.remove("version") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_u64().ok_or_else(|| {
@@ -662,17 +678,69 @@ fn merge_patch(target: &mut Value, patch: Value) {
     }
 }
 
+/// How a DELETE goes: `propagation` (what happens to what the object owns) and `dry_run`
+/// (only say what would be deleted).
+pub(crate) fn delete_options(raw: Option<&str>) -> ApiResult<(Propagation, bool)> {
+    let mut propagation = Propagation::Foreground;
+    let mut dry_run = false;
+    for (key, value) in query_pairs(raw)? {
+        match key.as_str() {
+            "propagation" => propagation = value.parse()?,
+            "dry_run" => {
+                dry_run = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(ApiError(Error::invalid("dry_run", "must be true or false")));
+                    }
+                }
+            }
+            other => {
+                return Err(ApiError(Error::invalid(
+                    other,
+                    "unknown parameter: a DELETE takes propagation and dry_run",
+                )));
+            }
+        }
+    }
+    Ok((propagation, dry_run))
+}
+
+/// What a deletion would delete, for `?dry_run=true`.
+pub(crate) async fn preview(
+    store: &dyn Store,
+    roots: &[ObjectRef],
+    propagation: Propagation,
+) -> ApiResult<Response> {
+    let mut deletes = Vec::new();
+    let mut orphans = Vec::new();
+    for root in roots {
+        let plan = threeport_core::relation::deletion_plan(store, root, propagation).await?;
+        deletes.extend(plan.deletes);
+        orphans.extend(plan.orphans);
+    }
+    let body =
+        serde_json::json!({"propagation": propagation, "deletes": deletes, "orphans": orphans});
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
 async fn delete(
     State(state): State<ApiState>,
     Path((plural, id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let entry = entry(&state, &plural)?;
     let id = parse_id(&id)?;
+    let (propagation, dry_run) = delete_options(raw.as_deref())?;
     let expected = expected_version(&state, entry, id, &headers, None).await?;
+    if dry_run {
+        let root = ObjectRef::new(entry.kind, id);
+        return preview(&*state.store, &[root], propagation).await;
+    }
     let scheduled = state
         .store
-        .schedule_deletion(entry.kind, id, expected)
+        .schedule_deletion_with(entry.kind, id, expected, propagation)
         .await?;
     Ok(with_etag(StatusCode::ACCEPTED, scheduled))
 }

@@ -6,9 +6,7 @@ use std::time::Duration;
 use threeport_core::{
     Api, ApiObject, Controller, LifecycleState, MemoryBackends, Object, ObjectRef, Store,
 };
-use threeport_server::controllers::{
-    WorkloadDefinitionReconciler, WorkloadResourceDefinitionReconciler,
-};
+use threeport_server::controllers::{PassiveReconciler, WorkloadDefinitionReconciler};
 use threeport_server::model::{WorkloadDefinition, WorkloadResourceDefinition};
 use tokio_util::sync::CancellationToken;
 
@@ -52,8 +50,11 @@ async fn records_follow_the_manifests() {
         Controller::new(WorkloadDefinitionReconciler, memory.backends()).run(shutdown.clone()),
     );
     tokio::spawn(
-        Controller::new(WorkloadResourceDefinitionReconciler, memory.backends())
-            .run(shutdown.clone()),
+        Controller::new(
+            PassiveReconciler::new(WorkloadResourceDefinition::KIND),
+            memory.backends(),
+        )
+        .run(shutdown.clone()),
     );
     let definitions = Api::<WorkloadDefinition>::new(memory.store.clone());
 
@@ -151,11 +152,11 @@ mod cluster_controllers {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use threeport_core::{Api, Controller, LifecycleState, MemoryBackends, Object};
+    use threeport_core::{Api, LifecycleState, MemoryBackends, Object};
     use threeport_k8s::{Cluster, MemoryCluster, ResourceRef};
     use threeport_server::controllers::{
         ClusterProvider, RuntimeReconciler, SingleCluster, WorkloadDefinitionReconciler,
-        WorkloadInstanceReconciler,
+        WorkloadInstanceReconciler, declared,
     };
     use threeport_server::model::*;
     use tokio_util::sync::CancellationToken;
@@ -174,23 +175,17 @@ mod cluster_controllers {
         memory.spawn_relay(shutdown.clone());
         let cluster = MemoryCluster::new();
         let clusters: Arc<dyn ClusterProvider> = Arc::new(SingleCluster(Arc::new(cluster.clone())));
-        tokio::spawn(
-            Controller::new(RuntimeReconciler::new(clusters.clone()), memory.backends())
-                .run(shutdown.clone()),
-        );
-        tokio::spawn(
-            Controller::new(
-                WorkloadInstanceReconciler::new(
-                    clusters,
-                    Arc::new(threeport_server::Sealer::ephemeral().unwrap()),
-                ),
-                memory.backends(),
-            )
-            .run(shutdown.clone()),
-        );
-        tokio::spawn(
-            Controller::new(WorkloadDefinitionReconciler, memory.backends()).run(shutdown.clone()),
-        );
+        // As the controller table declares them: with what each follows.
+        let runtimes = RuntimeReconciler::new(clusters.clone());
+        let runtimes = declared("kubernetes-runtime", runtimes, memory.backends()).unwrap();
+        tokio::spawn(runtimes.run(shutdown.clone()));
+        let sealer = Arc::new(threeport_server::Sealer::ephemeral().unwrap());
+        let instances = WorkloadInstanceReconciler::new(clusters, sealer);
+        let instances = declared("workload-instance", instances, memory.backends()).unwrap();
+        tokio::spawn(instances.run(shutdown.clone()));
+        let definitions = WorkloadDefinitionReconciler;
+        let definitions = declared("workload-definition", definitions, memory.backends()).unwrap();
+        tokio::spawn(definitions.run(shutdown.clone()));
         Plane {
             memory,
             cluster,
@@ -249,22 +244,19 @@ mod cluster_controllers {
             )
             .await
             .unwrap();
+        // It waits without polling: the EKS instance it owns (and follows) brings it back.
         let waiting = tokio::time::timeout(
             TEN_SECONDS,
             runtimes.wait_until(runtime.id(), |o| {
-                o.status.state == LifecycleState::CreationAcknowledged
+                o.status
+                    .condition("ClusterReady")
+                    .is_some_and(|c| c.reason == "WaitingForCluster")
             }),
         )
         .await
         .unwrap()
         .unwrap();
-        assert!(
-            waiting
-                .status
-                .events
-                .iter()
-                .any(|e| e.reason == "WaitingForCluster")
-        );
+        assert_eq!(waiting.status.state, LifecycleState::Reconciled);
         let eks = Api::<AwsEksKubernetesRuntimeInstance>::new(store.clone())
             .get_by_name("paris")
             .await
@@ -272,6 +264,14 @@ mod cluster_controllers {
         assert_eq!(
             (eks.spec.region.as_str(), eks.spec.runtime),
             ("eu-west-3", runtime.id())
+        );
+        assert_eq!(
+            eks.meta.owners,
+            vec![threeport_core::ObjectRef::new(
+                "KubernetesRuntimeInstance",
+                runtime.id()
+            )],
+            "the runtime owns its EKS instance"
         );
         let eks_def = Api::<AwsEksKubernetesRuntimeDefinition>::new(store.clone())
             .get(eks.spec.definition)

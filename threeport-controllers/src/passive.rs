@@ -1,0 +1,56 @@
+//! Kinds that only hold configuration (definitions other controllers read, records a
+//! controller writes): nothing to build, nothing to tear down. They still need a controller:
+//! the one that marks them reconciled and, when a deletion reaches them (a cascade from
+//! their owner, or a user's DELETE), removes them, so that whatever owns them can go next.
+
+use async_trait::async_trait;
+use threeport_api::model::{
+    AwsEksKubernetesRuntimeDefinition, AwsObjectStorageBucketDefinition,
+    AwsRelationalDatabaseDefinition, DomainNameDefinition, DomainNameInstance, GatewayDefinition,
+    GatewayInstance, KubernetesRuntimeDefinition, WorkloadResourceDefinition,
+};
+use threeport_core::{Action, ApiObject, Context, Dynamic, Object, ReconcileError, Reconciler};
+
+/// The kinds [`PassiveReconciler`]s serve in the stock control plane.
+pub const PASSIVE_KINDS: &[&str] = &[
+    WorkloadResourceDefinition::KIND,
+    KubernetesRuntimeDefinition::KIND,
+    AwsEksKubernetesRuntimeDefinition::KIND,
+    AwsRelationalDatabaseDefinition::KIND,
+    AwsObjectStorageBucketDefinition::KIND,
+    DomainNameDefinition::KIND,
+    DomainNameInstance::KIND,
+    GatewayDefinition::KIND,
+    GatewayInstance::KIND,
+];
+
+/// Reconciles objects of one kind that need no work: marks them reconciled, and removes
+/// them once their deletion is asked for (after what they own, as for every object).
+#[derive(Debug, Clone)]
+pub struct PassiveReconciler {
+    kind: &'static str,
+}
+
+impl PassiveReconciler {
+    /// A reconciler for `kind`.
+    pub fn new(kind: &'static str) -> Self {
+        PassiveReconciler { kind }
+    }
+}
+
+#[async_trait]
+impl Reconciler for PassiveReconciler {
+    type Object = Dynamic;
+
+    fn kind(&self) -> &str {
+        self.kind
+    }
+
+    async fn reconcile(
+        &self,
+        _object: &mut Object<Dynamic>,
+        _ctx: &Context,
+    ) -> Result<Action, ReconcileError> {
+        Ok(Action::Done)
+    }
+}
