@@ -13,7 +13,11 @@
 //! - public **[`conformance`] suites** every backend must pass, the fakes included;
 //! - the **[`Controller`] runtime** that drives a [`Reconciler`]: per-object mutual exclusion
 //!   across replicas, coalescing, backoff that resets on success, timeouts, panic capture,
-//!   two-phase deletion, metrics and graceful shutdown.
+//!   two-phase deletion, metrics and graceful shutdown;
+//! - **[`relation`]s and owners**: a controller follows other kinds
+//!   ([`Controller::follows`], [`Via`]) and the store notifies it of their changes in the
+//!   writing transaction; objects record their owners ([`ObjectRef`]) and deletion cascades
+//!   from owners to what they own ([`Propagation`]).
 //!
 //! Adapters (`threeport-store`, `threeport-bus`, ...) implement the traits; nothing here does
 //! network I/O. Time goes through tokio's clock, so tests can pause it.

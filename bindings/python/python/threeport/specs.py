@@ -256,7 +256,7 @@ class WorkloadInstance(TypedDict, total=False):
 
 
 class WorkloadResourceDefinition(TypedDict, total=False):
-    """One resource of a workload definition, as the workload-definition controller split it out. Owned by its definition (found by the ``WORKLOAD_DEFINITION_LABEL`` label): the controller creates, updates and removes these records, so they do not block the definition's deletion."""
+    """One resource of a workload definition, as the workload-definition controller split it out. Owned by its definition (its ``owners``): the controller creates, updates and removes these records, and deleting the definition deletes them first."""
     definition: str
     manifest: Any
 
