@@ -10,7 +10,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use threeport_core::object::{Labels, RawObject};
-use threeport_core::{ApiObject, Object, ObjectId, SecretValues};
+use threeport_core::relation::DeletionPlan;
+use threeport_core::{ApiObject, Object, ObjectId, ObjectRef, Propagation, SecretValues};
 
 use crate::model::{
     AwsObjectStorageBucketDefinition, AwsRelationalDatabaseDefinition, DomainNameDefinition,
@@ -378,6 +379,28 @@ impl Client {
         self.send(request.json(body), Repeat::Safe).await
     }
 
+    /// Deletes the workload `name` and every part its composite create made (they are owned
+    /// by its definition); `dry_run`: only says what would go. Answers the deletion plan.
+    pub async fn delete_workload(
+        &self,
+        name: &str,
+        propagation: Propagation,
+        dry_run: bool,
+    ) -> Result<DeletionPlan, ClientError> {
+        let name = utf8_percent_encode_segment(name);
+        let mut query = vec![("propagation", propagation_name(propagation))];
+        if dry_run {
+            query.push(("dry_run", "true"));
+        }
+        let request = self
+            .request(
+                Method::DELETE,
+                &format!("{}/v0/workloads/{name}", self.base),
+            )
+            .query(&query);
+        self.send(request, Repeat::Safe).await
+    }
+
     fn request(&self, method: Method, url: &str) -> RequestBuilder {
         let mut request = self.http.request(method.clone(), url);
         if method == Method::POST {
@@ -619,10 +642,75 @@ impl RawResource {
 
     /// Schedules deletion; the object goes once its controller has cleaned up.
     pub async fn delete<R: DeserializeOwned>(&self, id: ObjectId) -> Result<R, ClientError> {
+        self.delete_with(id, Propagation::Foreground).await
+    }
+
+    /// Schedules deletion, with `propagation` for the objects it owns.
+    pub async fn delete_with<R: DeserializeOwned>(
+        &self,
+        id: ObjectId,
+        propagation: Propagation,
+    ) -> Result<R, ClientError> {
         let request = self
             .client
-            .request(Method::DELETE, &format!("{}/{id}", self.path));
+            .request(Method::DELETE, &format!("{}/{id}", self.path))
+            .query(&[("propagation", propagation_name(propagation))]);
         self.client.send(request, Repeat::Safe).await
+    }
+
+    /// What deleting the object with `propagation` would delete and orphan; deletes nothing.
+    pub async fn deletion_plan(
+        &self,
+        id: ObjectId,
+        propagation: Propagation,
+    ) -> Result<DeletionPlan, ClientError> {
+        let request = self
+            .client
+            .request(Method::DELETE, &format!("{}/{id}", self.path))
+            .query(&[
+                ("propagation", propagation_name(propagation)),
+                ("dry_run", "true"),
+            ]);
+        self.client.send(request, Repeat::Safe).await
+    }
+
+    /// Creates an object owned by `owners` (fixed afterwards): deleting one of them deletes it
+    /// first.
+    pub async fn create_owned<R: DeserializeOwned>(
+        &self,
+        name: &str,
+        labels: &Labels,
+        owners: &[ObjectRef],
+        spec: &impl Serialize,
+    ) -> Result<R, ClientError> {
+        let body =
+            serde_json::json!({ "name": name, "labels": labels, "owners": owners, "spec": spec });
+        self.client
+            .send(
+                self.client.request(Method::POST, &self.path).json(&body),
+                Repeat::Safe,
+            )
+            .await
+    }
+}
+
+/// `name` as one URL path segment.
+fn utf8_percent_encode_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// The `propagation` query value.
+fn propagation_name(propagation: Propagation) -> &'static str {
+    match propagation {
+        Propagation::Foreground => "foreground",
+        Propagation::Orphan => "orphan",
     }
 }
 
@@ -686,9 +774,40 @@ impl<T: ApiObject> Resource<T> {
         self.raw.patch(id, patch).await
     }
 
-    /// Schedules deletion; the object goes once its controller has cleaned up.
+    /// Schedules deletion; the object goes once its controller has cleaned up, after the
+    /// objects it owns (foreground propagation).
     pub async fn delete(&self, id: ObjectId) -> Result<Object<T>, ClientError> {
         self.raw.delete(id).await
+    }
+
+    /// Schedules deletion with `propagation` for the objects it owns (`Orphan` keeps them).
+    pub async fn delete_with(
+        &self,
+        id: ObjectId,
+        propagation: Propagation,
+    ) -> Result<Object<T>, ClientError> {
+        self.raw.delete_with(id, propagation).await
+    }
+
+    /// What deleting the object would delete and orphan; deletes nothing.
+    pub async fn deletion_plan(
+        &self,
+        id: ObjectId,
+        propagation: Propagation,
+    ) -> Result<DeletionPlan, ClientError> {
+        self.raw.deletion_plan(id, propagation).await
+    }
+
+    /// Creates an object owned by `owners` (see [`ObjectRef`]).
+    pub async fn create_owned(
+        &self,
+        name: &str,
+        owners: &[ObjectRef],
+        spec: &T,
+    ) -> Result<Object<T>, ClientError> {
+        self.raw
+            .create_owned(name, &Labels::new(), owners, spec)
+            .await
     }
 
     /// Polls the object until `done` holds (e.g. `Object::is_reconciled`), at most `timeout`.

@@ -4,8 +4,8 @@
 use threeport_core::{ErrorKind, SecretValues};
 
 use crate::{
-    ClusterRequest, DatabaseRequest, KubernetesClusters, Networks, NodeGroupRequest, ObjectStorage,
-    RelationalDatabases, RoleRequest, Roles, SecretStore, Trust,
+    ClusterRequest, DatabaseRequest, EksStatus, KubernetesClusters, Networks, NodeGroupRequest,
+    ObjectStorage, RelationalDatabases, RoleRequest, Roles, SecretStore, Trust,
 };
 
 /// Buckets: idempotent creation, the public-read flag both ways, deletion, bad names.
@@ -231,7 +231,7 @@ pub async fn kubernetes_clusters(
         if state.is_active() {
             break;
         }
-        assert_eq!(state.status, "CREATING", "{state:?}");
+        assert_eq!(state.status, EksStatus::Creating, "{state:?}");
         state = clusters.cluster(name).await.unwrap().unwrap();
     }
     assert!(state.is_active(), "{state:?}");
@@ -255,11 +255,11 @@ pub async fn kubernetes_clusters(
     let mut status = None;
     for _ in 0..20 {
         status = clusters.node_group(name, "default").await.expect("look up");
-        if status.as_deref() == Some("ACTIVE") {
+        if status == Some(EksStatus::Active) {
             break;
         }
     }
-    assert_eq!(status.as_deref(), Some("ACTIVE"));
+    assert_eq!(status, Some(EksStatus::Active));
     assert!(
         clusters
             .delete_node_group(name, "default")

@@ -15,7 +15,7 @@ use base64::Engine;
 use threeport_core::{Error, Result};
 
 use crate::error::sdk_error;
-use crate::{ClusterRequest, ClusterState, KubernetesClusters, NodeGroupRequest};
+use crate::{ClusterRequest, ClusterState, EksStatus, KubernetesClusters, NodeGroupRequest};
 
 /// EKS clusters of one account and region.
 #[derive(Debug, Clone)]
@@ -161,10 +161,7 @@ impl KubernetesClusters for EksClusters {
                     .unwrap_or_else(|| data.to_owned())
             });
         Ok(Some(ClusterState {
-            status: cluster
-                .status()
-                .map(|s| s.as_str().to_owned())
-                .unwrap_or_default(),
+            status: EksStatus::parse(cluster.status().map(|s| s.as_str()).unwrap_or_default()),
             endpoint: cluster.endpoint().map(str::to_owned),
             ca_certificate,
             oidc_issuer: cluster
@@ -211,7 +208,7 @@ impl KubernetesClusters for EksClusters {
         }
     }
 
-    async fn node_group(&self, cluster: &str, name: &str) -> Result<Option<String>> {
+    async fn node_group(&self, cluster: &str, name: &str) -> Result<Option<EksStatus>> {
         let described = self
             .client
             .describe_nodegroup()
@@ -220,11 +217,9 @@ impl KubernetesClusters for EksClusters {
             .send()
             .await;
         match described {
-            Ok(output) => Ok(output.nodegroup().map(|g| {
-                g.status()
-                    .map(|s| s.as_str().to_owned())
-                    .unwrap_or_default()
-            })),
+            Ok(output) => Ok(output
+                .nodegroup()
+                .map(|g| EksStatus::parse(g.status().map(|s| s.as_str()).unwrap_or_default()))),
             Err(err) if err.code() == Some("ResourceNotFoundException") => Ok(None),
             Err(err) => Err(sdk_error("node_group", err)),
         }

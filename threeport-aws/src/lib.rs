@@ -144,11 +144,68 @@ impl DatabaseRequest {
     }
 }
 
+/// An RDS instance's status, as RDS names it (`creating`, `available`, `deleting`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseStatus {
+    /// Being created.
+    Creating,
+    /// Serving.
+    Available,
+    /// Being deleted.
+    Deleting,
+    /// Failed.
+    Failed,
+    /// Any other status (`backing-up`, `modifying`, `rebooting`, …): in between.
+    Other(String),
+}
+
+impl DatabaseStatus {
+    /// The status RDS reports as `status`.
+    pub fn parse(status: &str) -> Self {
+        match status {
+            "creating" => DatabaseStatus::Creating,
+            "available" => DatabaseStatus::Available,
+            "deleting" => DatabaseStatus::Deleting,
+            "failed" => DatabaseStatus::Failed,
+            other => DatabaseStatus::Other(other.to_owned()),
+        }
+    }
+}
+
+/// An EKS cluster's or node group's status, as EKS names it (`CREATING`, `ACTIVE`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EksStatus {
+    /// Being created.
+    Creating,
+    /// Serving.
+    Active,
+    /// Being deleted.
+    Deleting,
+    /// A cluster that failed (`FAILED`) or a node group that failed to create
+    /// (`CREATE_FAILED`).
+    Failed,
+    /// Any other status (`UPDATING`, `PENDING`, `DEGRADED`, `DELETE_FAILED`, …).
+    Other(String),
+}
+
+impl EksStatus {
+    /// The status EKS reports as `status`.
+    pub fn parse(status: &str) -> Self {
+        match status {
+            "CREATING" => EksStatus::Creating,
+            "ACTIVE" => EksStatus::Active,
+            "DELETING" => EksStatus::Deleting,
+            "FAILED" | "CREATE_FAILED" => EksStatus::Failed,
+            other => EksStatus::Other(other.to_owned()),
+        }
+    }
+}
+
 /// What [`RelationalDatabases::database`] reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseState {
-    /// RDS status (`creating`, `available`, `deleting`, …).
-    pub status: String,
+    /// Its status.
+    pub status: DatabaseStatus,
     /// Endpoint host, once there is one.
     pub host: Option<String>,
     /// Endpoint port.
@@ -158,7 +215,7 @@ pub struct DatabaseState {
 impl DatabaseState {
     /// Ready for connections.
     pub fn is_available(&self) -> bool {
-        self.status == "available" && self.host.is_some()
+        self.status == DatabaseStatus::Available && self.host.is_some()
     }
 }
 
@@ -322,8 +379,8 @@ pub struct ClusterRequest {
 /// What [`KubernetesClusters::cluster`] reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterState {
-    /// `CREATING`, `ACTIVE`, `DELETING`, `FAILED`, `UPDATING`, `PENDING`.
-    pub status: String,
+    /// Its status.
+    pub status: EksStatus,
     /// API server URL, once there is one.
     pub endpoint: Option<String>,
     /// The cluster CA, PEM.
@@ -335,7 +392,7 @@ pub struct ClusterState {
 impl ClusterState {
     /// Serving: active, with an endpoint.
     pub fn is_active(&self) -> bool {
-        self.status == "ACTIVE" && self.endpoint.is_some()
+        self.status == EksStatus::Active && self.endpoint.is_some()
     }
 }
 
@@ -378,7 +435,7 @@ pub trait KubernetesClusters: Send + Sync + std::fmt::Debug + 'static {
     async fn create_node_group(&self, request: &NodeGroupRequest) -> Result<()>;
 
     /// The node group's status (`CREATING`, `ACTIVE`, …), if it exists.
-    async fn node_group(&self, cluster: &str, name: &str) -> Result<Option<String>>;
+    async fn node_group(&self, cluster: &str, name: &str) -> Result<Option<EksStatus>>;
 
     /// Starts deleting the node group; `false` if it was not there.
     async fn delete_node_group(&self, cluster: &str, name: &str) -> Result<bool>;

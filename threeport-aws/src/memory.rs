@@ -7,9 +7,9 @@ use async_trait::async_trait;
 use threeport_core::{Error, Result, SecretValues};
 
 use crate::{
-    BucketState, ClusterRequest, ClusterState, DatabaseRequest, DatabaseState, KubernetesClusters,
-    Network, Networks, NodeGroupRequest, ObjectStorage, RelationalDatabases, RoleRequest, Roles,
-    SecretStore, validate_bucket_name,
+    BucketState, ClusterRequest, ClusterState, DatabaseRequest, DatabaseState, DatabaseStatus,
+    EksStatus, KubernetesClusters, Network, Networks, NodeGroupRequest, ObjectStorage,
+    RelationalDatabases, RoleRequest, Roles, SecretStore, validate_bucket_name,
 };
 
 /// Where the clusters of a [`MemoryAws`] say their API servers are.
@@ -219,7 +219,7 @@ impl RelationalDatabases for MemoryAws {
             .unwrap()
             .entry(request.identifier.clone())
             .or_insert_with(|| DatabaseState {
-                status: "available".to_owned(),
+                status: DatabaseStatus::Available,
                 host: Some(format!("{}.memory.rds.local", request.identifier)),
                 port: Some(request.port),
             });
@@ -302,13 +302,13 @@ impl Roles for MemoryAws {
     }
 }
 
-/// One look at something being created: `CREATING` until its looks run out.
-fn look(creating: &mut Creating) -> &'static str {
+/// One look at something being created: creating until its looks run out.
+fn look(creating: &mut Creating) -> EksStatus {
     if creating.polls_left == 0 {
-        "ACTIVE"
+        EksStatus::Active
     } else {
         creating.polls_left -= 1;
-        "CREATING"
+        EksStatus::Creating
     }
 }
 
@@ -339,9 +339,9 @@ impl KubernetesClusters for MemoryAws {
         let mut clusters = self.clusters.lock().unwrap();
         Ok(clusters.get_mut(name).map(|(_, creating)| {
             let status = look(creating);
-            let active = status == "ACTIVE";
+            let active = status == EksStatus::Active;
             ClusterState {
-                status: status.to_owned(),
+                status,
                 endpoint: active.then(|| {
                     endpoint
                         .as_ref()
@@ -388,11 +388,11 @@ impl KubernetesClusters for MemoryAws {
         self.answer("create_node_group")
     }
 
-    async fn node_group(&self, cluster: &str, name: &str) -> Result<Option<String>> {
+    async fn node_group(&self, cluster: &str, name: &str) -> Result<Option<EksStatus>> {
         let mut groups = self.node_groups.lock().unwrap();
         Ok(groups
             .get_mut(&(cluster.to_owned(), name.to_owned()))
-            .map(|(_, creating)| look(creating).to_owned()))
+            .map(|(_, creating)| look(creating)))
     }
 
     async fn delete_node_group(&self, cluster: &str, name: &str) -> Result<bool> {

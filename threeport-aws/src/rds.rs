@@ -5,7 +5,7 @@ use aws_sdk_rds::error::ProvideErrorMetadata;
 use threeport_core::Result;
 
 use crate::error::sdk_error;
-use crate::{DatabaseRequest, DatabaseState, RelationalDatabases};
+use crate::{DatabaseRequest, DatabaseState, DatabaseStatus, RelationalDatabases};
 
 /// RDS instances of one account and region.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ impl RelationalDatabases for RdsDatabases {
             Err(err) => return Err(sdk_error("database", err)),
         };
         Ok(output.db_instances().first().map(|instance| DatabaseState {
-            status: instance.db_instance_status().unwrap_or_default().to_owned(),
+            status: DatabaseStatus::parse(instance.db_instance_status().unwrap_or_default()),
             host: instance
                 .endpoint()
                 .and_then(|e| e.address())

@@ -19,7 +19,7 @@ use threeport_api::model::{
     KubernetesRuntimeInstance, MachineSize, SecretDefinition, SecretInstance, WorkloadInstance,
 };
 use threeport_aws::{
-    AssumeRole, AwsConnection, DatabaseRequest, Ec2Networks, EksClusters, IamRoles,
+    AssumeRole, AwsConnection, DatabaseRequest, DatabaseStatus, Ec2Networks, EksClusters, IamRoles,
     KubernetesClusters, MemoryAws, Networks, ObjectStorage, RdsDatabases, RelationalDatabases,
     RoleRequest, Roles, S3Storage, SecretStore, SecretsManagerStore, Trust, partition,
 };
@@ -607,7 +607,9 @@ impl Reconciler for DatabaseReconciler {
         .await?;
         match services.databases.database(&identifier).await? {
             None => Ok(Action::Done),
-            Some(state) if state.status == "deleting" => Ok(Action::RequeueAfter(POLL)),
+            Some(state) if state.status == DatabaseStatus::Deleting => {
+                Ok(Action::RequeueAfter(POLL))
+            }
             Some(_) => {
                 services.databases.delete_database(&identifier).await?;
                 // Gone at once in the fake and moto; RDS takes minutes: look again.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use threeport_api::model::KubernetesRuntimeInstance;
+use threeport_api::model::{KubernetesRuntimeInstance, runtime_connection};
 use threeport_core::{Error, Object, ObjectId, Result};
 use threeport_k8s::{Cluster, ClusterConnection, KubeCluster};
 
@@ -29,7 +29,7 @@ pub trait ClusterProvider: Send + Sync + std::fmt::Debug + 'static {
 #[derive(Debug)]
 pub struct KubeClusters {
     sealer: Arc<Sealer>,
-    clients: Mutex<HashMap<(ObjectId, u64), Arc<KubeCluster>>>,
+    clients: Mutex<HashMap<(ObjectId, String), Arc<KubeCluster>>>,
 }
 
 impl KubeClusters {
@@ -48,17 +48,21 @@ impl ClusterProvider for KubeClusters {
         &self,
         runtime: &Object<KubernetesRuntimeInstance>,
     ) -> Result<Arc<dyn Cluster>> {
-        let key = (runtime.id(), runtime.meta.generation);
-        if let Some(client) = self.clients.lock().unwrap().get(&key) {
-            return Ok(client.clone());
-        }
-        let Some(connection) = &runtime.spec.connection else {
+        let Some(connection) = runtime_connection(runtime) else {
             // Not a mistake: an EKS runtime gets its connection data once its cluster serves.
             return Err(Error::unavailable(format!(
                 "runtime {} has no connection data yet",
                 runtime.meta.name
             )));
         };
+        // A client per runtime, made again when its connection data changes.
+        let key = (
+            runtime.id(),
+            serde_json::to_string(connection).unwrap_or_default(),
+        );
+        if let Some(client) = self.clients.lock().unwrap().get(&key) {
+            return Ok(client.clone());
+        }
         let open = |field: &str, sealed: &Option<String>| {
             sealed
                 .as_deref()

@@ -9,7 +9,8 @@
 //! acknowledgement long gone stale with nothing to show means the request was lost, and it
 //! is made again. Once the cluster serves, the controller signs in with an EKS token, creates
 //! a service account for threeport with its token, and writes the connection data (token
-//! sealed) to the `KubernetesRuntimeInstance`, which the runtime controller then uses.
+//! sealed) in its own status; the `KubernetesRuntimeInstance`, which owns this object and
+//! follows it, takes it into its status. No controller writes another object's spec.
 //! Deletion tears the inventory down in reverse. Nothing is ever deleted outside the cleanup
 //! of an object whose deletion was asked for.
 
@@ -24,7 +25,7 @@ use threeport_api::model::{
     AwsAccount, AwsEksKubernetesRuntimeDefinition, AwsEksKubernetesRuntimeInstance, ConnectionData,
     KubernetesRuntimeInstance,
 };
-use threeport_aws::{ClusterRequest, NodeGroupRequest, RoleRequest, Trust, partition};
+use threeport_aws::{ClusterRequest, EksStatus, NodeGroupRequest, RoleRequest, Trust, partition};
 use threeport_core::object::EventType;
 use threeport_core::{Action, Context, Object, ReconcileError, Reconciler};
 use threeport_k8s::{ClusterConnection, ResourceRef, apply_all};
@@ -33,6 +34,9 @@ use crate::aws::{AwsProvider, AwsServices, cloud_name};
 use crate::clusters::ClusterProvider;
 use crate::seal::Sealer;
 use crate::workload_instance::FIELD_MANAGER;
+
+/// The field name a connection token is sealed under, wherever the connection data is kept.
+pub const CONNECTION_TOKEN_FIELD: &str = "spec.connection.token";
 
 /// Namespace of threeport's service account in the clusters it makes.
 pub const SYSTEM_NAMESPACE: &str = "threeport-system";
@@ -187,8 +191,10 @@ impl Reconciler for EksReconciler {
         ctx: &Context,
     ) -> Result<Action, ReconcileError> {
         let (definition, services) = self.services(instance, ctx).await?;
-        let runtimes = ctx.api::<KubernetesRuntimeInstance>();
-        let mut runtime = runtimes.get(instance.spec.runtime).await?;
+        let runtime = ctx
+            .api::<KubernetesRuntimeInstance>()
+            .get(instance.spec.runtime)
+            .await?;
         let id = instance.id();
         let base = cloud_name(&runtime.meta.name, id, 50);
         let spec = &definition.spec;
@@ -257,7 +263,7 @@ impl Reconciler for EksReconciler {
                 );
                 Progress::Wait
             }
-            Some(state) if state.status == "FAILED" => {
+            Some(state) if state.status == EksStatus::Failed => {
                 return Err(ReconcileError::terminal(format!(
                     "EKS cluster {cluster_name} failed to create; delete the runtime to clean up"
                 )));
@@ -287,10 +293,9 @@ impl Reconciler for EksReconciler {
             .clusters
             .node_group(&cluster_name, &group_name)
             .await?
-            .as_deref()
         {
-            Some("ACTIVE") => {}
-            Some("CREATE_FAILED") => {
+            Some(EksStatus::Active) => {}
+            Some(EksStatus::Failed) => {
                 return Err(ReconcileError::terminal(format!(
                     "node group {group_name} failed to create; delete the runtime to clean up"
                 )));
@@ -323,10 +328,11 @@ impl Reconciler for EksReconciler {
             }
         }
 
-        // 6. Threeport's access, written to the runtime.
+        // 6. Threeport's access, in this object's status: the runtime follows it and takes it.
         let endpoint = cluster.endpoint.clone().unwrap_or_default();
-        let connected = runtime
-            .spec
+        let connected = instance
+            .status
+            .details
             .connection
             .as_ref()
             .is_some_and(|c| c.api_endpoint == endpoint && c.token.is_some());
@@ -346,16 +352,15 @@ impl Reconciler for EksReconciler {
                 // The token controller has not filled it in yet.
                 return Ok(Action::RequeueAfter(Duration::from_secs(2)));
             };
-            connection.token = Some(self.sealer.seal("spec.connection.token", &token)?);
-            runtime.spec.connection = Some(connection);
-            runtimes.update(&runtime).await?;
+            connection.token = Some(self.sealer.seal(CONNECTION_TOKEN_FIELD, &token)?);
+            instance.status.details.connection = Some(connection);
             instance.status.details.service_account =
                 Some(format!("{SYSTEM_NAMESPACE}/{SERVICE_ACCOUNT}"));
             instance.status.record_event(
                 EventType::Normal,
                 "Connected",
                 format!(
-                    "cluster {cluster_name} serves; its connection data is on runtime {}",
+                    "cluster {cluster_name} serves; runtime {} connects with the data in this status",
                     runtime.meta.name
                 ),
             );
@@ -373,7 +378,7 @@ impl Reconciler for EksReconciler {
         if let (Some(cluster), Some(group)) = (&status.cluster_name, &status.node_group_name) {
             match services.clusters.node_group(cluster, group).await? {
                 Some(state) => {
-                    if state != "DELETING" {
+                    if state != EksStatus::Deleting {
                         services.clusters.delete_node_group(cluster, group).await?;
                     }
                     return Ok(Action::RequeueAfter(self.poll));
@@ -387,7 +392,7 @@ impl Reconciler for EksReconciler {
         if let Some(cluster) = &status.cluster_name {
             match services.clusters.cluster(cluster).await? {
                 Some(state) => {
-                    if state.status != "DELETING" {
+                    if state.status != EksStatus::Deleting {
                         services.clusters.delete_cluster(cluster).await?;
                     }
                     return Ok(Action::RequeueAfter(self.poll));

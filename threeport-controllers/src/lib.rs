@@ -48,7 +48,7 @@ pub use aws::{
 #[cfg(feature = "kubernetes")]
 pub use clusters::{ClusterProvider, KubeClusters, SingleCluster};
 #[cfg(feature = "aws")]
-pub use eks::{EksReconciler, SERVICE_ACCOUNT, SYSTEM_NAMESPACE};
+pub use eks::{CONNECTION_TOKEN_FIELD, EksReconciler, SERVICE_ACCOUNT, SYSTEM_NAMESPACE};
 pub use passive::{PASSIVE_KINDS, PassiveReconciler};
 #[cfg(feature = "kubernetes")]
 pub use runtime::{CLUSTER_READY, RuntimeReconciler};

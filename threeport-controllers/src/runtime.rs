@@ -4,7 +4,8 @@
 //! (listing namespaces). For an `eks` runtime it creates the `AwsEksKubernetesRuntimeDefinition`
 //! and `AwsEksKubernetesRuntimeInstance` objects the AWS controller provisions the cluster from
 //! (the region from the runtime's location, else the account's default region), and waits
-//! until that controller writes the connection data. The EKS instance is owned by the runtime:
+//! until that controller writes the connection data in the EKS instance's status, which it
+//! copies into its own. The EKS instance is owned by the runtime:
 //! the runtime follows it (its progress brings the runtime back; nobody polls) and deleting
 //! the runtime deletes it first (foreground cascade), so the cluster is torn down before the
 //! runtime goes.
@@ -15,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use threeport_api::model::{
     AwsAccount, AwsEksKubernetesRuntimeDefinition, AwsEksKubernetesRuntimeInstance, InfraProvider,
-    KubernetesRuntimeDefinition, KubernetesRuntimeInstance, aws_region_of,
+    KubernetesRuntimeDefinition, KubernetesRuntimeInstance, aws_region_of, runtime_connection,
 };
 use threeport_core::object::{ConditionStatus, NewObject};
 use threeport_core::{
@@ -115,6 +116,9 @@ impl Reconciler for RuntimeReconciler {
         if definition.spec.infra_provider == InfraProvider::Eks {
             let eks = ensure_eks(ctx, &definition, runtime).await?;
             if runtime.spec.connection.is_none() {
+                runtime.status.details.connection = eks.status.details.connection.clone();
+            }
+            if runtime_connection(runtime).is_none() {
                 // The EKS instance's progress brings us back (we follow what we own).
                 runtime.status.set_condition(
                     CLUSTER_READY,

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use threeport_api::model::{
     AppliedResource, KubernetesRuntimeInstance, WORKLOAD_INSTANCE_LABEL, WorkloadDefinition,
-    WorkloadInstance,
+    WorkloadInstance, runtime_connection,
 };
 use threeport_core::object::{ConditionStatus, EventType};
 use threeport_core::store::ListQuery;
@@ -218,7 +218,7 @@ impl Reconciler for WorkloadInstanceReconciler {
         }
         let cluster = match self.clusters.cluster(&runtime).await {
             Ok(cluster) => cluster,
-            Err(err) if runtime.spec.connection.is_none() => {
+            Err(err) if runtime_connection(&runtime).is_none() => {
                 // An EKS runtime whose cluster is still coming: the instance references the
                 // runtime and follows it, so the runtime's progress brings it back.
                 instance.status.set_condition(

@@ -462,6 +462,13 @@ pub trait ApiObject:
 {
     /// Kind name: ASCII letters and digits, starting with a letter (it appears in bus subjects).
     const KIND: &'static str;
+    /// The spec field whose values are secret (a map of strings): taken out of a creation
+    /// request before the spec is stored, they travel to the controller in memory only
+    /// ([`SecretValues`](crate::SecretValues)). `None`: the kind has none.
+    const SECRET_FIELD: Option<&'static str> = None;
+    /// Spec paths (dotted, inside the spec) whose values are kept encrypted at rest: the API
+    /// seals them before storing.
+    const SEALED_FIELDS: &'static [&'static str] = &[];
     /// Kind-specific observed state, kept in [`Status::details`].
     type Status: Serialize
         + DeserializeOwned

@@ -187,6 +187,8 @@ impl std::str::FromStr for Propagation {
 /// What deleting an object would do ([`deletion_plan`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeletionPlan {
+    /// What happens to the objects it owns.
+    pub propagation: Propagation,
     /// The objects deleted: the object first, then what it owns, transitively.
     pub deletes: Vec<ObjectRef>,
     /// The objects that lose it as an owner and stay.
@@ -220,6 +222,7 @@ pub async fn deletion_plan(
     propagation: Propagation,
 ) -> Result<DeletionPlan> {
     let mut plan = DeletionPlan {
+        propagation,
         deletes: vec![root.clone()],
         orphans: Vec::new(),
     };

@@ -290,13 +290,12 @@ async fn delete_workload(
     };
     let root = ObjectRef::new(WorkloadDefinition::KIND, definition.meta.id);
     if dry_run {
-        return preview(&*state.store, &[root], propagation).await;
+        return preview(&*state.store, &root, propagation).await;
     }
     let plan = threeport_core::relation::deletion_plan(&*state.store, &root, propagation).await?;
     state
         .store
         .schedule_deletion_with(&root.kind, root.id, None, propagation)
         .await?;
-    let body = serde_json::json!({"propagation": propagation, "deletes": plan.deletes, "orphans": plan.orphans});
-    Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
+    Ok((StatusCode::ACCEPTED, axum::Json(plan)).into_response())
 }

@@ -92,32 +92,30 @@ impl KindRegistry {
         Self::default()
     }
 
-    /// Serves kind `T` at `/v0/<plural of T::KIND in kebab case>`.
-    pub fn with<T: ApiObject>(self) -> Self {
-        self.insert::<T>(None)
-    }
-
-    /// Serves kind `T` whose creation may carry secret values in `spec.<field>`: they are
-    /// taken out of the spec before it is checked and stored, and travel only in the
-    /// creation's notification (see `threeport_core::SecretValues`).
-    pub fn with_secret<T: ApiObject>(self, field: &'static str) -> Self {
-        self.insert::<T>(Some(field))
-    }
-
-    fn insert<T: ApiObject>(mut self, secret_field: Option<&'static str>) -> Self {
+    /// Serves kind `T` at `/v0/<plural of T::KIND in kebab case>`, with what its type
+    /// declares: a secret field ([`ApiObject::SECRET_FIELD`], taken out of a creation and
+    /// handed to the controller in memory only) and sealed fields
+    /// ([`ApiObject::SEALED_FIELDS`], encrypted at rest).
+    pub fn with<T: ApiObject>(mut self) -> Self {
         let plural = plural_path(T::KIND);
         self.by_plural.insert(
             plural.clone(),
             KindEntry {
                 kind: T::KIND,
                 plural,
-                secret_field,
-                sealed_fields: &[],
+                secret_field: T::SECRET_FIELD,
+                sealed_fields: T::SEALED_FIELDS,
                 check: check_spec::<T>,
                 schema: None,
             },
         );
         self
+    }
+
+    /// [`with`](KindRegistry::with), documented in the OpenAPI document with its schema (from
+    /// `#[derive(utoipa::ToSchema)]`): one line per served kind.
+    pub fn serve<T: ApiObject + ToSchema>(self) -> Self {
+        self.with::<T>().documented::<T>()
     }
 
     /// Documents the already registered kind `T` with its OpenAPI schema (from
@@ -131,20 +129,6 @@ impl KindRegistry {
             .get_mut(&plural_path(T::KIND))
             .unwrap_or_else(|| panic!("register {} before documenting it", T::KIND));
         entry.schema = Some(spec_schema::<T>);
-        self
-    }
-
-    /// Keeps the already registered kind `T`'s values at `paths` (dotted, inside the spec)
-    /// encrypted at rest: the API seals them before storing (see [`crate::seal`]).
-    ///
-    /// # Panics
-    /// If `T` is not registered: a programming error in how the registry is built.
-    pub fn sealed<T: ApiObject>(mut self, paths: &'static [&'static str]) -> Self {
-        let entry = self
-            .by_plural
-            .get_mut(&plural_path(T::KIND))
-            .unwrap_or_else(|| panic!("register {} before sealing its fields", T::KIND));
-        entry.sealed_fields = paths;
         self
     }
 

@@ -709,19 +709,11 @@ pub(crate) fn delete_options(raw: Option<&str>) -> ApiResult<(Propagation, bool)
 /// What a deletion would delete, for `?dry_run=true`.
 pub(crate) async fn preview(
     store: &dyn Store,
-    roots: &[ObjectRef],
+    root: &ObjectRef,
     propagation: Propagation,
 ) -> ApiResult<Response> {
-    let mut deletes = Vec::new();
-    let mut orphans = Vec::new();
-    for root in roots {
-        let plan = threeport_core::relation::deletion_plan(store, root, propagation).await?;
-        deletes.extend(plan.deletes);
-        orphans.extend(plan.orphans);
-    }
-    let body =
-        serde_json::json!({"propagation": propagation, "deletes": deletes, "orphans": orphans});
-    Ok((StatusCode::OK, axum::Json(body)).into_response())
+    let plan = threeport_core::relation::deletion_plan(store, root, propagation).await?;
+    Ok((StatusCode::OK, axum::Json(plan)).into_response())
 }
 
 async fn delete(
@@ -736,7 +728,7 @@ async fn delete(
     let expected = expected_version(&state, entry, id, &headers, None).await?;
     if dry_run {
         let root = ObjectRef::new(entry.kind, id);
-        return preview(&*state.store, &[root], propagation).await;
+        return preview(&*state.store, &root, propagation).await;
     }
     let scheduled = state
         .store

@@ -168,13 +168,17 @@ async fn an_eks_runtime_is_provisioned_connected_used_and_torn_down_without_leak
     let connected = tokio::time::timeout(
         WAIT,
         runtimes.wait_until(runtime.id(), |o: &Object<KubernetesRuntimeInstance>| {
-            o.spec.connection.is_some() && o.is_reconciled()
+            o.status.details.connection.is_some() && o.is_reconciled()
         }),
     )
     .await
     .expect("the runtime is connected and healthy")
     .unwrap();
-    let connection = connected.spec.connection.unwrap();
+    // The EKS controller wrote it in its own object's status; the runtime, which owns and
+    // follows that object, took it into its status. Nobody wrote the runtime's spec.
+    assert!(connected.spec.connection.is_none());
+    assert_eq!(connected.meta.generation, 1);
+    let connection = connected.status.details.connection.unwrap();
     assert_eq!(connection.api_endpoint, server.url);
     let token = connection.token.expect("a token");
     assert!(token.starts_with("sealed:"), "sealed at rest: {token}");

@@ -370,7 +370,9 @@ async fn an_api_and_two_controller_processes_on_postgres_and_nats() {
     let api = plane.api().await;
     let mut controllers = Vec::new();
     for _ in 0..2 {
-        controllers.push(plane.controllers(&["workload-definition"]).await);
+        // The definitions' records are removed by the passive controller when a definition's
+        // deletion cascades to them.
+        controllers.push(plane.controllers(&["workload-definition", "passive"]).await);
     }
     let minted_token = plane.token.clone();
 
@@ -419,6 +421,7 @@ async fn an_api_and_two_controller_processes_on_postgres_and_nats() {
             .lines()
             .filter(|l| {
                 l.starts_with("controller_runtime_reconcile_total")
+                    && l.contains("workload-definition-controller")
                     && l.contains("result=\"success\"")
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())

@@ -7,7 +7,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use serde_json::{Value, json};
 use threeport_api::{Client, ListParams};
-use threeport_core::{Labels, ObjectId};
+use threeport_core::{Labels, ObjectId, ObjectRef, Propagation};
 
 use crate::errors::{client_error, json_error};
 use crate::runtime;
@@ -32,14 +32,31 @@ fn labels(args: &Value) -> PyResult<Labels> {
     }
 }
 
+fn owners(args: &Value) -> PyResult<Vec<ObjectRef>> {
+    match &args["owners"] {
+        Value::Null => Ok(Vec::new()),
+        owners => serde_json::from_value(owners.clone()).map_err(|e| json_error("owners", e)),
+    }
+}
+
+fn propagation(args: &Value) -> PyResult<Propagation> {
+    match args["propagation"].as_str() {
+        None => Ok(Propagation::Foreground),
+        Some(value) => value.parse().map_err(|e: threeport_core::Error| {
+            crate::errors::validation("propagation", e.to_string())
+        }),
+    }
+}
+
 /// Runs `op` on `kind` with `args`; answers JSON.
 async fn call(client: Client, op: String, kind: String, args: Value) -> PyResult<String> {
     let objects = client.kind(&kind);
     let answer: Value = match op.as_str() {
         "create" => objects
-            .create(
+            .create_owned(
                 args["name"].as_str().unwrap_or_default(),
                 &labels(&args)?,
+                &owners(&args)?,
                 &args["spec"],
             )
             .await
@@ -81,9 +98,27 @@ async fn call(client: Client, op: String, kind: String, args: Value) -> PyResult
             .await
             .map_err(client_error)?,
         "delete" => objects
-            .delete(id(&args, "id")?)
+            .delete_with(id(&args, "id")?, propagation(&args)?)
             .await
             .map_err(client_error)?,
+        "deletion_plan" => {
+            let plan = objects
+                .deletion_plan(id(&args, "id")?, propagation(&args)?)
+                .await
+                .map_err(client_error)?;
+            serde_json::to_value(plan).map_err(|e| json_error("answer", e))?
+        }
+        "delete_workload" => {
+            let plan = client
+                .delete_workload(
+                    args["name"].as_str().unwrap_or_default(),
+                    propagation(&args)?,
+                    args["dry_run"].as_bool().unwrap_or(false),
+                )
+                .await
+                .map_err(client_error)?;
+            serde_json::to_value(plan).map_err(|e| json_error("answer", e))?
+        }
         "create_workload" => {
             let created = client
                 .create_workload_json(&args)

@@ -23,7 +23,8 @@ pub struct PlaneCore {
     url: String,
     token: Option<String>,
     shutdown: Mutex<Option<CancellationToken>>,
-    /// Whether the built-in workload-definition controller runs.
+    /// Whether the built-in workload-definition controller (and the one removing its records)
+    /// runs.
     controllers: bool,
 }
 
@@ -63,6 +64,14 @@ impl PlaneCore {
                         relay_memory.backends(),
                     );
                     tokio::spawn(controller.run(stop.clone()));
+                    // The records a definition owns, removed when its deletion cascades.
+                    let records = Controller::new(
+                        threeport_server::controllers::PassiveReconciler::new(
+                            "WorkloadResourceDefinition",
+                        ),
+                        relay_memory.backends(),
+                    );
+                    tokio::spawn(records.run(stop.clone()));
                 }
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                 let url = format!("http://{}", listener.local_addr()?);

@@ -126,6 +126,40 @@ def test_the_composite_workload_call(server):
     assert invalid.value.field.startswith("database")
 
 
+def test_owners_cascades_and_orphans(server):
+    base, token = server
+    client = Client(base, token)
+    defs = client.workload_definitions
+    base_def = defs.create("owner-base", {"yaml_document": CONFIG_MAP})
+    owned = defs.create("owner-extra", {"yaml_document": CONFIG_MAP}, owners=[base_def])
+    assert owned.spec["yaml_document"] == CONFIG_MAP
+    plan = defs.deletion_plan(base_def.id)
+    assert [o["id"] for o in plan["deletes"]][:1] == [base_def.id]
+    assert {"kind": "WorkloadDefinition", "id": owned.id} in plan["deletes"]
+    plan = defs.deletion_plan(base_def.id, propagation="orphan")
+    assert plan["orphans"] == [{"kind": "WorkloadDefinition", "id": owned.id}]
+    with pytest.raises(threeport.ValidationError) as bad:
+        defs.delete(base_def.id, propagation="sideways")
+    assert bad.value.field == "propagation"
+    with pytest.raises(threeport.ValidationError) as bad:
+        defs.create("dangling", {"yaml_document": CONFIG_MAP}, owners=[{"kind": "WorkloadDefinition", "id": "01890a5d-ac96-774b-bcce-b302099a8057"}])
+    assert bad.value.field == "owners[0]"
+    assert owned.owners == [{"kind": "WorkloadDefinition", "id": base_def.id}]
+    deleting = defs.delete(base_def.id, propagation="orphan")
+    assert deleting.deleting
+    defs.wait_until_gone(base_def.id, timeout=30)
+    kept = defs.get(owned.id)
+    assert not kept.deleting and kept.owners == []
+
+    created = client.create_workload("doomed", CONFIG_MAP)
+    plan = client.delete_workload("doomed", dry_run=True)
+    assert {obj.id for obj in created.values()} <= {o["id"] for o in plan["deletes"]}
+    assert not defs.get(created["WorkloadDefinition"].id).deleting, "a dry run deletes nothing"
+    client.delete_workload("doomed")
+    for obj in created.values():
+        client.resource(obj.kind).wait_until_gone(obj.id, timeout=30)
+
+
 def test_the_async_client(server):
     base, token = server
 

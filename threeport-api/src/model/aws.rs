@@ -5,7 +5,7 @@ use threeport_core::object::Reference;
 use threeport_core::{ApiObject, ObjectId, ValidationError};
 use utoipa::ToSchema;
 
-use super::{WorkloadInstance, dns_label, reference, require};
+use super::{ConnectionData, WorkloadInstance, dns_label, reference, require};
 
 /// An AWS region name (`us-east-1`, `us-gov-west-1`).
 fn aws_region(field: &str, value: &str) -> Result<(), ValidationError> {
@@ -64,6 +64,7 @@ pub struct AwsAccount {
 
 impl ApiObject for AwsAccount {
     const KIND: &'static str = "AwsAccount";
+    const SEALED_FIELDS: &'static [&'static str] = &["credentials.access_keys.secret_access_key"];
     type Status = ();
     fn validate(&self) -> Result<(), ValidationError> {
         if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
@@ -205,9 +206,13 @@ pub struct EksInstanceStatus {
     pub oidc_issuer: Option<String>,
     /// ARN of that IAM OIDC provider.
     pub oidc_provider_arn: Option<String>,
-    /// The service account threeport uses in the cluster (its token is in the runtime's
-    /// connection data, sealed).
+    /// The service account threeport uses in the cluster (its token is in `connection`,
+    /// sealed).
     pub service_account: Option<String>,
+    /// How to reach the cluster, once it serves (token sealed): its runtime, which owns and
+    /// follows this object, takes it into its own status.
+    #[serde(default)]
+    pub connection: Option<ConnectionData>,
 }
 
 impl ApiObject for AwsEksKubernetesRuntimeInstance {

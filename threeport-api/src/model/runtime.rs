@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use threeport_core::object::Reference;
-use threeport_core::{ApiObject, ObjectId, ValidationError};
+use threeport_core::{ApiObject, Object, ObjectId, ValidationError};
 use utoipa::ToSchema;
 
 use super::{AwsAccount, maybe_reference, reference};
@@ -137,14 +137,39 @@ pub struct KubernetesRuntimeInstance {
     /// Workloads without a runtime go here.
     #[serde(default)]
     pub default_runtime: bool,
-    /// How to reach it (set for existing clusters; written by the controller for created ones).
+    /// How to reach it, for existing clusters. Clusters threeport creates (EKS) have theirs in
+    /// status ([`RuntimeStatus::connection`]); this one wins when both are set.
     #[serde(default)]
     pub connection: Option<ConnectionData>,
 }
 
+/// What the runtime controller observed.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct RuntimeStatus {
+    /// How to reach a cluster threeport created (EKS): copied from the cluster's own object,
+    /// which its controller wrote; secrets sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<ConnectionData>,
+}
+
+/// How to reach runtime `runtime`'s cluster: its spec's connection data (existing clusters),
+/// else what its status holds (clusters threeport created); `None` while there is neither.
+pub fn runtime_connection(runtime: &Object<KubernetesRuntimeInstance>) -> Option<&ConnectionData> {
+    runtime
+        .spec
+        .connection
+        .as_ref()
+        .or(runtime.status.details.connection.as_ref())
+}
+
 impl ApiObject for KubernetesRuntimeInstance {
     const KIND: &'static str = "KubernetesRuntimeInstance";
-    type Status = ();
+    const SEALED_FIELDS: &'static [&'static str] = &[
+        "connection.token",
+        "connection.client_key",
+        "connection.kubeconfig",
+    ];
+    type Status = RuntimeStatus;
     fn validate(&self) -> Result<(), ValidationError> {
         let well_formed = self.location.split_once(':').is_some_and(|(region, city)| {
             [region, city]

@@ -109,6 +109,7 @@ pub struct SecretDefinitionStatus {
 
 impl ApiObject for SecretDefinition {
     const KIND: &'static str = "SecretDefinition";
+    const SECRET_FIELD: Option<&'static str> = Some("data");
     type Status = SecretDefinitionStatus;
     fn references(&self) -> Vec<Reference> {
         vec![reference::<AwsAccount>("aws_account", self.aws_account)]

@@ -21,10 +21,11 @@ from typing import (
     Optional,
     Sequence,
     Tuple,
+    Union,
 )
 
 from ._kinds import AsyncKindResources, KindResources
-from ._objects import KINDS, Object, SpecT, checked_labels, checked_spec, settled
+from ._objects import KINDS, Object, SpecT, checked_labels, checked_spec, invalid, settled
 from ._threeport import ClientCore
 
 Predicate = Callable[[Object[Any]], bool]
@@ -85,6 +86,29 @@ def _workload_body(
     return body
 
 
+#: What names an owner: an :class:`Object`, or a mapping with ``kind`` and ``id``.
+Owner = Union["Object[Any]", Mapping[str, str]]
+
+
+def _owners(owners: Optional[Sequence[Owner]]) -> List[Dict[str, str]]:
+    """Owners as the API takes them (``[{"kind": …, "id": …}]``)."""
+    listed: List[Dict[str, str]] = []
+    for index, owner in enumerate(owners or []):
+        if isinstance(owner, Object):
+            listed.append({"kind": owner.kind, "id": owner.id})
+        elif isinstance(owner, Mapping) and isinstance(owner.get("kind"), str) and owner.get("id"):
+            listed.append({"kind": owner["kind"], "id": str(owner["id"])})
+        else:
+            invalid(f"owners[{index}]", "must be an Object or a mapping with 'kind' and 'id'")
+    return listed
+
+
+def _propagation(propagation: str) -> str:
+    if propagation not in ("foreground", "orphan"):
+        invalid("propagation", f"{propagation!r} is not one of foreground, orphan")
+    return propagation
+
+
 class Resource(Generic[SpecT]):
     """The objects of one kind (``client.workload_definitions``, ``client.resource(kind)``)."""
 
@@ -97,10 +121,21 @@ class Resource(Generic[SpecT]):
         return json.loads(self._core.call(op, self.kind, json.dumps(args)))
 
     def create(
-        self, name: str, spec: SpecT, labels: Optional[Mapping[str, str]] = None
+        self,
+        name: str,
+        spec: SpecT,
+        labels: Optional[Mapping[str, str]] = None,
+        *,
+        owners: Optional[Sequence[Owner]] = None,
     ) -> Object[SpecT]:
-        """Creates an object; defaults are filled in by the server."""
-        args = {"name": name, "spec": checked_spec(spec), "labels": checked_labels(labels)}
+        """Creates an object; defaults are filled in by the server. ``owners`` (objects, fixed
+        afterwards) are what it is made on behalf of: deleting one deletes it first."""
+        args = {
+            "name": name,
+            "spec": checked_spec(spec),
+            "labels": checked_labels(labels),
+            "owners": _owners(owners),
+        }
         return Object.from_json(self._call("create", args))
 
     def get(self, id: str) -> Object[SpecT]:
@@ -165,9 +200,18 @@ class Resource(Generic[SpecT]):
         """Merges ``spec`` and ``labels`` into the object (JSON merge patch: ``None`` removes)."""
         return Object.from_json(self._call("patch", _patch_args(id, spec, labels)))
 
-    def delete(self, id: str) -> Object[SpecT]:
-        """Asks for deletion; the object goes once its controller has cleaned up."""
-        return Object.from_json(self._call("delete", {"id": str(id)}))
+    def delete(self, id: str, *, propagation: str = "foreground") -> Object[SpecT]:
+        """Asks for deletion; the object goes once its controller has cleaned up. What it owns
+        goes first (``propagation="foreground"``) or stays, losing the owner (``"orphan"``)."""
+        args = {"id": str(id), "propagation": _propagation(propagation)}
+        return Object.from_json(self._call("delete", args))
+
+    def deletion_plan(self, id: str, *, propagation: str = "foreground") -> Dict[str, Any]:
+        """What deleting the object would delete (``deletes``) and orphan (``orphans``), as
+        ``{"kind", "id"}`` dicts; deletes nothing."""
+        args = {"id": str(id), "propagation": _propagation(propagation)}
+        plan: Dict[str, Any] = self._call("deletion_plan", args)
+        return plan
 
     def wait_until(
         self,
@@ -216,10 +260,20 @@ class AsyncResource(Generic[SpecT]):
         return json.loads(await self._core.call_async(op, self.kind, json.dumps(args)))
 
     async def create(
-        self, name: str, spec: SpecT, labels: Optional[Mapping[str, str]] = None
+        self,
+        name: str,
+        spec: SpecT,
+        labels: Optional[Mapping[str, str]] = None,
+        *,
+        owners: Optional[Sequence[Owner]] = None,
     ) -> Object[SpecT]:
-        """Creates an object; defaults are filled in by the server."""
-        args = {"name": name, "spec": checked_spec(spec), "labels": checked_labels(labels)}
+        """Creates an object (see :meth:`Resource.create`)."""
+        args = {
+            "name": name,
+            "spec": checked_spec(spec),
+            "labels": checked_labels(labels),
+            "owners": _owners(owners),
+        }
         return Object.from_json(await self._call("create", args))
 
     async def get(self, id: str) -> Object[SpecT]:
@@ -277,9 +331,16 @@ class AsyncResource(Generic[SpecT]):
         """Merges ``spec`` and ``labels`` into the object (JSON merge patch: ``None`` removes)."""
         return Object.from_json(await self._call("patch", _patch_args(id, spec, labels)))
 
-    async def delete(self, id: str) -> Object[SpecT]:
-        """Asks for deletion; the object goes once its controller has cleaned up."""
-        return Object.from_json(await self._call("delete", {"id": str(id)}))
+    async def delete(self, id: str, *, propagation: str = "foreground") -> Object[SpecT]:
+        """Asks for deletion (see :meth:`Resource.delete`)."""
+        args = {"id": str(id), "propagation": _propagation(propagation)}
+        return Object.from_json(await self._call("delete", args))
+
+    async def deletion_plan(self, id: str, *, propagation: str = "foreground") -> Dict[str, Any]:
+        """What deleting the object would delete and orphan (see :meth:`Resource.deletion_plan`)."""
+        args = {"id": str(id), "propagation": _propagation(propagation)}
+        plan: Dict[str, Any] = await self._call("deletion_plan", args)
+        return plan
 
     async def wait_until(
         self,
@@ -370,6 +431,16 @@ class Client(_Connection, KindResources):
         created = json.loads(self._core.call("create_workload", "", json.dumps(body)))
         return {kind: Object.from_json(raw) for kind, raw in created.items()}
 
+    def delete_workload(
+        self, name: str, *, propagation: str = "foreground", dry_run: bool = False
+    ) -> Dict[str, Any]:
+        """Deletes the workload ``name`` and every part :meth:`create_workload` made (they
+        are owned by its definition); ``dry_run``: only says what would go. Returns the plan
+        (``deletes``, ``orphans``)."""
+        args = {"name": name, "propagation": _propagation(propagation), "dry_run": bool(dry_run)}
+        plan: Dict[str, Any] = json.loads(self._core.call("delete_workload", "", json.dumps(args)))
+        return plan
+
 
 class AsyncClient(_Connection, AsyncKindResources):
     """The asyncio client: as :class:`Client`, with coroutines and async iterators."""
@@ -409,6 +480,15 @@ class AsyncClient(_Connection, AsyncKindResources):
         )
         answer = await self._core.call_async("create_workload", "", json.dumps(body))
         return {kind: Object.from_json(raw) for kind, raw in json.loads(answer).items()}
+
+    async def delete_workload(
+        self, name: str, *, propagation: str = "foreground", dry_run: bool = False
+    ) -> Dict[str, Any]:
+        """Deletes a workload and its parts (see :meth:`Client.delete_workload`)."""
+        args = {"name": name, "propagation": _propagation(propagation), "dry_run": bool(dry_run)}
+        answer = await self._core.call_async("delete_workload", "", json.dumps(args))
+        plan: Dict[str, Any] = json.loads(answer)
+        return plan
 
 
 __all__: Sequence[str] = ["AsyncClient", "AsyncResource", "Client", "Resource"]

@@ -44,6 +44,8 @@ class Object(Generic[SpecT]):
     conditions: List[Dict[str, Any]] = field(default_factory=list)
     events: List[Dict[str, Any]] = field(default_factory=list)
     deleting: bool = False
+    #: What it was made on behalf of (``{"kind", "id"}``): deleting one deletes it first.
+    owners: List[Dict[str, str]] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, raw: Dict[str, Any]) -> "Object[Any]":
@@ -66,6 +68,7 @@ class Object(Generic[SpecT]):
             conditions=list(status.get("conditions") or []),
             events=list(status.get("events") or []),
             deleting=raw.get("deletion_scheduled_at") is not None,
+            owners=[dict(o) for o in raw.get("owners") or []],
         )
 
     @property
