@@ -86,7 +86,7 @@ pub use object::{
 pub use outbox::{Outbox, OutboxEntry, OutboxRelay, RelayConfig};
 pub use relation::{Propagation, Relation, Via};
 pub use runtime::{
-    Action, Backends, Backoff, Context, Controller, ControllerConfig, ControllerMetrics,
+    Action, Backends, Backoff, Context, Controller, ControllerConfig, ControllerMetrics, MapFn,
     ReconcileError, ReconcileResult, Reconciler,
 };
 pub use store::{

@@ -63,6 +63,12 @@ pub enum Via {
     /// The follower's objects that own the changed object ([`ObjectMeta::owners`](
     /// crate::ObjectMeta::owners)).
     Owning,
+    /// Whatever the follower's mapping function says
+    /// ([`Controller::follows_mapped`](crate::Controller::follows_mapped)): the store notifies
+    /// the follower's controller of the changed object itself
+    /// ([`Operation::Followed`](crate::Operation::Followed)), and that controller maps it to
+    /// its objects and notifies them.
+    Mapped,
 }
 
 impl Via {
@@ -72,6 +78,7 @@ impl Via {
             Via::Referencing => "referencing",
             Via::ReferencedBy => "referenced_by",
             Via::Owning => "owning",
+            Via::Mapped => "mapped",
         }
     }
 
@@ -81,6 +88,7 @@ impl Via {
             "referencing" => Ok(Via::Referencing),
             "referenced_by" => Ok(Via::ReferencedBy),
             "owning" => Ok(Via::Owning),
+            "mapped" => Ok(Via::Mapped),
             other => Err(Error::backend(format!("unknown relation {other:?}"))),
         }
     }
@@ -115,6 +123,8 @@ impl Relation {
 
     /// The follower objects a change of `changed` maps to, given the objects of any kind that
     /// reference it (`referrers`): what every store computes, in its own way, at write time.
+    /// None for [`Via::Mapped`], whose follower hears of `changed` itself
+    /// ([`Relation::followed_notification`]).
     pub fn targets<'a>(
         &'a self,
         changed: &'a RawObject,
@@ -144,7 +154,21 @@ impl Relation {
                     .filter(move |o| o.kind == follower)
                     .cloned(),
             ),
+            Via::Mapped => Box::new(std::iter::empty()),
         }
+    }
+
+    /// For [`Via::Mapped`]: the notification that tells the follower's controller that
+    /// `changed` changed (addressed to the follower's kind, naming the changed object).
+    pub fn followed_notification(&self, changed: &RawObject) -> Option<crate::Notification> {
+        (self.via == Via::Mapped).then(|| {
+            crate::Notification::new(
+                self.follower.clone(),
+                changed.meta.id,
+                crate::Operation::Followed,
+                changed.meta.version,
+            )
+        })
     }
 }
 

@@ -51,28 +51,32 @@ macro_rules! notify {
 
 /// Notifies the followers of the rows of a CTE named `written` (`kind, id, refs, owners`),
 /// where `$cond` holds: the follower objects each registered relation maps them to, found
-/// through the reference index (`referencing`) or by primary key (`referenced_by`, `owning`).
+/// through the reference index (`referencing`) or by primary key (`referenced_by`, `owning`),
+/// and for `mapped` relations the written object itself, for the follower to map.
 macro_rules! follow {
     ($cond:literal) => {
         concat!(
             "followed AS (INSERT INTO threeport_outbox (kind, object_id, operation, version) \
-             SELECT t.kind, t.id, 'related', max(t.version) FROM ( \
-             SELECT o.kind, o.id, o.version FROM written w \
+             SELECT t.kind, t.id, t.op, max(t.version) FROM ( \
+             SELECT o.kind, o.id, 'related' AS op, o.version FROM written w \
              JOIN threeport_relations rel ON rel.followed = w.kind AND rel.via = 'referencing' \
              JOIN threeport_objects o ON o.kind = rel.follower \
              AND o.refs @> jsonb_build_array(jsonb_build_object('id', w.id)) WHERE ",
             $cond,
-            " UNION ALL SELECT o.kind, o.id, o.version FROM written w \
+            " UNION ALL SELECT o.kind, o.id, 'related', o.version FROM written w \
              JOIN threeport_relations rel ON rel.followed = w.kind AND rel.via = 'referenced_by' \
              CROSS JOIN LATERAL jsonb_array_elements(w.refs) AS e(link) \
              JOIN threeport_objects o ON o.id = (e.link->>'id')::UUID AND o.kind = rel.follower WHERE ",
             $cond,
-            " UNION ALL SELECT o.kind, o.id, o.version FROM written w \
+            " UNION ALL SELECT o.kind, o.id, 'related', o.version FROM written w \
              JOIN threeport_relations rel ON rel.followed = w.kind AND rel.via = 'owning' \
              CROSS JOIN LATERAL jsonb_array_elements(w.owners) AS e(link) \
              JOIN threeport_objects o ON o.id = (e.link->>'id')::UUID AND o.kind = rel.follower WHERE ",
             $cond,
-            ") t GROUP BY t.kind, t.id)"
+            " UNION ALL SELECT rel.follower, w.id, 'followed', w.version FROM written w \
+             JOIN threeport_relations rel ON rel.followed = w.kind AND rel.via = 'mapped' WHERE ",
+            $cond,
+            ") t GROUP BY t.kind, t.id, t.op)"
         )
     };
 }

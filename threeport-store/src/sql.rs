@@ -128,6 +128,7 @@ pub(crate) fn operation_name(operation: Operation) -> &'static str {
         Operation::Deleted => "deleted",
         Operation::Resync => "resync",
         Operation::Related => "related",
+        Operation::Followed => "followed",
     }
 }
 
@@ -138,6 +139,7 @@ pub(crate) fn parse_operation(name: &str) -> Result<Operation, Error> {
         "deleted" => Ok(Operation::Deleted),
         "resync" => Ok(Operation::Resync),
         "related" => Ok(Operation::Related),
+        "followed" => Ok(Operation::Followed),
         other => Err(Error::backend(format!(
             "outbox row has unknown operation {other:?}"
         ))),

@@ -241,6 +241,16 @@ async fn follow(conn: &mut SqliteConnection, changed: &RawObject, owners: bool) 
     }
     for relation in &relations {
         targets.extend(relation.targets(changed, &referrers));
+        if let Some(notification) = relation.followed_notification(changed) {
+            sqlx::query(
+                "INSERT INTO threeport_outbox (kind, object_id, operation, version) VALUES (?, ?, 'followed', ?)",
+            )
+            .bind(&notification.kind)
+            .bind(notification.id.0)
+            .bind(as_i64(notification.version)?)
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     for target in targets {
         sqlx::query(

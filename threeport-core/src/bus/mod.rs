@@ -36,6 +36,11 @@ pub enum Operation {
     /// An object it follows changed ([`Relation`](crate::Relation)): reconciled even if it
     /// is settled, since what it depends on moved.
     Related,
+    /// An object of a kind this kind follows through a mapping function
+    /// ([`Via::Mapped`](crate::Via::Mapped)) changed: the notification names *that* object
+    /// (its `kind` is the follower's, for routing). The follower's runtime maps it with the
+    /// function and notifies the objects it names (`Related`); nothing is reconciled for it.
+    Followed,
 }
 
 /// A hint that an object needs reconciling.

@@ -54,6 +54,16 @@ fn expect_error<T: std::fmt::Debug>(
 
 /// The `Related` notifications pending for objects of `kind`, completed as they are read.
 async fn related_of(outbox: &dyn Outbox, kind: &str) -> Vec<ObjectId> {
+    pending_of(outbox, kind, Operation::Related).await
+}
+
+/// The `Followed` notifications pending for follower kind `kind` (the ids are the followed
+/// objects'), completed as they are read.
+async fn followed_of(outbox: &dyn Outbox, kind: &str) -> Vec<ObjectId> {
+    pending_of(outbox, kind, Operation::Followed).await
+}
+
+async fn pending_of(outbox: &dyn Outbox, kind: &str, operation: Operation) -> Vec<ObjectId> {
     tokio::time::sleep(Duration::from_millis(5)).await;
     let claimer = unique_name("conformance-related-");
     let entries = outbox
@@ -62,7 +72,7 @@ async fn related_of(outbox: &dyn Outbox, kind: &str) -> Vec<ObjectId> {
         .expect("claim");
     let mine: Vec<_> = entries
         .into_iter()
-        .filter(|e| e.notification.kind == kind && e.notification.operation == Operation::Related)
+        .filter(|e| e.notification.kind == kind && e.notification.operation == operation)
         .collect();
     let seqs: Vec<u64> = mine.iter().map(|e| e.seq).collect();
     outbox.complete(&seqs).await.expect("complete");
@@ -445,12 +455,40 @@ pub async fn relations_notify_followers_of_every_change(store: &dyn Store, outbo
         .await
         .expect("create");
     assert_eq!(related_of(outbox, &whole_kind).await, vec![whole.meta.id]);
-    write_status(store, &part, status).await;
+    write_status(store, &part, status.clone()).await;
     assert_eq!(
         related_of(outbox, &whole_kind).await,
         vec![whole.meta.id],
         "a part changed"
     );
+    // Mapped: the follower's controller hears of the changed object itself, and maps it.
+    let watcher_kind = unique_name("Watcher");
+    let watched_kind = unique_name("Watched");
+    store
+        .register_relations(&[Relation::new(&watcher_kind, &watched_kind, Via::Mapped)])
+        .await
+        .expect("register");
+    let watched = store
+        .create(new(&watched_kind, "watched"))
+        .await
+        .expect("create");
+    assert_eq!(
+        followed_of(outbox, &watcher_kind).await,
+        vec![watched.meta.id],
+        "a mapped follower hears of the created object"
+    );
+    write_status(store, &watched, status.clone()).await;
+    assert_eq!(
+        followed_of(outbox, &watcher_kind).await,
+        vec![watched.meta.id],
+        "and of its status change"
+    );
+    write_status(store, &watched, bookkeeping).await;
+    assert!(
+        followed_of(outbox, &watcher_kind).await.is_empty(),
+        "bookkeeping"
+    );
+
     expect_error(
         store
             .register_relations(&[Relation::new("not a kind", &part_kind, Via::Owning)])

@@ -150,7 +150,12 @@ pub struct Controller<R: Reconciler> {
     config: ControllerConfig,
     metrics: ControllerMetrics,
     relations: Vec<Relation>,
+    maps: Vec<(String, MapFn)>,
 }
+
+/// A mapping function of [`Controller::follows_mapped`]: the ids of this controller's objects
+/// a change of the given object concerns.
+pub type MapFn = Arc<dyn Fn(&RawObject) -> Vec<ObjectId> + Send + Sync>;
 
 impl<R: Reconciler> std::fmt::Debug for Controller<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -170,6 +175,7 @@ impl<R: Reconciler> Controller<R> {
             config: ControllerConfig::default(),
             metrics: ControllerMetrics::unregistered(),
             relations: Vec::new(),
+            maps: Vec::new(),
         }
     }
 
@@ -239,6 +245,67 @@ impl<R: Reconciler> Controller<R> {
         if !self.relations.contains(&relation) {
             self.relations.push(relation);
         }
+        self
+    }
+
+    /// Reconciles the objects `map` names whenever an object of kind `followed` changes: for
+    /// links no reference or owner expresses (a label selector, a name in a free-form field).
+    /// The store records the change in the writing transaction, as for [`follows`]; this
+    /// controller's runtime reads the changed object, calls `map` and notifies the objects it
+    /// returns (in one bus batch) before acking. A removed object is not mapped (there is
+    /// nothing left to read): follow removals [`Via::ReferencedBy`] or [`Via::Owning`].
+    ///
+    /// [`follows`]: Controller::follows
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use async_trait::async_trait;
+    /// use threeport_core::*;
+    ///
+    /// struct Sites;
+    /// #[async_trait]
+    /// impl Reconciler for Sites {
+    ///     type Object = Dynamic;
+    ///     fn kind(&self) -> &str { "Site" }
+    ///     async fn reconcile(&self, site: &mut Object<Dynamic>, ctx: &Context) -> Result<Action, ReconcileError> {
+    ///         // Count the certificates whose spec names this site.
+    ///         let certs = Api::<Dynamic>::of_kind(ctx.store().clone(), "Certificate")?
+    ///             .list_all(&ListQuery::default()).await?;
+    ///         let mine = certs.iter().filter(|c| c.spec.0["site"] == site.meta.name.as_str()).count();
+    ///         site.status.details = serde_json::json!(mine);
+    ///         Ok(Action::Done)
+    ///     }
+    /// }
+    ///
+    /// let backends = MemoryBackends::new();
+    /// let shutdown = tokio_util::sync::CancellationToken::new();
+    /// backends.spawn_relay(shutdown.clone());
+    /// let store: Arc<dyn Store> = backends.store.clone();
+    /// let sites = Api::<Dynamic>::of_kind(store.clone(), "Site")?;
+    /// let site = store.create(NewObject::new("Site", "shop", serde_json::json!({}))).await?.meta.id;
+    /// let by_name: MapFn = Arc::new(move |cert: &RawObject| {
+    ///     // The site the certificate's spec names (a real map would look names up).
+    ///     if cert.spec["site"] == "shop" { vec![site] } else { vec![] }
+    /// });
+    /// let controller = Controller::new(Sites, backends.backends()).follows_mapped("Certificate", by_name);
+    /// tokio::spawn(controller.run(shutdown.clone()));
+    /// sites.wait_until(site, |s| s.is_reconciled()).await?;
+    ///
+    /// store.create(NewObject::new("Certificate", "c1", serde_json::json!({"site": "shop"}))).await?;
+    /// sites.wait_until(site, |s| s.status.details == serde_json::json!(1)).await?;
+    /// shutdown.cancel();
+    /// # Ok::<(), threeport_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn follows_mapped(mut self, followed: impl Into<String>, map: MapFn) -> Self {
+        let followed = followed.into();
+        let relation = Relation::new(self.reconciler.kind(), followed.clone(), Via::Mapped);
+        if !self.relations.contains(&relation) {
+            self.relations.push(relation);
+        }
+        self.maps.retain(|(kind, _)| *kind != followed);
+        self.maps.push((followed, map));
         self
     }
 
@@ -489,6 +556,8 @@ struct Worker<R: Reconciler> {
     /// Objects being worked on here; `true` once a notification arrived during the work, which
     /// then runs once more before its delivery is settled.
     active: Mutex<HashMap<ObjectId, bool>>,
+    /// Mapping functions by followed kind ([`Controller::follows_mapped`]).
+    maps: Vec<(String, MapFn)>,
     abort: CancellationToken,
     /// Lease releases still on their way.
     releases: TaskTracker,
@@ -510,6 +579,7 @@ impl<R: Reconciler> Worker<R> {
             skipped: metrics.reconciles(ReconcileResult::skipped),
         };
         Worker {
+            maps: controller.maps,
             reconciler: controller.reconciler,
             backends: controller.backends,
             config: controller.config,
@@ -616,6 +686,9 @@ impl<R: Reconciler> Worker<R> {
     /// The lease is taken once and kept across those runs.
     async fn work(&self, delivery: Delivery) {
         let id = delivery.notification.id;
+        if delivery.notification.operation == Operation::Followed {
+            return self.map_followed(delivery).await;
+        }
         let key = format!("{}/{id}", self.reconciler.kind());
         let mut lease = None;
         // A re-run is for a notification that arrived during the previous run, not for the
@@ -653,6 +726,60 @@ impl<R: Reconciler> Worker<R> {
             self.settle(delivery, settle).await;
             return;
         }
+    }
+
+    /// A followed object changed ([`Via::Mapped`]): maps it to this kind's objects and
+    /// notifies them, again if it changed once more meanwhile; then settles the delivery.
+    async fn map_followed(&self, delivery: Delivery) {
+        let id = delivery.notification.id;
+        let span = tracing::info_span!("map", controller = %self.name, followed = %id);
+        loop {
+            let settle = self.map_once(id).instrument(span.clone()).await;
+            let dirty = {
+                let mut active = self.active.lock().unwrap();
+                let dirty = active
+                    .get_mut(&id)
+                    .is_some_and(|d| std::mem::replace(d, false));
+                if !dirty || self.abort.is_cancelled() || !matches!(settle, Settle::Ack) {
+                    active.remove(&id);
+                }
+                dirty
+            };
+            if dirty && !self.abort.is_cancelled() && matches!(settle, Settle::Ack) {
+                continue;
+            }
+            self.settle(delivery, settle).await;
+            return;
+        }
+    }
+
+    async fn map_once(&self, id: ObjectId) -> Settle {
+        let kind = self.reconciler.kind();
+        for (followed, map) in &self.maps {
+            match self.backends.store.get(followed, id).await {
+                Ok(changed) => {
+                    let notifications: Vec<Notification> = map(&changed)
+                        .into_iter()
+                        .map(|target| Notification::new(kind, target, Operation::Related, 0))
+                        .collect();
+                    tracing::debug!(kind = %followed, targets = notifications.len(), "mapped a followed change");
+                    return match self.backends.bus.publish_all(notifications).await {
+                        Ok(()) => Settle::Ack,
+                        Err(err) => {
+                            tracing::warn!(error = %err, "notifying mapped objects failed; requeueing");
+                            Settle::Requeue(self.config.backoff.delay(1))
+                        }
+                    };
+                }
+                Err(err) if err.kind() == ErrorKind::NotFound => continue,
+                Err(err) => {
+                    tracing::warn!(error = %err, "reading a followed object failed; requeueing");
+                    return Settle::Requeue(self.config.backoff.delay(1));
+                }
+            }
+        }
+        // Removed, or of a kind this process maps no more.
+        Settle::Ack
     }
 
     /// One locked reconcile of `id`; says how to settle its delivery. Takes the lease, or

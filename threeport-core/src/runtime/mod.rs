@@ -7,6 +7,6 @@ mod metrics;
 mod reconciler;
 
 pub use backoff::Backoff;
-pub use controller::{Backends, Controller, ControllerConfig};
+pub use controller::{Backends, Controller, ControllerConfig, MapFn};
 pub use metrics::{ControllerMetrics, ReconcileResult};
 pub use reconciler::{Action, Context, ReconcileError, Reconciler};

@@ -270,6 +270,15 @@ impl StoreState {
         {
             targets.extend(relation.targets(changed, &referrers));
         }
+        let followed: Vec<Notification> = self
+            .relations
+            .iter()
+            .filter(|r| r.followed == changed.meta.kind)
+            .filter_map(|r| r.followed_notification(changed))
+            .collect();
+        for notification in followed {
+            self.record_notification(notification);
+        }
         for target in targets {
             let version = self
                 .kinds
