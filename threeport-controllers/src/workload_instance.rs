@@ -207,15 +207,9 @@ impl Reconciler for WorkloadInstanceReconciler {
         let manifests =
             split_manifests(&definition.spec.yaml_document).map_err(ReconcileError::Terminal)?;
         let runtime = self.runtime(instance, ctx).await?;
-        if instance.spec.runtime.is_none() {
-            // Pin the default runtime in the spec: the reference keeps the runtime from being
-            // deleted while it hosts this workload.
-            let mut pinned = instance.clone();
-            pinned.spec.runtime = Some(runtime.id());
-            let updated = ctx.api::<WorkloadInstance>().update(&pinned).await?;
-            instance.meta = updated.meta;
-            instance.spec = updated.spec;
-        }
+        // An instance written without a runtime while a default runtime existed got it from
+        // the API; one written before any existed runs on the default found now (recorded in
+        // status, never written into its spec: controllers do not write desired state).
         let cluster = match self.clusters.cluster(&runtime).await {
             Ok(cluster) => cluster,
             Err(err) if runtime_connection(&runtime).is_none() => {

@@ -87,7 +87,7 @@ struct Plan<'a> {
 impl Plan<'_> {
     /// Adds an object of kind `T` from the request's `part`, with `links` filled in; returns
     /// its id. Errors name the field as `<part>.<field>`.
-    fn add<T: ApiObject>(
+    async fn add<T: ApiObject>(
         &mut self,
         part: &str,
         spec: Value,
@@ -126,7 +126,9 @@ impl Plan<'_> {
                     format!("{} is not served here", T::KIND),
                 ))
             })?;
-        let mut spec = Value::Object(spec);
+        let mut spec = entry
+            .fill_defaults(&self.state.store, Value::Object(spec))
+            .await?;
         seal_fields(self.state, entry, &mut spec)?;
         let checked = entry.check(&spec).map_err(|err| match err {
             Error::Invalid { field, message } => {
@@ -152,7 +154,7 @@ impl Plan<'_> {
 
     /// A definition from `part`, owned by the workload definition `root`, and its instance
     /// serving the workload instance, owned by that definition (so it goes first).
-    fn add_service<D: ApiObject, I: ApiObject>(
+    async fn add_service<D: ApiObject, I: ApiObject>(
         &mut self,
         part: &str,
         spec: Value,
@@ -161,7 +163,7 @@ impl Plan<'_> {
         root: &ObjectRef,
     ) -> ApiResult<ObjectId> {
         let name = spec.get("name").cloned();
-        let definition = self.add::<D>(part, spec, links, Some(root.clone()))?;
+        let definition = self.add::<D>(part, spec, links, Some(root.clone())).await?;
         let mut instance = Map::new();
         if let Some(name) = name {
             instance.insert("name".into(), name);
@@ -171,7 +173,8 @@ impl Plan<'_> {
             Value::Object(instance),
             &[("definition", definition), ("workload_instance", workload)],
             Some(ObjectRef::new(D::KIND, definition)),
-        )?;
+        )
+        .await?;
         Ok(definition)
     }
 }
@@ -189,17 +192,21 @@ async fn create_workload(
         objects: Vec::new(),
     };
     // The workload definition owns every other part: it is what the workload is deleted by.
-    let definition = plan.add::<WorkloadDefinition>("definition", request.definition, &[], None)?;
+    let definition = plan
+        .add::<WorkloadDefinition>("definition", request.definition, &[], None)
+        .await?;
     let root = ObjectRef::new(WorkloadDefinition::KIND, definition);
     let instance = request
         .instance
         .unwrap_or_else(|| Value::Object(Map::new()));
-    let workload = plan.add::<WorkloadInstance>(
-        "instance",
-        instance,
-        &[("definition", definition)],
-        Some(root.clone()),
-    )?;
+    let workload = plan
+        .add::<WorkloadInstance>(
+            "instance",
+            instance,
+            &[("definition", definition)],
+            Some(root.clone()),
+        )
+        .await?;
     if let Some(spec) = request.database {
         plan.add_service::<AwsRelationalDatabaseDefinition, AwsRelationalDatabaseInstance>(
             "database",
@@ -207,7 +214,8 @@ async fn create_workload(
             &[],
             workload,
             &root,
-        )?;
+        )
+        .await?;
     }
     if let Some(spec) = request.bucket {
         plan.add_service::<AwsObjectStorageBucketDefinition, AwsObjectStorageBucketInstance>(
@@ -216,7 +224,8 @@ async fn create_workload(
             &[],
             workload,
             &root,
-        )?;
+        )
+        .await?;
     }
     let domain = match request.domain_name {
         Some(spec) => Some(
@@ -226,7 +235,8 @@ async fn create_workload(
                 &[],
                 workload,
                 &root,
-            )?,
+            )
+            .await?,
         ),
         None => None,
     };
@@ -234,7 +244,8 @@ async fn create_workload(
         let links: Vec<(&str, ObjectId)> = domain.map(|d| ("domain_name", d)).into_iter().collect();
         plan.add_service::<GatewayDefinition, GatewayInstance>(
             "gateway", spec, &links, workload, &root,
-        )?;
+        )
+        .await?;
     }
     let mut secret = None;
     if let Some(mut spec) = request.secret {
@@ -246,7 +257,8 @@ async fn create_workload(
             Error::Invalid { message, .. } => ApiError(Error::invalid("secret.data", message)),
             other => ApiError(other),
         })?;
-        plan.add_service::<SecretDefinition, SecretInstance>("secret", spec, &[], workload, &root)?;
+        plan.add_service::<SecretDefinition, SecretInstance>("secret", spec, &[], workload, &root)
+            .await?;
     }
     let (created, replayed) =
         create_once(&state, &headers, "POST /v0/workloads", &body, plan.objects).await?;

@@ -1,10 +1,13 @@
 //! [`KindRegistry`]: the object kinds an API serves, and how each one's spec is checked.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use serde_json::Value;
 use threeport_core::object::Reference;
-use threeport_core::{ApiObject, Error};
+use threeport_core::{ApiObject, Error, Store};
 use utoipa::ToSchema;
 use utoipa::openapi::{RefOr, Schema};
 
@@ -37,7 +40,13 @@ pub struct KindEntry {
     pub sealed_fields: &'static [&'static str],
     check: CheckSpec,
     schema: Option<SpecSchema>,
+    defaults: Option<Defaulter>,
 }
+
+/// Fills in a spec's server-side defaults that need the store (a mutating admission step,
+/// run before the spec is checked), e.g. the default runtime of a workload instance.
+pub type Defaulter =
+    fn(Arc<dyn Store>, Value) -> Pin<Box<dyn Future<Output = Result<Value, Error>> + Send>>;
 
 /// Adds a kind's spec schema (and the schemas it refers to) to a list; returns its name.
 type SpecSchema = fn(&mut Vec<(String, RefOr<Schema>)>) -> String;
@@ -54,6 +63,14 @@ impl KindEntry {
     /// refused naming the field), validates it, and returns it normalized with its references.
     pub fn check(&self, spec: &Value) -> Result<CheckedSpec, Error> {
         (self.check)(spec)
+    }
+
+    /// Fills in the kind's store-dependent defaults ([`KindRegistry::defaulted`]), if any.
+    pub async fn fill_defaults(&self, store: &Arc<dyn Store>, spec: Value) -> Result<Value, Error> {
+        match self.defaults {
+            Some(defaults) => defaults(store.clone(), spec).await,
+            None => Ok(spec),
+        }
     }
 
     /// Adds the spec's OpenAPI schema and those it refers to; returns its name, or `None` if
@@ -107,6 +124,7 @@ impl KindRegistry {
                 sealed_fields: T::SEALED_FIELDS,
                 check: check_spec::<T>,
                 schema: None,
+                defaults: None,
             },
         );
         self
@@ -129,6 +147,20 @@ impl KindRegistry {
             .get_mut(&plural_path(T::KIND))
             .unwrap_or_else(|| panic!("register {} before documenting it", T::KIND));
         entry.schema = Some(spec_schema::<T>);
+        self
+    }
+
+    /// Fills in the already registered kind `T`'s store-dependent defaults with `defaults`
+    /// on every create and spec write, before the spec is checked.
+    ///
+    /// # Panics
+    /// If `T` is not registered: a programming error in how the registry is built.
+    pub fn defaulted<T: ApiObject>(mut self, defaults: Defaulter) -> Self {
+        let entry = self
+            .by_plural
+            .get_mut(&plural_path(T::KIND))
+            .unwrap_or_else(|| panic!("register {} before defaulting it", T::KIND));
+        entry.defaults = Some(defaults);
         self
     }
 

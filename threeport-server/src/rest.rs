@@ -373,6 +373,7 @@ async fn create(
     let entry = entry(&state, &plural)?;
     let mut body: CreateBody = decode(body_object(&raw, Write::Create)?)?;
     let secret = take_secret(entry, &mut body.spec)?;
+    body.spec = entry.fill_defaults(&state.store, body.spec).await?;
     seal_fields(&state, entry, &mut body.spec)?;
     let checked = entry.check(&body.spec)?;
     let new = NewObject {
@@ -583,8 +584,9 @@ async fn write_spec(
     id: ObjectId,
     expected_version: Option<u64>,
     labels: Labels,
-    mut spec: Value,
+    spec: Value,
 ) -> ApiResult<Response> {
+    let mut spec = entry.fill_defaults(&state.store, spec).await?;
     seal_fields(state, entry, &mut spec)?;
     let checked = entry.check(&spec)?;
     let updated = state

@@ -580,8 +580,9 @@ async fn workload_lifecycle(base: &str, token: &str, kube: &threeport_k8s::FakeA
         .to_owned();
     assert_eq!(
         deployed["spec"]["runtime"], runtime,
-        "the default runtime is pinned"
+        "the API names the default runtime in the spec"
     );
+    assert_eq!(deployed["generation"], 1, "no controller wrote the spec");
     let deployment = ResourceRef {
         api_version: "apps/v1".into(),
         kind: "Deployment".into(),

@@ -346,7 +346,7 @@ impl Plane {
     }
 
     /// An existing runtime (the fake cluster) and an AWS account.
-    async fn runtime_and_account(&self, name: &str) -> (Value, Value, Value) {
+    async fn runtime_and_account(&self, name: &str, default: bool) -> (Value, Value, Value) {
         let account = self
             .create(
                 "aws-accounts",
@@ -367,7 +367,7 @@ impl Plane {
                 "kubernetes-runtime-instances",
                 json!({"name": name, "owners": [{"kind": "KubernetesRuntimeDefinition", "id": definition["id"]}],
                     "spec": {"definition": definition["id"], "location": "Europe:Paris",
-                    "default_runtime": false,
+                    "default_runtime": default,
                     "connection": {"api_endpoint": "https://127.0.0.1:6443"}}}),
             )
             .await;
@@ -393,7 +393,8 @@ fn deployment(namespace: &str) -> ResourceRef {
 
 /// The composite workload: named parts, a database reaching its workload, delete whole.
 async fn composite_workloads_go_whole(plane: &Plane) {
-    let (account, _, runtime) = plane.runtime_and_account("shop").await;
+    // The default runtime: the composite names none, the API fills it in.
+    let (account, _, runtime) = plane.runtime_and_account("shop", true).await;
     let account = account["id"].clone();
     let (status, made) = plane
         .send(
@@ -402,7 +403,6 @@ async fn composite_workloads_go_whole(plane: &Plane) {
             Some(json!({
                 "name": "wordpress",
                 "definition": {"yaml_document": WEB},
-                "instance": {"runtime": runtime["id"]},
                 "database": {"name": "wordpress-db", "aws_account": account, "engine": "postgres",
                     "engine_version": "16.4", "database_name": "wordpress", "database_port": 5432,
                     "backup_days": 7, "machine_size": "small", "storage_gb": 20,
@@ -546,7 +546,7 @@ async fn composite_workloads_go_whole(plane: &Plane) {
 /// Foreground deletion of a runtime definition: the workload on its runtime leaves the
 /// cluster first, then the runtime instance goes, then the definition.
 async fn runtime_definitions_go_after_what_runs_on_them(plane: &Plane) {
-    let (_, definition, runtime) = plane.runtime_and_account("edge").await;
+    let (_, definition, runtime) = plane.runtime_and_account("edge", false).await;
     let workload_definition = plane
         .create(
             "workload-definitions",
