@@ -423,6 +423,10 @@ async fn composite_workloads_go_whole(plane: &Plane) {
     ] {
         assert_eq!(made[kind]["name"], name, "the part keeps its name: {made}");
     }
+    assert_eq!(
+        made["WorkloadInstance"]["spec"]["runtime"], runtime["id"],
+        "the API names the default runtime: {made}"
+    );
     let definition_id = made["WorkloadDefinition"]["id"]
         .as_str()
         .unwrap()
