@@ -19,15 +19,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use threeport_api::model::{
     AwsAccount, AwsEksKubernetesRuntimeDefinition, AwsEksKubernetesRuntimeInstance, ConnectionData,
     KubernetesRuntimeInstance,
 };
 use threeport_aws::{ClusterRequest, EksStatus, NodeGroupRequest, RoleRequest, Trust, partition};
-// The time through tokio's clock, so stale acknowledgements can be tested on a paused clock.
-use threeport_core::object::{EventType, now as now_at};
+use threeport_core::object::EventType;
 use threeport_core::{Action, Context, Object, ReconcileError, Reconciler};
 use threeport_k8s::{ClusterConnection, ResourceRef, apply_all};
 
@@ -111,7 +110,7 @@ fn still_pending(acknowledged: &Option<String>) -> bool {
         .as_deref()
         .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
         .is_some_and(|at| {
-            now_at()
+            Utc::now()
                 .signed_duration_since(at)
                 .to_std()
                 .unwrap_or_default()
@@ -120,7 +119,7 @@ fn still_pending(acknowledged: &Option<String>) -> bool {
 }
 
 fn now() -> String {
-    now_at().to_rfc3339()
+    Utc::now().to_rfc3339()
 }
 
 /// What to do about a cluster or node group after one look.

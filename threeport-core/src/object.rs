@@ -31,20 +31,9 @@ pub const MAX_OWNERS: usize = 16;
 /// Maximum number of events kept on an object; the oldest are dropped first.
 pub const MAX_EVENTS: usize = 20;
 
-/// Current wall-clock time, the one clock used for stored timestamps, read through tokio's
-/// clock: in production the system's wall clock; under a paused tokio clock (tests) it moves
-/// only as tokio's time does, so timeouts computed from stored timestamps (a stale
-/// acknowledgement, a requeue due) can be tested deterministically.
+/// Current wall-clock time, the one clock used for stored timestamps.
 pub fn now() -> Timestamp {
-    let wall = Utc::now();
-    let tokio_now = tokio::time::Instant::now().into_std();
-    let std_now = std::time::Instant::now();
-    // tokio's clock runs ahead of (auto-advanced) or behind (paused) the system's.
-    let ahead = tokio_now.saturating_duration_since(std_now);
-    let behind = std_now.saturating_duration_since(tokio_now);
-    let delta = chrono::Duration::from_std(ahead).unwrap_or_default()
-        - chrono::Duration::from_std(behind).unwrap_or_default();
-    wall + delta
+    Utc::now()
 }
 
 /// Identifier of an object: a UUIDv7, so ids sort by creation time and cursors stay stable.
