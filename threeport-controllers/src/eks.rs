@@ -110,7 +110,7 @@ fn still_pending(acknowledged: &Option<String>) -> bool {
         .as_deref()
         .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
         .is_some_and(|at| {
-            Utc::now()
+            tokio_wall_clock()
                 .signed_duration_since(at)
                 .to_std()
                 .unwrap_or_default()
@@ -119,7 +119,19 @@ fn still_pending(acknowledged: &Option<String>) -> bool {
 }
 
 fn now() -> String {
-    Utc::now().to_rfc3339()
+    tokio_wall_clock().to_rfc3339()
+}
+
+/// The wall-clock time read through tokio's clock: the system's in production; under a paused
+/// tokio clock (tests), moved by exactly as much as tokio's time was, so acknowledgements go
+/// stale on the test's schedule.
+fn tokio_wall_clock() -> DateTime<Utc> {
+    let tokio_now = tokio::time::Instant::now().into_std();
+    let std_now = std::time::Instant::now();
+    let ahead = tokio_now.saturating_duration_since(std_now);
+    let behind = std_now.saturating_duration_since(tokio_now);
+    Utc::now() + chrono::Duration::from_std(ahead).unwrap_or_default()
+        - chrono::Duration::from_std(behind).unwrap_or_default()
 }
 
 /// What to do about a cluster or node group after one look.
@@ -427,5 +439,23 @@ impl Reconciler for EksReconciler {
             status.subnet_ids.clear();
         }
         Ok(Action::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{ACKNOWLEDGEMENT_STALE, now, still_pending};
+
+    /// Staleness goes by tokio's clock: on a paused clock it follows the test's time.
+    #[tokio::test(start_paused = true)]
+    async fn acknowledgements_go_stale_on_tokios_clock() {
+        let acknowledged = Some(now());
+        assert!(still_pending(&acknowledged));
+        tokio::time::advance(ACKNOWLEDGEMENT_STALE - Duration::from_secs(5)).await;
+        assert!(still_pending(&acknowledged));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(!still_pending(&acknowledged), "stale after the window");
     }
 }
