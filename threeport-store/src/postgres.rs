@@ -296,10 +296,7 @@ async fn referrers(tx: &mut Transaction<'_, Postgres>, id: ObjectId) -> OpResult
             .bind(Json(json!([{"id": id}])))
             .fetch_all(&mut **tx)
             .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(kind, id)| ObjectRef::new(kind, ObjectId(id)))
-        .collect())
+    Ok(sql::object_refs(rows))
 }
 
 /// The objects `id` owns directly, in id order.
@@ -312,10 +309,7 @@ async fn dependents_of<'e>(
             .bind(Json(json!([{"id": id}])))
             .fetch_all(executor)
             .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(kind, id)| ObjectRef::new(kind, ObjectId(id)))
-        .collect())
+    Ok(sql::object_refs(rows))
 }
 
 /// Why a conditional write matched no row.

@@ -261,6 +261,13 @@ pub(crate) fn check_owners(
     Ok(())
 }
 
+/// `(kind, id)` rows as object references.
+pub(crate) fn object_refs(rows: Vec<(String, uuid::Uuid)>) -> Vec<ObjectRef> {
+    rows.into_iter()
+        .map(|(kind, id)| ObjectRef::new(kind, ObjectId(id)))
+        .collect()
+}
+
 /// The refusal of a cascade that would delete `member` while `referrer` (outside the
 /// cascade) references it.
 pub(crate) fn still_referenced(

@@ -191,10 +191,7 @@ async fn referrers(conn: &mut SqliteConnection, id: ObjectId) -> OpResult<Vec<Ob
     .bind(id.0)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(kind, id)| ObjectRef::new(kind, ObjectId(id)))
-        .collect())
+    Ok(sql::object_refs(rows))
 }
 
 /// The objects `id` owns directly, in id order.
@@ -206,10 +203,7 @@ async fn dependents_of(conn: &mut SqliteConnection, id: ObjectId) -> OpResult<Ve
     .bind(id.0)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(kind, id)| ObjectRef::new(kind, ObjectId(id)))
-        .collect())
+    Ok(sql::object_refs(rows))
 }
 
 /// Notifies, in `conn`'s transaction, the objects that follow `changed` through a registered
