@@ -91,9 +91,12 @@ impl Store for Watchdog {
         id: ObjectId,
         write: StatusWrite,
     ) -> Result<RawObject> {
-        let before = self.inner.get(kind, id).await?.meta.generation;
+        let before = self.inner.get(kind, id).await?.meta;
         let written = self.inner.update_status(kind, id, write).await?;
-        if written.meta.generation != before {
+        // Only when nothing else wrote in between (a user's DELETE bumps the generation).
+        if written.meta.version == before.version + 1
+            && written.meta.generation != before.generation
+        {
             self.violations.lock().unwrap().push(format!(
                 "a status write bumped the generation of {kind} {}",
                 written.meta.name
