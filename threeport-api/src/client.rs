@@ -304,6 +304,25 @@ pub struct WorkloadRequest {
     pub secret: Option<(SecretDefinition, SecretValues)>,
 }
 
+/// One object of a [`Client::create_batch`]: what `POST /v0/<plural>` takes, plus its kind and
+/// optionally the id it is to have (so later objects of the batch can reference it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchObject {
+    /// Kind name (`WorkloadDefinition`).
+    pub kind: String,
+    /// The id to create it with (a fresh UUID v7 the caller chose); `None`: the server's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<ObjectId>,
+    /// Name, unique per kind.
+    pub name: String,
+    /// Labels.
+    pub labels: Labels,
+    /// Objects it is made on behalf of (existing ones, or earlier ones of the batch).
+    pub owners: Vec<ObjectRef>,
+    /// Desired state, as JSON.
+    pub spec: Value,
+}
+
 impl Client {
     /// A builder for the API at `url` (`http://127.0.0.1:1323`).
     pub fn builder(url: impl Into<String>) -> ClientBuilder {
@@ -377,6 +396,59 @@ impl Client {
     ) -> Result<BTreeMap<String, RawObject>, ClientError> {
         let request = self.request(Method::POST, &format!("{}/v0/workloads", self.base));
         self.send(request.json(body), Repeat::Safe).await
+    }
+
+    /// Creates `objects` in one transaction, all or none (`POST /v0/batch`); answers them in
+    /// the same order. An invalid object is named by its index (`objects[1].spec.location`).
+    pub async fn create_batch(
+        &self,
+        objects: &[BatchObject],
+    ) -> Result<Vec<RawObject>, ClientError> {
+        #[derive(Deserialize)]
+        struct Created {
+            items: Vec<RawObject>,
+        }
+        let body = serde_json::json!({ "objects": objects });
+        let request = self.request(Method::POST, &format!("{}/v0/batch", self.base));
+        let created: Created = self.send(request.json(&body), Repeat::Safe).await?;
+        Ok(created.items)
+    }
+
+    /// The server's release (`GET /version`).
+    pub async fn server_version(&self) -> Result<String, ClientError> {
+        let request = self.request(Method::GET, &format!("{}/version", self.base));
+        let answer: Value = self.send(request, Repeat::Safe).await?;
+        answer["version"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ClientError::Server {
+                status: None,
+                message: format!("/version answered without a version: {answer}"),
+            })
+    }
+
+    /// Whether the control plane is ready to serve (`GET /readyz` answers 200).
+    pub async fn ready(&self) -> Result<(), ClientError> {
+        let response = self
+            .request(Method::GET, &format!("{}/readyz", self.base))
+            .send()
+            .await?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(ClientError::Unavailable {
+                message: format!(
+                    "/readyz answered {status}: {}",
+                    response.text().await.unwrap_or_default().trim()
+                ),
+            })
+        }
+    }
+
+    /// The base URL requests go to (`http://127.0.0.1:1323`).
+    pub fn base_url(&self) -> &str {
+        &self.base
     }
 
     /// Deletes the workload `name` and every part its composite create made (they are owned

@@ -29,8 +29,8 @@ mod client;
 pub mod model;
 
 pub use client::{
-    Client, ClientBuilder, ClientError, IDEMPOTENCY_KEY, ListParams, Page, RawResource, Resource,
-    Retry, WorkloadRequest,
+    BatchObject, Client, ClientBuilder, ClientError, IDEMPOTENCY_KEY, ListParams, Page,
+    RawResource, Resource, Retry, WorkloadRequest,
 };
 
 /// `WorkloadDefinition` → `workload-definitions`; `AwsAccount` → `aws-accounts`.

@@ -44,7 +44,7 @@ use crate::model::{
 use crate::registry::plural_path;
 use crate::rest::{
     ApiResult, ApiState, Write, body_object, create_once, decode, delete_options, hand_over_secret,
-    mark_replayed, preview, seal_fields, take_secret,
+    mark_replayed, prepare, preview, take_secret, within,
 };
 
 /// The `/v0/workloads` routes.
@@ -126,17 +126,9 @@ impl Plan<'_> {
                     format!("{} is not served here", T::KIND),
                 ))
             })?;
-        let mut spec = entry
-            .fill_defaults(&self.state.store, Value::Object(spec))
-            .await?;
-        seal_fields(self.state, entry, &mut spec)?;
-        let checked = entry.check(&spec).map_err(|err| match err {
-            Error::Invalid { field, message } => {
-                let field = field.strip_prefix("spec").unwrap_or(&field);
-                ApiError(Error::invalid(format!("{part}{field}"), message))
-            }
-            other => ApiError(other),
-        })?;
+        let checked = prepare(self.state, entry, Value::Object(spec))
+            .await
+            .map_err(|err| within(part, err))?;
         let id = ObjectId::new();
         self.objects.push((
             id,

@@ -37,6 +37,7 @@
 //! `threeport-server` binary runs on.
 
 pub mod auth;
+pub mod batch;
 pub mod composite;
 pub mod model;
 pub mod openapi;
@@ -70,13 +71,15 @@ pub use threeport_controllers as controllers;
 pub use threeport_controllers::seal::{self, Sealer};
 
 /// The control plane's HTTP surface: the API (behind `tokens` unless `None`, which disables
-/// authentication) and the unauthenticated `/healthz`, `/readyz`, `/metrics`, `/openapi.json`
-/// and `/docs`. Every request is logged and counted in `ops.metrics`
+/// authentication) and the unauthenticated `/healthz`, `/readyz`, `/metrics`, `/version`,
+/// `/openapi.json` and `/docs`. Every request is logged and counted in `ops.metrics`
 /// (`http_requests_total`, `http_request_duration_seconds`, by method, route and status).
 pub fn app(api: ApiState, tokens: Option<Arc<TokenSet>>, ops: Ops) -> Router {
     let metrics = HttpMetrics::register(&mut ops.metrics.lock().unwrap());
     let docs = openapi::routes(&api.kinds);
-    let mut api_routes = router(api.clone()).merge(composite::routes(api));
+    let mut api_routes = router(api.clone())
+        .merge(composite::routes(api.clone()))
+        .merge(batch::routes(api));
     if let Some(tokens) = tokens {
         api_routes = api_routes.layer(middleware::from_fn_with_state(tokens, auth::require_token));
     }

@@ -320,6 +320,31 @@ pub fn document(kinds: &KindRegistry) -> Value {
             "domain_name": {"type": ["object", "null"]}, "gateway": {"type": ["object", "null"]},
             "secret": {"type": ["object", "null"]}}})),
         "responses": created}}));
+    let mut batch_created = responses(
+        201,
+        "the created objects, in request order",
+        json!({"type": "object", "required": ["items"], "properties": {
+            "items": {"type": "array", "items": {"type": "object"}}}}),
+        &[400, 401, 409, 413, 503],
+        false,
+    );
+    batch_created["201"]["headers"] = created["201"]["headers"].clone();
+    paths.insert("/v0/batch".into(), json!({"post": {
+        "tags": ["Batch"],
+        "summary": "Create objects of any kinds in one transaction, all or none (how clients create Threeport's abstractions)",
+        "parameters": [idempotency_key()],
+        "requestBody": json_body(json!({"type": "object", "required": ["objects"],
+            "additionalProperties": false, "properties": {
+            "objects": {"type": "array", "minItems": 1, "maxItems": crate::batch::MAX_BATCH,
+                "items": {"type": "object", "required": ["kind", "name", "spec"],
+                    "additionalProperties": false, "properties": {
+                    "kind": {"type": "string"},
+                    "id": {"type": "string", "format": "uuid",
+                           "description": "The id to create it with, so later objects of the batch can reference it"},
+                    "name": name_schema(), "labels": labels_schema(),
+                    "owners": {"type": "array", "items": reference("ObjectRef"), "maxItems": MAX_OWNERS},
+                    "spec": {"type": "object"}}}}}})),
+        "responses": batch_created}}));
     let mut workload_deleted = deletion_responses(reference("DeletionPlan"));
     workload_deleted["202"]["description"] = json!("deletion scheduled: what goes, and what stays");
     if let Some(headers) = workload_deleted["202"].as_object_mut() {
@@ -340,6 +365,7 @@ pub fn document(kinds: &KindRegistry) -> Value {
             &[200, 503][..],
         ),
         ("/metrics", "Prometheus metrics", &[200][..]),
+        ("/version", "The server's release", &[200][..]),
     ] {
         let responses: Map<String, Value> = codes
             .iter()

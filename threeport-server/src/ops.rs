@@ -1,5 +1,5 @@
 //! Operational endpoints, outside authentication: `/healthz` (the process serves),
-//! `/readyz` (every backend answers) and `/metrics` (Prometheus text).
+//! `/readyz` (every backend answers), `/metrics` (Prometheus text) and `/version`.
 
 use std::sync::{Arc, Mutex};
 
@@ -55,13 +55,19 @@ pub struct Ops {
     pub metrics: Arc<Mutex<Registry>>,
 }
 
-/// The `/healthz`, `/readyz` and `/metrics` routes.
+/// The `/healthz`, `/readyz`, `/metrics` and `/version` routes.
 pub fn routes(ops: Ops) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/version", get(version))
         .route("/metrics", get(metrics))
         .with_state(ops)
+}
+
+/// `{"version": "0.1.0"}`: the server's release, for clients to report (`tptctl version`).
+async fn version() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }))
 }
 
 /// How long `/readyz` waits for a probe: an orchestrator needs a quick "not ready" while a

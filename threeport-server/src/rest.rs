@@ -30,7 +30,7 @@ use threeport_core::{
     SecretValues, Store,
 };
 
-use crate::registry::{KindEntry, KindRegistry};
+use crate::registry::{CheckedSpec, KindEntry, KindRegistry};
 use crate::seal::Sealer;
 
 /// Fields of an object that only the server writes.
@@ -315,6 +315,30 @@ pub(crate) fn seal_fields(state: &ApiState, entry: &KindEntry, spec: &mut Value)
     Ok(())
 }
 
+/// A new spec as it is stored: the kind's defaults filled in (the default runtime, say), its
+/// sealed fields sealed, then decoded and validated, with the references it holds.
+pub(crate) async fn prepare(
+    state: &ApiState,
+    entry: &KindEntry,
+    spec: Value,
+) -> ApiResult<CheckedSpec> {
+    let mut spec = entry.fill_defaults(&state.store, spec).await?;
+    seal_fields(state, entry, &mut spec)?;
+    Ok(entry.check(&spec)?)
+}
+
+/// `err` about a spec, with its field named from `part` of a larger request (`spec.port` in
+/// part `gateway` → `gateway.port`).
+pub(crate) fn within(part: &str, ApiError(err): ApiError) -> ApiError {
+    match err {
+        Error::Invalid { field, message } => {
+            let field = field.strip_prefix("spec").unwrap_or(&field);
+            ApiError(Error::invalid(format!("{part}{field}"), message))
+        }
+        other => ApiError(other),
+    }
+}
+
 /// Publishes secret values for a just-created object: in memory, never stored.
 pub(crate) async fn hand_over_secret(
     state: &ApiState,
@@ -373,9 +397,7 @@ async fn create(
     let entry = entry(&state, &plural)?;
     let mut body: CreateBody = decode(body_object(&raw, Write::Create)?)?;
     let secret = take_secret(entry, &mut body.spec)?;
-    body.spec = entry.fill_defaults(&state.store, body.spec).await?;
-    seal_fields(&state, entry, &mut body.spec)?;
-    let checked = entry.check(&body.spec)?;
+    let checked = prepare(&state, entry, body.spec).await?;
     let new = NewObject {
         kind: entry.kind.to_owned(),
         name: body.name,
@@ -586,9 +608,7 @@ async fn write_spec(
     labels: Labels,
     spec: Value,
 ) -> ApiResult<Response> {
-    let mut spec = entry.fill_defaults(&state.store, spec).await?;
-    seal_fields(state, entry, &mut spec)?;
-    let checked = entry.check(&spec)?;
+    let checked = prepare(state, entry, spec).await?;
     let updated = state
         .store
         .update(

@@ -59,13 +59,13 @@ async fn serve(store: Arc<dyn Store>) -> String {
     let kinds = KindRegistry::new()
         .with::<DatabaseDefinition>()
         .with::<DatabaseInstance>();
-    let app = router(ApiState {
+    let state = ApiState {
         store,
         bus: Arc::new(threeport_core::MemoryBus::new()),
         kinds: Arc::new(kinds),
-
         sealer: Arc::new(threeport_server::Sealer::ephemeral().unwrap()),
-    });
+    };
+    let app = router(state.clone()).merge(threeport_server::batch::routes(state));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -233,11 +233,89 @@ async fn bad_input_is_refused_naming_the_field(store: Arc<dyn Store>) {
     );
 }
 
+/// `POST /v0/batch`: objects of several kinds, later ones referencing and owned by earlier
+/// ones through ids the client chose, created all or none; mistakes named by index.
+async fn a_batch_is_created_whole_or_not_at_all(store: Arc<dyn Store>) {
+    let base = serve(store).await;
+    let http = common::http_client();
+    let definition = ObjectId::new();
+    let batch = |storage_gb: u32, definition: ObjectId| {
+        json!({"objects": [
+            {"kind": "DatabaseDefinition", "id": definition.to_string(), "name": "db",
+             "spec": {"engine": "postgres", "storage_gb": storage_gb}},
+            {"kind": "DatabaseInstance", "name": "db",
+             "owners": [{"kind": "DatabaseDefinition", "id": definition.to_string()}],
+             "spec": {"definition": definition.to_string()}}]})
+    };
+    // A mistake in the second object: named by its index, and nothing is created.
+    let (status, err) = send(
+        http.post(format!("{base}/batch"))
+            .json(&batch(5, definition)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(err["field"], "objects[0].spec.storage_gb", "{err}");
+    let (_, listed) = send(http.get(format!("{base}/database-definitions"))).await;
+    assert_eq!(listed["items"], json!([]), "nothing was created");
+
+    let (status, created) = send(
+        http.post(format!("{base}/batch"))
+            .json(&batch(50, definition)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let items = created["items"].as_array().unwrap();
+    assert_eq!(items[0]["id"], definition.to_string());
+    assert_eq!(items[1]["kind"], "DatabaseInstance");
+    assert_eq!(items[1]["owners"][0]["id"], definition.to_string());
+    assert_eq!(items[1]["references"][0]["id"], definition.to_string());
+
+    // The same id again: refused, naming the object that asked for it.
+    let mut again = batch(50, definition);
+    again["objects"][0]["name"] = json!("db2");
+    let (status, err) = send(http.post(format!("{base}/batch")).json(&again)).await;
+    assert_eq!(
+        (status, err["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("objects[0].id")),
+        "{err}"
+    );
+
+    let mut twice = batch(50, ObjectId::new());
+    twice["objects"][1]["id"] = twice["objects"][0]["id"].clone();
+    let (status, err) = send(http.post(format!("{base}/batch")).json(&twice)).await;
+    assert_eq!(
+        (status, err["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("objects[1].id")),
+        "{err}"
+    );
+
+    let mut unknown = batch(50, ObjectId::new());
+    unknown["objects"][1]["kind"] = json!("Nope");
+    let (status, err) = send(http.post(format!("{base}/batch")).json(&unknown)).await;
+    assert_eq!(
+        (status, err["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("objects[1].kind")),
+        "{err}"
+    );
+
+    let (status, err) = send(
+        http.post(format!("{base}/batch"))
+            .json(&json!({"objects": []})),
+    )
+    .await;
+    assert_eq!(
+        (status, err["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("objects")),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn memory_store_over_http() {
     let store = Arc::new(MemoryStore::new());
     crud_round_trip(store.clone(), store).await;
     bad_input_is_refused_naming_the_field(Arc::new(MemoryStore::new())).await;
+    a_batch_is_created_whole_or_not_at_all(Arc::new(MemoryStore::new())).await;
 }
 
 #[tokio::test]
@@ -251,4 +329,8 @@ async fn sqlite_over_http() {
         .await
         .unwrap();
     bad_input_is_refused_naming_the_field(sql.store).await;
+    let sql = threeport_store::connect("sqlite::memory:", &options)
+        .await
+        .unwrap();
+    a_batch_is_created_whole_or_not_at_all(sql.store).await;
 }
