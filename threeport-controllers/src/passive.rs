@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use threeport_api::model::{
-    AwsEksKubernetesRuntimeDefinition, AwsObjectStorageBucketDefinition,
+    AwsAccount, AwsEksKubernetesRuntimeDefinition, AwsObjectStorageBucketDefinition,
     AwsRelationalDatabaseDefinition, DomainNameDefinition, DomainNameInstance, GatewayDefinition,
     GatewayInstance, KubernetesRuntimeDefinition, WorkloadResourceDefinition,
 };
@@ -13,6 +13,7 @@ use threeport_core::{Action, ApiObject, Context, Dynamic, Object, ReconcileError
 
 /// The kinds [`PassiveReconciler`]s serve in the stock control plane.
 pub const PASSIVE_KINDS: &[&str] = &[
+    AwsAccount::KIND,
     WorkloadResourceDefinition::KIND,
     KubernetesRuntimeDefinition::KIND,
     AwsEksKubernetesRuntimeDefinition::KIND,
