@@ -1,0 +1,285 @@
+//! Turning an [`Expansion`] into API calls: ids for the parts, names resolved to ids, then one
+//! batch create (all or nothing, server-side) and, for `apply`, replaces of the parts that
+//! exist and changed.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use threeport_api::{BatchObject, Client, ListParams};
+use threeport_core::object::RawObject;
+use threeport_core::{ObjectId, ObjectRef};
+
+use crate::config_file::{Expansion, Target};
+use crate::error::CliError;
+
+/// Finds objects by name, asking the API once per (kind, name).
+pub struct Lookup<'a> {
+    client: &'a Client,
+    found: HashMap<(String, String), Option<RawObject>>,
+}
+
+impl<'a> Lookup<'a> {
+    /// A lookup through `client`.
+    pub fn new(client: &'a Client) -> Self {
+        Lookup {
+            client,
+            found: HashMap::new(),
+        }
+    }
+
+    /// The object of `kind` named `name`, if there is one.
+    pub async fn find(&mut self, kind: &str, name: &str) -> Result<Option<RawObject>, CliError> {
+        let key = (kind.to_owned(), name.to_owned());
+        if let Some(found) = self.found.get(&key) {
+            return Ok(found.clone());
+        }
+        let params = ListParams {
+            name: Some(name.to_owned()),
+            ..ListParams::default()
+        };
+        let (mut items, _) = self.client.kind(kind).list::<RawObject>(&params).await?;
+        let found = items.pop();
+        self.found.insert(key, found.clone());
+        Ok(found)
+    }
+
+    /// The object of `kind` named `name`; an error naming `field` if there is none.
+    pub async fn require(
+        &mut self,
+        kind: &str,
+        name: &str,
+        field: &str,
+    ) -> Result<RawObject, CliError> {
+        self.find(kind, name)
+            .await?
+            .ok_or_else(|| CliError::new(format!("{field}: no {kind} named {name:?}")))
+    }
+
+    /// The first object of `kind` whose spec has `flag: true` (the default account or runtime).
+    async fn flagged(&mut self, kind: &str, flag: &str, field: &str) -> Result<ObjectId, CliError> {
+        let mut params = ListParams::default();
+        loop {
+            let (items, next) = self.client.kind(kind).list::<RawObject>(&params).await?;
+            if let Some(found) = items.iter().find(|o| o.spec[flag] == Value::Bool(true)) {
+                return Ok(found.meta.id);
+            }
+            match next {
+                Some(next) => params.after = Some(next),
+                None => {
+                    return Err(CliError::new(format!(
+                        "{field}: none given, and no {kind} has {flag}: true"
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// A part with its id decided and its links filled in.
+pub struct Resolved {
+    /// What to create.
+    pub object: BatchObject,
+    /// The object as it exists, if it does (apply).
+    pub existing: Option<RawObject>,
+}
+
+/// Gives every part an id (the existing object's, with `reuse`, else a new one) and fills in
+/// its links.
+pub async fn resolve(
+    expansion: &Expansion,
+    lookup: &mut Lookup<'_>,
+    reuse: bool,
+) -> Result<Vec<Resolved>, CliError> {
+    let mut existing = Vec::with_capacity(expansion.parts.len());
+    for part in &expansion.parts {
+        existing.push(if reuse {
+            lookup.find(part.kind, &part.name).await?
+        } else {
+            None
+        });
+    }
+    let ids: Vec<ObjectId> = existing
+        .iter()
+        .map(|e| e.as_ref().map(|o| o.meta.id).unwrap_or_else(ObjectId::new))
+        .collect();
+    let mut resolved = Vec::with_capacity(expansion.parts.len());
+    for ((part, existing), id) in expansion.parts.iter().zip(existing).zip(&ids) {
+        let mut spec = part.spec.clone();
+        for link in &part.links {
+            let id = match &link.target {
+                Target::Part(index) => ids[*index],
+                Target::Named { kind, name } => {
+                    lookup
+                        .require(kind, name, &link.config_field)
+                        .await?
+                        .meta
+                        .id
+                }
+                Target::DefaultAccount => {
+                    lookup
+                        .flagged("AwsAccount", "default_account", &link.config_field)
+                        .await?
+                }
+                Target::DefaultRuntime => {
+                    lookup
+                        .flagged(
+                            "KubernetesRuntimeInstance",
+                            "default_runtime",
+                            &link.config_field,
+                        )
+                        .await?
+                }
+            };
+            spec.insert(link.field.to_owned(), Value::String(id.to_string()));
+        }
+        resolved.push(Resolved {
+            object: BatchObject {
+                kind: part.kind.to_owned(),
+                id: Some(*id),
+                name: part.name.clone(),
+                labels: part.labels.clone(),
+                owners: part
+                    .owner
+                    .map(|owner| ObjectRef::new(expansion.parts[owner].kind, ids[owner]))
+                    .into_iter()
+                    .collect(),
+                spec: Value::Object(spec),
+            },
+            existing,
+        });
+    }
+    Ok(resolved)
+}
+
+/// Whether every field `wanted` sets has that value in `current` (which also holds the
+/// server's defaults).
+fn unchanged(wanted: &Value, current: &Value) -> bool {
+    match (wanted, current) {
+        (Value::Object(wanted), Value::Object(current)) => wanted
+            .iter()
+            .all(|(key, value)| current.get(key).is_some_and(|c| unchanged(value, c))),
+        (wanted, current) => wanted == current,
+    }
+}
+
+/// What a create or apply did to each part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Created.
+    Created,
+    /// Replaced with the new spec.
+    Updated,
+    /// Already as asked.
+    Unchanged,
+}
+
+/// Creates every part in one batch; with `apply`, parts that exist are replaced if they
+/// differ instead. Returns each part's object and what happened to it.
+pub async fn execute(
+    client: &Client,
+    parts: Vec<Resolved>,
+    secret_notes: &mut Vec<String>,
+) -> Result<Vec<(RawObject, Outcome)>, CliError> {
+    let new: Vec<BatchObject> = parts
+        .iter()
+        .filter(|p| p.existing.is_none())
+        .map(|p| p.object.clone())
+        .collect();
+    let mut created = if new.is_empty() {
+        Vec::new()
+    } else {
+        client
+            .create_batch(&new)
+            .await
+            .map_err(|e| batch_error(e, &new))?
+    }
+    .into_iter();
+    let mut done = Vec::with_capacity(parts.len());
+    for part in parts {
+        match part.existing {
+            None => done.push((created.next().expect("one per new part"), Outcome::Created)),
+            Some(current) => {
+                let mut spec = part.object.spec.clone();
+                if let Some(data) = spec.as_object_mut().and_then(|s| s.remove("data"))
+                    && part.object.kind == "SecretDefinition"
+                    && !data.is_null()
+                {
+                    secret_notes.push(format!(
+                        "SecretDefinition/{}: its values are not changed by apply (they are \
+                         never stored by threeport): delete and create it to change them",
+                        part.object.name
+                    ));
+                }
+                let label = format!("{}/{}", part.object.kind, part.object.name);
+                done.push(
+                    replace(client, current, &part.object.labels, &spec)
+                        .await
+                        .map_err(|e| e.context(label))?,
+                );
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Replaces `current`'s spec and labels unless they are already so. Its controller writes
+/// status too (each write moves the version `If-Match` compares): on a conflict, read it again
+/// and retry, a few times.
+async fn replace(
+    client: &Client,
+    mut current: RawObject,
+    labels: &threeport_core::Labels,
+    spec: &Value,
+) -> Result<(RawObject, Outcome), CliError> {
+    let resource = client.kind(&current.meta.kind);
+    for _ in 0..5 {
+        if unchanged(spec, &current.spec) && *labels == current.meta.labels {
+            return Ok((current, Outcome::Unchanged));
+        }
+        match resource
+            .replace::<RawObject>(current.meta.id, current.meta.version, labels, spec)
+            .await
+        {
+            Ok(updated) => return Ok((updated, Outcome::Updated)),
+            Err(threeport_api::ClientError::Conflict { .. }) => {
+                current = resource.get(current.meta.id).await?;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(CliError::new(
+        "it kept changing while being replaced (5 conflicts in a row): try again",
+    ))
+}
+
+/// A batch error, with `objects[i]` replaced by the object's kind and name.
+fn batch_error(err: threeport_api::ClientError, objects: &[BatchObject]) -> CliError {
+    let mut message = err.to_string();
+    if let Some(start) = message.find("objects[")
+        && let Some(len) = message[start..].find(']')
+        && let Ok(index) = message[start + 8..start + len].parse::<usize>()
+        && let Some(object) = objects.get(index)
+    {
+        message.replace_range(
+            start..start + len + 1,
+            &format!("{}/{}", object.kind, object.name),
+        );
+    }
+    let mut error = CliError::new(message);
+    error.causes.push(format!("{err:?}"));
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unchanged;
+    use serde_json::json;
+
+    #[test]
+    fn unchanged_ignores_what_the_server_added() {
+        let current = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": "default"});
+        assert!(unchanged(&json!({"a": 1, "b": {"c": 2}}), &current));
+        assert!(!unchanged(&json!({"a": 2}), &current));
+        assert!(!unchanged(&json!({"x": 1}), &current));
+    }
+}
