@@ -320,6 +320,30 @@ async fn every_object_kind_goes_through_tptctl_from_threeport_config_files() {
         unchanged.contains("WorkloadDefinition/shop unchanged"),
         "{unchanged}"
     );
+    // A part taken out of the config is pointed out, not deleted behind the user's back.
+    let shop = std::fs::read_to_string(shell.dir.join("shop.yaml")).unwrap();
+    let start = shop.find("  Secret:").unwrap();
+    let end = shop.find("  DomainName:").unwrap();
+    shell.write(
+        "shop-less.yaml",
+        &format!("{}{}", &shop[..start], &shop[end..]),
+    );
+    let applied = shell
+        .run(&["apply", "workload", "-c", "shop-less.yaml"])
+        .await;
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    assert!(
+        applied
+            .stderr
+            .contains("note: SecretDefinition/shop-secret is no longer in shop's config"),
+        "{}",
+        applied.stderr
+    );
+    assert!(
+        !applied.stderr.contains("WorkloadResource"),
+        "{}",
+        applied.stderr
+    );
 
     // delete, newest first; what a controller of this build serves is gone afterwards. The
     // default runtime and account stay: objects no controller serves yet keep using them.
@@ -415,6 +439,18 @@ async fn mistakes_get_one_line_naming_the_field_and_waiting_fails_with_the_reaso
             data.to_str().unwrap(),
         ])
         .await;
+    // Once is enough: a second `up` finds it running.
+    let again = shell
+        .run(&[
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stderr.contains("already running"), "{}", again.stderr);
     let cases: &[(&str, &str, &str, &[&str])] = &[
         // A misspelled field: its line and name.
         (

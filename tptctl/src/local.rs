@@ -82,9 +82,16 @@ pub struct Up<'a> {
 /// selects its context. Returns its URL.
 pub async fn up(up: Up<'_>) -> Result<String, CliError> {
     let mut contexts = Contexts::load(up.contexts_file)?;
-    if let Some(pid) = running(&up.dir)
-        && let Some(context) = contexts.contexts.get(up.context)
-    {
+    if let Some(pid) = running(&up.dir) {
+        // One server per data directory: a second would share its SQLite files.
+        let Some(context) = contexts.contexts.get(up.context) else {
+            return Err(CliError::new(format!(
+                "a control plane (pid {pid}) already runs on {}, but no context {:?} records \
+                 it: stop it with `tptctl down` first",
+                up.dir.display(),
+                up.context
+            )));
+        };
         let url = context.url.clone();
         contexts.current = Some(up.context.to_owned());
         contexts.save(up.contexts_file)?;

@@ -371,12 +371,47 @@ async fn write(overrides: &Overrides, args: FromFile, apply: bool) -> Result<(),
         };
         println!("{}/{} {verb}", object.meta.kind, object.meta.name);
     }
+    if apply && is_abstraction(expansion.key) {
+        dropped_parts(&client, &expansion, &done).await?;
+    }
     if args.wait.wait {
         let parts = wait::labelled(
             done.iter()
                 .map(|(o, _)| (o.meta.kind.clone(), o.meta.id, o.meta.name.clone())),
         );
         wait::wait(&client, &parts, Goal::Reconciled, args.wait.timeout).await?;
+    }
+    Ok(())
+}
+
+/// Notes the parts an abstraction's root owns that its config no longer has (a database
+/// taken out of a `Workload`): `apply` does not delete them by itself.
+async fn dropped_parts(
+    client: &Client,
+    expansion: &config_file::Expansion,
+    done: &[(RawObject, Outcome)],
+) -> Result<(), CliError> {
+    let Some((root, _)) = done.first() else {
+        return Ok(());
+    };
+    for part in parts_of(client, root).await? {
+        let kept = expansion
+            .parts
+            .iter()
+            .any(|p| p.kind == part.meta.kind && p.name == part.meta.name);
+        // The config's parts are the root's own; controllers' records of their work (resource
+        // records, an EKS cluster a runtime made) are not the config's business.
+        let direct = part.meta.owners.iter().any(|o| o.id == root.meta.id);
+        if !kept && direct && !part.meta.kind.starts_with("WorkloadResource") {
+            eprintln!(
+                "note: {}/{} is no longer in {}'s config and was left in place: `tptctl delete {} -n {}` removes it",
+                part.meta.kind,
+                part.meta.name,
+                root.meta.name,
+                kebab(&part.meta.kind),
+                part.meta.name
+            );
+        }
     }
     Ok(())
 }
