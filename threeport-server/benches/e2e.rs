@@ -1,0 +1,274 @@
+//! The distributed write path end to end: one `api` and two `controller workload-definition`
+//! processes on PostgreSQL and NATS JetStream (a nats-server of its own), workload definitions
+//! (a reconcile that costs next to nothing) created through the API.
+//!
+//! 1. Steady load: 200 creates/s for 30 s, each followed by its own poll of the object until it
+//!    is reconciled: POST → reconciled latency, p50 and p99.
+//! 2. Sustainable rate: 8 concurrent clients create as fast as the API answers for 10 s; the
+//!    rate is what was created over the time until all of it was reconciled.
+//! 3. The baseline, in the same run: raw single-row `INSERT` + commit into PostgreSQL from 8
+//!    connections for 5 s.
+//!
+//! `cargo bench -p threeport-server --bench e2e`. PostgreSQL: `THREEPORT_TEST_POSTGRES_URL`,
+//! else `postgres://postgres@127.0.0.1:5432/postgres` (a database is created and dropped);
+//! nats-server: `THREEPORT_NATS_SERVER`, else on PATH. `BENCH_RATE` and `BENCH_SECONDS` change
+//! the steady load.
+
+#[path = "../../threeport-bus/tests/common/mod.rs"]
+#[allow(missing_docs)]
+mod nats;
+#[path = "../tests/common/process.rs"]
+#[allow(dead_code, missing_docs)]
+mod process;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+const MANIFEST: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n";
+const CONCURRENCY: usize = 8;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run());
+}
+
+/// The API as a client sees it.
+#[derive(Clone)]
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    /// Creates a workload definition; its id.
+    async fn create(&self, name: &str) -> String {
+        let response = self
+            .http
+            .post(format!("{}/v0/workload-definitions", self.base))
+            .bearer_auth(&self.token)
+            .json(&json!({"name": name, "spec": {"yaml_document": MANIFEST}}))
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+        let created: Value = response.json().await.expect("body");
+        created["id"].as_str().expect("id").to_owned()
+    }
+
+    async fn reconciled(&self, id: &str) -> bool {
+        let object: Value = self
+            .http
+            .get(format!("{}/v0/workload-definitions/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("body");
+        object["status"]["state"] == "reconciled"
+    }
+
+    /// Polls until `id` is reconciled (every 2 ms).
+    async fn until_reconciled(&self, id: &str) {
+        while !self.reconciled(id).await {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+async fn run() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rate: u64 = env_or("BENCH_RATE", 200);
+    let seconds: u64 = env_or("BENCH_SECONDS", 30);
+    let admin_url = std::env::var("THREEPORT_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let database = format!("threeport_bench_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let url = match admin_url.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{database}"),
+        None => panic!("{admin_url} names no database"),
+    };
+
+    let nats = nats::NatsServer::start().await;
+    let data = process::temp_dir();
+    let minted = threeport_server::auth::mint_token().expect("token");
+    std::fs::write(data.join("tokens"), format!("{}\n", minted.hash)).expect("tokens");
+    let key = data.join("encryption.key");
+    let tokens = data.join("tokens");
+    let plane = [
+        "--database-url",
+        &url,
+        "--nats-url",
+        &nats.url,
+        "--encryption-key-file",
+        key.to_str().expect("path"),
+    ];
+    let mut api_flags = plane.to_vec();
+    api_flags.extend(["--token-file", tokens.to_str().expect("path")]);
+    let server = process::start("api", &data, &api_flags).await;
+    let (first, _) = process::controllers(&["workload-definition"], &plane).await;
+    let (second, _) = process::controllers(&["workload-definition"], &plane).await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+        token: minted.token.clone(),
+    };
+    println!(
+        "e2e bench: api {} + 2 controllers on PostgreSQL ({database}) and NATS ({})",
+        server.base, nats.url
+    );
+    // Warm up connections and the first reconcile.
+    let id = api.create("warm-up").await;
+    api.until_reconciled(&id).await;
+
+    // 1. Steady load, open loop: one create every 1/rate s, whatever the answers do.
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut waits = Vec::new();
+    let started = Instant::now();
+    for n in 0..rate * seconds {
+        tick.tick().await;
+        let api = api.clone();
+        waits.push(tokio::spawn(async move {
+            let posted = Instant::now();
+            let id = api.create(&format!("steady-{n}")).await;
+            api.until_reconciled(&id).await;
+            posted.elapsed().as_secs_f64() * 1000.0
+        }));
+    }
+    let offered = started.elapsed().as_secs_f64();
+    let mut latencies = Vec::with_capacity(waits.len());
+    for wait in waits {
+        latencies.push(wait.await.expect("task"));
+    }
+    let drained = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    println!(
+        "  steady: {} creates at {rate}/s offered over {offered:.1} s, all reconciled after {drained:.1} s; \
+         POST→reconciled p50 {p50:.1} ms, p99 {p99:.1} ms, max {:.1} ms",
+        latencies.len(),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+
+    // 2. As fast as 8 clients can create for 10 s; then until every one is reconciled.
+    let created = Arc::new(AtomicUsize::new(0));
+    let window = Duration::from_secs(10);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..CONCURRENCY {
+        let api = api.clone();
+        let created = created.clone();
+        workers.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            let mut n = 0;
+            while started.elapsed() < window {
+                ids.push(api.create(&format!("burst-{worker}-{n}")).await);
+                created.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for worker in workers {
+        ids.extend(worker.await.expect("worker"));
+    }
+    let create_rate = ids.len() as f64 / started.elapsed().as_secs_f64();
+    // Newest last: once it and everything before it are reconciled, the backlog is gone.
+    for id in ids.iter().rev() {
+        api.until_reconciled(id).await;
+    }
+    let burst_seconds = started.elapsed().as_secs_f64();
+    let sustainable = ids.len() as f64 / burst_seconds;
+    println!(
+        "  sustainable: {} created by {CONCURRENCY} clients in 10 s ({create_rate:.0}/s accepted), \
+         all reconciled after {burst_seconds:.1} s: {sustainable:.0}/s end to end",
+        ids.len()
+    );
+
+    // 3. Raw PostgreSQL: single-row INSERT + COMMIT from 8 connections, same database.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(CONCURRENCY as u32)
+        .connect(&url)
+        .await
+        .expect("pool");
+    sqlx::query(
+        "CREATE TABLE bench_raw (id UUID PRIMARY KEY, name TEXT NOT NULL, spec JSONB NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .expect("table");
+    let inserted = Arc::new(AtomicUsize::new(0));
+    let raw_window = Duration::from_secs(5);
+    let started = Instant::now();
+    let mut inserters = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let pool = pool.clone();
+        let inserted = inserted.clone();
+        inserters.push(tokio::spawn(async move {
+            while started.elapsed() < raw_window {
+                sqlx::query("INSERT INTO bench_raw (id, name, spec) VALUES ($1, $2, $3)")
+                    .bind(uuid::Uuid::now_v7())
+                    .bind("raw")
+                    .bind(json!({"yaml_document": MANIFEST}))
+                    .execute(&pool)
+                    .await
+                    .expect("insert");
+                inserted.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for inserter in inserters {
+        inserter.await.expect("inserter");
+    }
+    let raw = inserted.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    pool.close().await;
+    println!("  baseline: raw INSERT + COMMIT at {CONCURRENCY} connections: {raw:.0}/s");
+
+    for process in [first, second] {
+        let _ = process.terminate().await;
+    }
+    let _ = server.terminate().await;
+    drop(nats);
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {database} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await;
+    let _ = std::fs::remove_dir_all(&data);
+    println!(
+        "RESULT e2e rate_per_s={sustainable:.0} raw_insert_per_s={raw:.0} ratio={:.3} latency_p50_ms={p50:.1} latency_p99_ms={p99:.1}",
+        sustainable / raw
+    );
+}
