@@ -151,26 +151,84 @@ async fn run() {
     let id = api.create("warm-up").await;
     api.until_reconciled(&id).await;
 
-    // 1. Steady load, open loop: one create every 1/rate s, whatever the answers do.
+    // 1. Steady load, open loop: one create every 1/rate s, whatever the answers do. One
+    // observer lists what is not yet seen reconciled (ids are time-ordered: it pages from the
+    // oldest such id), so watching costs a page per poll, not a request per object.
+    let posted: Arc<std::sync::Mutex<std::collections::BTreeMap<String, Instant>>> = Arc::default();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let observer = {
+        let api = api.clone();
+        let posted = posted.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let oldest = posted.lock().expect("lock").keys().next().cloned();
+                let Some(oldest) = oldest else {
+                    if done.load(Ordering::Relaxed) {
+                        return latencies;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                };
+                // `after` is exclusive: start just before the oldest waiting id.
+                let before = uuid::Uuid::from_u128(
+                    uuid::Uuid::parse_str(&oldest).expect("uuid").as_u128() - 1,
+                );
+                let mut after = before.to_string();
+                loop {
+                    let page: Value = api
+                        .http
+                        .get(format!(
+                            "{}/v0/workload-definitions?limit=500&after={after}",
+                            api.base
+                        ))
+                        .bearer_auth(&api.token)
+                        .send()
+                        .await
+                        .expect("list")
+                        .json()
+                        .await
+                        .expect("page");
+                    let now = Instant::now();
+                    let mut waiting = posted.lock().expect("lock");
+                    for item in page["items"].as_array().into_iter().flatten() {
+                        if item["status"]["state"] == "reconciled"
+                            && let Some(at) = waiting.remove(item["id"].as_str().unwrap_or(""))
+                        {
+                            latencies.push((now - at).as_secs_f64() * 1000.0);
+                        }
+                    }
+                    drop(waiting);
+                    match page["next"].as_str() {
+                        Some(next) => after = next.to_owned(),
+                        None => break,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut waits = Vec::new();
+    let mut creates = Vec::new();
     let started = Instant::now();
     for n in 0..rate * seconds {
         tick.tick().await;
         let api = api.clone();
-        waits.push(tokio::spawn(async move {
-            let posted = Instant::now();
+        let posted = posted.clone();
+        creates.push(tokio::spawn(async move {
+            let at = Instant::now();
             let id = api.create(&format!("steady-{n}")).await;
-            api.until_reconciled(&id).await;
-            posted.elapsed().as_secs_f64() * 1000.0
+            posted.lock().expect("lock").insert(id, at);
         }));
     }
     let offered = started.elapsed().as_secs_f64();
-    let mut latencies = Vec::with_capacity(waits.len());
-    for wait in waits {
-        latencies.push(wait.await.expect("task"));
+    for create in creates {
+        create.await.expect("create");
     }
+    done.store(true, Ordering::Relaxed);
+    let mut latencies = observer.await.expect("observer");
     let drained = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
     let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
