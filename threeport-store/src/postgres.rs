@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::types::Json;
-use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Row, Transaction};
 use threeport_core::object::validate_kind;
 use threeport_core::store::IDEMPOTENCY_WINDOW;
 use threeport_core::{
@@ -290,11 +290,11 @@ async fn kinds_of(
 }
 
 /// The objects whose references point at `id`.
-async fn referrers(tx: &mut Transaction<'_, Postgres>, id: ObjectId) -> OpResult<Vec<ObjectRef>> {
+async fn referrers(conn: &mut PgConnection, id: ObjectId) -> OpResult<Vec<ObjectRef>> {
     let rows: Vec<(String, Uuid)> =
         sqlx::query_as("SELECT kind, id FROM threeport_objects WHERE refs @> $1 ORDER BY id")
             .bind(Json(json!([{"id": id}])))
-            .fetch_all(&mut **tx)
+            .fetch_all(&mut *conn)
             .await?;
     Ok(sql::object_refs(rows))
 }
@@ -676,28 +676,15 @@ impl Store for PgStore {
                 return Ok((current, false));
             }
             // The cascade: the object and, in the foreground, everything it owns.
-            let mut cascade = vec![ObjectRef::new(kind, id)];
-            if propagation == Propagation::Foreground {
-                let mut next = 0;
-                while next < cascade.len() {
-                    let owner = cascade[next].id;
-                    next += 1;
-                    for dependent in dependents_of(&mut *tx, owner).await? {
-                        if !cascade.contains(&dependent) {
-                            cascade.push(dependent);
-                        }
-                    }
-                }
-            }
-            for member in &cascade {
-                let outside = referrers(&mut tx, member.id)
-                    .await?
-                    .into_iter()
-                    .find(|r| !cascade.iter().any(|m| m.id == r.id));
-                if let Some(referrer) = outside {
-                    return Err(sql::still_referenced(kind, id, member, &referrer).into());
-                }
-            }
+            let cascade = sql::deletion_cascade(
+                &mut *tx,
+                kind,
+                id,
+                propagation,
+                async |conn: &mut PgConnection, owner| dependents_of(&mut *conn, owner).await,
+                referrers,
+            )
+            .await?;
             if propagation == Propagation::Orphan {
                 sqlx::query(
                     "UPDATE threeport_objects SET version = version + 1, updated_at = now(), \

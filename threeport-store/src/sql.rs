@@ -286,6 +286,43 @@ pub(crate) fn still_referenced(
     ))
 }
 
+/// What scheduling the deletion of `kind`/`id` deletes: the object and, in the foreground,
+/// everything it owns, transitively (breadth first). Refused, naming the first, if an object
+/// outside it references one of them. Both SQL stores run it in their deletion transaction,
+/// each reading owners and references from its own tables through `conn`.
+pub(crate) async fn deletion_cascade<C>(
+    conn: &mut C,
+    kind: &str,
+    id: ObjectId,
+    propagation: threeport_core::Propagation,
+    dependents_of: impl AsyncFn(&mut C, ObjectId) -> OpResult<Vec<ObjectRef>>,
+    referrers: impl AsyncFn(&mut C, ObjectId) -> OpResult<Vec<ObjectRef>>,
+) -> OpResult<Vec<ObjectRef>> {
+    let mut cascade = vec![ObjectRef::new(kind, id)];
+    if propagation == threeport_core::Propagation::Foreground {
+        let mut next = 0;
+        while next < cascade.len() {
+            let owner = cascade[next].id;
+            next += 1;
+            for dependent in dependents_of(conn, owner).await? {
+                if !cascade.contains(&dependent) {
+                    cascade.push(dependent);
+                }
+            }
+        }
+    }
+    for member in &cascade {
+        let outside = referrers(conn, member.id)
+            .await?
+            .into_iter()
+            .find(|r| !cascade.iter().any(|m| m.id == r.id));
+        if let Some(referrer) = outside {
+            return Err(still_referenced(kind, id, member, &referrer).into());
+        }
+    }
+    Ok(cascade)
+}
+
 /// The refusal to remove an object that still owns `dependent`.
 pub(crate) fn still_owns(kind: &str, id: ObjectId, dependent: &ObjectRef) -> Error {
     Error::conflict(format!(

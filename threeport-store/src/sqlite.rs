@@ -568,28 +568,15 @@ impl Store for SqliteStore {
                 return Ok((current, false));
             }
             // The cascade: the object and, in the foreground, everything it owns.
-            let mut cascade = vec![ObjectRef::new(kind, id)];
-            if propagation == Propagation::Foreground {
-                let mut next = 0;
-                while next < cascade.len() {
-                    let owner = cascade[next].id;
-                    next += 1;
-                    for dependent in dependents_of(&mut tx, owner).await? {
-                        if !cascade.contains(&dependent) {
-                            cascade.push(dependent);
-                        }
-                    }
-                }
-            }
-            for member in &cascade {
-                let outside = referrers(&mut tx, member.id)
-                    .await?
-                    .into_iter()
-                    .find(|r| !cascade.iter().any(|m| m.id == r.id));
-                if let Some(referrer) = outside {
-                    return Err(sql::still_referenced(kind, id, member, &referrer).into());
-                }
-            }
+            let cascade = sql::deletion_cascade(
+                &mut *tx,
+                kind,
+                id,
+                propagation,
+                dependents_of,
+                referrers,
+            )
+            .await?;
             let at = now();
             if propagation == Propagation::Orphan {
                 for dependent in dependents_of(&mut tx, id).await? {
