@@ -349,6 +349,17 @@ impl Plane {
     }
 
     /// An existing runtime (the fake cluster) and an AWS account.
+    /// Whether the test workload's deployment is on the cluster in `namespace`.
+    async fn deployed_in(&self, namespace: &str) -> bool {
+        let deployment = ResourceRef {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            namespace: Some(namespace.into()),
+            name: "web".into(),
+        };
+        self.cluster.get(&deployment).await.unwrap().is_some()
+    }
+
     async fn runtime_and_account(&self, name: &str, default: bool) -> (Value, Value, Value) {
         let account = self
             .create(
@@ -385,13 +396,12 @@ fn reconciled(object: Option<&Value>) -> bool {
     })
 }
 
-fn deployment(namespace: &str) -> ResourceRef {
-    ResourceRef {
-        api_version: "apps/v1".into(),
-        kind: "Deployment".into(),
-        namespace: Some(namespace.into()),
-        name: "web".into(),
-    }
+/// The namespace a workload instance's status says it deployed to.
+fn namespace_of(instance: &Value) -> String {
+    instance["status"]["details"]["namespace"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// The composite workload: named parts, a database reaching its workload, delete whole.
@@ -478,18 +488,8 @@ async fn composite_workloads_go_whole(plane: &Plane) {
         "no label written on the workload: {instance}"
     );
     assert_eq!(instance["generation"], 1, "nothing wrote its spec");
-    let namespace = instance["status"]["details"]["namespace"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        plane
-            .cluster
-            .get(&deployment(&namespace))
-            .await
-            .unwrap()
-            .is_some()
-    );
+    let namespace = namespace_of(&instance);
+    assert!(plane.deployed_in(&namespace).await);
 
     // The preview lists every part, and deletes nothing.
     let (status, plan) = plane
@@ -524,12 +524,7 @@ async fn composite_workloads_go_whole(plane: &Plane) {
         plane.until(&plural, id, "removal", |o| o.is_none()).await;
     }
     assert!(
-        plane
-            .cluster
-            .get(&deployment(&namespace))
-            .await
-            .unwrap()
-            .is_none(),
+        !plane.deployed_in(&namespace).await,
         "the workload's resources left the cluster"
     );
     let (status, err) = plane
@@ -572,18 +567,8 @@ async fn runtime_definitions_go_after_what_runs_on_them(plane: &Plane) {
         .until("workload-instances", &instance_id, "deployment", reconciled)
         .await
         .unwrap();
-    let namespace = deployed["status"]["details"]["namespace"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        plane
-            .cluster
-            .get(&deployment(&namespace))
-            .await
-            .unwrap()
-            .is_some()
-    );
+    let namespace = namespace_of(&deployed);
+    assert!(plane.deployed_in(&namespace).await);
 
     // Owners are fixed after creation.
     let (status, err) = plane
@@ -616,12 +601,7 @@ async fn runtime_definitions_go_after_what_runs_on_them(plane: &Plane) {
         )
         .await;
     assert!(
-        plane
-            .cluster
-            .get(&deployment(&namespace))
-            .await
-            .unwrap()
-            .is_none(),
+        !plane.deployed_in(&namespace).await,
         "the instance's cluster resources are gone"
     );
     let removals = plane.removals.lock().unwrap().clone();
