@@ -682,6 +682,23 @@ impl RawResource {
         Ok((page.items, page.next))
     }
 
+    /// Every object matching the filters, following the cursor to the end.
+    pub async fn list_all<R: DeserializeOwned>(
+        &self,
+        params: &ListParams,
+    ) -> Result<Vec<R>, ClientError> {
+        let mut params = params.clone();
+        let mut all = Vec::new();
+        loop {
+            let (items, next) = self.list(&params).await?;
+            all.extend(items);
+            match next {
+                Some(next) => params.after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
     /// Replaces an object's spec and labels, if its version is still `version`.
     pub async fn replace<R: DeserializeOwned>(
         &self,
@@ -822,16 +839,7 @@ impl<T: ApiObject> Resource<T> {
 
     /// Every object matching the filters, following the cursor to the end.
     pub async fn list_all(&self, params: &ListParams) -> Result<Vec<Object<T>>, ClientError> {
-        let mut params = params.clone();
-        let mut all = Vec::new();
-        loop {
-            let page = self.list(&params).await?;
-            all.extend(page.items);
-            match page.next {
-                Some(next) => params.after = Some(next),
-                None => return Ok(all),
-            }
-        }
+        self.raw.list_all(params).await
     }
 
     /// Replaces the object's spec and labels, if its version is still `obj.meta.version`.

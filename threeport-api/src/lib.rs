@@ -33,10 +33,11 @@ pub use client::{
     RawResource, Resource, Retry, WorkloadRequest,
 };
 
-/// `WorkloadDefinition` → `workload-definitions`; `AwsAccount` → `aws-accounts`.
-pub fn plural_path(kind: &str) -> String {
-    let mut kebab = String::with_capacity(kind.len() + 8);
-    for (i, c) in kind.chars().enumerate() {
+/// `WorkloadDefinition` → `workload-definition`: a PascalCase name in kebab case, as the CLI
+/// names kinds and URLs name their plurals.
+pub fn kebab_case(name: &str) -> String {
+    let mut kebab = String::with_capacity(name.len() + 8);
+    for (i, c) in name.chars().enumerate() {
         if c.is_ascii_uppercase() {
             if i > 0 {
                 kebab.push('-');
@@ -46,6 +47,12 @@ pub fn plural_path(kind: &str) -> String {
             kebab.push(c);
         }
     }
+    kebab
+}
+
+/// `WorkloadDefinition` → `workload-definitions`; `AwsAccount` → `aws-accounts`.
+pub fn plural_path(kind: &str) -> String {
+    let mut kebab = kebab_case(kind);
     if kebab.ends_with('s') || kebab.ends_with('x') {
         kebab.push_str("es");
     } else if let Some(stem) = kebab.strip_suffix('y')

@@ -87,6 +87,24 @@ impl Shell {
         ran.stdout
     }
 
+    /// `tptctl up` on a free port with its data in `data`; its output.
+    async fn up(&self, data: &Path) -> String {
+        self.ok(&[
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .await
+    }
+
+    /// `tptctl down` of the control plane with its data in `data`; its output.
+    async fn down(&self, data: &Path) -> String {
+        self.ok(&["down", "--data-dir", data.to_str().unwrap()])
+            .await
+    }
+
     fn write(&self, name: &str, text: &str) -> String {
         let path = self.dir.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -212,15 +230,7 @@ async fn every_object_kind_goes_through_tptctl_from_threeport_config_files() {
 
     // up: a control plane of its own, its context recorded and selected.
     let data = shell.dir.join("data");
-    let up = shell
-        .ok(&[
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .await;
+    let up = shell.up(&data).await;
     assert!(up.contains("context \"local\" selected"), "{up}");
     let version = shell.ok(&["version"]).await;
     assert!(
@@ -407,12 +417,7 @@ async fn every_object_kind_goes_through_tptctl_from_threeport_config_files() {
     assert!(waiting.contains("deletion_scheduled"), "{waiting}");
 
     // down stops it; up again finds the data.
-    assert!(
-        shell
-            .ok(&["down", "--data-dir", data.to_str().unwrap()])
-            .await
-            .contains("stopped")
-    );
+    assert!(shell.down(&data).await.contains("stopped"));
     let unreachable = shell.run(&["get", "aws-accounts"]).await;
     assert_eq!(unreachable.code, 1, "{}", unreachable.stdout);
     assert!(
@@ -420,34 +425,16 @@ async fn every_object_kind_goes_through_tptctl_from_threeport_config_files() {
         "{}",
         unreachable.stderr
     );
-    shell
-        .ok(&[
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .await;
+    shell.up(&data).await;
     assert!(shell.ok(&["get", "aws-accounts"]).await.contains("main"));
-    shell
-        .ok(&["down", "--data-dir", data.to_str().unwrap()])
-        .await;
+    shell.down(&data).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mistakes_get_one_line_naming_the_field_and_waiting_fails_with_the_reason() {
     let shell = Shell::new("http://127.0.0.1:9");
     let data = shell.dir.join("data");
-    shell
-        .ok(&[
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .await;
+    shell.up(&data).await;
     // Once is enough: a second `up` finds it running.
     let again = shell
         .run(&[
@@ -625,7 +612,5 @@ async fn mistakes_get_one_line_naming_the_field_and_waiting_fails_with_the_reaso
     shell.ok(&["config", "use", "local"]).await;
     shell.ok(&["config", "delete", "other"]).await;
     assert!(shell.ok(&["completion", "bash"]).await.contains("tptctl"));
-    shell
-        .ok(&["down", "--data-dir", data.to_str().unwrap()])
-        .await;
+    shell.down(&data).await;
 }

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::error::CliError;
+use threeport_api::kebab_case;
 
 /// `{Name: web}`: another object, by name.
 #[derive(Debug, Clone, Deserialize)]
@@ -260,7 +261,8 @@ struct ControlPlaneValues {
     labels: Option<Labels>,
 }
 
-/// Every config key: its family's struct, and the fields that key takes.
+/// The families of config keys: an abstraction, its definition and its instance share one
+/// struct of fields (each key takes its share, [`fields_of`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
     Workload,
@@ -340,168 +342,74 @@ const OBSERVABILITY_DEFINITION: &[&str] = &[
     "KubePrometheusStackHelmValuesDocument",
 ];
 
-/// A config key: its family, the fields it takes besides `Labels` (`&[]` with `extra`: see
-/// [`fields_of`]), and whether it is an abstraction of several objects.
-struct KeyInfo {
-    key: &'static str,
-    family: Family,
-}
-
-/// Every config key, in the order `tptctl` lists them.
-const KEYS: &[KeyInfo] = &[
-    KeyInfo {
-        key: "Workload",
-        family: Family::Workload,
-    },
-    KeyInfo {
-        key: "WorkloadDefinition",
-        family: Family::Workload,
-    },
-    KeyInfo {
-        key: "WorkloadInstance",
-        family: Family::Workload,
-    },
-    KeyInfo {
-        key: "HelmWorkload",
-        family: Family::Helm,
-    },
-    KeyInfo {
-        key: "HelmWorkloadDefinition",
-        family: Family::Helm,
-    },
-    KeyInfo {
-        key: "HelmWorkloadInstance",
-        family: Family::Helm,
-    },
-    KeyInfo {
-        key: "KubernetesRuntime",
-        family: Family::Runtime,
-    },
-    KeyInfo {
-        key: "KubernetesRuntimeDefinition",
-        family: Family::Runtime,
-    },
-    KeyInfo {
-        key: "KubernetesRuntimeInstance",
-        family: Family::Runtime,
-    },
-    KeyInfo {
-        key: "AwsAccount",
-        family: Family::Account,
-    },
-    KeyInfo {
-        key: "AwsEksKubernetesRuntime",
-        family: Family::Eks,
-    },
-    KeyInfo {
-        key: "AwsEksKubernetesRuntimeDefinition",
-        family: Family::Eks,
-    },
-    KeyInfo {
-        key: "AwsEksKubernetesRuntimeInstance",
-        family: Family::Eks,
-    },
-    KeyInfo {
-        key: "AwsRelationalDatabase",
-        family: Family::Database,
-    },
-    KeyInfo {
-        key: "AwsRelationalDatabaseDefinition",
-        family: Family::Database,
-    },
-    KeyInfo {
-        key: "AwsRelationalDatabaseInstance",
-        family: Family::Database,
-    },
-    KeyInfo {
-        key: "AwsObjectStorageBucket",
-        family: Family::Bucket,
-    },
-    KeyInfo {
-        key: "AwsObjectStorageBucketDefinition",
-        family: Family::Bucket,
-    },
-    KeyInfo {
-        key: "AwsObjectStorageBucketInstance",
-        family: Family::Bucket,
-    },
-    KeyInfo {
-        key: "Gateway",
-        family: Family::Gateway,
-    },
-    KeyInfo {
-        key: "GatewayDefinition",
-        family: Family::Gateway,
-    },
-    KeyInfo {
-        key: "GatewayInstance",
-        family: Family::Gateway,
-    },
-    KeyInfo {
-        key: "DomainName",
-        family: Family::DomainName,
-    },
-    KeyInfo {
-        key: "DomainNameDefinition",
-        family: Family::DomainName,
-    },
-    KeyInfo {
-        key: "DomainNameInstance",
-        family: Family::DomainName,
-    },
-    KeyInfo {
-        key: "Secret",
-        family: Family::Secret,
-    },
-    KeyInfo {
-        key: "SecretDefinition",
-        family: Family::Secret,
-    },
-    KeyInfo {
-        key: "SecretInstance",
-        family: Family::Secret,
-    },
-    KeyInfo {
-        key: "Terraform",
-        family: Family::Terraform,
-    },
-    KeyInfo {
-        key: "TerraformDefinition",
-        family: Family::Terraform,
-    },
-    KeyInfo {
-        key: "TerraformInstance",
-        family: Family::Terraform,
-    },
-    KeyInfo {
-        key: "ObservabilityStack",
-        family: Family::Observability,
-    },
-    KeyInfo {
-        key: "ObservabilityStackDefinition",
-        family: Family::Observability,
-    },
-    KeyInfo {
-        key: "ObservabilityStackInstance",
-        family: Family::Observability,
-    },
-    KeyInfo {
-        key: "ControlPlane",
-        family: Family::ControlPlane,
-    },
-    KeyInfo {
-        key: "ControlPlaneDefinition",
-        family: Family::ControlPlane,
-    },
-    KeyInfo {
-        key: "ControlPlaneInstance",
-        family: Family::ControlPlane,
-    },
+/// Every config key, in the order `tptctl` lists them: each abstraction with its definition
+/// and instance, and `AwsAccount`.
+const KEYS: &[&str] = &[
+    "Workload",
+    "WorkloadDefinition",
+    "WorkloadInstance",
+    "HelmWorkload",
+    "HelmWorkloadDefinition",
+    "HelmWorkloadInstance",
+    "KubernetesRuntime",
+    "KubernetesRuntimeDefinition",
+    "KubernetesRuntimeInstance",
+    "AwsAccount",
+    "AwsEksKubernetesRuntime",
+    "AwsEksKubernetesRuntimeDefinition",
+    "AwsEksKubernetesRuntimeInstance",
+    "AwsRelationalDatabase",
+    "AwsRelationalDatabaseDefinition",
+    "AwsRelationalDatabaseInstance",
+    "AwsObjectStorageBucket",
+    "AwsObjectStorageBucketDefinition",
+    "AwsObjectStorageBucketInstance",
+    "Gateway",
+    "GatewayDefinition",
+    "GatewayInstance",
+    "DomainName",
+    "DomainNameDefinition",
+    "DomainNameInstance",
+    "Secret",
+    "SecretDefinition",
+    "SecretInstance",
+    "Terraform",
+    "TerraformDefinition",
+    "TerraformInstance",
+    "ObservabilityStack",
+    "ObservabilityStackDefinition",
+    "ObservabilityStackInstance",
+    "ControlPlane",
+    "ControlPlaneDefinition",
+    "ControlPlaneInstance",
 ];
+
+/// The family of config key `key`: the one of the abstraction it is, or is a part of.
+fn family_of(key: &str) -> Family {
+    let base = key
+        .strip_suffix("Definition")
+        .or_else(|| key.strip_suffix("Instance"))
+        .unwrap_or(key);
+    match base {
+        "Workload" => Family::Workload,
+        "HelmWorkload" => Family::Helm,
+        "KubernetesRuntime" => Family::Runtime,
+        "AwsAccount" => Family::Account,
+        "AwsEksKubernetesRuntime" => Family::Eks,
+        "AwsRelationalDatabase" => Family::Database,
+        "AwsObjectStorageBucket" => Family::Bucket,
+        "Gateway" => Family::Gateway,
+        "DomainName" => Family::DomainName,
+        "Secret" => Family::Secret,
+        "Terraform" => Family::Terraform,
+        "ObservabilityStack" => Family::Observability,
+        _ => Family::ControlPlane,
+    }
+}
 
 /// Every config key (`Workload`, `AwsAccount`, …).
 pub fn keys() -> impl Iterator<Item = &'static str> {
-    KEYS.iter().map(|info| info.key)
+    KEYS.iter().copied()
 }
 
 /// The fields config key `key` takes (besides `Labels`, which every top-level object takes).
@@ -756,25 +664,9 @@ pub struct ConfigFile {
     pub key: &'static str,
 }
 
-/// `Workload` → `workload`; `AwsEksKubernetesRuntime` → `aws-eks-kubernetes-runtime`.
-pub fn kebab(key: &str) -> String {
-    let mut out = String::with_capacity(key.len() + 4);
-    for (i, c) in key.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('-');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The config key written `word` on the command line (`workload`, `aws-account`), if any.
 pub fn key_of_word(word: &str) -> Option<&'static str> {
-    keys().find(|key| kebab(key) == word || *key == word)
+    keys().find(|key| kebab_case(key) == word || *key == word)
 }
 
 /// Whether config key `key` expands to several objects.
@@ -867,7 +759,7 @@ impl ConfigFile {
             return Err(CliError::usage(format!(
                 "{} holds a {key}, not a {expected}: run `tptctl … {} -c {}`",
                 path.display(),
-                kebab(key),
+                kebab_case(key),
                 path.display()
             )));
         }
@@ -907,11 +799,7 @@ impl ConfigFile {
 
     /// What the config asks for.
     pub fn expand(&self) -> Result<Expansion, CliError> {
-        let family = KEYS
-            .iter()
-            .find(|info| info.key == self.key)
-            .map(|info| info.family)
-            .expect("known key");
+        let family = family_of(self.key);
         let mut x = Expander {
             file: self,
             parts: Vec::new(),
@@ -2119,6 +2007,16 @@ mod tests {
         path
     }
 
+    /// What expanding the config at `path` fails with.
+    fn expand_error(path: &Path) -> String {
+        ConfigFile::read(path)
+            .unwrap()
+            .expand()
+            .err()
+            .unwrap()
+            .to_string()
+    }
+
     fn temp() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("tptctl-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -2203,12 +2101,7 @@ mod tests {
             "w.yaml",
             "Workload:\n  Name: w\n  YAMLDocument: x.yaml\n  Gateway:\n    ServiceName: web\n    HttpPorts:\n      - Port: 80\n        TLSEnabeld: true\n",
         );
-        let err = ConfigFile::read(&path)
-            .unwrap()
-            .expand()
-            .err()
-            .unwrap()
-            .to_string();
+        let err = expand_error(&path);
         assert!(
             err.contains("w.yaml:8:") && err.contains("TLSEnabeld"),
             "{err}"
@@ -2223,12 +2116,7 @@ mod tests {
             "w.yaml",
             "WorkloadDefinition:\n  Name: w\n  YAMLDocument: nowhere.yaml\n",
         );
-        let err = ConfigFile::read(&path)
-            .unwrap()
-            .expand()
-            .err()
-            .unwrap()
-            .to_string();
+        let err = expand_error(&path);
         assert!(
             err.contains("WorkloadDefinition.YAMLDocument") && err.contains("nowhere.yaml"),
             "{err}"
@@ -2238,7 +2126,7 @@ mod tests {
     #[test]
     fn every_key_has_a_word_and_a_root() {
         for key in keys() {
-            assert_eq!(key_of_word(&kebab(key)), Some(key));
+            assert_eq!(key_of_word(&kebab_case(key)), Some(key));
             assert!(!fields_of(key).is_empty());
             assert!(keys().any(|k| k == root_kind(key)), "{key}");
         }

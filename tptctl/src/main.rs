@@ -25,12 +25,13 @@ use threeport_core::object::RawObject;
 use threeport_core::relation::DeletionPlan;
 use threeport_core::{ObjectRef, Propagation};
 
-use crate::config_file::{ConfigFile, is_abstraction, kebab, key_of_word, root_kind};
+use crate::config_file::{ConfigFile, is_abstraction, key_of_word, root_kind};
 use crate::contexts::{Context, Contexts, Overrides};
 use crate::error::CliError;
 use crate::output::Format;
 use crate::plan::{Lookup, Outcome};
 use crate::wait::Goal;
+use threeport_api::kebab_case;
 
 #[derive(Parser)]
 #[command(
@@ -328,7 +329,7 @@ fn key_of(object: &str) -> Result<&'static str, CliError> {
         CliError::usage(format!(
             "unknown object {object:?}; one of: {}",
             config_file::keys()
-                .map(kebab)
+                .map(kebab_case)
                 .collect::<Vec<_>>()
                 .join(", ")
         ))
@@ -408,7 +409,7 @@ async fn dropped_parts(
                 part.meta.kind,
                 part.meta.name,
                 root.meta.name,
-                kebab(&part.meta.kind),
+                kebab_case(&part.meta.kind),
                 part.meta.name
             );
         }
@@ -433,7 +434,7 @@ async fn find_target(
     let object = Lookup::new(client)
         .find(kind, &name)
         .await?
-        .ok_or_else(|| CliError::new(format!("no {} named {name:?}", kebab(key))))?;
+        .ok_or_else(|| CliError::new(format!("no {} named {name:?}", kebab_case(key))))?;
     Ok((key, object))
 }
 
@@ -521,7 +522,7 @@ fn kind_to_list(what: &str) -> Result<&'static str, CliError> {
         "WorkloadResourceInstance",
     ];
     for key in config_file::keys().chain(extra) {
-        let singular = kebab(key);
+        let singular = kebab_case(key);
         if what == singular || what == threeport_api::plural_path(key) {
             return Ok(if is_abstraction(key) && !extra.contains(&key) {
                 config_file::instance_kind(key)
@@ -547,7 +548,7 @@ async fn get(
         labels: labels.into_iter().collect(),
         ..ListParams::default()
     };
-    let objects = output::list_all(&client, kind, &params).await?;
+    let objects: Vec<RawObject> = client.kind(kind).list_all(&params).await?;
     if objects.is_empty() && format == Format::Table {
         println!("no {what}");
         return Ok(());

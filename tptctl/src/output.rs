@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use clap::ValueEnum;
 use serde_json::Value;
-use threeport_api::{Client, ListParams};
+use threeport_api::Client;
 use threeport_core::object::RawObject;
 use threeport_core::{ObjectId, Timestamp};
 
@@ -70,11 +70,16 @@ pub fn redact(value: &mut Value) {
     }
 }
 
-fn state(object: &RawObject) -> String {
-    serde_json::to_value(object.status.state)
+/// An enum value as the API spells it (`creation_failed`, `True`, `Warning`).
+pub fn wire_name(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+fn state(object: &RawObject) -> String {
+    wire_name(&object.status.state)
 }
 
 /// The health a status reports (`healthy`, …), if it reports one.
@@ -120,24 +125,6 @@ impl<'a> Names<'a> {
         match object.meta.references.iter().find(|r| r.field == field) {
             Some(reference) => self.of(&reference.kind.clone(), reference.id).await,
             None => "-".to_owned(),
-        }
-    }
-}
-
-/// Every object of `kind` with `labels`, following pages to the end.
-pub async fn list_all(
-    client: &Client,
-    kind: &str,
-    params: &ListParams,
-) -> Result<Vec<RawObject>, CliError> {
-    let mut params = params.clone();
-    let mut all = Vec::new();
-    loop {
-        let (items, next) = client.kind(kind).list::<RawObject>(&params).await?;
-        all.extend(items);
-        match next {
-            Some(next) => params.after = Some(next),
-            None => return Ok(all),
         }
     }
 }
@@ -285,10 +272,7 @@ pub async fn describe(client: &Client, object: &RawObject) -> String {
             .map(|c| {
                 vec![
                     c.type_.clone(),
-                    serde_json::to_value(c.status)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
+                    wire_name(&c.status),
                     c.reason.clone(),
                     c.message.clone(),
                     age(c.last_transition_time),
@@ -306,10 +290,7 @@ pub async fn describe(client: &Client, object: &RawObject) -> String {
         .iter()
         .map(|e| {
             vec![
-                serde_json::to_value(e.type_)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                wire_name(&e.type_),
                 e.reason.clone(),
                 e.message.clone(),
                 e.count.to_string(),

@@ -16,6 +16,7 @@ use crate::error::CliError;
 pub struct Lookup<'a> {
     client: &'a Client,
     found: HashMap<(String, String), Option<RawObject>>,
+    flagged: HashMap<(String, String), Option<ObjectId>>,
 }
 
 impl<'a> Lookup<'a> {
@@ -24,6 +25,7 @@ impl<'a> Lookup<'a> {
         Lookup {
             client,
             found: HashMap::new(),
+            flagged: HashMap::new(),
         }
     }
 
@@ -55,23 +57,27 @@ impl<'a> Lookup<'a> {
             .ok_or_else(|| CliError::new(format!("{field}: no {kind} named {name:?}")))
     }
 
-    /// The first object of `kind` whose spec has `flag: true` (the default account or runtime).
+    /// The first object of `kind` whose spec has `flag: true` (the default account or runtime),
+    /// looked for once per lookup however many parts fall back on it.
     async fn flagged(&mut self, kind: &str, flag: &str, field: &str) -> Result<ObjectId, CliError> {
-        let mut params = ListParams::default();
-        loop {
-            let (items, next) = self.client.kind(kind).list::<RawObject>(&params).await?;
-            if let Some(found) = items.iter().find(|o| o.spec[flag] == Value::Bool(true)) {
-                return Ok(found.meta.id);
-            }
-            match next {
-                Some(next) => params.after = Some(next),
-                None => {
-                    return Err(CliError::new(format!(
-                        "{field}: none given, and no {kind} has {flag}: true"
-                    )));
-                }
-            }
+        let key = (kind.to_owned(), flag.to_owned());
+        if !self.flagged.contains_key(&key) {
+            let all: Vec<RawObject> = self
+                .client
+                .kind(kind)
+                .list_all(&ListParams::default())
+                .await?;
+            let found = all
+                .into_iter()
+                .find(|o| o.spec[flag] == Value::Bool(true))
+                .map(|o| o.meta.id);
+            self.flagged.insert(key.clone(), found);
         }
+        self.flagged[&key].ok_or_else(|| {
+            CliError::new(format!(
+                "{field}: none given, and no {kind} has {flag}: true"
+            ))
+        })
     }
 }
 

@@ -31,13 +31,6 @@ enum Progress {
     Failed(String),
 }
 
-fn state_name(state: LifecycleState) -> String {
-    serde_json::to_value(state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{state:?}"))
-}
-
 async fn progress(client: &Client, part: &ObjectRef, goal: Goal) -> Result<Progress, CliError> {
     let object = match client.kind(&part.kind).get::<RawObject>(part.id).await {
         Ok(object) => object,
@@ -51,7 +44,7 @@ async fn progress(client: &Client, part: &ObjectRef, goal: Goal) -> Result<Progr
     };
     let status = &object.status;
     let reason = status.reason.clone().unwrap_or_default();
-    let state = state_name(status.state);
+    let state = crate::output::wire_name(&status.state);
     Ok(match (goal, status.state) {
         (Goal::Reconciled, LifecycleState::Reconciled)
             if status.observed_generation == object.meta.generation =>
