@@ -287,15 +287,6 @@ async fn an_eks_runtime_is_provisioned_connected_used_and_torn_down_without_leak
     shutdown.cancel();
 }
 
-/// The CRD of the external-secrets operator's ExternalSecret.
-fn external_secret_crd() -> Value {
-    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "externalsecrets.external-secrets.io"},
-        "spec": {"group": "external-secrets.io", "scope": "Namespaced",
-            "names": {"kind": "ExternalSecret", "plural": "externalsecrets"},
-            "versions": [{"name": "v1", "served": true, "storage": true}]}})
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn databases_buckets_and_secrets_become_part_of_their_workload() {
     let memory = MemoryBackends::new();
@@ -303,10 +294,7 @@ async fn databases_buckets_and_secrets_become_part_of_their_workload() {
     memory.spawn_relay(shutdown.clone());
     let sealer = Arc::new(Sealer::ephemeral().unwrap());
     let cluster = MemoryCluster::new();
-    cluster
-        .apply(&external_secret_crd(), "operator")
-        .await
-        .unwrap();
+    common::install_external_secrets_crd(&cluster).await;
     let clusters: Arc<dyn ClusterProvider> = Arc::new(SingleCluster(Arc::new(cluster.clone())));
     let fake = Arc::new(MemoryAws::new());
     let aws: Arc<dyn AwsProvider> = Arc::new(FixedAws(AwsServices::memory(fake.clone())));

@@ -712,17 +712,7 @@ async fn aws_services_reach_their_workload_through_the_api() {
 
     let moto = moto::moto().await;
     let cluster = MemoryCluster::new();
-    cluster
-        .apply(
-            &json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                "metadata": {"name": "externalsecrets.external-secrets.io"},
-                "spec": {"group": "external-secrets.io", "scope": "Namespaced",
-                    "names": {"kind": "ExternalSecret", "plural": "externalsecrets"},
-                    "versions": [{"name": "v1", "served": true, "storage": true}]}}),
-            "operator",
-        )
-        .await
-        .unwrap();
+    common::install_external_secrets_crd(&cluster).await;
     let kube = FakeApiServer::start_with_token(cluster, "cluster-token")
         .await
         .unwrap();

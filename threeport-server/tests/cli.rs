@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use serde_json::json;
-use threeport_k8s::{Cluster, FakeApiServer, MemoryCluster};
+use threeport_k8s::{FakeApiServer, MemoryCluster};
+
+mod common;
 
 #[path = "../../threeport-aws/tests/common/mod.rs"]
 mod moto;
@@ -195,14 +196,7 @@ fn cases(cluster: &str) -> Vec<Case> {
 async fn every_object_kind_goes_through_tptctl_from_threeport_config_files() {
     let moto = moto::moto().await;
     let cluster = MemoryCluster::new();
-    // The external-secrets operator's CRD, as on a runtime that has it: workload instances
-    // with secrets deploy an ExternalSecret once the secret's values are stored.
-    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "externalsecrets.external-secrets.io"},
-        "spec": {"group": "external-secrets.io", "scope": "Namespaced",
-            "names": {"kind": "ExternalSecret", "plural": "externalsecrets"},
-            "versions": [{"name": "v1", "served": true, "storage": true}]}});
-    cluster.apply(&crd, "operator").await.unwrap();
+    common::install_external_secrets_crd(&cluster).await;
     let fake = FakeApiServer::start_with_token(cluster.clone(), "cluster-token")
         .await
         .unwrap();

@@ -152,13 +152,7 @@ impl Plane {
         let shutdown = CancellationToken::new();
         let sealer = Arc::new(Sealer::ephemeral().unwrap());
         let cluster = MemoryCluster::new();
-        // The external-secrets operator's CRD, as a cluster with the operator has it.
-        let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": "externalsecrets.external-secrets.io"},
-            "spec": {"group": "external-secrets.io", "scope": "Namespaced",
-                "names": {"kind": "ExternalSecret", "plural": "externalsecrets"},
-                "versions": [{"name": "v1", "served": true, "storage": true}]}});
-        cluster.apply(&crd, "operator").await.unwrap();
+        common::install_external_secrets_crd(&cluster).await;
         let providers = Providers {
             clusters: Arc::new(SingleCluster(Arc::new(cluster.clone()))),
             aws: Arc::new(FixedAws(AwsServices::memory(Arc::new(MemoryAws::new())))),

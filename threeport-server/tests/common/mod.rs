@@ -12,6 +12,18 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// Installs the external-secrets operator's `ExternalSecret` CRD on `cluster`, as on a runtime
+/// that has the operator: workload instances with secrets deploy an `ExternalSecret`.
+pub async fn install_external_secrets_crd(cluster: &threeport_k8s::MemoryCluster) {
+    use threeport_k8s::Cluster;
+    let crd = serde_json::json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "externalsecrets.external-secrets.io"},
+        "spec": {"group": "external-secrets.io", "scope": "Namespaced",
+            "names": {"kind": "ExternalSecret", "plural": "externalsecrets"},
+            "versions": [{"name": "v1", "served": true, "storage": true}]}});
+    cluster.apply(&crd, "operator").await.unwrap();
+}
+
 /// The `orders` PostgreSQL database definition the AWS tests use, in `account`.
 pub fn orders_database(
     account: threeport_core::ObjectId,
