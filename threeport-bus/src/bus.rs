@@ -72,6 +72,13 @@ impl NatsBus {
         self.registry.held_partitions(kind)
     }
 
+    /// The partitions of `kind` this process's subscriptions should hold by the membership
+    /// they last saw (rendezvous hashing may give a subscription none); once every process
+    /// holds what it wants, ownership has settled (diagnostics, tests).
+    pub fn wanted_partitions(&self, kind: &str) -> Vec<u16> {
+        self.registry.wanted_partitions(kind)
+    }
+
     async fn leases(&self) -> Result<&NatsLocker> {
         self.leases
             .get_or_try_init(|| NatsLocker::new(self.client.clone(), &self.config))

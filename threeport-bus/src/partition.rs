@@ -105,6 +105,8 @@ pub(crate) struct Member {
     ttl: Duration,
     leases: NatsLocker,
     held: Mutex<HashMap<u16, Held>>,
+    /// The partitions the last membership it saw gives it (rendezvous may give it none).
+    wanted: Mutex<Vec<u16>>,
     pending: Vec<Arc<AtomicUsize>>,
 }
 
@@ -126,6 +128,7 @@ impl Member {
             ttl,
             leases,
             held: Mutex::new(HashMap::new()),
+            wanted: Mutex::new(Vec::new()),
             pending: (0..partitions).map(|_| Arc::default()).collect(),
         }
     }
@@ -143,6 +146,11 @@ impl Member {
         let mut held: Vec<u16> = self.held.lock().unwrap().keys().copied().collect();
         held.sort_unstable();
         held
+    }
+
+    /// The partitions the last membership it saw gives it, for tests and diagnostics.
+    pub(crate) fn wanted_partitions(&self) -> Vec<u16> {
+        self.wanted.lock().unwrap().clone()
     }
 
     fn partition_key(&self, partition: u16) -> String {
@@ -277,6 +285,13 @@ async fn balance(
     consumers: &Consumers,
     tx: &mpsc::Sender<Pulled>,
 ) {
+    if leaving {
+        member.wanted.lock().unwrap().clear();
+    } else if let Some(members) = members {
+        *member.wanted.lock().unwrap() = (0..member.partitions)
+            .filter(|p| owner_of(&member.kind, *p, members) == Some(member.name.as_str()))
+            .collect();
+    }
     for partition in 0..member.partitions {
         let wanted = !leaving
             && match members {
@@ -554,6 +569,16 @@ impl Registry {
             .collect();
         held.sort_unstable();
         held
+    }
+
+    pub(crate) fn wanted_partitions(&self, kind: &str) -> Vec<u16> {
+        let mut wanted: Vec<u16> = self
+            .members(kind)
+            .iter()
+            .flat_map(|m| m.wanted_partitions())
+            .collect();
+        wanted.sort_unstable();
+        wanted
     }
 }
 
