@@ -45,6 +45,30 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// The sum of the samples of `metric` (any labels) in Prometheus text.
+fn metric_sum(text: &str, metric: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Reconciles, mean reconcile time and mean wait from due to start, from a controller's metrics.
+fn controller_summary(text: &str) -> String {
+    let count = metric_sum(text, "controller_runtime_reconcile_time_seconds_count");
+    let time = metric_sum(text, "controller_runtime_reconcile_time_seconds_sum");
+    let queued = metric_sum(text, "workqueue_queue_duration_seconds_count");
+    let waited = metric_sum(text, "workqueue_queue_duration_seconds_sum");
+    format!(
+        "{count:.0} reconciles, mean {:.1} ms each; {queued:.0} deliveries waited {:.1} ms on average from due to start",
+        1000.0 * time / count.max(1.0),
+        1000.0 * waited / queued.max(1.0),
+    )
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -125,6 +149,8 @@ async fn run() {
     std::fs::write(data.join("tokens"), format!("{}\n", minted.hash)).expect("tokens");
     let key = data.join("encryption.key");
     let tokens = data.join("tokens");
+    // Reconciles of workload definitions mostly wait on the database: more of them at once
+    // than the default 8, and the connections for them.
     let plane = [
         "--database-url",
         &url,
@@ -136,8 +162,8 @@ async fn run() {
     let mut api_flags = plane.to_vec();
     api_flags.extend(["--token-file", tokens.to_str().expect("path")]);
     let server = process::start("api", &data, &api_flags).await;
-    let (first, _) = process::controllers(&["workload-definition"], &plane).await;
-    let (second, _) = process::controllers(&["workload-definition"], &plane).await;
+    let (first, first_metrics) = process::controllers(&["workload-definition"], &plane).await;
+    let (second, second_metrics) = process::controllers(&["workload-definition"], &plane).await;
     let api = Api {
         http: reqwest::Client::new(),
         base: server.base.clone(),
@@ -313,6 +339,12 @@ async fn run() {
     let raw = inserted.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     pool.close().await;
     println!("  baseline: raw INSERT + COMMIT at {CONCURRENCY} connections: {raw:.0}/s");
+
+    // Where a reconcile's time went, from the controllers' own metrics.
+    for (n, metrics) in [first_metrics, second_metrics].iter().enumerate() {
+        let text = process::metrics_text(&api.http, metrics.trim_end_matches("/metrics")).await;
+        println!("  controller {}: {}", n + 1, controller_summary(&text));
+    }
 
     for process in [first, second] {
         let _ = process.terminate().await;

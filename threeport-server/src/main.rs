@@ -139,6 +139,16 @@ struct PlaneArgs {
     /// 0: only at start.
     #[arg(long, env = "THREEPORT_RESYNC_PERIOD", default_value_t = 300)]
     resync_period: u64,
+    /// Reconciles each controller runs at once in this process. Reconciles mostly wait on
+    /// the database and the clusters: more than the cores is normal.
+    #[arg(long, env = "THREEPORT_CONCURRENCY", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    concurrency: u32,
+    /// Most connections this process opens to PostgreSQL/CockroachDB (shared by the API and
+    /// the controllers in it).
+    #[arg(long, env = "THREEPORT_DATABASE_MAX_CONNECTIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    database_max_connections: u32,
 }
 
 impl PlaneArgs {
@@ -177,6 +187,7 @@ impl PlaneArgs {
         ControllerConfig {
             resync_period: (self.resync_period > 0)
                 .then(|| std::time::Duration::from_secs(self.resync_period)),
+            concurrency: self.concurrency as usize,
             ..ControllerConfig::default()
         }
     }
@@ -186,6 +197,7 @@ impl PlaneArgs {
             database_url: self.database_url.clone(),
             data_dir: self.data_dir.clone(),
             nats_url: self.nats_url.clone(),
+            max_connections: self.database_max_connections,
         }
     }
 }

@@ -23,6 +23,9 @@ pub struct PlaneConfig {
     /// `nats://…` for the distributed control plane; `None`: the durable bus in the database
     /// ([`threeport_store::SqlBus`]).
     pub nats_url: Option<String>,
+    /// Most database connections of this process (see [`ConnectOptions::max_connections`]);
+    /// 0: the default.
+    pub max_connections: u32,
 }
 
 /// The opened backends.
@@ -44,7 +47,10 @@ pub struct Plane {
 
 /// Opens the backends `config` names, creating the data directory if needed.
 pub async fn open(config: &PlaneConfig) -> Result<Plane> {
-    let options = ConnectOptions::default();
+    let mut options = ConnectOptions::default();
+    if config.max_connections > 0 {
+        options.max_connections = config.max_connections;
+    }
     let (url, database) = match &config.database_url {
         Some(url) => (url.clone(), "PostgreSQL".to_owned()),
         None => {

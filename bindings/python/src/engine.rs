@@ -245,6 +245,7 @@ impl EngineCore {
             data_dir: data_dir
                 .unwrap_or_else(|| "threeport-data".to_owned())
                 .into(),
+            ..Default::default()
         };
         let plane =
             Self::block_on(py, threeport_server::plane::open(&config)).map_err(core_error)?;
