@@ -371,31 +371,41 @@ impl Bus for NatsBus {
     }
 
     async fn publish(&self, notification: Notification) -> Result<()> {
-        validate_kind(&notification.kind)?;
-        let (flavor, subject) = if notification.secret.is_some() {
-            let subject = self.secret_subject(&notification.kind, notification.id);
-            (Flavor::Secrets, subject)
-        } else {
-            let subject = self.notify_subject(&notification.kind, notification.id);
-            (Flavor::Hints, subject)
-        };
-        self.ensure_stream(&notification.kind, flavor).await?;
-        let payload = serde_json::to_vec(&notification).map_err(Error::backend)?;
-        let published = async {
-            self.js
-                .publish(subject, payload.into())
-                .await
-                .map_err(|e| nats_error("publishing", e))?
-                .await
-                .map_err(|e| nats_error("publish acknowledgement", e))
+        self.publish_all(vec![notification]).await
+    }
+
+    /// Sends every publish before waiting for any acknowledgement: one round trip for the
+    /// batch instead of one per notification (the outbox relay publishes up to 256 at once).
+    async fn publish_all(&self, notifications: Vec<Notification>) -> Result<()> {
+        let mut pending = Vec::with_capacity(notifications.len());
+        for notification in &notifications {
+            validate_kind(&notification.kind)?;
+            let (flavor, subject) = if notification.secret.is_some() {
+                let subject = self.secret_subject(&notification.kind, notification.id);
+                (Flavor::Secrets, subject)
+            } else {
+                let subject = self.notify_subject(&notification.kind, notification.id);
+                (Flavor::Hints, subject)
+            };
+            self.ensure_stream(&notification.kind, flavor).await?;
+            let payload = serde_json::to_vec(notification).map_err(Error::backend)?;
+            match self.js.publish(subject, payload.into()).await {
+                Ok(ack) => pending.push((&notification.kind, flavor, ack)),
+                Err(err) => {
+                    self.forget_stream(&notification.kind, flavor);
+                    return Err(nats_error("publishing", err));
+                }
+            }
         }
-        .await;
-        if published.is_err() {
-            // The stream may be gone (a memory stream after a server restart): check it again
-            // before the next publish.
-            self.forget_stream(&notification.kind, flavor);
+        for (kind, flavor, ack) in pending {
+            if let Err(err) = ack.await {
+                // The stream may be gone (a memory stream after a server restart): check it
+                // again before the next publish.
+                self.forget_stream(kind, flavor);
+                return Err(nats_error("publish acknowledgement", err));
+            }
         }
-        published.map(drop)
+        Ok(())
     }
 
     async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Subscription>> {

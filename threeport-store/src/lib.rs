@@ -4,7 +4,8 @@
 //!
 //! - [`PgStore`] for PostgreSQL and CockroachDB (production): JSONB columns with inverted (GIN)
 //!   indexes for label and reference filters, a unique `(kind, name)` index, cursor pagination
-//!   on `(kind, id)`, serializable transactions retried on SQLSTATE 40001, lease deadlines on the
+//!   on `(kind, id)`, link checks and deletions on row locks (serialization failures and
+//!   deadlocks retried), lease deadlines on the
 //!   database clock, tokens from a sequence;
 //! - [`SqliteStore`] for the embedded default: one file (or memory), no server.
 //!
