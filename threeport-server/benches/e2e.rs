@@ -17,6 +17,9 @@
 #[path = "../../threeport-bus/tests/common/mod.rs"]
 #[allow(missing_docs)]
 mod nats;
+#[path = "common/plane.rs"]
+#[allow(dead_code)] // each bench uses its part
+mod plane;
 #[path = "../tests/common/process.rs"]
 #[allow(dead_code, missing_docs)]
 mod process;
@@ -25,8 +28,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use plane::Plane;
 use serde_json::{Value, json};
-use sqlx::Connection;
 
 const MANIFEST: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n";
 const CONCURRENCY: usize = 8;
@@ -128,50 +131,16 @@ async fn run() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rate: u64 = env_or("BENCH_RATE", 200);
     let seconds: u64 = env_or("BENCH_SECONDS", 30);
-    let admin_url = std::env::var("THREEPORT_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let database = format!("threeport_bench_{}", uuid::Uuid::now_v7().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .expect("PostgreSQL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-        .execute(&mut admin)
-        .await
-        .expect("create database");
-    let url = match admin_url.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{database}"),
-        None => panic!("{admin_url} names no database"),
-    };
-
-    let nats = nats::NatsServer::start().await;
-    let data = process::temp_dir();
-    let minted = threeport_server::auth::mint_token().expect("token");
-    std::fs::write(data.join("tokens"), format!("{}\n", minted.hash)).expect("tokens");
-    let key = data.join("encryption.key");
-    let tokens = data.join("tokens");
-    // Reconciles of workload definitions mostly wait on the database: more of them at once
-    // than the default 8, and the connections for them.
-    let plane = [
-        "--database-url",
-        &url,
-        "--nats-url",
-        &nats.url,
-        "--encryption-key-file",
-        key.to_str().expect("path"),
-    ];
-    let mut api_flags = plane.to_vec();
-    api_flags.extend(["--token-file", tokens.to_str().expect("path")]);
-    let server = process::start("api", &data, &api_flags).await;
-    let (first, first_metrics) = process::controllers(&["workload-definition"], &plane).await;
-    let (second, second_metrics) = process::controllers(&["workload-definition"], &plane).await;
+    let plane = Plane::distributed(&[&["workload-definition"], &["workload-definition"]]).await;
+    let url = plane.database_url.clone().expect("a distributed plane");
     let api = Api {
         http: reqwest::Client::new(),
-        base: server.base.clone(),
-        token: minted.token.clone(),
+        base: plane.base.clone(),
+        token: plane.token.clone(),
     };
     println!(
-        "e2e bench: api {} + 2 controllers on PostgreSQL ({database}) and NATS ({})",
-        server.base, nats.url
+        "e2e bench: api {} + 2 controllers on PostgreSQL ({url}) and NATS",
+        plane.base
     );
     // Warm up connections and the first reconcile.
     let id = api.create("warm-up").await;
@@ -341,22 +310,11 @@ async fn run() {
     println!("  baseline: raw INSERT + COMMIT at {CONCURRENCY} connections: {raw:.0}/s");
 
     // Where a reconcile's time went, from the controllers' own metrics.
-    for (n, metrics) in [first_metrics, second_metrics].iter().enumerate() {
-        let text = process::metrics_text(&api.http, metrics.trim_end_matches("/metrics")).await;
+    for (n, metrics) in plane.controller_metrics.iter().enumerate() {
+        let text = process::metrics_text(&api.http, metrics).await;
         println!("  controller {}: {}", n + 1, controller_summary(&text));
     }
-
-    for process in [first, second] {
-        let _ = process.terminate().await;
-    }
-    let _ = server.terminate().await;
-    drop(nats);
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {database} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await;
-    let _ = std::fs::remove_dir_all(&data);
+    plane.stop().await;
     println!(
         "RESULT e2e rate_per_s={sustainable:.0} raw_insert_per_s={raw:.0} ratio={:.3} latency_p50_ms={p50:.1} latency_p99_ms={p99:.1}",
         sustainable / raw

@@ -22,18 +22,21 @@
 #[path = "../../threeport-bus/tests/common/mod.rs"]
 #[allow(missing_docs)]
 mod nats;
+#[path = "common/plane.rs"]
+#[allow(dead_code)] // each bench uses its part
+mod plane;
 #[path = "../tests/common/process.rs"]
 #[allow(dead_code, missing_docs)]
 mod process;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use sqlx::Connection;
 use threeport_k8s::{Cluster, FakeApiServer, MemoryCluster};
+
+use plane::Plane;
 
 const CLIENTS: usize = 16;
 
@@ -79,15 +82,6 @@ impl Measured {
     fn peak_rss_mb(&self) -> f64 {
         self.rss.iter().map(|(_, mb)| *mb).fold(0.0, f64::max)
     }
-}
-
-fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -170,100 +164,6 @@ async fn run(sizes: &[usize], modes: &[Mode]) {
     );
 }
 
-/// A control plane started for one run, and what to clean up after it.
-struct Plane {
-    base: String,
-    token: String,
-    processes: Vec<(String, process::Server)>,
-    data: PathBuf,
-    database: Option<(sqlx::PgConnection, String)>,
-    nats: Option<nats::NatsServer>,
-}
-
-impl Plane {
-    async fn embedded() -> Plane {
-        let data = process::temp_dir();
-        let server = process::serve(&data, &[]).await;
-        Plane {
-            base: server.base.clone(),
-            token: server.token.clone().expect("a first start mints a token"),
-            processes: vec![("serve".to_owned(), server)],
-            data,
-            database: None,
-            nats: None,
-        }
-    }
-
-    async fn distributed() -> Plane {
-        let admin_url = std::env::var("THREEPORT_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let database = format!("threeport_scale_{}", uuid::Uuid::now_v7().simple());
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("PostgreSQL");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
-            .execute(&mut admin)
-            .await
-            .expect("create database");
-        let url = match admin_url.rsplit_once('/') {
-            Some((server, _)) => format!("{server}/{database}"),
-            None => panic!("{admin_url} names no database"),
-        };
-        let nats = nats::NatsServer::start().await;
-        let data = process::temp_dir();
-        let minted = threeport_server::auth::mint_token().expect("token");
-        let tokens = data.join("tokens");
-        std::fs::write(&tokens, format!("{}\n", minted.hash)).expect("tokens");
-        let key = data.join("encryption.key");
-        let plane = [
-            "--database-url",
-            &url,
-            "--nats-url",
-            &nats.url,
-            "--encryption-key-file",
-            key.to_str().expect("path"),
-        ];
-        let mut api_flags = plane.to_vec();
-        api_flags.extend(["--token-file", tokens.to_str().expect("path")]);
-        let api = process::start("api", &data, &api_flags).await;
-        let mut processes = vec![("api".to_owned(), api)];
-        for n in 1..=2 {
-            let (controller, _) = process::controllers(CONTROLLERS, &plane).await;
-            processes.push((format!("controller-{n}"), controller));
-        }
-        Plane {
-            base: processes[0].1.base.clone(),
-            token: minted.token,
-            processes,
-            data,
-            database: Some((admin, database)),
-            nats: Some(nats),
-        }
-    }
-
-    fn peak_rss(&self) -> Vec<(String, f64)> {
-        self.processes
-            .iter()
-            .map(|(name, server)| (name.clone(), peak_rss_mb(server.child.id().expect("pid"))))
-            .collect()
-    }
-
-    async fn stop(self) {
-        for (_, server) in self.processes {
-            let _ = server.terminate().await;
-        }
-        drop(self.nats);
-        if let Some((mut admin, database)) = self.database {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE {database} WITH (FORCE)"
-            )))
-            .execute(&mut admin)
-            .await;
-        }
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
 /// The API as the bench's clients use it.
 #[derive(Clone)]
 struct Api {
@@ -315,7 +215,7 @@ async fn run_once(mode: Mode, n: usize) -> Measured {
         .expect("fake API server");
     let plane = match mode {
         Mode::Embedded => Plane::embedded().await,
-        Mode::Distributed => Plane::distributed().await,
+        Mode::Distributed => Plane::distributed(&[CONTROLLERS, CONTROLLERS]).await,
     };
     let api = Api {
         http: reqwest::Client::new(),
