@@ -1,7 +1,8 @@
 //! Engine throughput: no-op reconciles through the full controller runtime on the memory
 //! fakes, against a bare tokio mpsc channel feeding a worker pool of the same size.
 //!
-//! `cargo bench -p threeport-core --bench engine` (set `BENCH_N` to change the 100,000).
+//! `cargo bench -p threeport-core --bench engine` (set `BENCH_N` to change the 100,000 and
+//! `BENCH_ROUNDS` the 5 rounds; the medians are reported).
 //!
 //! Each reconcile takes the full path: bus delivery → lease acquire → store get → decode →
 //! reconcile → status write (fenced) → ack → lease release, with a tracing span, metrics and the
@@ -40,28 +41,39 @@ impl Reconciler for Noop {
 const CONCURRENCY: usize = 8;
 
 fn main() {
-    let n: u64 = std::env::var("BENCH_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let n: u64 = env_or("BENCH_N", 100_000);
+    let rounds: usize = env_or("BENCH_ROUNDS", 5).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    println!("engine bench: {n} no-op reconciles, concurrency {CONCURRENCY}, 2 worker threads");
-
-    let engine = runtime.block_on(engine_run(n));
-    let engine_per_s = n as f64 / engine.as_secs_f64();
     println!(
-        "  runtime : {engine:>10.3?}  {engine_per_s:>12.0} reconciles/s  ({:.2} µs each)",
-        engine.as_secs_f64() * 1e6 / n as f64
+        "engine bench: {n} no-op reconciles, concurrency {CONCURRENCY}, 2 worker threads, \
+         {rounds} rounds of runtime then baseline (medians reported: this machine is noisy)"
     );
 
-    let baseline = runtime.block_on(baseline_run(n));
-    let baseline_per_s = n as f64 / baseline.as_secs_f64();
+    let mut engine_rates = Vec::with_capacity(rounds);
+    let mut baseline_rates = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        let engine = runtime.block_on(engine_run(n));
+        let engine_per_s = n as f64 / engine.as_secs_f64();
+        println!(
+            "  round {round} runtime : {engine:>10.3?}  {engine_per_s:>10.0} reconciles/s  ({:.2} µs each)",
+            engine.as_secs_f64() * 1e6 / n as f64
+        );
+        let baseline = runtime.block_on(baseline_run(n));
+        let baseline_per_s = n as f64 / baseline.as_secs_f64();
+        println!(
+            "  round {round} baseline: {baseline:>10.3?}  {baseline_per_s:>10.0} messages/s    (tokio mpsc → {CONCURRENCY} workers)"
+        );
+        engine_rates.push(engine_per_s);
+        baseline_rates.push(baseline_per_s);
+    }
+    let engine_per_s = median(&mut engine_rates);
+    let baseline_per_s = median(&mut baseline_rates);
     println!(
-        "  baseline: {baseline:>10.3?}  {baseline_per_s:>12.0} messages/s    (tokio mpsc → {CONCURRENCY} workers)"
+        "  median  runtime {engine_per_s:.0} reconciles/s, baseline {baseline_per_s:.0} messages/s"
     );
 
     println!("where a reconcile's time goes (each step alone, one task, µs per call):");
@@ -71,6 +83,18 @@ fn main() {
         "RESULT engine reconciles_per_s={engine_per_s:.0} baseline_per_s={baseline_per_s:.0} ratio={:.3}",
         engine_per_s / baseline_per_s
     );
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// Publishes `n` notifications to a running controller; returns the time until all were
@@ -240,7 +264,7 @@ async fn breakdown(n: u64) {
         };
         memory
             .store
-            .update_status(Item::KIND, obj.id(), write)
+            .write_status(Item::KIND, obj.id(), write)
             .await
             .expect("status");
     }

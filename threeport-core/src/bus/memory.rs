@@ -1,12 +1,15 @@
 //! [`MemoryBus`]: the in-process bus, on tokio's clock (so tests can pause time).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+/// Object ids need no DoS-resistant hash.
+type FastHash = foldhash::fast::RandomState;
 
 use super::{Bus, Delivery, DeliveryHandle, Notification, SubscribeOptions, Subscription};
 use crate::error::{Error, Result};
@@ -70,11 +73,13 @@ struct Group {
 #[derive(Debug, Default)]
 struct Queue {
     next_seq: u64,
-    messages: HashMap<u64, Message>,
+    /// By sequence number: taken and settled roughly in order, which a B-tree keeps in cache.
+    messages: BTreeMap<u64, Message>,
     /// Messages waiting to be delivered, by due time.
     ready: BTreeSet<(Instant, u64)>,
-    /// The ready message of each object, for coalescing.
-    ready_by_object: HashMap<(String, ObjectId), u64>,
+    /// The ready message of each object, for coalescing (ids are unique across kinds; the
+    /// message's kind is checked before folding all the same).
+    ready_by_object: HashMap<ObjectId, u64, FastHash>,
     /// Delivered, unsettled messages, by ack deadline.
     in_flight: BTreeSet<(Instant, u64)>,
     closed: bool,
@@ -125,11 +130,11 @@ impl MemoryBus {
 impl Queue {
     /// Adds a notification due at `due`, folding it into the object's ready message if any.
     fn enqueue(&mut self, notification: Notification, due: Instant, attempt: u32) {
-        let key = (notification.kind.clone(), notification.id);
         // Notifications with secrets stay whole: folding would drop one's secret.
-        if let Some(&seq) = self.ready_by_object.get(&key)
+        if let Some(&seq) = self.ready_by_object.get(&notification.id)
             && notification.secret.is_none()
             && self.messages[&seq].notification.secret.is_none()
+            && self.messages[&seq].notification.kind == notification.kind
         {
             let msg = self.messages.get_mut(&seq).expect("indexed message exists");
             msg.notification.version = msg.notification.version.max(notification.version);
@@ -145,6 +150,7 @@ impl Queue {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        let id = notification.id;
         self.messages.insert(
             seq,
             Message {
@@ -157,7 +163,7 @@ impl Queue {
             },
         );
         self.ready.insert((due, seq));
-        self.ready_by_object.insert(key, seq);
+        self.ready_by_object.insert(id, seq);
     }
 
     /// Returns expired in-flight messages to the ready set (their holder missed ack-wait).
@@ -213,7 +219,8 @@ impl Bus for MemoryBus {
                     .lock()
                     .unwrap()
                     .enqueue(notification.clone(), now, 0);
-                group.wake.notify_waiters();
+                // One waiting member is enough to take it (a permit is kept if none waits).
+                group.wake.notify_one();
                 delivered = true;
             }
         }
@@ -312,24 +319,17 @@ struct MemorySubscription {
 impl Subscription for MemorySubscription {
     async fn next(&mut self) -> Result<Option<Delivery>> {
         loop {
+            // Look first: with a backlog there is no need to register for a wake-up.
+            if let Polled::Ready(delivery) = self.poll_queue() {
+                return Ok(delivery);
+            }
+            // Registered before looking again, so a publish in between is not missed.
             let notified = self.group.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let wake_at = {
-                let mut queue = self.group.queue.lock().unwrap();
-                if queue.closed {
-                    return Ok(None);
-                }
-                let now = Instant::now();
-                queue.expire_in_flight(now);
-                match self.take_due(&mut queue, now) {
-                    Some(delivery) => return Ok(Some(delivery)),
-                    None => {
-                        let next_ready = queue.ready.first().map(|&(due, _)| due);
-                        let next_expiry = queue.in_flight.first().map(|&(deadline, _)| deadline);
-                        next_ready.into_iter().chain(next_expiry).min()
-                    }
-                }
+            let wake_at = match self.poll_queue() {
+                Polled::Ready(delivery) => return Ok(delivery),
+                Polled::WaitUntil(at) => at,
             };
             match wake_at {
                 Some(at) => {
@@ -344,7 +344,33 @@ impl Subscription for MemorySubscription {
     }
 }
 
+/// What a look at the queue found.
+enum Polled {
+    /// A delivery, or `None` once the bus is closed.
+    Ready(Option<Delivery>),
+    /// Nothing due: wait for a publish, or until this time (the next due message or ack
+    /// deadline).
+    WaitUntil(Option<Instant>),
+}
+
 impl MemorySubscription {
+    fn poll_queue(&self) -> Polled {
+        let mut queue = self.group.queue.lock().unwrap();
+        if queue.closed {
+            return Polled::Ready(None);
+        }
+        let now = Instant::now();
+        queue.expire_in_flight(now);
+        match self.take_due(&mut queue, now) {
+            Some(delivery) => Polled::Ready(Some(delivery)),
+            None => {
+                let next_ready = queue.ready.first().map(|&(due, _)| due);
+                let next_expiry = queue.in_flight.first().map(|&(deadline, _)| deadline);
+                Polled::WaitUntil(next_ready.into_iter().chain(next_expiry).min())
+            }
+        }
+    }
+
     /// Pops the earliest due message, dead-lettering those past `max_deliveries`.
     fn take_due(&self, queue: &mut Queue, now: Instant) -> Option<Delivery> {
         let ack_wait = self.group.options.ack_wait;
@@ -354,9 +380,8 @@ impl MemorySubscription {
             }
             queue.ready.pop_first();
             let msg = queue.messages.get_mut(&seq).expect("ready message exists");
-            let key = (msg.notification.kind.clone(), msg.notification.id);
-            if queue.ready_by_object.get(&key) == Some(&seq) {
-                queue.ready_by_object.remove(&key);
+            if queue.ready_by_object.get(&msg.notification.id) == Some(&seq) {
+                queue.ready_by_object.remove(&msg.notification.id);
             }
             msg.attempt += 1;
             if let Some(max) = self.group.options.max_deliveries

@@ -34,7 +34,8 @@ pub struct MemoryLocker {
 
 #[derive(Debug, Default)]
 struct LockerState {
-    held: HashMap<String, Held>,
+    /// Keys are the runtime's own (`Kind/id`): no DoS-resistant hash needed.
+    held: HashMap<String, Held, foldhash::fast::RandomState>,
     last_token: u64,
 }
 

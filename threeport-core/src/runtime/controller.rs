@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -408,14 +409,22 @@ impl<R: Reconciler> Controller<R> {
         let worker = Arc::new(Worker::new(self, name.clone(), release));
         tracing::info!(controller = %name, kind = worker.reconciler.kind(), holder = %worker.holder, "controller started");
         let resync = tokio::spawn(worker.clone().resync_loop(shutdown.clone()));
-        // `concurrency` long-lived workers take turns at the subscription, each reconciling
-        // what it received before it asks for more: no task spawned and no permit taken per
-        // delivery (see the engine bench in the README).
-        let intake = Arc::new(tokio::sync::Mutex::new(Some(subscription)));
+        // One intake task receives from the subscription, when a worker is idle, and hands the
+        // delivery to `concurrency` long-lived workers through a channel: no task spawned per
+        // delivery, and several runnable workers at once, so the scheduler can spread them over
+        // its threads (workers taking turns at the subscription ran one at a time). Nothing is
+        // taken ahead for busy workers: it stays on the bus for other replicas.
+        let (handoff, deliveries) = flume::bounded(worker.config.concurrency);
+        let intake = tokio::spawn(
+            worker
+                .clone()
+                .intake(subscription, handoff, shutdown.clone()),
+        );
         let mut tasks = JoinSet::new();
         for _ in 0..worker.config.concurrency {
-            tasks.spawn(worker.clone().receive(intake.clone(), shutdown.clone()));
+            tasks.spawn(worker.clone().receive(deliveries.clone()));
         }
+        drop(deliveries);
         let releases = tokio::spawn(release_leases(worker.backends.locker.clone(), to_release));
         tokio::select! {
             _ = shutdown.cancelled() => {}
@@ -427,9 +436,14 @@ impl<R: Reconciler> Controller<R> {
             } => {}
         }
 
-        // Phase 1: no more intake (the subscription goes as soon as the worker waiting on it
-        // lets go); let running reconciles finish.
-        drop(intake.lock().await.take());
+        worker.stopping.store(true, Ordering::Relaxed);
+        // Phase 1: no more intake (the intake task drops the subscription; deliveries it had
+        // handed on and no worker started are requeued); let running reconciles finish.
+        if let Err(err) = intake.await
+            && err.is_panic()
+        {
+            tracing::error!(controller = %name, error = %err, "controller intake panicked");
+        }
         resync.abort();
         let drain = async {
             while let Some(joined) = tasks.join_next().await {
@@ -475,11 +489,17 @@ async fn release_leases(
             lease = leases.recv() => match lease {
                 Some(lease) => {
                     let locker = locker.clone();
-                    running.push(async move {
+                    let mut release = async move {
                         if let Err(err) = locker.release(&lease).await {
                             tracing::warn!(error = %err, key = %lease.key, "releasing the object lease failed; it will expire");
                         }
-                    });
+                    }
+                    .boxed();
+                    // An in-process locker is done at once; only a release that waits (a
+                    // round trip) is kept to run beside the others.
+                    if futures::poll!(release.as_mut()).is_pending() {
+                        running.push(release);
+                    }
                 }
                 None => break,
             },
@@ -494,6 +514,47 @@ fn report_worker_exit(controller: &str, joined: std::result::Result<(), tokio::t
         && err.is_panic()
     {
         tracing::error!(controller, error = %err, "controller worker panicked outside a reconcile");
+    }
+}
+
+/// A count of idle workers the intake waits on: an atomic, and a wake-up only when the count
+/// leaves zero (a semaphore took a lock per delivery).
+struct IdleWorkers {
+    count: AtomicUsize,
+    freed: tokio::sync::Notify,
+}
+
+impl IdleWorkers {
+    fn new(workers: usize) -> Self {
+        IdleWorkers {
+            count: AtomicUsize::new(workers),
+            freed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Claims an idle worker; `false` if none is idle.
+    fn take(&self) -> bool {
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// A worker became idle.
+    fn put(&self) {
+        if self.count.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.freed.notify_one();
+        }
+    }
+
+    /// Returns once a worker may be idle (take again to claim it).
+    async fn wait(&self) {
+        let freed = self.freed.notified();
+        tokio::pin!(freed);
+        // Registered before looking, so a `put` in between is not missed.
+        freed.as_mut().enable();
+        if self.count.load(Ordering::Acquire) == 0 {
+            freed.await;
+        }
     }
 }
 
@@ -539,10 +600,15 @@ struct Worker<R: Reconciler> {
     results: ResultCounters,
     /// Objects being worked on here; `true` once a notification arrived during the work, which
     /// then runs once more before its delivery is settled.
-    active: Mutex<HashMap<ObjectId, bool>>,
+    active: Mutex<HashMap<ObjectId, bool, foldhash::fast::RandomState>>,
     /// Mapping functions by followed kind ([`Controller::follows_mapped`]).
     maps: Vec<(String, MapFn)>,
     abort: CancellationToken,
+    /// Set once shutdown began (a flag, not the token: workers look at it on every delivery,
+    /// and the token's check takes a lock shared by every thread).
+    stopping: AtomicBool,
+    /// Idle workers: the intake takes a delivery from the bus only for one of them.
+    idle: IdleWorkers,
     /// Leases to release ([`release_leases`]); `None` once the controller stopped.
     releases: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Lease>>>,
 }
@@ -566,6 +632,7 @@ impl<R: Reconciler> Worker<R> {
             terminal: metrics.reconciles(ReconcileResult::terminal),
             skipped: metrics.reconciles(ReconcileResult::skipped),
         };
+        let idle = IdleWorkers::new(controller.config.concurrency);
         Worker {
             maps: controller.maps,
             reconciler: controller.reconciler,
@@ -575,34 +642,37 @@ impl<R: Reconciler> Worker<R> {
             name,
             metrics,
             results,
-            active: Mutex::new(HashMap::new()),
+            active: Mutex::default(),
             abort: CancellationToken::new(),
+            stopping: AtomicBool::new(false),
+            idle,
             releases: Mutex::new(Some(releases)),
         }
     }
 
-    /// One of the controller's workers: takes a delivery when the subscription is its turn,
-    /// works on it, and again, until shutdown (or the bus closes).
-    async fn receive(
+    /// Receives deliveries from the subscription and hands them to the workers, until shutdown
+    /// or the bus closes; then drops the subscription and the channel's sending side, which
+    /// stops the workers once they have taken what is left.
+    async fn intake(
         self: Arc<Self>,
-        intake: Arc<tokio::sync::Mutex<Option<Box<dyn Subscription>>>>,
+        mut subscription: Box<dyn Subscription>,
+        handoff: flume::Sender<Delivery>,
         shutdown: CancellationToken,
     ) {
-        loop {
-            let next = {
-                let mut subscription = tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => return,
-                    subscription = intake.lock() => subscription,
-                };
-                let Some(subscription) = subscription.as_mut() else {
-                    return;
-                };
+        while !self.stopping.load(Ordering::Relaxed) {
+            if !self.idle.take() {
                 tokio::select! {
                     biased;
+                    _ = self.idle.wait() => {}
                     _ = shutdown.cancelled() => return,
-                    next = subscription.next() => next,
                 }
+                continue;
+            }
+            // The subscription first: with a backlog, the token is not looked at per delivery.
+            let next = tokio::select! {
+                biased;
+                next = subscription.next() => next,
+                _ = shutdown.cancelled() => return,
             };
             let delivery = match next {
                 Ok(Some(delivery)) => delivery,
@@ -611,6 +681,7 @@ impl<R: Reconciler> Worker<R> {
                     return;
                 }
                 Err(err) => {
+                    self.idle.put();
                     tracing::warn!(controller = %self.name, error = %err, "receiving from the bus failed; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
@@ -623,6 +694,26 @@ impl<R: Reconciler> Worker<R> {
                 .duration_since(delivery.due_at)
                 .unwrap_or_default();
             self.metrics.queue_latency.observe(latency.as_secs_f64());
+            // A worker is idle (the permit says so): this does not wait.
+            if handoff.send_async(delivery).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// One of the controller's workers: takes the next delivery the intake handed on and works
+    /// on it, until the intake stops. After shutdown it starts no more work: what it still
+    /// takes from the channel goes back to the bus at once, for this or another replica.
+    async fn receive(self: Arc<Self>, deliveries: flume::Receiver<Delivery>) {
+        while let Ok(delivery) = deliveries.recv_async().await {
+            if self.stopping.load(Ordering::Relaxed) {
+                if let Err(err) = delivery.requeue_after(Duration::ZERO).await {
+                    tracing::debug!(error = %err, "requeueing a delivery at shutdown failed; the bus will redeliver it");
+                }
+                self.metrics.queue_depth.dec();
+                self.idle.put();
+                continue;
+            }
             match self.admit(delivery) {
                 Admission::Start(delivery) => {
                     // A bug outside the reconciler (which has its own guard) must not cost the
@@ -649,6 +740,12 @@ impl<R: Reconciler> Worker<R> {
                     self.metrics.queue_depth.dec();
                 }
             }
+            self.idle.put();
+            // Back of the run queue, where the other scheduler threads can take this worker
+            // and the intake it may have woken (in this thread's unstealable next-task slot)
+            // gets to run: without it a worker could run many deliveries in a row while the
+            // others wait.
+            tokio::task::yield_now().await;
         }
     }
 
@@ -1003,7 +1100,8 @@ impl<R: Reconciler> Worker<R> {
         if obj.status == before {
             return settle;
         }
-        match self.write_status(&obj, lease).await {
+        let failures = obj.status.failures;
+        match self.write_status(obj, lease).await {
             Ok(()) => settle,
             Err(err) if err.kind() == ErrorKind::NotFound => Settle::Ack,
             Err(err) if err.kind() == ErrorKind::Conflict => {
@@ -1013,7 +1111,7 @@ impl<R: Reconciler> Worker<R> {
             }
             Err(err) => {
                 tracing::warn!(error = %err, "writing status failed; requeueing");
-                Settle::Requeue(self.config.backoff.delay(obj.status.failures.max(1)))
+                Settle::Requeue(self.config.backoff.delay(failures.max(1)))
             }
         }
     }
@@ -1060,27 +1158,27 @@ impl<R: Reconciler> Worker<R> {
             }
         };
         let timeout = self.config.reconcile_timeout;
-        let work = tokio::time::timeout(timeout, AssertUnwindSafe(work).catch_unwind());
+        let deadline = Instant::now() + timeout;
+        let work = AssertUnwindSafe(work).catch_unwind();
         tokio::pin!(work);
+        // Reconciles with nothing to wait for finish in their first poll: no timer is set up
+        // for them (the deadline still counts from before that poll).
+        if let std::task::Poll::Ready(result) = futures::poll!(work.as_mut()) {
+            return Guarded::Finished(self.caught(result));
+        }
+        let expired = tokio::time::sleep_until(deadline);
+        tokio::pin!(expired);
         let mut heartbeat = self.heartbeat();
         loop {
             tokio::select! {
                 biased;
-                result = &mut work => {
-                    return Guarded::Finished(match result {
-                        Ok(Ok(result)) => result,
-                        Ok(Err(panic)) => {
-                            self.metrics.reconcile_panics.inc();
-                            let message = panic_message(panic.as_ref());
-                            tracing::error!(panic = %message, "reconciler panicked");
-                            Err(ReconcileError::Retryable(format!("reconciler panicked: {message}")))
-                        }
-                        Err(_) => {
-                            self.metrics.reconcile_timeouts.inc();
-                            tracing::warn!(?timeout, "reconcile timed out");
-                            Err(ReconcileError::Retryable(format!("reconcile timed out after {timeout:?}")))
-                        }
-                    });
+                result = &mut work => return Guarded::Finished(self.caught(result)),
+                _ = &mut expired => {
+                    self.metrics.reconcile_timeouts.inc();
+                    tracing::warn!(?timeout, "reconcile timed out");
+                    return Guarded::Finished(Err(ReconcileError::Retryable(format!(
+                        "reconcile timed out after {timeout:?}"
+                    ))));
                 }
                 _ = self.abort.cancelled() => return Guarded::Aborted,
                 _ = heartbeat.tick() => {
@@ -1094,6 +1192,21 @@ impl<R: Reconciler> Worker<R> {
                 }
             }
         }
+    }
+
+    /// A reconcile's result, or its panic as a retryable error.
+    fn caught(
+        &self,
+        result: std::thread::Result<std::result::Result<Action, ReconcileError>>,
+    ) -> std::result::Result<Action, ReconcileError> {
+        result.unwrap_or_else(|panic| {
+            self.metrics.reconcile_panics.inc();
+            let message = panic_message(panic.as_ref());
+            tracing::error!(panic = %message, "reconciler panicked");
+            Err(ReconcileError::Retryable(format!(
+                "reconciler panicked: {message}"
+            )))
+        })
     }
 
     /// Renews the lease and heartbeats the delivery every third of the shorter of lease TTL
@@ -1307,15 +1420,19 @@ impl<R: Reconciler> Worker<R> {
         Settle::Ack
     }
 
-    async fn write_status(&self, obj: &Object<R::Object>, lease: &Lease) -> Result<()> {
+    /// Writes the object's status, fenced by the lease; takes the object, so the status is
+    /// moved into the write rather than copied.
+    async fn write_status(&self, obj: Object<R::Object>, lease: &Lease) -> Result<()> {
+        let details = serde_json::to_value(&obj.status.details)
+            .map_err(|e| Error::invalid("status.details", e.to_string()))?;
         let write = StatusWrite {
             expected_version: None,
             fence: Some(lease.token),
-            status: obj.status_to_raw()?,
+            status: obj.status.map_details(|_| details),
         };
         self.backends
             .store
-            .update_status(self.reconciler.kind(), obj.meta.id, write)
+            .write_status(self.reconciler.kind(), obj.meta.id, write)
             .await
             .map(drop)
     }

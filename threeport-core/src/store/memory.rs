@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -53,7 +53,8 @@ struct KindTable {
 
 #[derive(Debug)]
 struct Stored {
-    raw: RawObject,
+    /// Shared, so a read copies the object after the store's lock is released.
+    raw: Arc<RawObject>,
     /// Highest fencing token a status write or removal presented.
     fence: u64,
 }
@@ -73,6 +74,37 @@ impl MemoryStore {
     /// Number of outbox entries not yet completed (for tests and diagnostics).
     pub fn outbox_len(&self) -> usize {
         self.state.lock().unwrap().outbox.len()
+    }
+}
+
+impl MemoryStore {
+    /// Writes a status and returns `read(written object)`, under one lock.
+    fn write_status_then<T>(
+        &self,
+        kind: &str,
+        id: ObjectId,
+        write: StatusWrite,
+        read: impl FnOnce(&RawObject) -> T,
+    ) -> Result<T> {
+        let mut state = self.state.lock().unwrap();
+        let stored = state.stored_mut(kind, id)?;
+        check_version(&stored.raw, write.expected_version)?;
+        check_fence(stored, write.fence)?;
+        let changed = status_changed(&stored.raw.status, &write.status);
+        let raw = Arc::make_mut(&mut stored.raw);
+        raw.status = write.status;
+        raw.meta.version += 1;
+        raw.meta.updated_at = now();
+        let read = read(&stored.raw);
+        // Followers are notified of a changed status; most kinds have none, and then the
+        // object is not copied.
+        if changed && state.relations.iter().any(|r| r.followed == kind) {
+            let written = state.stored_mut(kind, id)?.raw.clone();
+            state.follow(&written, &[]);
+            drop(state);
+            self.outbox_wake.notify_one();
+        }
+        Ok(read)
     }
 }
 
@@ -160,7 +192,7 @@ impl StoreState {
             table.objects.insert(
                 id,
                 Stored {
-                    raw: raw.clone(),
+                    raw: Arc::new(raw.clone()),
                     fence: 0,
                 },
             );
@@ -378,13 +410,17 @@ impl Store for MemoryStore {
     }
 
     async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject> {
-        let state = self.state.lock().unwrap();
-        state
-            .kinds
-            .get(kind)
-            .and_then(|t| t.objects.get(&id))
-            .map(|s| s.raw.clone())
-            .ok_or_else(|| Error::not_found(kind, id))
+        let shared = {
+            let state = self.state.lock().unwrap();
+            state
+                .kinds
+                .get(kind)
+                .and_then(|t| t.objects.get(&id))
+                .map(|s| s.raw.clone())
+                .ok_or_else(|| Error::not_found(kind, id))?
+        };
+        // Copied outside the lock.
+        Ok(Arc::unwrap_or_clone(shared))
     }
 
     async fn list(&self, kind: &str, query: &ListQuery) -> Result<ListPage> {
@@ -415,11 +451,14 @@ impl Store for MemoryStore {
                     .map(|(_, s)| s),
             ),
         };
-        let items: Vec<RawObject> = candidates
+        let shared: Vec<Arc<RawObject>> = candidates
             .filter(|s| query.matches(&s.raw))
             .take(query.limit + 1)
             .map(|s| s.raw.clone())
             .collect();
+        drop(state);
+        // Copied outside the lock.
+        let items = shared.into_iter().map(Arc::unwrap_or_clone).collect();
         Ok(ListPage::from_overfetch(items, query.limit, |o| o.meta.id))
     }
 
@@ -437,12 +476,13 @@ impl Store for MemoryStore {
         }
         state.check_references(&update.references)?;
         let stored = state.stored_mut(kind, id)?;
-        let old_refs = std::mem::replace(&mut stored.raw.meta.references, update.references);
-        stored.raw.spec = update.spec;
-        stored.raw.meta.labels = update.labels;
-        stored.raw.meta.version += 1;
-        stored.raw.meta.generation += 1;
-        stored.raw.meta.updated_at = now();
+        let raw = Arc::make_mut(&mut stored.raw);
+        let old_refs = std::mem::replace(&mut raw.meta.references, update.references);
+        raw.spec = update.spec;
+        raw.meta.labels = update.labels;
+        raw.meta.version += 1;
+        raw.meta.generation += 1;
+        raw.meta.updated_at = now();
         let raw = stored.raw.clone();
         state.unlink((kind, id), &old_refs);
         state.link((kind, id), &raw.meta.references);
@@ -450,7 +490,7 @@ impl Store for MemoryStore {
         state.follow(&raw, &[]);
         drop(state);
         self.outbox_wake.notify_one();
-        Ok(raw)
+        Ok(Arc::unwrap_or_clone(raw))
     }
 
     async fn update_status(
@@ -459,21 +499,11 @@ impl Store for MemoryStore {
         id: ObjectId,
         write: StatusWrite,
     ) -> Result<RawObject> {
-        let mut state = self.state.lock().unwrap();
-        let stored = state.stored_mut(kind, id)?;
-        check_version(&stored.raw, write.expected_version)?;
-        check_fence(stored, write.fence)?;
-        let changed = status_changed(&stored.raw.status, &write.status);
-        stored.raw.status = write.status;
-        stored.raw.meta.version += 1;
-        stored.raw.meta.updated_at = now();
-        let raw = stored.raw.clone();
-        if changed {
-            state.follow(&raw, &[]);
-            drop(state);
-            self.outbox_wake.notify_one();
-        }
-        Ok(raw)
+        self.write_status_then(kind, id, write, RawObject::clone)
+    }
+
+    async fn write_status(&self, kind: &str, id: ObjectId, write: StatusWrite) -> Result<u64> {
+        self.write_status_then(kind, id, write, |written| written.meta.version)
     }
 
     async fn schedule_deletion_with(
@@ -487,7 +517,7 @@ impl Store for MemoryStore {
         let stored = state.stored_mut(kind, id)?;
         check_version(&stored.raw, expected_version)?;
         if stored.raw.meta.deletion_scheduled_at.is_some() {
-            return Ok(stored.raw.clone());
+            return Ok(RawObject::clone(&stored.raw));
         }
         let root = ObjectRef::new(kind, id);
         let cascade = match propagation {
@@ -518,9 +548,10 @@ impl Store for MemoryStore {
         if propagation == Propagation::Orphan {
             for dependent in state.owned.remove(&id).unwrap_or_default() {
                 let stored = state.stored_mut(&dependent.kind, dependent.id)?;
-                stored.raw.meta.owners.retain(|o| o.id != id);
-                stored.raw.meta.version += 1;
-                stored.raw.meta.updated_at = at;
+                let raw = Arc::make_mut(&mut stored.raw);
+                raw.meta.owners.retain(|o| o.id != id);
+                raw.meta.version += 1;
+                raw.meta.updated_at = at;
             }
         }
         let mut root_raw = None;
@@ -529,11 +560,12 @@ impl Store for MemoryStore {
             if stored.raw.meta.deletion_scheduled_at.is_some() {
                 continue;
             }
-            stored.raw.meta.deletion_scheduled_at = Some(at);
-            stored.raw.meta.version += 1;
-            stored.raw.meta.generation += 1;
-            stored.raw.meta.updated_at = at;
-            stored.raw.status.state = LifecycleState::DeletionScheduled;
+            let raw = Arc::make_mut(&mut stored.raw);
+            raw.meta.deletion_scheduled_at = Some(at);
+            raw.meta.version += 1;
+            raw.meta.generation += 1;
+            raw.meta.updated_at = at;
+            raw.status.state = LifecycleState::DeletionScheduled;
             let raw = stored.raw.clone();
             state.record(&raw.meta, Operation::Deleted);
             state.follow(&raw, &[]);
@@ -541,7 +573,9 @@ impl Store for MemoryStore {
         }
         drop(state);
         self.outbox_wake.notify_one();
-        Ok(root_raw.expect("the root is scheduled"))
+        Ok(Arc::unwrap_or_clone(
+            root_raw.expect("the root is scheduled"),
+        ))
     }
 
     async fn dependents(&self, kind: &str, id: ObjectId) -> Result<Vec<ObjectRef>> {

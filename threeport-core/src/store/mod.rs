@@ -315,6 +315,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         write: StatusWrite,
     ) -> Result<RawObject>;
 
+    /// [`update_status`](Store::update_status) for a writer that needs only the new version
+    /// (the controller runtime): a store may skip reading the object back.
+    async fn write_status(&self, kind: &str, id: ObjectId, write: StatusWrite) -> Result<u64> {
+        self.update_status(kind, id, write)
+            .await
+            .map(|written| written.meta.version)
+    }
+
     /// Requests deletion (first phase) with [`Propagation::Foreground`]: see
     /// [`schedule_deletion_with`](Store::schedule_deletion_with).
     async fn schedule_deletion(
