@@ -13,8 +13,8 @@
 //!   the attempt count anew; a secret-carrying delivery is NAKed with the delay instead, so its
 //!   values stay in memory.
 //! - Partitioned consumption: each replica (subscription) pulls only the partitions it holds a
-//!   lease on; partitions spread over the live replicas by rendezvous hashing and are handed
-//!   over when replicas come and go (see [`NatsConfig::partitions`]).
+//!   lease on; partitions split evenly over the live replicas (rendezvous hashing with bounded
+//!   loads) and are handed over when replicas come and go (see [`NatsConfig::partitions`]).
 //!   [`NatsBus::locker`] turns that ownership into per-object leases with no NATS round trip
 //!   per object: run controllers with it.
 //! - [`NatsLocker`]: leases in a key-value bucket, taken with create-if-absent, renewed and

@@ -5,8 +5,8 @@
 //! partition has its own durable consumer, and each subscription (a *member*) pulls only the
 //! partitions it holds a lease on, in the same KV bucket as [`NatsLocker`]'s leases, so every
 //! token comes from one revision sequence. Members announce themselves in a membership key;
-//! each partition belongs to the live member that rendezvous hashing picks, so ownership
-//! spreads evenly and moves only as far as membership changes force it.
+//! each partition belongs to the live member that rendezvous hashing with bounded loads
+//! picks ([`assign`]), so ownership splits evenly and moves little when membership changes.
 //!
 //! Handing a partition over: the owner stops pulling it, returns unprocessed messages (NAK),
 //! waits until every delivery it handed out is settled, and only then deletes the lease; the
@@ -47,16 +47,44 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The member that owns `partition` among `members`: highest rendezvous score wins.
-pub(crate) fn owner_of<'a>(kind: &str, partition: u16, members: &'a [String]) -> Option<&'a str> {
-    members
-        .iter()
-        .max_by_key(|member| {
-            let seed = format!("{kind}\u{0}{partition}\u{0}{member}");
-            // One more mixing round: FNV of near-identical strings is weakly spread.
-            fnv1a(&fnv1a(seed.as_bytes()).to_le_bytes())
+/// The owner of each partition among `members`: rendezvous hashing with bounded loads. In
+/// partition order, each goes to the highest-scoring member that holds fewer than
+/// `ceil(partitions / members)`, so the split is even (8 and 8 of 16 between two members,
+/// where plain rendezvous hashing gave splits like 10 and 6, and the busier replica's queue
+/// set the tail latency), and a membership change moves few partitions. Every member computes
+/// the same answer from the same membership.
+pub(crate) fn assign<'a>(
+    kind: &str,
+    partitions: u16,
+    members: &'a [String],
+) -> Vec<Option<&'a str>> {
+    if members.is_empty() {
+        return vec![None; usize::from(partitions)];
+    }
+    let cap = usize::from(partitions).div_ceil(members.len());
+    let mut load = vec![0usize; members.len()];
+    (0..partitions)
+        .map(|partition| {
+            let mut ranked: Vec<(u64, &str, usize)> = members
+                .iter()
+                .enumerate()
+                .map(|(i, member)| (score(kind, partition, member), member.as_str(), i))
+                .collect();
+            ranked.sort_unstable_by(|a, b| b.cmp(a));
+            let (_, owner, i) = ranked
+                .into_iter()
+                .find(|&(_, _, i)| load[i] < cap)
+                .expect("members * cap >= partitions");
+            load[i] += 1;
+            Some(owner)
         })
-        .map(String::as_str)
+        .collect()
+}
+
+fn score(kind: &str, partition: u16, member: &str) -> u64 {
+    let seed = format!("{kind}\u{0}{partition}\u{0}{member}");
+    // One more mixing round: FNV of near-identical strings is weakly spread.
+    fnv1a(&fnv1a(seed.as_bytes()).to_le_bytes())
 }
 
 /// Counts messages of one partition that a member pulled and has not settled yet.
@@ -285,19 +313,21 @@ async fn balance(
     consumers: &Consumers,
     tx: &mpsc::Sender<Pulled>,
 ) {
+    let owners = members.map(|members| assign(&member.kind, member.partitions, members));
+    let mine = |partition: u16| {
+        owners
+            .as_ref()
+            .is_some_and(|owners| owners[usize::from(partition)] == Some(member.name.as_str()))
+    };
     if leaving {
         member.wanted.lock().unwrap().clear();
-    } else if let Some(members) = members {
-        *member.wanted.lock().unwrap() = (0..member.partitions)
-            .filter(|p| owner_of(&member.kind, *p, members) == Some(member.name.as_str()))
-            .collect();
+    } else if owners.is_some() {
+        *member.wanted.lock().unwrap() = (0..member.partitions).filter(|p| mine(*p)).collect();
     }
     for partition in 0..member.partitions {
         let wanted = !leaving
             && match members {
-                Some(members) => {
-                    owner_of(&member.kind, partition, members) == Some(member.name.as_str())
-                }
+                Some(_) => mine(partition),
                 // Membership unknown (server unreachable): keep what we have.
                 None => member.held.lock().unwrap().contains_key(&partition),
             };
@@ -702,22 +732,44 @@ mod tests {
     }
 
     #[test]
-    fn rendezvous_moves_only_what_membership_forces() {
-        let two: Vec<String> = vec!["a".into(), "b".into()];
-        let three: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
-        let mut moved = 0;
-        let mut per_member: HashMap<&str, u32> = HashMap::new();
-        for p in 0..64 {
-            let before = owner_of("Kind", p, &two).unwrap();
-            let after = owner_of("Kind", p, &three).unwrap();
-            *per_member.entry(after).or_default() += 1;
-            if before != after {
-                assert_eq!(after, "c", "a partition moves only to the newcomer");
-                moved += 1;
+    fn partitions_split_evenly_and_move_little() {
+        let members = |n: usize| -> Vec<String> { (0..n).map(|i| format!("m{i}")).collect() };
+        for kind in ["Kind", "WorkloadDefinition", "Other"] {
+            for n in 1..=5 {
+                let ms = members(n);
+                let owners = assign(kind, 16, &ms);
+                let mut per_member: HashMap<&str, usize> = HashMap::new();
+                for owner in &owners {
+                    *per_member.entry(owner.expect("owned")).or_default() += 1;
+                }
+                let cap = 16usize.div_ceil(n);
+                assert!(
+                    per_member.values().all(|c| *c <= cap),
+                    "{kind} {n}: {per_member:?}"
+                );
+                if 16 % n == 0 {
+                    assert_eq!(per_member.len(), n, "{kind} {n}: {per_member:?}");
+                }
             }
+            // A newcomer takes its share; few partitions move between the others.
+            let (two, three) = (members(2), members(3));
+            let before = assign(kind, 64, &two);
+            let after = assign(kind, 64, &three);
+            let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+            let to_newcomer = after.iter().filter(|a| **a == Some("m2")).count();
+            assert!(to_newcomer >= 16, "{kind}: newcomer got {to_newcomer}");
+            assert!(
+                moved <= to_newcomer + 8,
+                "{kind}: moved {moved}, newcomer {to_newcomer}"
+            );
         }
-        assert!((10..35).contains(&moved), "moved {moved} of 64");
-        assert!(per_member.values().all(|n| *n >= 12), "{per_member:?}");
+    }
+
+    #[test]
+    fn every_member_computes_the_same_owners() {
+        let one: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+        let other: Vec<String> = vec!["c".into(), "a".into(), "b".into()];
+        assert_eq!(assign("Kind", 16, &one), assign("Kind", 16, &other));
     }
 
     #[test]

@@ -196,8 +196,7 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let running = self.replicas.iter().filter(|r| !r.shutdown.is_cancelled());
-            // Each holds exactly what rendezvous hashing gives it (which may be nothing: with
-            // 16 partitions and 3 members, about 1 cluster in 200 leaves one member idle).
+            // Each holds exactly what the assignment gives it (at most ceil(16 / members)).
             let (held, wanted): (Vec<Vec<u16>>, Vec<Vec<u16>>) = running
                 .map(|r| {
                     (
