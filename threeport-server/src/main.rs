@@ -5,7 +5,7 @@
 //! - `api`: the API and the outbox relay only (run any number behind a load balancer).
 //! - `controller <name>…`: one or more controllers (`workload-definition`,
 //!   `workload-instance`, `kubernetes-runtime`, `aws-bucket`, `aws-database`, `aws-secret`),
-//!   any number of replicas.
+//!   any number of replicas, each with an outbox relay for what its controllers write.
 //! - `token`: mints an API token and prints it (its hash can be appended to a token file).
 //!
 //! Every flag has an environment variable (`THREEPORT_…`); `--help` lists them.
@@ -312,14 +312,7 @@ async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();
-    let relay = tokio::spawn(
-        OutboxRelay::new(
-            plane.outbox.clone(),
-            plane.bus.clone(),
-            RelayConfig::default(),
-        )
-        .run(shutdown.clone()),
-    );
+    let relay = spawn_relay(&plane, &shutdown);
     let state = ApiState {
         store: plane.store.clone(),
         bus: plane.bus.clone(),
@@ -390,6 +383,9 @@ async fn controller(
         metrics: Arc::new(Mutex::new(prometheus_client::registry::Registry::default())),
     };
     let shutdown = CancellationToken::new();
+    // Controllers write too (objects they own, follow-up notifications): relaying those here,
+    // woken by the write, saves waiting for an API process's next outbox poll.
+    let relay = spawn_relay(&plane, &shutdown);
     let providers = plane_args.providers(Arc::new(plane_args.sealer()?));
     let running = spawn_controllers(
         names,
@@ -431,7 +427,21 @@ async fn controller(
     if let Some(endpoints) = endpoints {
         let _ = endpoints.await;
     }
+    let _ = relay.await;
     Ok(())
+}
+
+/// Runs an outbox relay from `plane`'s store to its bus until `shutdown`. Every process that
+/// writes runs one; their claims keep them from publishing the same entry at once.
+fn spawn_relay(plane: &plane::Plane, shutdown: &CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(
+        OutboxRelay::new(
+            plane.outbox.clone(),
+            plane.bus.clone(),
+            RelayConfig::default(),
+        )
+        .run(shutdown.clone()),
+    )
 }
 
 /// Starts the named controllers on `plane`'s backends.

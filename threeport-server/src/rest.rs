@@ -564,7 +564,8 @@ async fn list(
     }
     query.validate()?;
     let page = state.store.list(entry.kind, &query).await?;
-    Ok(axum::Json(json!({ "items": page.items, "next": page.next })).into_response())
+    // Serialized straight from the page (through `json!` it was copied into a value first).
+    Ok(axum::Json(page).into_response())
 }
 
 async fn read(

@@ -295,6 +295,49 @@ fn insert_query<'q>(
         .bind(Json(&new.owners))
 }
 
+/// [`insert_query`] for an object with references or owners: locks them (`FOR SHARE`, as
+/// [`kinds_of`] does) and inserts only if each exists with the named kind and is not being
+/// deleted, in one autocommitted statement. Returns no row when a link fails or the id or
+/// name is taken; the caller then finds out which in a transaction.
+fn linked_insert_query<'q>(
+    id: ObjectId,
+    new: &'q NewObject,
+    status: &'q Json<Status<Value>>,
+    link_ids: &'q [Uuid],
+    link_kinds: &'q [String],
+) -> sqlx::query::QueryAs<'q, Postgres, ObjectRow, sqlx::postgres::PgArguments> {
+    const SQL: &str = concat!(
+        "WITH targets AS (SELECT id, kind, deletion_scheduled_at IS NOT NULL AS deleting \
+         FROM threeport_objects WHERE id = ANY($9) ORDER BY id FOR SHARE), \
+         linked AS (SELECT NOT EXISTS (SELECT 1 FROM unnest($9::UUID[], $10::TEXT[]) AS e(id, kind) \
+         LEFT JOIN targets t ON t.id = e.id AND t.kind = e.kind \
+         WHERE t.id IS NULL OR t.deleting) AS ok), \
+         written AS (INSERT INTO threeport_objects \
+         (id, kind, name, version, generation, created_at, updated_at, labels, refs, owners, spec, status) \
+         SELECT $1, $2, $3, 1, 1, now(), now(), $4, $5, $8, $6, $7 FROM linked WHERE linked.ok \
+         ON CONFLICT DO NOTHING RETURNING ",
+        columns!(),
+        "), ",
+        notify!("created"),
+        ", ",
+        follow!("true"),
+        " SELECT ",
+        columns!(),
+        " FROM written"
+    );
+    sqlx::query_as::<_, ObjectRow>(SQL)
+        .bind(id.0)
+        .bind(&new.kind)
+        .bind(&new.name)
+        .bind(Json(&new.labels))
+        .bind(Json(&new.references))
+        .bind(Json(&new.spec))
+        .bind(status)
+        .bind(Json(&new.owners))
+        .bind(link_ids)
+        .bind(link_kinds)
+}
+
 /// The created object, or why there was none: its id taken (a client-chosen id), else its
 /// name. Looked up only on the failure path, so a create stays one round trip.
 async fn created_or_taken<'e>(
@@ -444,6 +487,12 @@ impl Store for PgStore {
         new.validate()?;
         let id = ObjectId::new();
         let status = Json(Status::<Value>::default());
+        let (link_ids, link_kinds): (Vec<Uuid>, Vec<String>) = new
+            .references
+            .iter()
+            .map(|r| (r.id.0, r.kind.clone()))
+            .chain(new.owners.iter().map(|o| (o.id.0, o.kind.clone())))
+            .unzip();
         let raw = with_retry("create", || async {
             let query = insert_query(id, &new, &status);
             // Without references one autocommitted statement suffices: one round trip.
@@ -451,6 +500,15 @@ impl Store for PgStore {
                 let row = query.fetch_optional(&self.pool).await?;
                 created_or_taken(&self.pool, row, id, &new).await
             } else {
+                // Links checked, locked and the row inserted in one round trip when all is
+                // well (a transaction took four).
+                let linked = linked_insert_query(id, &new, &status, &link_ids, &link_kinds)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if let Some(row) = linked {
+                    return Ok(row.into());
+                }
+                // A link failed, or the id or name is taken: the transaction says which.
                 let mut tx = self.pool.begin_with(BEGIN).await?;
                 check_links(&mut tx, id, &new).await?;
                 let row = query.fetch_optional(&mut *tx).await?;

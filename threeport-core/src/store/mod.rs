@@ -148,8 +148,9 @@ impl ListQuery {
     }
 }
 
-/// One page of a list, in ascending id (creation) order.
-#[derive(Debug, Clone, PartialEq)]
+/// One page of a list, in ascending id (creation) order. Serializes as the API's list body,
+/// `{"items": [...], "next": id or null}`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ListPage<O = RawObject> {
     /// The objects.
     pub items: Vec<O>,
