@@ -32,6 +32,9 @@ use tokio_util::sync::CancellationToken;
 use crate::locker::{NatsLocker, now_ms};
 use crate::nats_error;
 
+/// How often a member looks at its partitions while one changes hands.
+const HANDOVER_POLL: Duration = Duration::from_millis(50);
+
 /// Messages a partition's pull may hold client-side before the runtime asks for them.
 const PULL_BATCH: usize = 32;
 
@@ -176,6 +179,19 @@ impl Member {
         held
     }
 
+    /// Whether a partition is on its way out of this member, or one it should hold is not
+    /// held yet.
+    fn handing_over(&self) -> bool {
+        let held = self.held.lock().unwrap();
+        held.values().any(|h| h.leaving)
+            || self
+                .wanted
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|p| !held.contains_key(p))
+    }
+
     /// The partitions the last membership it saw gives it, for tests and diagnostics.
     pub(crate) fn wanted_partitions(&self) -> Vec<u16> {
         self.wanted.lock().unwrap().clone()
@@ -266,22 +282,35 @@ pub(crate) async fn run_member(
         reopen,
     };
     let tick = member.ttl / 4;
+    let mut members: Option<Vec<String>> = None;
+    let mut next_announce = Instant::now();
     let leave_started = loop {
         let leaving = stop.is_cancelled();
-        let members = match member.announce(!leaving).await {
-            Ok(members) => Some(members),
-            Err(err) => {
-                tracing::debug!(kind = %member.kind, error = %err, "membership heartbeat failed");
-                None
-            }
-        };
+        if leaving || Instant::now() >= next_announce {
+            members = match member.announce(!leaving).await {
+                Ok(members) => Some(members),
+                Err(err) => {
+                    tracing::debug!(kind = %member.kind, error = %err, "membership heartbeat failed");
+                    None
+                }
+            };
+            next_announce = Instant::now() + tick;
+        }
         balance(&member, members.as_deref(), leaving, &consumers, &tx).await;
         if leaving {
             break Instant::now();
         }
+        // While a partition changes hands, look again soon (with the membership last seen):
+        // its messages wait meanwhile, and a tick apart each step of a handover took seconds.
+        let until_announce = next_announce.saturating_duration_since(Instant::now());
+        let pause = if member.handing_over() {
+            HANDOVER_POLL.min(until_announce)
+        } else {
+            until_announce
+        };
         tokio::select! {
             _ = stop.cancelled() => {}
-            _ = tokio::time::sleep(tick) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     };
     // Leaving: hand every partition back once its deliveries are settled; a lease whose
