@@ -35,6 +35,10 @@ use crate::nats_error;
 /// How often a member looks at its partitions while one changes hands.
 const HANDOVER_POLL: Duration = Duration::from_millis(50);
 
+/// How long one pull request stays open at the server (an idle partition opens one this
+/// often). A partition being handed over waits for its request to end: the handover's cost.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
+
 /// Messages a partition's pull may hold client-side before the runtime asks for them.
 const PULL_BATCH: usize = 32;
 
@@ -484,7 +488,17 @@ impl PartitionConsumer {
     /// After a failed pull: if the server lost the consumer (or its stream), makes it again.
     async fn recover(&self, err: &str) {
         let lower = err.to_ascii_lowercase();
-        let lost = ["not found", "no responders", "deleted", "10014", "10059"];
+        // A pull request's failure carries only the status: 503 (no responders) or 409
+        // (consumer deleted).
+        let lost = [
+            "not found",
+            "no responders",
+            "deleted",
+            "10014",
+            "10059",
+            ": 503",
+            ": 409",
+        ];
         if !lost.iter().any(|sign| lower.contains(sign)) {
             return;
         }
@@ -507,11 +521,16 @@ async fn pull_partition(
     tx: mpsc::Sender<Pulled>,
     stop: CancellationToken,
 ) {
-    while !stop.is_cancelled() {
+    // Once stopping, the open pull request is read to its end and what arrives goes back:
+    // a request left open at the server would receive messages nobody reads, and those would
+    // wait for the ack-wait (30 s) before anyone saw them again.
+    let mut stopping = false;
+    while !stopping {
         let current = consumer.current.lock().unwrap().clone();
         let mut messages = match current
-            .stream()
-            .max_messages_per_batch(PULL_BATCH)
+            .batch()
+            .max_messages(PULL_BATCH)
+            .expires(PULL_EXPIRES)
             .messages()
             .await
         {
@@ -526,39 +545,42 @@ async fn pull_partition(
             }
         };
         loop {
-            let next = tokio::select! {
-                biased;
-                _ = stop.cancelled() => {
-                    return_buffered(&mut messages).await;
-                    return;
+            let next = if stopping {
+                // The request ends at its expiry; the client gives up a little later.
+                tokio::time::timeout(PULL_EXPIRES * 2, messages.next())
+                    .await
+                    .unwrap_or(None)
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => {
+                        stopping = true;
+                        continue;
+                    }
+                    next = messages.next() => next,
                 }
-                next = messages.next() => next,
             };
             let message = match next {
+                // This request is over: the next one, unless stopping.
                 None => break,
-                // Heartbeat gaps and reconnects surface here; the pull stream recovers.
+                Some(Err(_)) if stopping => break,
+                // The request failed (a reconnect, or the consumer or the server gone): make
+                // the consumer again if the server lost it, and open a new request.
                 Some(Err(err)) => {
                     tracing::debug!(error = %err, "partition pull hiccup");
-                    let text = err.to_string();
-                    let lower = text.to_ascii_lowercase();
-                    if lower.contains("no responders")
-                        || lower.contains("deleted")
-                        || lower.contains("not found")
-                    {
-                        // The consumer (or the server) is gone: a pull in this state waits
-                        // forever. Make the consumer again if the server lost it, and open a
-                        // new pull.
-                        consumer.recover(&text).await;
-                        tokio::select! {
-                            _ = stop.cancelled() => return,
-                            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                        }
-                        break;
+                    consumer.recover(&err.to_string()).await;
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                     }
-                    continue;
+                    break;
                 }
                 Some(Ok(message)) => message,
             };
+            if stopping {
+                nak(&message).await;
+                continue;
+            }
             let permit = tokio::select! {
                 biased;
                 _ = stop.cancelled() => None,
@@ -571,22 +593,9 @@ async fn pull_partition(
                 }),
                 None => {
                     nak(&message).await;
-                    return_buffered(&mut messages).await;
-                    return;
+                    stopping = true;
                 }
             }
-        }
-    }
-}
-
-/// Returns the messages a stopped pull already has client-side, so the next owner gets them
-/// soon rather than after the ack-wait. The pull is still live while this runs, so each goes
-/// back with a delay (or it would come straight back here); bounded, as messages keep coming.
-async fn return_buffered(messages: &mut async_nats::jetstream::consumer::pull::Stream) {
-    for _ in 0..PULL_BATCH * 2 {
-        match tokio::time::timeout(Duration::from_millis(20), messages.next()).await {
-            Ok(Some(Ok(message))) => nak(&message).await,
-            _ => return,
         }
     }
 }
