@@ -2,7 +2,7 @@
 //! fakes, against a bare tokio mpsc channel feeding a worker pool of the same size.
 //!
 //! `cargo bench -p threeport-core --bench engine` (set `BENCH_N` to change the 100,000 and
-//! `BENCH_ROUNDS` the 5 rounds; the medians are reported).
+//! `BENCH_ROUNDS` the 7 rounds; the medians are reported).
 //!
 //! Each reconcile takes the full path: bus delivery → lease acquire → store get → decode →
 //! reconcile → status write (fenced) → ack → lease release, with a tracing span, metrics and the
@@ -42,7 +42,7 @@ const CONCURRENCY: usize = 8;
 
 fn main() {
     let n: u64 = env_or("BENCH_N", 100_000);
-    let rounds: usize = env_or("BENCH_ROUNDS", 5).max(1);
+    let rounds: usize = env_or("BENCH_ROUNDS", 7).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -741,11 +741,12 @@ impl<R: Reconciler> Worker<R> {
                 }
             }
             self.idle.put();
-            // Back of the run queue, where the other scheduler threads can take this worker
-            // and the intake it may have woken (in this thread's unstealable next-task slot)
-            // gets to run: without it a worker could run many deliveries in a row while the
-            // others wait.
-            tokio::task::yield_now().await;
+            // Counts against tokio's cooperative budget: a worker whose deliveries never wait
+            // (all in memory) yields now and then, so the intake it woke (in this thread's
+            // unstealable next-task slot) and the other workers get to run. Yielding after
+            // every delivery instead moved workers between threads all the time (half the
+            // engine bench's throughput in some runs).
+            tokio::task::coop::consume_budget().await;
         }
     }
 
