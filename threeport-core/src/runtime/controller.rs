@@ -6,6 +6,10 @@
 //! conditions (fenced by the lease token) → run again, under the same lease, if a notification
 //! for the object arrived meanwhile → release the lease in the background → ack or requeue.
 //!
+//! Deliveries reach the `concurrency` workers through one intake task, which takes the next
+//! one from the subscription only when a worker is idle: what busy workers could not start
+//! yet stays on the bus, where another replica may take it.
+//!
 //! Beside the deliveries, a resync looks at the kind's objects at start (once notifications in
 //! transit had `resync_grace` to arrive) and every `resync_period`, and notifies the bus of
 //! those waiting for a reconcile (level-triggered, like controller-runtime's initial list):
