@@ -20,7 +20,7 @@ use threeport_server::model::WorkloadDefinition;
 use tokio::time::Instant;
 
 use common::pg_cluster::{PgCluster, StopMode};
-use common::process::{controllers, start, temp_dir};
+use common::process::{controllers, distributed_api, temp_dir};
 
 const MANIFEST: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n";
 
@@ -28,26 +28,12 @@ async fn restart_under_load(mode: StopMode) {
     let pg = tokio::task::spawn_blocking(PgCluster::start).await.unwrap();
     let nats = nats::NatsServer::start().await;
     let data = temp_dir();
-    let minted = threeport_server::auth::mint_token().unwrap();
-    std::fs::write(data.join("tokens"), format!("{}\n", minted.hash)).unwrap();
-    let key = data.join("encryption.key");
     let url = pg.url();
-    let plane = [
-        "--database-url",
-        &url,
-        "--nats-url",
-        &nats.url,
-        "--encryption-key-file",
-        key.to_str().unwrap(),
-    ];
-    let tokens = data.join("tokens");
-    let mut api_flags = plane.to_vec();
-    api_flags.extend(["--token-file", tokens.to_str().unwrap()]);
-    let mut api = start("api", &data, &api_flags).await;
+    let (mut api, plane) = distributed_api(&data, &url, &nats.url).await;
     let (mut first, _) = controllers(&["workload-definition"], &plane).await;
     let (mut second, _) = controllers(&["workload-definition"], &plane).await;
     let client = Client::builder(&api.base)
-        .token(&minted.token)
+        .token(api.token.as_deref().unwrap())
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();

@@ -261,8 +261,23 @@ impl PgStore {
     }
 }
 
-/// Resolves references, locking the targets (FOR SHARE) so a concurrent deletion waits for
-/// this transaction and then sees the new reference.
+/// The rest of a create statement after the `INSERT … ON CONFLICT DO NOTHING RETURNING`: the
+/// creation notification, the followers' notifications and the created row.
+macro_rules! created {
+    () => {
+        concat!(
+            columns!(),
+            "), ",
+            notify!("created"),
+            ", ",
+            follow!("true"),
+            " SELECT ",
+            columns!(),
+            " FROM written"
+        )
+    };
+}
+
 /// Inserts a new object and its creation notification in one statement (a CTE); no row
 /// back means the name or the id is taken ([`created_or_taken`] says which).
 fn insert_query<'q>(
@@ -275,24 +290,9 @@ fn insert_query<'q>(
          (id, kind, name, version, generation, created_at, updated_at, labels, refs, owners, spec, status) \
          VALUES ($1, $2, $3, 1, 1, now(), now(), $4, $5, $8, $6, $7) \
          ON CONFLICT DO NOTHING RETURNING ",
-        columns!(),
-        "), ",
-        notify!("created"),
-        ", ",
-        follow!("true"),
-        " SELECT ",
-        columns!(),
-        " FROM written"
+        created!()
     );
-    sqlx::query_as::<_, ObjectRow>(SQL)
-        .bind(id.0)
-        .bind(&new.kind)
-        .bind(&new.name)
-        .bind(Json(&new.labels))
-        .bind(Json(&new.references))
-        .bind(Json(&new.spec))
-        .bind(status)
-        .bind(Json(&new.owners))
+    bind_new(sqlx::query_as::<_, ObjectRow>(SQL), id, new, status)
 }
 
 /// [`insert_query`] for an object with references or owners: locks them (`FOR SHARE`, as
@@ -316,16 +316,21 @@ fn linked_insert_query<'q>(
          (id, kind, name, version, generation, created_at, updated_at, labels, refs, owners, spec, status) \
          SELECT $1, $2, $3, 1, 1, now(), now(), $4, $5, $8, $6, $7 FROM linked WHERE linked.ok \
          ON CONFLICT DO NOTHING RETURNING ",
-        columns!(),
-        "), ",
-        notify!("created"),
-        ", ",
-        follow!("true"),
-        " SELECT ",
-        columns!(),
-        " FROM written"
+        created!()
     );
-    sqlx::query_as::<_, ObjectRow>(SQL)
+    bind_new(sqlx::query_as::<_, ObjectRow>(SQL), id, new, status)
+        .bind(link_ids)
+        .bind(link_kinds)
+}
+
+/// Binds a new object's columns as `$1`–`$8` of a create statement.
+fn bind_new<'q>(
+    query: sqlx::query::QueryAs<'q, Postgres, ObjectRow, sqlx::postgres::PgArguments>,
+    id: ObjectId,
+    new: &'q NewObject,
+    status: &'q Json<Status<Value>>,
+) -> sqlx::query::QueryAs<'q, Postgres, ObjectRow, sqlx::postgres::PgArguments> {
+    query
         .bind(id.0)
         .bind(&new.kind)
         .bind(&new.name)
@@ -334,8 +339,6 @@ fn linked_insert_query<'q>(
         .bind(Json(&new.spec))
         .bind(status)
         .bind(Json(&new.owners))
-        .bind(link_ids)
-        .bind(link_kinds)
 }
 
 /// The created object, or why there was none: its id taken (a client-chosen id), else its

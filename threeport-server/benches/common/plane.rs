@@ -71,21 +71,8 @@ impl Plane {
         };
         let nats = nats::NatsServer::start().await;
         let data = process::temp_dir();
-        let minted = threeport_server::auth::mint_token().expect("token");
-        let tokens = data.join("tokens");
-        std::fs::write(&tokens, format!("{}\n", minted.hash)).expect("tokens");
-        let key = data.join("encryption.key");
-        let plane = [
-            "--database-url",
-            &url,
-            "--nats-url",
-            &nats.url,
-            "--encryption-key-file",
-            key.to_str().expect("path"),
-        ];
-        let mut api_flags = plane.to_vec();
-        api_flags.extend(["--token-file", tokens.to_str().expect("path")]);
-        let api = process::start("api", &data, &api_flags).await;
+        let (api, plane) = process::distributed_api(&data, &url, &nats.url).await;
+        let token = api.token.clone().expect("the api's token");
         let mut processes = vec![("api".to_owned(), api)];
         let mut controller_metrics = Vec::new();
         for (n, names) in controllers.iter().enumerate() {
@@ -95,7 +82,7 @@ impl Plane {
         }
         Plane {
             base: processes[0].1.base.clone(),
-            token: minted.token,
+            token,
             processes,
             controller_metrics,
             database_url: Some(url),

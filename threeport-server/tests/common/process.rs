@@ -86,13 +86,42 @@ pub async fn start(role: &str, data_dir: &Path, extra: &[&str]) -> Server {
     }
 }
 
+/// Starts the `api` of a distributed plane (PostgreSQL at `database_url`, NATS at `nats_url`,
+/// an encryption key in `data`) accepting one fresh token, which is in the returned server's
+/// `token`. Also returns the plane's flags, for its `controllers`.
+pub async fn distributed_api(
+    data: &Path,
+    database_url: &str,
+    nats_url: &str,
+) -> (Server, Vec<String>) {
+    let minted = threeport_server::auth::mint_token().unwrap();
+    let tokens = data.join("tokens");
+    std::fs::write(&tokens, format!("{}\n", minted.hash)).unwrap();
+    let key = data.join("encryption.key");
+    let plane: Vec<String> = [
+        "--database-url",
+        database_url,
+        "--nats-url",
+        nats_url,
+        "--encryption-key-file",
+        key.to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .into();
+    let mut api_flags: Vec<&str> = plane.iter().map(String::as_str).collect();
+    api_flags.extend(["--token-file", tokens.to_str().unwrap()]);
+    let mut api = start("api", data, &api_flags).await;
+    api.token = Some(minted.token);
+    (api, plane)
+}
+
 /// Starts a `controller <names>` process with `flags`; returns it and the URL of its metrics
 /// once it says it is ready.
-pub async fn controllers(names: &[&str], flags: &[&str]) -> (Server, String) {
+pub async fn controllers(names: &[&str], flags: &[impl AsRef<str>]) -> (Server, String) {
     let mut args = vec!["controller"];
     args.extend(names);
     args.extend(["--metrics-listen", "127.0.0.1:0"]);
-    args.extend(flags);
+    args.extend(flags.iter().map(AsRef::as_ref));
     let mut metrics = None;
     let child = launch(
         &args,
