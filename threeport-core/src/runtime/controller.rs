@@ -698,7 +698,7 @@ impl<R: Reconciler> Worker<R> {
                 .duration_since(delivery.due_at)
                 .unwrap_or_default();
             self.metrics.queue_latency.observe(latency.as_secs_f64());
-            // A worker is idle (the permit says so): this does not wait.
+            // A worker is idle (it was claimed above): this does not wait.
             if handoff.send_async(delivery).await.is_err() {
                 return;
             }
