@@ -9,7 +9,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use threeport_core::ErrorKind;
 
-use crate::{Cluster, ResourceRef, WatchEvent, apply_all, delete_all};
+use crate::{Cluster, ResourceRef, Selector, WatchEvent, apply_all, delete_all};
 
 /// Runs every check against a fresh cluster (each check uses its own namespace).
 pub async fn run(cluster: &dyn Cluster) {
@@ -21,6 +21,7 @@ pub async fn run(cluster: &dyn Cluster) {
     field_managers_own_what_they_applied(cluster).await;
     lists_and_deletes(cluster).await;
     watches_report_changes(cluster).await;
+    watches_select_by_label_and_resume(cluster).await;
     sets_apply_in_dependency_order(cluster).await;
 }
 
@@ -265,7 +266,10 @@ pub async fn watches_report_changes(cluster: &dyn Cluster) {
         .await
         .expect("cm");
     let mut events = cluster
-        .watch("v1", "ConfigMap", Some("conf-watch"))
+        .watch(
+            &Selector::kind("v1", "ConfigMap").in_namespace("conf-watch"),
+            "",
+        )
         .await
         .expect("watch");
     match next_event(&mut events).await {
@@ -285,6 +289,62 @@ pub async fn watches_report_changes(cluster: &dyn Cluster) {
     match next_event(&mut events).await {
         WatchEvent::Deleted(o) => assert_eq!(o["metadata"]["name"], "after"),
         other => panic!("expected DELETED, got {other:?}"),
+    }
+}
+
+/// Lists and watches narrowed by a label selector see only matching objects; a watch from a
+/// list's resource version reports only what changed after it.
+pub async fn watches_select_by_label_and_resume(cluster: &dyn Cluster) {
+    cluster
+        .apply(&namespace("conf-resume"), "threeport")
+        .await
+        .expect("namespace");
+    let labelled = |name: &str, app: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "namespace": "conf-resume", "labels": {"app": app}}})
+    };
+    cluster
+        .apply(&labelled("a", "web"), "threeport")
+        .await
+        .expect("a");
+    cluster
+        .apply(&labelled("b", "db"), "threeport")
+        .await
+        .expect("b");
+    let selector = Selector::kind("v1", "ConfigMap")
+        .in_namespace("conf-resume")
+        .labels("app=web");
+    let list = cluster.list_selected(&selector).await.expect("list");
+    let names: Vec<&str> = list
+        .items
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a"]);
+    assert_eq!(list.items[0]["kind"], "ConfigMap");
+    assert!(!list.resource_version.is_empty());
+    cluster
+        .apply(&labelled("c", "db"), "threeport")
+        .await
+        .expect("c");
+    cluster
+        .apply(&labelled("d", "web"), "threeport")
+        .await
+        .expect("d");
+    let mut events = cluster
+        .watch(&selector, &list.resource_version)
+        .await
+        .expect("watch");
+    // Only what changed after the list, and only what the selector covers.
+    loop {
+        match next_event(&mut events).await {
+            WatchEvent::Bookmark(_) => continue,
+            WatchEvent::Added(o) => {
+                assert_eq!(o["metadata"]["name"], "d");
+                break;
+            }
+            other => panic!("expected d ADDED, got {other:?}"),
+        }
     }
 }
 

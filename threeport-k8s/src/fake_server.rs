@@ -4,7 +4,10 @@
 //! It serves discovery (`/api`, `/apis`, `/api/v1`, `/apis/<group>/<version>`), and for every
 //! served kind get, list, watch (`?watch=true`, newline-delimited events), create (POST),
 //! server-side apply (`PATCH` with `application/apply-patch+yaml` and `fieldManager`), JSON
-//! merge patch and delete; errors are Kubernetes `Status` bodies (404, 409, 422).
+//! merge patch (of the object, or of its `/status` subresource) and delete; errors are
+//! Kubernetes `Status` bodies (404, 409, 422). Lists and watches take `labelSelector`; watches
+//! resume from `resourceVersion`, send bookmarks when asked (`allowWatchBookmarks`), and
+//! answer a forgotten version with an `ERROR` event carrying 410 Gone, as the real one does.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,8 +23,8 @@ use serde_json::{Value, json};
 use threeport_core::{Error, ErrorKind};
 use tokio::task::JoinHandle;
 
-use crate::ResourceRef;
 use crate::memory::{KindInfo, MemoryCluster};
+use crate::{ResourceRef, Selector, WatchEvent};
 
 /// A running fake API server. Stops when dropped.
 #[derive(Debug)]
@@ -166,6 +169,12 @@ struct Params {
     watch: Option<String>,
     #[serde(default)]
     field_manager: Option<String>,
+    #[serde(default)]
+    label_selector: Option<String>,
+    #[serde(default)]
+    resource_version: Option<String>,
+    #[serde(default)]
+    allow_watch_bookmarks: Option<String>,
 }
 
 async fn core(
@@ -260,12 +269,15 @@ async fn resource_request(
     if segments.is_empty() {
         return resource_list(&served, &api_version);
     }
-    // namespaces/<ns>/<plural>[/<name>] or <plural>[/<name>] (which covers namespaces/<name>).
-    let (namespace, plural, name) = match segments.as_slice() {
-        ["namespaces", ns, plural] => (Some(*ns), *plural, None),
-        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name)),
-        [plural] => (None, *plural, None),
-        [plural, name] => (None, *plural, Some(*name)),
+    // namespaces/<ns>/<plural>[/<name>[/status]] or <plural>[/<name>[/status]] (which
+    // covers namespaces/<name>).
+    let (namespace, plural, name, subresource) = match segments.as_slice() {
+        ["namespaces", ns, plural] => (Some(*ns), *plural, None, false),
+        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name), false),
+        ["namespaces", ns, plural, name, "status"] => (Some(*ns), *plural, Some(*name), true),
+        [plural] => (None, *plural, None, false),
+        [plural, name] => (None, *plural, Some(*name), false),
+        [plural, name, "status"] => (None, *plural, Some(*name), true),
         _ => return not_served(),
     };
     let kinds = served.cluster.kinds();
@@ -283,15 +295,31 @@ async fn resource_request(
         namespace: namespace.map(str::to_owned),
         name: name.to_owned(),
     };
+    let selector = Selector {
+        namespace: namespace.map(str::to_owned),
+        labels: params.label_selector.clone(),
+        ..Selector::kind(&kind.api_version, &kind.kind)
+    };
+    let is_true = |flag: &Option<String>| flag.as_deref().is_some_and(|w| w == "true" || w == "1");
     let result = match (method.as_str(), name) {
-        ("GET", None) if params.watch.as_deref().is_some_and(|w| w == "true" || w == "1") => {
-            return watch(cluster, kind, namespace);
+        ("GET", None) if is_true(&params.watch) => {
+            let from = params.resource_version.as_deref().unwrap_or_default();
+            return watch(cluster, kind, &selector, from, is_true(&params.allow_watch_bookmarks));
         }
-        ("GET", None) => cluster.list_sync(&kind.api_version, &kind.kind, namespace).map(|items| {
+        ("GET", None) => cluster.list_selected_sync(&selector).map(|list| {
             let list = json!({"apiVersion": kind.api_version, "kind": format!("{}List", kind.kind),
-                              "metadata": {"resourceVersion": "0"}, "items": items});
+                              "metadata": {"resourceVersion": list.resource_version}, "items": list.items});
             (StatusCode::OK, list)
         }),
+        ("PATCH", Some(name)) if subresource => match parse_body(&body) {
+            Ok(patch) => cluster
+                .merge_status_sync(&reference(name), &patch)
+                .map(|o| (StatusCode::OK, o)),
+            Err(err) => Err(err),
+        },
+        (_, Some(_)) if subresource => {
+            return status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "method not allowed");
+        }
         ("GET", Some(name)) => match cluster.get_sync(&reference(name)) {
             Ok(Some(object)) => Ok((StatusCode::OK, object)),
             Ok(None) => Err(Error::not_found(&kind.plural, name)),
@@ -373,22 +401,36 @@ fn parse_body(body: &Bytes) -> Result<Value, Error> {
         .map_err(|e| Error::invalid("body", format!("not JSON or YAML: {e}")))
 }
 
-fn watch(cluster: &MemoryCluster, kind: &KindInfo, namespace: Option<&str>) -> Response {
-    let events = match cluster.watch_sync(&kind.api_version, &kind.kind, namespace) {
+fn watch(
+    cluster: &MemoryCluster,
+    kind: &KindInfo,
+    selector: &Selector,
+    from: &str,
+    bookmarks: bool,
+) -> Response {
+    let events = match cluster.watch_sync(selector, from) {
         Ok(events) => events,
         Err(err) => return from_error(&err),
     };
-    let lines = events.map(|event| {
+    let (api_version, kind) = (kind.api_version.clone(), kind.kind.clone());
+    let lines = events.filter_map(move |event| {
         let line = match event {
-            Ok(event) => serde_json::to_vec(&event).unwrap_or_default(),
-            Err(err) => serde_json::to_vec(
-                &json!({"type": "ERROR", "object": {"kind": "Status", "message": err.to_string()}}),
-            )
-            .unwrap_or_default(),
+            Ok(WatchEvent::Bookmark(version)) if bookmarks => Some(json!({"type": "BOOKMARK",
+                "object": {"apiVersion": api_version, "kind": kind, "metadata": {"resourceVersion": version}}})),
+            Ok(WatchEvent::Bookmark(_)) => None,
+            Ok(WatchEvent::Expired) => Some(json!({"type": "ERROR", "object": {"kind": "Status",
+                "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Expired",
+                "message": "too old resource version", "code": 410}})),
+            Ok(event) => serde_json::to_value(&event).ok(),
+            Err(err) => Some(json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1",
+                "metadata": {}, "status": "Failure", "message": err.to_string(), "code": 500}})),
         };
-        let mut line = line;
-        line.push(b'\n');
-        Ok::<_, Infallible>(Bytes::from(line))
+        let line = line.map(|line| {
+            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+            bytes.push(b'\n');
+            Ok::<_, Infallible>(Bytes::from(bytes))
+        });
+        async move { line }
     });
     (
         [(header::CONTENT_TYPE, "application/json")],

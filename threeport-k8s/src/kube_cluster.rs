@@ -14,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 use threeport_core::{Error, Result};
 
-use crate::{Cluster, ResourceRef, WatchEvent};
+use crate::{Cluster, ObjectList, ResourceRef, Selector, WatchEvent};
 
 /// How to reach a cluster's API server (as a KubernetesRuntimeInstance's connection data
 /// gives it): an endpoint with a CA and a bearer token or a client certificate, or a whole
@@ -274,20 +274,58 @@ impl Cluster for KubeCluster {
         }
     }
 
+    async fn list_selected(&self, selector: &Selector) -> Result<ObjectList> {
+        let (resource, capabilities) = self.resource(&selector.api_version, &selector.kind).await?;
+        let mut params = ListParams::default();
+        if let Some(labels) = &selector.labels {
+            params = params.labels(labels);
+        }
+        let list = self
+            .api(&resource, &capabilities, selector.namespace.as_deref())
+            .list(&params)
+            .await
+            .map_err(|e| kube_error(&selector.kind, e))?;
+        let items = list
+            .items
+            .into_iter()
+            .map(|o| {
+                let mut value = serde_json::to_value(o).map_err(Error::backend)?;
+                value["apiVersion"] = selector.api_version.as_str().into();
+                value["kind"] = selector.kind.as_str().into();
+                Ok(value)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ObjectList {
+            items,
+            resource_version: list.metadata.resource_version.unwrap_or_default(),
+        })
+    }
+
     async fn watch(
         &self,
-        api_version: &str,
-        kind: &str,
-        namespace: Option<&str>,
+        selector: &Selector,
+        resource_version: &str,
     ) -> Result<BoxStream<'static, Result<WatchEvent>>> {
-        let (resource, capabilities) = self.resource(api_version, kind).await?;
-        let api = self.api(&resource, &capabilities, namespace);
-        let kind = kind.to_owned();
-        // From resource version 0: the current objects first, as ADDED.
-        let events = api
-            .watch(&WatchParams::default(), "0")
-            .await
-            .map_err(|e| kube_error(&kind, e))?;
+        let (resource, capabilities) = self.resource(&selector.api_version, &selector.kind).await?;
+        let api = self.api(&resource, &capabilities, selector.namespace.as_deref());
+        // Bookmarks are on by default: a resumed watch starts from the latest one.
+        let mut params = WatchParams::default();
+        if let Some(labels) = &selector.labels {
+            params = params.labels(labels);
+        }
+        // From resource version "0": the current objects first, as ADDED.
+        let from = if resource_version.is_empty() {
+            "0"
+        } else {
+            resource_version
+        };
+        let events = match api.watch(&params, from).await {
+            Ok(events) => events,
+            Err(kube::Error::Api(response)) if response.code == 410 => {
+                return Ok(futures::stream::iter([Ok(WatchEvent::Expired)]).boxed());
+            }
+            Err(err) => return Err(kube_error(&selector.kind, err)),
+        };
         Ok(events
             .map_err(move |e| kube_error("watch", e))
             .filter_map(|event| async move {
@@ -296,7 +334,10 @@ impl Cluster for KubeCluster {
                     Ok(KubeWatchEvent::Added(o)) => Some(to_value(o).map(WatchEvent::Added)),
                     Ok(KubeWatchEvent::Modified(o)) => Some(to_value(o).map(WatchEvent::Modified)),
                     Ok(KubeWatchEvent::Deleted(o)) => Some(to_value(o).map(WatchEvent::Deleted)),
-                    Ok(KubeWatchEvent::Bookmark(_)) => None,
+                    Ok(KubeWatchEvent::Bookmark(b)) => {
+                        Some(Ok(WatchEvent::Bookmark(b.metadata.resource_version)))
+                    }
+                    Ok(KubeWatchEvent::Error(e)) if e.code == 410 => Some(Ok(WatchEvent::Expired)),
                     Ok(KubeWatchEvent::Error(e)) => {
                         Some(Err(Error::unavailable(format!("watch: {}", e.message))))
                     }

@@ -12,6 +12,11 @@
 //!   list, create, server-side apply, merge patch, delete, watch, `Status` error bodies), so
 //!   `KubeCluster` is tested over the wire.
 //! - [`conformance`]: the checks every `Cluster` passes.
+//! - [`health`]: Argo CD's health model for live objects (healthy, progressing, degraded,
+//!   down, suspended, unknown, with a reason).
+//! - [`Reflector`]: a resumable list-and-watch of the objects one [`Selector`] covers: resumed
+//!   from its last resource version, re-listed when that version expired (410 Gone),
+//!   reconnected with backoff.
 //!
 //! [`apply_all`] and [`delete_all`] order a set of manifests: namespaces and CRDs before what
 //! lives in them, and the reverse on deletion.
@@ -34,8 +39,11 @@
 
 pub mod conformance;
 mod fake_server;
+pub mod health;
 mod kube_cluster;
+mod label_selector;
 mod memory;
+mod reflector;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -45,7 +53,8 @@ use threeport_core::{Error, Result};
 
 pub use fake_server::FakeApiServer;
 pub use kube_cluster::{ClusterConnection, KubeCluster};
-pub use memory::MemoryCluster;
+pub use memory::{MemoryCluster, PodState};
+pub use reflector::{Change, Reflector, ReflectorConfig};
 
 /// Names one live resource.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -107,6 +116,70 @@ pub enum WatchEvent {
     /// Gone.
     #[serde(rename = "DELETED")]
     Deleted(Value),
+    /// Nothing changed for this selection up to this resource version: resume from here.
+    #[serde(rename = "BOOKMARK")]
+    Bookmark(String),
+    /// The resource version the watch started from is too old (HTTP 410 Gone): list again.
+    #[serde(rename = "EXPIRED")]
+    Expired,
+}
+
+impl WatchEvent {
+    /// The object an added, modified or deleted event carries.
+    pub fn object(&self) -> Option<&Value> {
+        match self {
+            WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => Some(o),
+            WatchEvent::Bookmark(_) | WatchEvent::Expired => None,
+        }
+    }
+}
+
+/// Which objects a list or a watch covers: one kind, in one namespace or everywhere,
+/// optionally narrowed by a label selector (`key`, `!key`, `key=value`, `key!=value`,
+/// comma-separated, all must hold).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Selector {
+    /// `apps/v1`.
+    pub api_version: String,
+    /// `Deployment`.
+    pub kind: String,
+    /// `None`: every namespace.
+    pub namespace: Option<String>,
+    /// Label selector, as Kubernetes writes it.
+    pub labels: Option<String>,
+}
+
+impl Selector {
+    /// Every object of a kind.
+    pub fn kind(api_version: &str, kind: &str) -> Self {
+        Selector {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            namespace: None,
+            labels: None,
+        }
+    }
+
+    /// Only in `namespace`.
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = Some(namespace.to_owned());
+        self
+    }
+
+    /// Only objects whose labels match `selector`.
+    pub fn labels(mut self, selector: &str) -> Self {
+        self.labels = Some(selector.to_owned());
+        self
+    }
+}
+
+/// The objects a [`Selector`] covers, and the resource version to watch from after them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ObjectList {
+    /// The objects (with `apiVersion` and `kind`).
+    pub items: Vec<Value>,
+    /// The list's resource version.
+    pub resource_version: String,
 }
 
 /// One Kubernetes cluster.
@@ -134,12 +207,16 @@ pub trait Cluster: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes an object; `false` if it was not there.
     async fn delete(&self, resource: &ResourceRef) -> Result<bool>;
 
-    /// Changes to objects of a kind from now on (after the current ones, reported as added).
+    /// The objects `selector` covers, with the resource version of the list.
+    async fn list_selected(&self, selector: &Selector) -> Result<ObjectList>;
+
+    /// Changes to the objects `selector` covers after `resource_version` (`""`: the current
+    /// objects first, as added), with bookmarks now and then. A version the server no longer
+    /// remembers gives [`WatchEvent::Expired`]; the stream ends when the server closes it.
     async fn watch(
         &self,
-        api_version: &str,
-        kind: &str,
-        namespace: Option<&str>,
+        selector: &Selector,
+        resource_version: &str,
     ) -> Result<BoxStream<'static, Result<WatchEvent>>>;
 }
 

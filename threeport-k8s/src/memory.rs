@@ -1,9 +1,12 @@
 //! [`MemoryCluster`]: a Kubernetes cluster's API semantics in memory — built-in kinds and
 //! registered CRDs, namespaces that must exist, server-side apply by field manager,
-//! resource versions, watches.
+//! resource versions with a bounded history that watches resume from (410 Gone past it),
+//! bookmarks, status subresources, events, and pods a test can make ready, crash or wait.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -12,7 +15,10 @@ use serde_json::{Map, Value, json};
 use threeport_core::{Error, Result};
 use tokio::sync::broadcast;
 
-use crate::{Cluster, ResourceRef, WatchEvent};
+mod pods;
+
+use crate::label_selector::LabelSelector;
+use crate::{Cluster, ObjectList, ResourceRef, Selector, WatchEvent};
 
 /// A served kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +37,7 @@ const BUILT_IN: &[(&str, &str, &str, bool)] = &[
     ("v1", "Service", "services", true),
     ("v1", "ServiceAccount", "serviceaccounts", true),
     ("v1", "Pod", "pods", true),
+    ("v1", "Event", "events", true),
     (
         "v1",
         "PersistentVolumeClaim",
@@ -78,8 +85,13 @@ type Key = (String, String, String, String);
 struct Stored {
     /// What each field manager applied last, in the order managers first applied.
     applied: Vec<(String, Value)>,
+    /// What the status subresource holds (`null`: nothing written there).
+    status: Value,
     live: Value,
 }
+
+/// One change, as watches see it: its resource version, the kind, the event.
+type Change = (u64, KindInfo, WatchEvent);
 
 #[derive(Debug)]
 struct State {
@@ -88,6 +100,29 @@ struct State {
     resource_version: u64,
     uid: u64,
     service_account_token: Option<String>,
+    /// The latest changes, oldest first, for watches resuming from a resource version.
+    history: VecDeque<Change>,
+    history_limit: usize,
+    /// Changes up to this version are forgotten: a watch from before it is told 410 Gone.
+    compacted_through: u64,
+    bookmark_interval: Duration,
+}
+
+/// Changes a watch stream may fall behind by before it is ended with 410 Gone.
+const WATCH_BUFFER: usize = 16_384;
+
+/// What a test sets the pods of a Deployment, StatefulSet, DaemonSet or ReplicaSet to
+/// ([`MemoryCluster::set_pods`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodState {
+    /// Running and ready.
+    Ready,
+    /// Running, its container restarting: waiting in `CrashLoopBackOff`, a `BackOff` warning.
+    CrashLoop,
+    /// Pending, its image not pulled: waiting in `ImagePullBackOff`, a `Failed` warning.
+    ImagePullBackOff,
+    /// Pending, not scheduled yet.
+    Pending,
 }
 
 /// Type of the Secrets Kubernetes's token controller fills with a service account's token.
@@ -97,7 +132,10 @@ const SERVICE_ACCOUNT_TOKEN: &str = "kubernetes.io/service-account-token";
 #[derive(Debug, Clone)]
 pub struct MemoryCluster {
     state: Arc<Mutex<State>>,
-    events: broadcast::Sender<(KindInfo, WatchEvent)>,
+    events: broadcast::Sender<Change>,
+    /// Bumped to end every open watch (a dropped connection); `true`: with 410 Gone.
+    closer: Arc<tokio::sync::watch::Sender<(u64, bool)>>,
+    open_watches: Arc<AtomicUsize>,
 }
 
 impl Default for MemoryCluster {
@@ -140,7 +178,7 @@ impl MemoryCluster {
                 namespaced: *namespaced,
             })
             .collect();
-        let (events, _) = broadcast::channel(1024);
+        let (events, _) = broadcast::channel(WATCH_BUFFER);
         let cluster = MemoryCluster {
             state: Arc::new(Mutex::new(State {
                 kinds,
@@ -148,8 +186,14 @@ impl MemoryCluster {
                 resource_version: 0,
                 uid: 0,
                 service_account_token: None,
+                history: VecDeque::new(),
+                history_limit: 10_000,
+                compacted_through: 0,
+                bookmark_interval: Duration::from_secs(1),
             })),
             events,
+            closer: Arc::new(tokio::sync::watch::channel((0, false)).0),
+            open_watches: Arc::new(AtomicUsize::new(0)),
         };
         let default =
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
@@ -201,9 +245,62 @@ impl MemoryCluster {
         )
     }
 
-    fn emit(&self, info: &KindInfo, event: WatchEvent) {
+    /// Records a change in the history and tells the watches, under the state lock, so the
+    /// order of resource versions is the order watches see.
+    fn record(&self, state: &mut State, info: &KindInfo, event: WatchEvent) {
+        let version = state.resource_version;
+        state
+            .history
+            .push_back((version, info.clone(), event.clone()));
+        while state.history.len() > state.history_limit {
+            if let Some((dropped, _, _)) = state.history.pop_front() {
+                state.compacted_through = dropped;
+            }
+        }
         // Nobody watching is fine.
-        let _ = self.events.send((info.clone(), event));
+        let _ = self.events.send((version, info.clone(), event));
+    }
+
+    /// Forgets every change so far: a watch resuming from an earlier resource version is
+    /// told 410 Gone and must list again (what etcd compaction does).
+    pub fn compact(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.history.clear();
+        state.compacted_through = state.resource_version;
+    }
+
+    /// How many changes watches can resume across (default 10,000); older ones are forgotten.
+    pub fn set_history_limit(&self, limit: usize) {
+        self.state.lock().unwrap().history_limit = limit.max(1);
+    }
+
+    /// How often an idle watch gets a bookmark (default 1 s).
+    pub fn set_bookmark_interval(&self, interval: Duration) {
+        self.state.lock().unwrap().bookmark_interval = interval;
+    }
+
+    /// Ends every open watch, as a dropped connection or an API server restart would.
+    pub fn close_watches(&self) {
+        self.closer.send_modify(|(generation, expire)| {
+            *generation += 1;
+            *expire = false;
+        });
+    }
+
+    /// Forgets every change so far ([`compact`](Self::compact)) and ends every open watch
+    /// with 410 Gone, as an API server whose watch cache lost track does: watchers must list
+    /// again.
+    pub fn expire_watches(&self) {
+        self.compact();
+        self.closer.send_modify(|(generation, expire)| {
+            *generation += 1;
+            *expire = true;
+        });
+    }
+
+    /// Watches open now.
+    pub fn open_watches(&self) -> usize {
+        self.open_watches.load(Ordering::SeqCst)
     }
 
     /// Server-side apply, synchronously (the in-memory work never waits).
@@ -252,6 +349,9 @@ impl MemoryCluster {
                 live["metadata"]["creationTimestamp"] = metadata["creationTimestamp"].clone();
                 live["metadata"]["generation"] = json!(generation);
                 finish_metadata(&mut live, &stored.applied, &key, &resource_version);
+                if !stored.status.is_null() {
+                    live["status"] = stored.status.clone();
+                }
                 stored.live = live.clone();
                 (WatchEvent::Modified(live.clone()), live)
             }
@@ -268,6 +368,7 @@ impl MemoryCluster {
                     key.clone(),
                     Stored {
                         applied,
+                        status: Value::Null,
                         live: live.clone(),
                     },
                 );
@@ -303,8 +404,7 @@ impl MemoryCluster {
         if info.kind == "CustomResourceDefinition" {
             register_crd(&mut state, &live)?;
         }
-        drop(state);
-        self.emit(&info, event);
+        self.record(&mut state, &info, event);
         Ok(live)
     }
 
@@ -366,18 +466,58 @@ impl MemoryCluster {
         kind: &str,
         namespace: Option<&str>,
     ) -> Result<Vec<Value>> {
+        let selector = Selector {
+            namespace: namespace.map(str::to_owned),
+            ..Selector::kind(api_version, kind)
+        };
+        Ok(self.list_selected_sync(&selector)?.items)
+    }
+
+    /// The objects `selector` covers, with the current resource version.
+    pub(crate) fn list_selected_sync(&self, selector: &Selector) -> Result<ObjectList> {
+        let labels = LabelSelector::parse(selector.labels.as_deref().unwrap_or_default())?;
         let state = self.state.lock().unwrap();
-        let info = Self::kind_of(&state, api_version, kind)?;
-        Ok(state
+        let info = Self::kind_of(&state, &selector.api_version, &selector.kind)?;
+        let items = state
             .objects
             .iter()
-            .filter(|((v, k, ns, _), _)| {
+            .filter(|((v, k, ns, _), stored)| {
                 *v == info.api_version
                     && *k == info.kind
-                    && namespace.is_none_or(|n| !info.namespaced || n == ns)
+                    && selector
+                        .namespace
+                        .as_deref()
+                        .is_none_or(|n| !info.namespaced || n == ns)
+                    && labels.matches(&stored.live)
             })
             .map(|(_, s)| s.live.clone())
-            .collect())
+            .collect();
+        Ok(ObjectList {
+            items,
+            resource_version: state.resource_version.to_string(),
+        })
+    }
+
+    /// JSON merge patch of an object's status subresource: later applies keep it.
+    pub(crate) fn merge_status_sync(&self, resource: &ResourceRef, patch: &Value) -> Result<Value> {
+        let mut state = self.state.lock().unwrap();
+        let info = Self::kind_of(&state, &resource.api_version, &resource.kind)?;
+        let key = Self::key(&info, resource.namespace.as_deref(), &resource.name);
+        if !state.objects.contains_key(&key) {
+            return Err(Error::not_found(&resource.kind, &resource.name));
+        }
+        state.resource_version += 1;
+        let version = state.resource_version;
+        let stored = state.objects.get_mut(&key).expect("checked");
+        if stored.status.is_null() {
+            stored.status = stored.live["status"].clone();
+        }
+        merge(&mut stored.status, patch);
+        stored.live["status"] = stored.status.clone();
+        stored.live["metadata"]["resourceVersion"] = json!(version.to_string());
+        let live = stored.live.clone();
+        self.record(&mut state, &info, WatchEvent::Modified(live.clone()));
+        Ok(live)
     }
 
     pub(crate) fn delete_sync(&self, resource: &ResourceRef) -> Result<bool> {
@@ -425,57 +565,154 @@ impl MemoryCluster {
                 gone.push((kind, stored.live));
             }
         }
-        drop(state);
-        for (kind, live) in gone {
-            self.emit(&kind, WatchEvent::Deleted(live));
+        for (kind, mut live) in gone {
+            // A deletion is a change of its own, with its own resource version.
+            state.resource_version += 1;
+            live["metadata"]["resourceVersion"] = json!(state.resource_version.to_string());
+            self.record(&mut state, &kind, WatchEvent::Deleted(live));
         }
         Ok(true)
     }
 
-    /// Current objects as `Added`, then changes, for one kind.
+    /// Changes to what `selector` covers after `resource_version` (`""` or `"0"`: the
+    /// current objects first, as added), with a bookmark when idle for the bookmark interval;
+    /// [`WatchEvent::Expired`] for a version before the history, or for a watch that fell
+    /// [`WATCH_BUFFER`] changes behind. Ends when [`close_watches`](Self::close_watches) is
+    /// called.
     pub(crate) fn watch_sync(
         &self,
-        api_version: &str,
-        kind: &str,
-        namespace: Option<&str>,
+        selector: &Selector,
+        resource_version: &str,
     ) -> Result<BoxStream<'static, Result<WatchEvent>>> {
-        // Subscribe before listing, so nothing falls between the two.
+        let labels = LabelSelector::parse(selector.labels.as_deref().unwrap_or_default())?;
+        let from = match resource_version {
+            "" | "0" => None,
+            v => Some(v.parse::<u64>().map_err(|_| {
+                Error::invalid(
+                    "resourceVersion",
+                    format!("{v:?} is not a resource version"),
+                )
+            })?),
+        };
+        // Subscribe under the lock, so nothing falls between what is replayed and what comes.
+        let state = self.state.lock().unwrap();
+        let info = Self::kind_of(&state, &selector.api_version, &selector.kind)?;
         let receiver = self.events.subscribe();
-        let current = self.list_sync(api_version, kind, namespace)?;
-        let (api_version, kind) = (api_version.to_owned(), kind.to_owned());
-        let namespace = namespace.map(str::to_owned);
-        let initial = futures::stream::iter(current.into_iter().map(|o| Ok(WatchEvent::Added(o))));
-        let changes = tokio_stream_of(receiver).filter_map(move |(info, event)| {
-            let matches = info.api_version == api_version
-                && info.kind == kind
-                && namespace.as_deref().is_none_or(|n| {
-                    let object = match &event {
-                        WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => {
-                            o
-                        }
-                    };
-                    object["metadata"]["namespace"].as_str() == Some(n)
-                });
-            async move { matches.then_some(Ok(event)) }
-        });
-        Ok(initial.chain(changes).boxed())
+        let this_kind = info.clone();
+        let covers = {
+            let selector = selector.clone();
+            move |kind: &KindInfo, object: &Value| {
+                *kind == info
+                    && (!info.namespaced
+                        || selector
+                            .namespace
+                            .as_deref()
+                            .is_none_or(|n| object["metadata"]["namespace"].as_str() == Some(n)))
+                    && labels.matches(object)
+            }
+        };
+        let initial: Vec<Result<WatchEvent>> = match from {
+            None => state
+                .objects
+                .iter()
+                .filter(|((v, k, _, _), s)| {
+                    *v == this_kind.api_version
+                        && *k == this_kind.kind
+                        && covers(&this_kind, &s.live)
+                })
+                .map(|(_, s)| Ok(WatchEvent::Added(s.live.clone())))
+                .collect(),
+            Some(from) if from < state.compacted_through => {
+                return Ok(futures::stream::iter([Ok(WatchEvent::Expired)]).boxed());
+            }
+            Some(from) => state
+                .history
+                .iter()
+                .filter(|(version, kind, event)| {
+                    *version > from && event.object().is_some_and(|o| covers(kind, o))
+                })
+                .map(|(_, _, event)| Ok(event.clone()))
+                .collect(),
+        };
+        let start = state.resource_version;
+        let interval = state.bookmark_interval;
+        drop(state);
+        let watch = LiveWatch {
+            receiver,
+            closer: self.closer.subscribe(),
+            last_seen: start,
+            interval,
+            covers: Box::new(covers),
+            _open: OpenWatch::new(&self.open_watches),
+        };
+        Ok(futures::stream::iter(initial).chain(watch.stream()).boxed())
     }
 }
 
-/// A broadcast receiver as a stream (lagging receivers skip what they missed).
-fn tokio_stream_of<T: Clone + Send + 'static>(
-    receiver: broadcast::Receiver<T>,
-) -> BoxStream<'static, T> {
-    futures::stream::unfold(receiver, |mut receiver| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(item) => return Some((item, receiver)),
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
+/// Counts a watch as open while it lives.
+struct OpenWatch(Arc<AtomicUsize>);
+
+impl OpenWatch {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        OpenWatch(count.clone())
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+type Covers = Box<dyn Fn(&KindInfo, &Value) -> bool + Send + Sync>;
+
+/// The live part of a watch: changes after it started, bookmarks when idle.
+struct LiveWatch {
+    receiver: broadcast::Receiver<Change>,
+    closer: tokio::sync::watch::Receiver<(u64, bool)>,
+    /// Every change up to this version has been seen (sent or filtered out).
+    last_seen: u64,
+    interval: Duration,
+    covers: Covers,
+    _open: OpenWatch,
+}
+
+impl LiveWatch {
+    fn stream(self) -> BoxStream<'static, Result<WatchEvent>> {
+        futures::stream::unfold(Some(self), |watch| async move {
+            let mut watch = watch?;
+            loop {
+                tokio::select! {
+                    changed = watch.closer.changed() => {
+                        let expired = changed.is_ok() && watch.closer.borrow().1;
+                        return expired.then_some((Ok(WatchEvent::Expired), None));
+                    }
+                    received = watch.receiver.recv() => match received {
+                        Ok((version, kind, event)) => {
+                            if version <= watch.last_seen {
+                                continue;
+                            }
+                            watch.last_seen = version;
+                            if event.object().is_some_and(|o| (watch.covers)(&kind, o)) {
+                                return Some((Ok(event), Some(watch)));
+                            }
+                        }
+                        // Fell behind: what a real API server says to a watch it cannot serve.
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            return Some((Ok(WatchEvent::Expired), None));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                    () = tokio::time::sleep(watch.interval) => {
+                        let bookmark = WatchEvent::Bookmark(watch.last_seen.to_string());
+                        return Some((Ok(bookmark), Some(watch)));
+                    }
+                }
             }
-        }
-    })
-    .boxed()
+        })
+        .boxed()
+    }
 }
 
 /// Removes from `target` the `null` leaves of `removals`, descending only where `target` has
@@ -613,12 +850,15 @@ impl Cluster for MemoryCluster {
         self.delete_sync(resource)
     }
 
+    async fn list_selected(&self, selector: &Selector) -> Result<ObjectList> {
+        self.list_selected_sync(selector)
+    }
+
     async fn watch(
         &self,
-        api_version: &str,
-        kind: &str,
-        namespace: Option<&str>,
+        selector: &Selector,
+        resource_version: &str,
     ) -> Result<BoxStream<'static, Result<WatchEvent>>> {
-        self.watch_sync(api_version, kind, namespace)
+        self.watch_sync(selector, resource_version)
     }
 }
