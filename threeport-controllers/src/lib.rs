@@ -15,6 +15,8 @@ mod aws;
 mod clusters;
 #[cfg(feature = "aws")]
 mod eks;
+#[cfg(feature = "kubernetes")]
+pub mod health;
 mod passive;
 #[cfg(feature = "kubernetes")]
 mod runtime;
@@ -49,6 +51,8 @@ pub use aws::{
 pub use clusters::{ClusterProvider, KubeClusters, SingleCluster};
 #[cfg(feature = "aws")]
 pub use eks::{CONNECTION_TOKEN_FIELD, EksReconciler, SERVICE_ACCOUNT, SYSTEM_NAMESPACE};
+#[cfg(feature = "kubernetes")]
+pub use health::{HealthConfig, HealthWatchers};
 pub use passive::{PASSIVE_KINDS, PassiveReconciler};
 #[cfg(feature = "kubernetes")]
 pub use runtime::{CLUSTER_READY, RuntimeReconciler};
@@ -67,6 +71,9 @@ pub struct Providers {
     pub aws: Arc<dyn AwsProvider>,
     /// Seals what controllers keep secret in status (database passwords).
     pub sealer: Arc<seal::Sealer>,
+    /// Timings of the runtimes' health watches.
+    #[cfg(feature = "kubernetes")]
+    pub health: HealthConfig,
 }
 
 /// Starts one controller: its reconciler, made from the providers, on the backends,
@@ -135,6 +142,9 @@ const CONTROLLERS: &[(&str, Follows, Start)] = &[
             (SecretInstance::KIND, Via::ReferencedBy),
         ],
         |p, b, c, s| {
+            // Health of what the instances run comes from watching the runtimes.
+            let watchers = HealthWatchers::new(p.clusters.clone(), b.clone(), p.health.clone());
+            tokio::spawn(watchers.run(s.clone()));
             let reconciler = WorkloadInstanceReconciler::new(p.clusters.clone(), p.sealer.clone());
             run(reconciler, b, c, s)
         },

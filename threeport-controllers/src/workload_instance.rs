@@ -248,6 +248,18 @@ impl Reconciler for WorkloadInstanceReconciler {
                     .as_str()
                     .unwrap_or_default()
                     .to_owned(),
+                health: None,
+            })
+            .map(|mut resource| {
+                // The watcher's last word on it stands until it says otherwise.
+                resource.health = instance
+                    .status
+                    .details
+                    .resources
+                    .iter()
+                    .find(|r| reference(r) == reference(&resource))
+                    .and_then(|r| r.health.clone());
+                resource
             })
             .collect();
         // What an earlier apply put there and the manifests no longer have goes.

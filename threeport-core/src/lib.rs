@@ -63,6 +63,7 @@
 pub mod bus;
 pub mod conformance;
 pub mod error;
+pub mod health;
 pub mod lock;
 pub mod memory;
 pub mod object;

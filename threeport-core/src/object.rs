@@ -250,6 +250,13 @@ pub struct Event {
     pub first_seen: Timestamp,
     /// Latest occurrence.
     pub last_seen: Timestamp,
+    /// Identity of an event observed elsewhere (a Kubernetes event's UID): an event with the
+    /// same one replaces it rather than adding another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// What it is about, when not the object itself (`Pod shop/web-5d9c`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub about: Option<String>,
 }
 
 /// Observed state: the shared lifecycle, conditions and events, plus kind-specific `details`.
@@ -372,7 +379,34 @@ impl<S> Status<S> {
             count: 1,
             first_seen: at,
             last_seen: at,
+            uid: None,
+            about: None,
         });
+    }
+
+    /// Records an event observed elsewhere (it has a `uid`): one with the same uid is
+    /// updated in place (count, last seen, message), so observing the same event again,
+    /// after a restart or from another replica, never duplicates it; a new one is appended,
+    /// the oldest dropped beyond [`MAX_EVENTS`]. Returns whether anything changed.
+    pub fn observe_event(&mut self, event: Event) -> bool {
+        if let Some(existing) = self
+            .events
+            .iter_mut()
+            .find(|e| e.uid.is_some() && e.uid == event.uid)
+        {
+            let changed = existing.count != event.count
+                || existing.last_seen != event.last_seen
+                || existing.message != event.message;
+            existing.count = event.count;
+            existing.last_seen = event.last_seen;
+            existing.message = event.message;
+            return changed;
+        }
+        if self.events.len() >= MAX_EVENTS {
+            self.events.remove(0);
+        }
+        self.events.push(event);
+        true
     }
 
     /// A copy of the shared fields with other kind-specific details.
@@ -819,6 +853,37 @@ mod tests {
         assert_eq!(
             status.events.last().unwrap().message,
             format!("step {}", MAX_EVENTS + 4)
+        );
+    }
+
+    #[test]
+    fn observed_events_are_kept_once_per_uid() {
+        let mut status = Status::<()>::default();
+        let event = |uid: &str, count: u32| Event {
+            type_: EventType::Warning,
+            reason: "BackOff".into(),
+            message: "Back-off restarting failed container".into(),
+            count,
+            first_seen: now(),
+            last_seen: now(),
+            uid: Some(uid.into()),
+            about: Some("Pod shop/web-1".into()),
+        };
+        assert!(status.observe_event(event("a", 1)));
+        assert!(
+            !status.observe_event(status.events[0].clone()),
+            "the same again"
+        );
+        assert!(status.observe_event(event("a", 3)));
+        assert_eq!((status.events.len(), status.events[0].count), (1, 3));
+        for i in 0..MAX_EVENTS {
+            status.observe_event(event(&format!("u{i}"), 1));
+        }
+        assert_eq!(status.events.len(), MAX_EVENTS);
+        assert_eq!(
+            status.events[0].uid.as_deref(),
+            Some("u0"),
+            "the oldest went"
         );
     }
 

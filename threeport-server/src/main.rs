@@ -149,6 +149,11 @@ struct PlaneArgs {
     #[arg(long, env = "THREEPORT_DATABASE_MAX_CONNECTIONS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     database_max_connections: u32,
+    /// How often (milliseconds) the workload-instance controller looks for runtimes to
+    /// watch the health of, and renews its hold on the ones it watches.
+    #[arg(long, env = "THREEPORT_HEALTH_POLL_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(50..=600_000))]
+    health_poll_ms: u64,
 }
 
 impl PlaneArgs {
@@ -158,6 +163,10 @@ impl PlaneArgs {
             clusters: Arc::new(KubeClusters::new(sealer.clone())),
             aws: Arc::new(SdkAws::new(sealer.clone(), self.aws_endpoint.clone())),
             sealer,
+            health: controllers::HealthConfig {
+                poll: std::time::Duration::from_millis(self.health_poll_ms),
+                ..Default::default()
+            },
         }
     }
 

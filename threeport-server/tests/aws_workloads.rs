@@ -160,6 +160,7 @@ async fn an_eks_runtime_is_provisioned_connected_used_and_torn_down_without_leak
                 definition: definition.id(),
                 location: "Europe:Paris".into(),
                 default_runtime: true,
+                agent: false,
                 connection: None,
             },
         )
@@ -332,6 +333,7 @@ async fn databases_buckets_and_secrets_become_part_of_their_workload() {
                 definition: runtime_definition.id(),
                 location: "Europe:Paris".into(),
                 default_runtime: true,
+                agent: false,
                 connection: None,
             },
         )

@@ -239,6 +239,7 @@ mod cluster_controllers {
                     definition: def.id(),
                     location: "Europe:Paris".into(),
                     default_runtime: true,
+                    agent: false,
                     connection: None,
                 },
             )
@@ -317,6 +318,7 @@ mod cluster_controllers {
                     definition: def.id(),
                     location: "Europe:Paris".into(),
                     default_runtime: true,
+                    agent: false,
                     connection: Some(ConnectionData {
                         api_endpoint: "https://k8s.example.com".into(),
                         ca_certificate: None,

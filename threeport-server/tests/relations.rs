@@ -157,6 +157,7 @@ impl Plane {
             clusters: Arc::new(SingleCluster(Arc::new(cluster.clone()))),
             aws: Arc::new(FixedAws(AwsServices::memory(Arc::new(MemoryAws::new())))),
             sealer: sealer.clone(),
+            health: Default::default(),
         };
         let violations = Arc::new(Mutex::new(Vec::new()));
         let removals = Arc::new(Mutex::new(Vec::new()));

@@ -141,6 +141,11 @@ pub struct KubernetesRuntimeInstance {
     /// status ([`RuntimeStatus::connection`]); this one wins when both are set.
     #[serde(default)]
     pub connection: Option<ConnectionData>,
+    /// Watched by a threeport agent inside the cluster (`threeport-server agent`, installed by
+    /// the runtime controller) instead of from the control plane: for clusters the control
+    /// plane cannot reach.
+    #[serde(default)]
+    pub agent: bool,
 }
 
 /// What the runtime controller observed.

@@ -2,8 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use threeport_core::health::{Health, HealthStatus, aggregate};
 use threeport_core::object::Reference;
-use threeport_core::{ApiObject, ObjectId, ValidationError};
+use threeport_core::{ApiObject, Event, ObjectId, ValidationError};
 use utoipa::ToSchema;
 
 use super::{
@@ -113,6 +114,60 @@ pub struct AppliedResource {
     pub name: String,
     /// The live object's resource version after the last apply.
     pub resource_version: String,
+    /// Its live health, as the runtime's watcher last saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub health: Option<Health>,
+}
+
+impl AppliedResource {
+    /// Whether this is the resource `other` names (same API version, kind, namespace, name).
+    pub fn is(&self, other: &ResourceHealth) -> bool {
+        self.api_version == other.api_version
+            && self.kind == other.kind
+            && self.namespace == other.namespace
+            && self.name == other.name
+    }
+}
+
+/// What a cluster watcher saw of one workload instance's objects (the control plane's own
+/// watcher, or the agent in the cluster reporting through
+/// `PUT /v0/workload-instances/{id}/health`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthReport {
+    /// The instance's health: the worst of its resources and of the pods they run.
+    #[schema(value_type = Object)]
+    pub health: Health,
+    /// Each resource threeport applied, with its health.
+    #[serde(default)]
+    pub resources: Vec<ResourceHealth>,
+    /// Kubernetes events about its objects and their pods (identified by the events' UIDs).
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<Event>,
+    /// The kinds the watcher covers (`apps/v1/Deployment`): an applied resource of one of
+    /// these that the report lacks is missing from the cluster.
+    #[serde(default)]
+    pub watched_kinds: Vec<String>,
+}
+
+/// One live resource's health in a [`HealthReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceHealth {
+    /// `apps/v1`.
+    pub api_version: String,
+    /// `Deployment`.
+    pub kind: String,
+    /// Namespace (none for cluster-scoped kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Its health.
+    #[schema(value_type = Object)]
+    pub health: Health,
 }
 
 /// What the workload-instance controller deployed, and where.
@@ -124,8 +179,60 @@ pub struct WorkloadInstanceStatus {
     /// The namespace threeport generated for it, if the manifests brought none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// Every resource applied, in apply order.
+    /// Every resource applied, in apply order, with its live health.
     pub resources: Vec<AppliedResource>,
+    /// The workload's health on its cluster (`None` until a watcher has reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub health: Option<Health>,
+}
+
+impl WorkloadInstanceStatus {
+    /// Takes in a watcher's report: the health, each resource's health, the events (kept once
+    /// per UID). Returns whether anything changed.
+    pub fn observe(&mut self, report: &HealthReport) -> bool {
+        let mut changed = false;
+        let mut missing = Vec::new();
+        for resource in &mut self.resources {
+            let watched = report
+                .watched_kinds
+                .iter()
+                .any(|k| *k == format!("{}/{}", resource.api_version, resource.kind));
+            let health = match report.resources.iter().find(|r| resource.is(r)) {
+                Some(found) => Some(found.health.clone()),
+                None if watched => {
+                    missing.push(resource.clone());
+                    Some(Health::new(HealthStatus::Down, "not found on the cluster"))
+                }
+                None => None,
+            };
+            if health.is_some() && resource.health != health {
+                resource.health = health;
+                changed = true;
+            }
+        }
+        let down = Health::new(HealthStatus::Down, "not found on the cluster");
+        let names: Vec<String> = missing
+            .iter()
+            .map(|r| match &r.namespace {
+                Some(ns) => format!("{} {ns}/{}", r.kind, r.name),
+                None => format!("{} {}", r.kind, r.name),
+            })
+            .collect();
+        let health = aggregate(
+            std::iter::once((String::new(), &report.health))
+                .chain(names.into_iter().map(|name| (name, &down))),
+        );
+        // The report's own reason already names its part.
+        let health = if health.status == report.health.status {
+            report.health.clone()
+        } else {
+            health
+        };
+        changed |= self.health.as_ref() != Some(&health);
+        self.health = Some(health);
+        changed
+    }
 }
 
 /// Label on every resource threeport deploys for a workload instance: the instance's id.

@@ -850,7 +850,7 @@ impl<R: Reconciler> Worker<R> {
         if delivery.notification.operation == Operation::Followed {
             return self.map_followed(delivery).await;
         }
-        let key = format!("{}/{id}", self.reconciler.kind());
+        let key = super::lease_key(self.reconciler.kind(), id);
         let mut lease = None;
         // A re-run is for a notification that arrived during the previous run, not for the
         // delivery's own (maybe a resync's).

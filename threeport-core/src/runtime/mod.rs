@@ -4,9 +4,11 @@
 mod backoff;
 mod controller;
 mod metrics;
+mod observed;
 mod reconciler;
 
 pub use backoff::Backoff;
 pub use controller::{Backends, Controller, ControllerConfig, MapFn};
 pub use metrics::{ControllerMetrics, ReconcileResult};
+pub use observed::{ObservedWrite, lease_key, write_observed_status};
 pub use reconciler::{Action, Context, ReconcileError, Reconciler};

@@ -1,0 +1,98 @@
+//! Where health reports go, and how one is written into a workload instance's status.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use threeport_api::model::{HealthReport, WorkloadInstance, WorkloadInstanceStatus};
+use threeport_core::runtime::{ObservedWrite, write_observed_status};
+use threeport_core::{ApiObject, Backends, ObjectId, Result};
+
+/// What became of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported {
+    /// Recorded (or already what the status said).
+    Recorded,
+    /// Not now (the instance is being reconciled): send it again shortly.
+    Busy,
+    /// The instance does not exist: forget it.
+    Gone,
+}
+
+/// Takes a runtime watcher's reports.
+#[async_trait]
+pub trait HealthSink: Send + Sync + std::fmt::Debug + 'static {
+    /// Records what the watcher saw of `instance` (a WorkloadInstance).
+    async fn report(&self, instance: ObjectId, report: &HealthReport) -> Result<Reported>;
+}
+
+/// How long [`record_health`] waits for a reconcile to release an instance.
+const BUSY_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Writes `report` into workload instance `id`'s status under the instance's lease, so it
+/// neither races nor is lost to a reconcile: health, each resource's health, events kept
+/// once per UID. Waits a little while a reconcile holds the lease, then says
+/// [`Reported::Busy`].
+pub async fn record_health(
+    backends: &Backends,
+    id: ObjectId,
+    report: &HealthReport,
+    holder: &str,
+) -> Result<Reported> {
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let written =
+            write_observed_status(backends, WorkloadInstance::KIND, id, holder, |status| {
+                let Ok(mut details) =
+                    serde_json::from_value::<WorkloadInstanceStatus>(status.details.clone())
+                else {
+                    return false;
+                };
+                let mut changed = details.observe(report);
+                for event in &report.events {
+                    changed |= status.observe_event(event.clone());
+                }
+                if changed {
+                    match serde_json::to_value(&details) {
+                        Ok(value) => status.details = value,
+                        Err(_) => return false,
+                    }
+                }
+                changed
+            })
+            .await?;
+        match written {
+            ObservedWrite::Written(_) | ObservedWrite::Unchanged => return Ok(Reported::Recorded),
+            ObservedWrite::Gone => return Ok(Reported::Gone),
+            ObservedWrite::Busy if started.elapsed() >= BUSY_PATIENCE => return Ok(Reported::Busy),
+            ObservedWrite::Busy => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// Writes reports straight into the store (the control plane's own watchers).
+#[derive(Debug, Clone)]
+pub struct StoreSink {
+    backends: Backends,
+    holder: String,
+}
+
+impl StoreSink {
+    /// A sink writing through `backends`, taking instance leases as `holder`.
+    pub fn new(backends: Backends, holder: impl Into<String>) -> Self {
+        StoreSink {
+            backends,
+            holder: holder.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl HealthSink for StoreSink {
+    async fn report(&self, instance: ObjectId, report: &HealthReport) -> Result<Reported> {
+        record_health(&self.backends, instance, report, &self.holder).await
+    }
+}

@@ -1,0 +1,180 @@
+//! [`HealthWatchers`]: one [`RuntimeWatcher`] per runtime the control plane reaches, held by
+//! one replica at a time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use threeport_api::model::{KubernetesRuntimeInstance, runtime_connection};
+use threeport_core::{Api, Backends, Lease, ListQuery, Object, ObjectId};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{RuntimeWatcher, StoreSink};
+use crate::clusters::ClusterProvider;
+
+/// Timings of [`HealthWatchers`].
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// How often runtimes are looked at (new ones watched, gone ones stopped) and the
+    /// watch leases renewed.
+    pub poll: Duration,
+    /// How long a replica's hold on a runtime's watch lasts without renewal: another
+    /// replica takes over within this after one dies.
+    pub lease_ttl: Duration,
+    /// How often a watcher reports changes.
+    pub flush: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            poll: Duration::from_secs(5),
+            lease_ttl: Duration::from_secs(20),
+            flush: Duration::from_millis(100),
+        }
+    }
+}
+
+/// A runtime being watched here.
+struct Watching {
+    lease: Lease,
+    task: JoinHandle<()>,
+    /// The connection data it was started with: a change restarts it.
+    connection: String,
+}
+
+/// Watches the health of what runs on every runtime this control plane can reach and that
+/// has no agent of its own: one [`RuntimeWatcher`] per runtime, on the replica that holds
+/// the runtime's `health-watch/<id>` lease (so N controller replicas make one set of
+/// watches, and another takes over when that one stops).
+#[derive(Debug)]
+pub struct HealthWatchers {
+    clusters: Arc<dyn ClusterProvider>,
+    backends: Backends,
+    config: HealthConfig,
+    holder: String,
+}
+
+impl HealthWatchers {
+    /// Watchers reaching clusters through `clusters`, writing through `backends`.
+    pub fn new(
+        clusters: Arc<dyn ClusterProvider>,
+        backends: Backends,
+        config: HealthConfig,
+    ) -> Self {
+        HealthWatchers {
+            clusters,
+            backends,
+            config,
+            holder: format!("health-{}", ObjectId::new()),
+        }
+    }
+
+    /// Runs until `shutdown`; then stops every watcher and gives up its leases.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut watching: HashMap<ObjectId, Watching> = HashMap::new();
+        loop {
+            self.look(&mut watching).await;
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(self.config.poll) => {}
+            }
+        }
+        for (_, watch) in watching.drain() {
+            self.stop(watch).await;
+        }
+    }
+
+    async fn stop(&self, watch: Watching) {
+        watch.task.abort();
+        let _ = self.backends.locker.release(&watch.lease).await;
+    }
+
+    /// Starts, keeps and stops watchers to match the runtimes there are now.
+    async fn look(&self, watching: &mut HashMap<ObjectId, Watching>) {
+        let runtimes = match Api::<KubernetesRuntimeInstance>::new(self.backends.store.clone())
+            .list_all(&ListQuery::default())
+            .await
+        {
+            Ok(runtimes) => runtimes,
+            Err(err) => {
+                tracing::warn!(error = %err, "listing runtimes for health watches failed");
+                return;
+            }
+        };
+        let wanted: HashMap<ObjectId, &Object<KubernetesRuntimeInstance>> = runtimes
+            .iter()
+            .filter(|r| !r.is_deleting() && !r.spec.agent && runtime_connection(r).is_some())
+            .map(|r| (r.id(), r))
+            .collect();
+        let stale: Vec<ObjectId> = watching
+            .iter()
+            .filter(|(id, watch)| {
+                wanted
+                    .get(id)
+                    .is_none_or(|r| connection_of(r) != watch.connection)
+                    || watch.task.is_finished()
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(watch) = watching.remove(&id) {
+                tracing::info!(runtime = %id, "health watch stopped");
+                self.stop(watch).await;
+            }
+        }
+        for (id, runtime) in wanted {
+            if let Some(watch) = watching.get_mut(&id) {
+                match self.backends.locker.renew(&watch.lease).await {
+                    Ok(renewed) => watch.lease = renewed,
+                    Err(err) => {
+                        tracing::info!(runtime = %id, error = %err, "health watch lease lost; stopping");
+                        if let Some(watch) = watching.remove(&id) {
+                            watch.task.abort();
+                        }
+                    }
+                }
+                continue;
+            }
+            let key = format!("health-watch/{id}");
+            let lease = match self
+                .backends
+                .locker
+                .acquire(&key, &self.holder, self.config.lease_ttl)
+                .await
+            {
+                Ok(Some(lease)) => lease,
+                // Another replica watches it.
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(runtime = %id, error = %err, "taking a health watch lease failed");
+                    continue;
+                }
+            };
+            let cluster = match self.clusters.cluster(runtime).await {
+                Ok(cluster) => cluster,
+                Err(err) => {
+                    tracing::warn!(runtime = %id, error = %err, "cannot reach the runtime to watch it");
+                    let _ = self.backends.locker.release(&lease).await;
+                    continue;
+                }
+            };
+            let sink = Arc::new(StoreSink::new(self.backends.clone(), self.holder.clone()));
+            let watcher = RuntimeWatcher::new(cluster, sink).flush_every(self.config.flush);
+            tracing::info!(runtime = %id, name = %runtime.meta.name, "health watch started");
+            watching.insert(
+                id,
+                Watching {
+                    lease,
+                    task: tokio::spawn(watcher.run()),
+                    connection: connection_of(runtime),
+                },
+            );
+        }
+    }
+}
+
+fn connection_of(runtime: &Object<KubernetesRuntimeInstance>) -> String {
+    serde_json::to_string(&runtime_connection(runtime)).unwrap_or_default()
+}
