@@ -414,6 +414,21 @@ impl Client {
         Ok(created.items)
     }
 
+    /// Reports what a cluster watcher saw of workload instance `instance`
+    /// (`PUT /v0/workload-instances/{id}/health`), as the in-cluster agent does. Safe to
+    /// repeat: a report is the whole current picture, and events are kept once per UID.
+    /// `Unavailable` while a reconcile holds the instance (after the client's retries).
+    pub async fn report_health(
+        &self,
+        instance: ObjectId,
+        report: &crate::model::HealthReport,
+    ) -> Result<(), ClientError> {
+        let url = format!("{}/v0/workload-instances/{instance}/health", self.base);
+        let request = self.request(Method::PUT, &url).json(report);
+        let _: Value = self.send(request, Repeat::Safe).await?;
+        Ok(())
+    }
+
     /// The server's release (`GET /version`).
     pub async fn server_version(&self) -> Result<String, ClientError> {
         let request = self.request(Method::GET, &format!("{}/version", self.base));

@@ -15,7 +15,6 @@ mod aws;
 mod clusters;
 #[cfg(feature = "aws")]
 mod eks;
-#[cfg(feature = "kubernetes")]
 pub mod health;
 mod passive;
 #[cfg(feature = "kubernetes")]

@@ -105,6 +105,21 @@ impl KubeCluster {
         })
     }
 
+    /// The cluster this process runs in, through its service account (what the in-cluster
+    /// agent uses).
+    pub fn in_cluster() -> Result<Self> {
+        let config = kube::Config::incluster()
+            .map_err(|e| Error::invalid("connection", format!("not running in a cluster: {e}")))?;
+        let endpoint = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config)
+            .map_err(|e| Error::invalid("connection", format!("cannot build a client: {e}")))?;
+        Ok(KubeCluster {
+            client,
+            endpoint,
+            kinds: Mutex::new(HashMap::new()),
+        })
+    }
+
     fn config(connection: &ClusterConnection) -> Result<kube::Config> {
         use base64::Engine as _;
         let cluster_url = connection

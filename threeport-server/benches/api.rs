@@ -64,6 +64,7 @@ async fn run(creates: usize) {
         ApiState {
             store: sql.store.clone(),
             bus,
+            locker: Arc::new(threeport_core::MemoryLocker::new()),
             kinds: Arc::new(model::registry()),
 
             sealer: Arc::new(threeport_server::Sealer::ephemeral().unwrap()),

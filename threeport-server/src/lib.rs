@@ -23,6 +23,7 @@
 //! let app = router(ApiState {
 //!     store: Arc::new(MemoryStore::new()),
 //!     bus: Arc::new(threeport_core::MemoryBus::new()),
+//!     locker: Arc::new(threeport_core::MemoryLocker::new()),
 //!     sealer: Arc::new(threeport_server::Sealer::ephemeral().unwrap()),
 //!     kinds: Arc::new(KindRegistry::new().with::<AwsAccount>()),
 //! });
@@ -36,9 +37,11 @@
 //! ([`auth`]), and the operational endpoints ([`ops`]). [`plane::open`] opens the backends the
 //! `threeport-server` binary runs on.
 
+pub mod agent;
 pub mod auth;
 pub mod batch;
 pub mod composite;
+pub mod health;
 pub mod model;
 pub mod openapi;
 pub mod ops;
@@ -79,6 +82,7 @@ pub fn app(api: ApiState, tokens: Option<Arc<TokenSet>>, ops: Ops) -> Router {
     let docs = openapi::routes(&api.kinds);
     let mut api_routes = router(api.clone())
         .merge(composite::routes(api.clone()))
+        .merge(health::routes(api.clone()))
         .merge(batch::routes(api));
     if let Some(tokens) = tokens {
         api_routes = api_routes.layer(middleware::from_fn_with_state(tokens, auth::require_token));

@@ -62,12 +62,43 @@ enum Command {
         #[arg(long, env = "THREEPORT_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
     },
+    /// Watches the cluster it runs in and reports workload health and events to the API:
+    /// for clusters the control plane cannot reach (a runtime with `agent: true`).
+    Agent(AgentArgs),
     /// Mints an API token and prints it once.
     Token {
         /// Append the token's hash to this token file (created if missing).
         #[arg(long)]
         add_to: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// The control plane's API (`https://threeport.example.com`).
+    #[arg(long, env = "THREEPORT_API_URL")]
+    api_url: String,
+    /// The agent's API token.
+    #[arg(long, env = "THREEPORT_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// PEM file of the CA that signs the API's certificate (default: the system's roots).
+    #[arg(long, env = "THREEPORT_API_CA")]
+    api_ca: Option<PathBuf>,
+    /// A kubeconfig file to reach the cluster with, instead of the pod's service account.
+    #[arg(long, env = "THREEPORT_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// The Kubernetes API server's URL, instead of the pod's service account (with
+    /// `--kube-token`, if it wants one).
+    #[arg(long, env = "THREEPORT_KUBE_URL", conflicts_with = "kubeconfig")]
+    kube_url: Option<String>,
+    /// Bearer token for `--kube-url`.
+    #[arg(
+        long,
+        env = "THREEPORT_KUBE_TOKEN",
+        hide_env_values = true,
+        requires = "kube_url"
+    )]
+    kube_token: Option<String>,
 }
 
 #[derive(Args)]
@@ -233,6 +264,7 @@ fn main() -> ExitCode {
                 plane,
                 metrics_listen,
             } => controller(&names, &plane, metrics_listen).await,
+            Command::Agent(args) => agent(args).await,
             Command::Token { add_to } => token(add_to.as_deref()),
         }
     });
@@ -325,6 +357,7 @@ async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
     let state = ApiState {
         store: plane.store.clone(),
         bus: plane.bus.clone(),
+        locker: plane.locker.clone(),
         kinds: Arc::new(model::registry()),
         sealer: sealer.clone(),
     };
@@ -438,6 +471,52 @@ async fn controller(
     }
     let _ = relay.await;
     Ok(())
+}
+
+/// Watches the cluster the agent reaches and reports to the API until a stop signal.
+async fn agent(args: AgentArgs) -> Result<(), String> {
+    use threeport_k8s::{ClusterConnection, KubeCluster};
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let cluster = match (&args.kubeconfig, &args.kube_url) {
+        (Some(path), _) => {
+            let connection = ClusterConnection {
+                kubeconfig: Some(read(path)?),
+                ..ClusterConnection::default()
+            };
+            KubeCluster::connect(&connection).await
+        }
+        (None, Some(url)) => {
+            let connection = ClusterConnection {
+                api_endpoint: url.clone(),
+                token: args.kube_token.clone(),
+                ..ClusterConnection::default()
+            };
+            KubeCluster::connect(&connection).await
+        }
+        (None, None) => KubeCluster::in_cluster(),
+    }
+    .map_err(|e| e.to_string())?;
+    let mut client = threeport_api::Client::builder(args.api_url.clone());
+    if let Some(token) = &args.api_token {
+        client = client.token(token.clone());
+    }
+    if let Some(path) = &args.api_ca {
+        client = client.ca_pem(read(path)?);
+    }
+    let client = client.build().map_err(|e| e.to_string())?;
+    let sink = Arc::new(threeport_server::agent::ApiSink::new(client));
+    let watcher = controllers::health::RuntimeWatcher::new(Arc::new(cluster), sink);
+    println!("threeport agent reporting to {}", args.api_url);
+    println!("ready");
+    tokio::select! {
+        () = watcher.run() => Err("the watcher stopped".to_owned()),
+        () = stop_signal() => {
+            tracing::info!("stopping");
+            Ok(())
+        }
+    }
 }
 
 /// Runs an outbox relay from `plane`'s store to its bus until `shutdown`. Every process that

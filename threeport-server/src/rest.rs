@@ -54,6 +54,9 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// Where secret values go (everything else is notified through the store's outbox).
     pub bus: Arc<dyn Bus>,
+    /// The controllers' object leases: what reports written outside a reconcile (agents'
+    /// health reports) take, so they never race one.
+    pub locker: Arc<dyn threeport_core::Locker>,
     /// The kinds served.
     pub kinds: Arc<KindRegistry>,
     /// Encrypts the kinds' sealed fields before they are stored.

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 use common::process::{
-    BINARY, Server, controllers, metrics_text, send, serve, start, temp_dir, wait_reconciled,
+    BINARY, Server, agent, controllers, metrics_text, send, serve, start, temp_dir, wait_reconciled,
 };
 
 fn files_contain(dir: &Path, needle: &[u8]) -> bool {
@@ -463,6 +463,150 @@ async fn an_api_and_two_controller_processes_on_postgres_and_nats() {
         assert!(controller.terminate().await.success());
     }
     assert!(api.terminate().await.success());
+}
+
+/// A runtime watched by `threeport-server agent` (as if inside the cluster) instead of the
+/// control plane: the agent reports health and events through the API with its own token;
+/// killed and started again, it duplicates no event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_reports_health_through_the_api() {
+    use threeport_k8s::{FakeApiServer, MemoryCluster, PodState, ResourceRef};
+    use threeport_server::auth::mint_token;
+    let kube = FakeApiServer::start_with_token(MemoryCluster::new(), "cluster-token")
+        .await
+        .unwrap();
+    let data = temp_dir();
+    // A token for people and one of its own for the agent.
+    let (person, agent_token) = (mint_token().unwrap(), mint_token().unwrap());
+    let tokens = data.join("tokens");
+    std::fs::write(&tokens, format!("{}\n{}\n", person.hash, agent_token.hash)).unwrap();
+    let server = serve(
+        &data,
+        &[
+            "--health-poll-ms",
+            "100",
+            "--token-file",
+            tokens.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let base = server.base.clone();
+    let token = person.token;
+    let http = common::http_client();
+    let api = |path: &str| format!("{base}/v0/{path}");
+    let definition = create(
+        &http,
+        api("kubernetes-runtime-definitions"),
+        &token,
+        json!({"name": "existing", "spec": {"infra_provider": "existing"}}),
+    )
+    .await;
+    create(
+        &http,
+        api("kubernetes-runtime-instances"),
+        &token,
+        json!({"name": "remote", "spec": {
+            "definition": definition, "location": "Europe:Paris", "default_runtime": true,
+            "agent": true,
+            "connection": {"api_endpoint": kube.url, "token": "cluster-token"}}}),
+    )
+    .await;
+    let yaml = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: nginx}]}\n";
+    let (_, instance) = deploy(&http, &base, &token, "web", yaml).await;
+    let url = api(&format!("workload-instances/{instance}"));
+    let deployed = wait_for(&http, &url, &token, |o| {
+        o["status"]["state"] == "reconciled"
+    })
+    .await;
+    let namespace = deployed["status"]["details"]["namespace"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deployment = ResourceRef {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        namespace: Some(namespace),
+        name: "web".into(),
+    };
+    // Nobody watches the runtime yet: the control plane leaves it to its agent.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(kube.cluster.open_watches(), 0);
+    let got = send(http.get(&url).bearer_auth(&token)).await.1;
+    assert!(got["status"]["details"]["health"].is_null(), "{got}");
+
+    let agent_flags = [
+        "--api-url",
+        base.as_str(),
+        "--api-token",
+        agent_token.token.as_str(),
+        "--kube-url",
+        kube.url.as_str(),
+        "--kube-token",
+        "cluster-token",
+    ];
+    let watching = agent(&agent_flags).await;
+    kube.cluster
+        .set_pods(&deployment, PodState::Ready, 1)
+        .unwrap();
+    wait_for(&http, &url, &token, |o| {
+        o["status"]["details"]["health"]["status"] == "healthy"
+    })
+    .await;
+    kube.cluster
+        .set_pods(&deployment, PodState::CrashLoop, 1)
+        .unwrap();
+    let degraded = wait_for(&http, &url, &token, |o| {
+        o["status"]["details"]["health"]["status"] == "degraded"
+            && o["status"]["events"]
+                .as_array()
+                .is_some_and(|e| e.iter().any(|e| e["reason"] == "BackOff"))
+    })
+    .await;
+    let uids = |o: &Value| -> Vec<String> {
+        o["status"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["uid"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let before = uids(&degraded);
+
+    // Killed and started again: it lists every event anew, and adds none twice.
+    watching.kill().await;
+    let watching = agent(&agent_flags).await;
+    kube.cluster
+        .set_pods(&deployment, PodState::Ready, 1)
+        .unwrap();
+    let healthy = wait_for(&http, &url, &token, |o| {
+        o["status"]["details"]["health"]["status"] == "healthy"
+    })
+    .await;
+    let after = uids(&healthy);
+    let mut unique = after.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), after.len(), "no event twice: {after:?}");
+    assert!(before.iter().all(|uid| after.contains(uid)));
+
+    // A report for an instance that does not exist, or a bad one, is refused clearly.
+    let missing = api("workload-instances/0190e8a0-0000-7000-8000-000000000000/health");
+    let report = json!({"health": {"status": "healthy"}});
+    let (status, _) = send(http.put(&missing).bearer_auth(&token).json(&report)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = send(
+        http.put(format!("{url}/health"))
+            .bearer_auth(&token)
+            .json(&json!({"health": {"status": "fine"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "health.status", "{body}");
+    let (status, _) = send(http.put(format!("{url}/health")).json(&report)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    assert!(watching.terminate().await.success());
+    assert!(server.terminate().await.success());
 }
 
 /// Polls `GET <url>` until `done` holds for the object.

@@ -24,6 +24,7 @@ async fn serve() -> (String, String) {
         ApiState {
             store: Arc::new(MemoryStore::new()),
             bus: Arc::new(MemoryBus::new()),
+            locker: Arc::new(threeport_core::MemoryLocker::new()),
             kinds: Arc::new(model::registry()),
 
             sealer: Arc::new(threeport_server::Sealer::ephemeral().unwrap()),

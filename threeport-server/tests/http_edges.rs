@@ -26,6 +26,7 @@ async fn serve(store: Arc<dyn Store>) -> (String, String) {
     let state = ApiState {
         store,
         bus: Arc::new(MemoryBus::new()),
+        locker: Arc::new(threeport_core::MemoryLocker::new()),
         kinds: Arc::new(model::registry()),
         sealer: Arc::new(Sealer::ephemeral().unwrap()),
     };

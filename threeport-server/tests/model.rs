@@ -16,6 +16,7 @@ async fn serve(bus: Arc<MemoryBus>) -> String {
         ApiState {
             store: Arc::new(MemoryStore::new()),
             bus,
+            locker: Arc::new(threeport_core::MemoryLocker::new()),
             kinds: Arc::new(model::registry()),
 
             sealer: Arc::new(threeport_server::Sealer::ephemeral().unwrap()),

@@ -193,6 +193,7 @@ impl Plane {
         let state = ApiState {
             store,
             bus,
+            locker: Arc::new(threeport_core::MemoryLocker::new()),
             kinds: Arc::new(model::registry()),
             sealer,
         };

@@ -62,6 +62,7 @@ async fn serve(store: Arc<dyn Store>) -> String {
     let state = ApiState {
         store,
         bus: Arc::new(threeport_core::MemoryBus::new()),
+        locker: Arc::new(threeport_core::MemoryLocker::new()),
         kinds: Arc::new(kinds),
         sealer: Arc::new(threeport_server::Sealer::ephemeral().unwrap()),
     };

@@ -58,6 +58,7 @@ async fn client_certificates_or_tokens_authenticate_over_https() {
         ApiState {
             store: Arc::new(MemoryStore::new()),
             bus: Arc::new(MemoryBus::new()),
+            locker: Arc::new(threeport_core::MemoryLocker::new()),
             kinds: Arc::new(model::registry()),
 
             sealer: Arc::new(threeport_server::Sealer::ephemeral().unwrap()),

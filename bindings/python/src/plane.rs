@@ -49,6 +49,7 @@ impl PlaneCore {
         let state = ApiState {
             store: memory.store.clone(),
             bus: memory.bus.clone(),
+            locker: memory.locker.clone(),
             kinds: Arc::new(threeport_server::model::registry()),
             sealer: Arc::new(Sealer::ephemeral().map_err(core_error)?),
         };

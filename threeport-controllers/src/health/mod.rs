@@ -19,9 +19,13 @@
 //! the same status and duplicates nothing.
 
 mod record;
+#[cfg(feature = "kubernetes")]
 mod supervisor;
+#[cfg(feature = "kubernetes")]
 mod watcher;
 
 pub use record::{HealthSink, Reported, StoreSink, record_health};
+#[cfg(feature = "kubernetes")]
 pub use supervisor::{HealthConfig, HealthWatchers};
+#[cfg(feature = "kubernetes")]
 pub use watcher::{RuntimeWatcher, WATCHED_KINDS};

@@ -141,6 +141,18 @@ pub async fn controllers(names: &[&str], flags: &[impl AsRef<str>]) -> (Server, 
     (process, metrics.expect("metrics address"))
 }
 
+/// Starts `agent` with `flags` and waits until it says it is ready.
+pub async fn agent(flags: &[&str]) -> Server {
+    let mut args = vec!["agent"];
+    args.extend(flags);
+    let child = launch(&args, |line| line == "ready", |_| {}).await;
+    Server {
+        child,
+        base: String::new(),
+        token: None,
+    }
+}
+
 /// The Prometheus text a process serves at `base`/metrics.
 pub async fn metrics_text(http: &reqwest::Client, base: &str) -> String {
     http.get(format!("{base}/metrics"))
