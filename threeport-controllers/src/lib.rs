@@ -8,6 +8,8 @@
 //! reach Kubernetes clusters come with the `kubernetes` feature, those that reach AWS with
 //! `aws` (both on by default; the Python package leaves them out).
 
+#[cfg(feature = "kubernetes")]
+pub mod agent;
 pub mod attached;
 #[cfg(feature = "aws")]
 mod aws;
@@ -54,7 +56,7 @@ pub use eks::{CONNECTION_TOKEN_FIELD, EksReconciler, SERVICE_ACCOUNT, SYSTEM_NAM
 pub use health::{HealthConfig, HealthWatchers};
 pub use passive::{PASSIVE_KINDS, PassiveReconciler};
 #[cfg(feature = "kubernetes")]
-pub use runtime::{CLUSTER_READY, RuntimeReconciler};
+pub use runtime::{AGENT_READY, CLUSTER_READY, RuntimeReconciler};
 pub use workload_definition::{WorkloadDefinitionReconciler, split_manifests};
 #[cfg(feature = "kubernetes")]
 pub use workload_instance::{FIELD_MANAGER, RUNTIME_READY, WorkloadInstanceReconciler};
@@ -153,7 +155,10 @@ const CONTROLLERS: &[(&str, Follows, Start)] = &[
         "kubernetes-runtime",
         // The EKS cluster it owns making progress.
         &[(AwsEksKubernetesRuntimeInstance::KIND, Via::Owning)],
-        |p, b, c, s| run(RuntimeReconciler::new(p.clusters.clone()), b, c, s),
+        |p, b, c, s| {
+            let reconciler = RuntimeReconciler::new(p.clusters.clone(), p.sealer.clone());
+            run(reconciler, b, c, s)
+        },
     ),
     #[cfg(feature = "aws")]
     ("aws-bucket", &[], |p, b, c, s| {

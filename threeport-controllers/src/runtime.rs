@@ -9,6 +9,11 @@
 //! the runtime follows it (its progress brings the runtime back; nobody polls) and deleting
 //! the runtime deletes it first (foreground cascade), so the cluster is torn down before the
 //! runtime goes.
+//!
+//! A runtime that asks for an agent (`spec.agent`) gets one installed on its cluster
+//! ([`agent_manifests`](crate::agent::agent_manifests)): it reports the health of what runs
+//! there through the API, and the control plane does not watch that cluster itself. Dropping
+//! `spec.agent`, or deleting the runtime, removes it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,20 +28,75 @@ use threeport_core::{
     Action, ApiObject, Context, Error, ErrorKind, Object, ObjectRef, ReconcileError, Reconciler,
 };
 
+use crate::agent::agent_manifests;
 use crate::clusters::ClusterProvider;
+use crate::seal::Sealer;
+use crate::workload_instance::FIELD_MANAGER;
 
 /// Reconciles `KubernetesRuntimeInstance` objects.
 #[derive(Debug, Clone)]
 pub struct RuntimeReconciler {
     clusters: Arc<dyn ClusterProvider>,
+    sealer: Arc<Sealer>,
 }
 
 impl RuntimeReconciler {
-    /// A controller reaching clusters through `clusters`. Declare it following
-    /// `AwsEksKubernetesRuntimeInstance` by ownership (as the controller table does).
-    pub fn new(clusters: Arc<dyn ClusterProvider>) -> Self {
-        RuntimeReconciler { clusters }
+    /// A controller reaching clusters through `clusters`, opening agents' tokens with
+    /// `sealer`. Declare it following `AwsEksKubernetesRuntimeInstance` by ownership (as the
+    /// controller table does).
+    pub fn new(clusters: Arc<dyn ClusterProvider>, sealer: Arc<Sealer>) -> Self {
+        RuntimeReconciler { clusters, sealer }
     }
+
+    /// Installs, updates or removes the runtime's agent as its spec says.
+    async fn agent(
+        &self,
+        runtime: &mut Object<KubernetesRuntimeInstance>,
+        cluster: &dyn threeport_k8s::Cluster,
+    ) -> Result<(), ReconcileError> {
+        match &runtime.spec.agent {
+            Some(agent) => {
+                let token = self.sealer.open("spec.agent.token", &agent.token)?;
+                threeport_k8s::apply_all(cluster, &agent_manifests(agent, &token), FIELD_MANAGER)
+                    .await?;
+                runtime.status.details.agent_installed = true;
+                runtime.status.set_condition(
+                    AGENT_READY,
+                    ConditionStatus::True,
+                    "Installed",
+                    format!("the agent reports to {}", agent.api_url),
+                );
+            }
+            None if runtime.status.details.agent_installed => {
+                remove_agent(cluster).await?;
+                runtime.status.details.agent_installed = false;
+                runtime.status.set_condition(
+                    AGENT_READY,
+                    ConditionStatus::False,
+                    "Removed",
+                    "the runtime asks for no agent: the control plane watches it",
+                );
+            }
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+/// Deletes what [`agent_manifests`] installs.
+async fn remove_agent(cluster: &dyn threeport_k8s::Cluster) -> Result<(), Error> {
+    let placeholder = threeport_api::model::RuntimeAgent {
+        api_url: String::new(),
+        token: String::new(),
+        api_ca: None,
+        image: None,
+    };
+    let resources = agent_manifests(&placeholder, "")
+        .iter()
+        .map(threeport_k8s::ResourceRef::of)
+        .collect::<Result<Vec<_>, _>>()?;
+    threeport_k8s::delete_all(cluster, &resources).await?;
+    Ok(())
 }
 
 /// The object of kind `T` named `name`, created from `spec` (owned by `owner`, if given) if
@@ -149,12 +209,29 @@ impl Reconciler for RuntimeReconciler {
             "Serving",
             "the cluster answers",
         );
+        self.agent(runtime, cluster.as_ref()).await?;
         Ok(Action::Done)
     }
 
-    // No cleanup of its own: an EKS cluster behind it is owned by it, so deleting the runtime
-    // deletes that first, and the runtime is removed once it is gone.
+    /// Removes the agent, if one was installed. An EKS cluster behind the runtime is owned by
+    /// it, so deleting the runtime deletes that first, and the runtime is removed once it is
+    /// gone.
+    async fn cleanup(
+        &self,
+        runtime: &mut Object<KubernetesRuntimeInstance>,
+        _ctx: &Context,
+    ) -> Result<Action, ReconcileError> {
+        if runtime.status.details.agent_installed {
+            let cluster = self.clusters.cluster(runtime).await?;
+            remove_agent(cluster.as_ref()).await?;
+            runtime.status.details.agent_installed = false;
+        }
+        Ok(Action::Done)
+    }
 }
+
+/// Condition of a runtime with an agent: whether the agent is installed.
+pub const AGENT_READY: &str = "AgentInstalled";
 
 /// Condition of a runtime: whether its cluster serves.
 pub const CLUSTER_READY: &str = "ClusterReady";

@@ -126,7 +126,11 @@ async fn an_eks_runtime_is_provisioned_connected_used_and_torn_down_without_leak
     fake.lose_next_answer("create_cluster");
     let aws: Arc<dyn AwsProvider> = Arc::new(FixedAws(AwsServices::memory(fake.clone())));
     let clusters: Arc<dyn ClusterProvider> = Arc::new(KubeClusters::new(sealer.clone()));
-    run(&memory, &shutdown, RuntimeReconciler::new(clusters.clone()));
+    run(
+        &memory,
+        &shutdown,
+        RuntimeReconciler::new(clusters.clone(), sealer.clone()),
+    );
     run(
         &memory,
         &shutdown,
@@ -160,7 +164,7 @@ async fn an_eks_runtime_is_provisioned_connected_used_and_torn_down_without_leak
                 definition: definition.id(),
                 location: "Europe:Paris".into(),
                 default_runtime: true,
-                agent: false,
+                agent: None,
                 connection: None,
             },
         )
@@ -333,7 +337,7 @@ async fn databases_buckets_and_secrets_become_part_of_their_workload() {
                 definition: runtime_definition.id(),
                 location: "Europe:Paris".into(),
                 default_runtime: true,
-                agent: false,
+                agent: None,
                 connection: None,
             },
         )

@@ -507,7 +507,7 @@ async fn the_agent_reports_health_through_the_api() {
         &token,
         json!({"name": "remote", "spec": {
             "definition": definition, "location": "Europe:Paris", "default_runtime": true,
-            "agent": true,
+            "agent": {"api_url": base, "token": agent_token.token},
             "connection": {"api_endpoint": kube.url, "token": "cluster-token"}}}),
     )
     .await;

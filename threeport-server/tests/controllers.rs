@@ -167,6 +167,7 @@ mod cluster_controllers {
         memory: MemoryBackends,
         cluster: MemoryCluster,
         shutdown: CancellationToken,
+        sealer: Arc<threeport_server::Sealer>,
     }
 
     fn start() -> Plane {
@@ -176,11 +177,11 @@ mod cluster_controllers {
         let cluster = MemoryCluster::new();
         let clusters: Arc<dyn ClusterProvider> = Arc::new(SingleCluster(Arc::new(cluster.clone())));
         // As the controller table declares them: with what each follows.
-        let runtimes = RuntimeReconciler::new(clusters.clone());
+        let sealer = Arc::new(threeport_server::Sealer::ephemeral().unwrap());
+        let runtimes = RuntimeReconciler::new(clusters.clone(), sealer.clone());
         let runtimes = declared("kubernetes-runtime", runtimes, memory.backends()).unwrap();
         tokio::spawn(runtimes.run(shutdown.clone()));
-        let sealer = Arc::new(threeport_server::Sealer::ephemeral().unwrap());
-        let instances = WorkloadInstanceReconciler::new(clusters, sealer);
+        let instances = WorkloadInstanceReconciler::new(clusters, sealer.clone());
         let instances = declared("workload-instance", instances, memory.backends()).unwrap();
         tokio::spawn(instances.run(shutdown.clone()));
         let definitions = WorkloadDefinitionReconciler;
@@ -190,6 +191,7 @@ mod cluster_controllers {
             memory,
             cluster,
             shutdown,
+            sealer,
         }
     }
 
@@ -239,7 +241,7 @@ mod cluster_controllers {
                     definition: def.id(),
                     location: "Europe:Paris".into(),
                     default_runtime: true,
-                    agent: false,
+                    agent: None,
                     connection: None,
                 },
             )
@@ -318,7 +320,7 @@ mod cluster_controllers {
                     definition: def.id(),
                     location: "Europe:Paris".into(),
                     default_runtime: true,
-                    agent: false,
+                    agent: None,
                     connection: Some(ConnectionData {
                         api_endpoint: "https://k8s.example.com".into(),
                         ca_certificate: None,
@@ -381,6 +383,112 @@ mod cluster_controllers {
         assert_eq!(
             live["metadata"]["labels"]["threeport.io/workload-instance"],
             instance.id().to_string()
+        );
+        plane.shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_runtime_asking_for_an_agent_gets_one_and_loses_it() {
+        let plane = start();
+        let store = plane.memory.store.clone();
+        let def = Api::<KubernetesRuntimeDefinition>::new(store.clone())
+            .create("existing", definition(InfraProvider::Existing, None))
+            .await
+            .unwrap();
+        // Through the store directly: the API would seal the token; here the test does.
+        let sealed = plane.sealer.seal("spec.agent.token", "tp_agent").unwrap();
+        let runtimes = Api::<KubernetesRuntimeInstance>::new(store.clone());
+        let runtime = runtimes
+            .create(
+                "remote",
+                KubernetesRuntimeInstance {
+                    definition: def.id(),
+                    location: "Europe:Paris".into(),
+                    default_runtime: true,
+                    agent: Some(RuntimeAgent {
+                        api_url: "https://threeport.example.com".into(),
+                        token: sealed,
+                        api_ca: None,
+                        image: Some("registry.example.com/threeport-server:test".into()),
+                    }),
+                    connection: Some(ConnectionData {
+                        api_endpoint: "https://k8s.example.com".into(),
+                        ca_certificate: None,
+                        token: None,
+                        client_certificate: None,
+                        client_key: None,
+                        kubeconfig: None,
+                    }),
+                },
+            )
+            .await
+            .unwrap();
+        let installed = tokio::time::timeout(
+            TEN_SECONDS,
+            runtimes.wait_until(runtime.id(), |o: &Object<KubernetesRuntimeInstance>| {
+                o.is_reconciled() && o.status.details.agent_installed
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let named = |kind: &str, api_version: &str, namespaced: bool| ResourceRef {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace: namespaced.then(|| "threeport-agent".into()),
+            name: "threeport-agent".into(),
+        };
+        let deployment = plane
+            .cluster
+            .get(&named("Deployment", "apps/v1", true))
+            .await
+            .unwrap()
+            .expect("the agent's deployment");
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            container["image"],
+            "registry.example.com/threeport-server:test"
+        );
+        assert_eq!(container["args"], serde_json::json!(["agent"]));
+        let secret = plane
+            .cluster
+            .get(&named("Secret", "v1", true))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            secret["stringData"]["token"], "tp_agent",
+            "opened for the cluster"
+        );
+        assert!(
+            plane
+                .cluster
+                .get(&named("ClusterRole", "rbac.authorization.k8s.io/v1", false))
+                .await
+                .unwrap()
+                .is_some()
+        );
+
+        // No agent wanted any more: it goes.
+        let mut without = installed.clone();
+        without.spec.agent = None;
+        runtimes.update(&without).await.unwrap();
+        tokio::time::timeout(
+            TEN_SECONDS,
+            runtimes.wait_until(runtime.id(), |o: &Object<KubernetesRuntimeInstance>| {
+                o.is_reconciled() && !o.status.details.agent_installed
+            }),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            plane
+                .cluster
+                .get(&named("Deployment", "apps/v1", true))
+                .await
+                .unwrap()
+                .is_none()
         );
         plane.shutdown.cancel();
     }

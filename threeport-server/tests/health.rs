@@ -105,7 +105,7 @@ impl Plane {
                     definition: definition.id(),
                     location: "Europe:Paris".into(),
                     default_runtime: true,
-                    agent: false,
+                    agent: None,
                     connection: Some(ConnectionData {
                         api_endpoint: self.server.url.clone(),
                         ca_certificate: None,
@@ -352,7 +352,12 @@ async fn watches_do_not_grow_with_instances() {
     let runtimes = Api::<KubernetesRuntimeInstance>::new(plane.memory.store.clone());
     let runtime = runtimes.get_by_name("local").await.unwrap();
     let mut agent = runtime.clone();
-    agent.spec.agent = true;
+    agent.spec.agent = Some(RuntimeAgent {
+        api_url: "https://threeport.example.com".into(),
+        token: "tp_agent".into(),
+        api_ca: None,
+        image: None,
+    });
     runtimes.update(&agent).await.unwrap();
     tokio::time::timeout(TEN_SECONDS, async {
         while plane.server.cluster.open_watches() > 0 {

@@ -145,8 +145,28 @@ pub struct KubernetesRuntimeInstance {
     /// the runtime controller) instead of from the control plane: for clusters the control
     /// plane cannot reach.
     #[serde(default)]
-    pub agent: bool,
+    pub agent: Option<RuntimeAgent>,
 }
+
+/// How the in-cluster agent of a runtime reaches the control plane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeAgent {
+    /// The API's URL as the cluster reaches it (`https://threeport.example.com`).
+    pub api_url: String,
+    /// The agent's own API token (mint one with `threeport-server token --add-to <file>`):
+    /// sent in plain text, stored encrypted (`sealed:v1:…`), put in a Secret on the cluster.
+    pub token: String,
+    /// PEM CA bundle of the API's certificate, if not signed by a public CA.
+    #[serde(default)]
+    pub api_ca: Option<String>,
+    /// Image with the `threeport-server` binary; default [`AGENT_IMAGE`] at this release.
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+/// Image the agent runs by default (tagged with the release).
+pub const AGENT_IMAGE: &str = "ghcr.io/threeport/threeport-server";
 
 /// What the runtime controller observed.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
@@ -155,6 +175,9 @@ pub struct RuntimeStatus {
     /// which its controller wrote; secrets sealed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<ConnectionData>,
+    /// Whether the agent's resources are installed on the cluster.
+    #[serde(default)]
+    pub agent_installed: bool,
 }
 
 /// How to reach runtime `runtime`'s cluster: its spec's connection data (existing clusters),
@@ -173,6 +196,7 @@ impl ApiObject for KubernetesRuntimeInstance {
         "connection.token",
         "connection.client_key",
         "connection.kubeconfig",
+        "agent.token",
     ];
     type Status = RuntimeStatus;
     fn validate(&self) -> Result<(), ValidationError> {
@@ -189,6 +213,23 @@ impl ApiObject for KubernetesRuntimeInstance {
                     self.location
                 ),
             ));
+        }
+        if let Some(agent) = &self.agent {
+            if !["https://", "http://"]
+                .iter()
+                .any(|scheme| agent.api_url.starts_with(scheme))
+            {
+                return Err(ValidationError::new(
+                    "agent.api_url",
+                    "must be the API's https:// (or http://) URL",
+                ));
+            }
+            if agent.token.trim().is_empty() {
+                return Err(ValidationError::new(
+                    "agent.token",
+                    "is required: mint one with `threeport-server token --add-to <token file>`",
+                ));
+            }
         }
         if let Some(connection) = &self.connection
             && connection.kubeconfig.is_none()

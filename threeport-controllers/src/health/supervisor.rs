@@ -105,7 +105,9 @@ impl HealthWatchers {
         };
         let wanted: HashMap<ObjectId, &Object<KubernetesRuntimeInstance>> = runtimes
             .iter()
-            .filter(|r| !r.is_deleting() && !r.spec.agent && runtime_connection(r).is_some())
+            .filter(|r| {
+                !r.is_deleting() && r.spec.agent.is_none() && runtime_connection(r).is_some()
+            })
             .map(|r| (r.id(), r))
             .collect();
         let stale: Vec<ObjectId> = watching
