@@ -498,6 +498,12 @@ impl MemoryCluster {
         })
     }
 
+    /// Merges `patch` into an object's status, as its controller writes the status
+    /// subresource (a PVC bound, a load balancer's address): later applies keep it.
+    pub fn set_status(&self, resource: &ResourceRef, patch: &Value) -> Result<Value> {
+        self.merge_status_sync(resource, patch)
+    }
+
     /// JSON merge patch of an object's status subresource: later applies keep it.
     pub(crate) fn merge_status_sync(&self, resource: &ResourceRef, patch: &Value) -> Result<Value> {
         let mut state = self.state.lock().unwrap();
