@@ -583,6 +583,42 @@ async fn the_agent_reports_health_through_the_api() {
     })
     .await;
     let after = uids(&healthy);
+
+    // What a person sees: the health column, the resources and the cluster's events.
+    let tptctl = Path::new(BINARY).with_file_name("tptctl");
+    let run = |args: &[&str]| {
+        let mut command = Command::new(&tptctl);
+        command
+            .args(["--url", base.as_str(), "--token", token.as_str()])
+            .args(args)
+            .env("TPTCTL_CONFIG", data.join("tptctl.yaml"));
+        async move {
+            let output = command.output().await.unwrap();
+            assert!(output.status.success(), "{output:?}");
+            String::from_utf8(output.stdout).unwrap()
+        }
+    };
+    let listed = run(&["get", "workload-instances"]).await;
+    assert!(
+        listed.contains("HEALTH") && listed.contains("healthy"),
+        "{listed}"
+    );
+    let described = run(&["describe", "workload-instance", "-n", "web"]).await;
+    assert!(described.contains("health:     healthy"), "{described}");
+    let deployment_row = described
+        .lines()
+        .find(|l| l.trim_start().starts_with("Deployment"))
+        .unwrap_or_else(|| panic!("a resources row: {described}"));
+    assert!(deployment_row.contains("healthy"), "{described}");
+    let backoff = described
+        .lines()
+        .find(|l| l.contains("BackOff"))
+        .unwrap_or_else(|| panic!("the warning event: {described}"));
+    assert!(
+        backoff.contains("Warning") && backoff.contains("Pod "),
+        "{described}"
+    );
+
     let mut unique = after.clone();
     unique.sort();
     unique.dedup();

@@ -220,7 +220,15 @@ pub async fn describe(client: &Client, object: &RawObject) -> String {
         fields.push(("reason", reason.clone()));
     }
     if health(object) != "-" {
-        fields.push(("health", health(object)));
+        let reason = status.details["health"]["reason"]
+            .as_str()
+            .unwrap_or_default();
+        let shown = if reason.is_empty() {
+            health(object)
+        } else {
+            format!("{} ({reason})", health(object))
+        };
+        fields.push(("health", shown));
     }
     if let Some(at) = meta.deletion_scheduled_at {
         fields.push(("deleting", format!("since {} ago", age(at))));
@@ -265,6 +273,33 @@ pub async fn describe(client: &Client, object: &RawObject) -> String {
         out.push_str("Status:\n");
         out.push_str(&indent(&encode(&details, Format::Yaml)));
     }
+    if let Some(resources) = status.details["resources"].as_array()
+        && resources.iter().any(|r| r["kind"].is_string())
+    {
+        // What a workload put on its cluster, and how each is doing there.
+        let rows: Vec<Vec<String>> = resources
+            .iter()
+            .map(|r| {
+                let name = r["name"].as_str().unwrap_or_default();
+                let at = match r["namespace"].as_str() {
+                    Some(namespace) => format!("{namespace}/{name}"),
+                    None => name.to_owned(),
+                };
+                let health = &r["health"];
+                vec![
+                    r["kind"].as_str().unwrap_or_default().to_owned(),
+                    at,
+                    health["status"].as_str().unwrap_or("-").to_owned(),
+                    health["reason"].as_str().unwrap_or_default().to_owned(),
+                ]
+            })
+            .collect();
+        out.push_str("Resources:\n");
+        out.push_str(&indent(&table(
+            &["KIND", "NAME", "HEALTH", "REASON"],
+            &rows,
+        )));
+    }
     if !status.conditions.is_empty() {
         let rows: Vec<Vec<String>> = status
             .conditions
@@ -292,6 +327,7 @@ pub async fn describe(client: &Client, object: &RawObject) -> String {
             vec![
                 wire_name(&e.type_),
                 e.reason.clone(),
+                e.about.clone().unwrap_or_else(|| "-".to_owned()),
                 e.message.clone(),
                 e.count.to_string(),
                 age(e.last_seen),
@@ -303,7 +339,7 @@ pub async fn describe(client: &Client, object: &RawObject) -> String {
     } else {
         out.push_str("Events:\n");
         out.push_str(&indent(&table(
-            &["TYPE", "REASON", "MESSAGE", "COUNT", "AGE"],
+            &["TYPE", "REASON", "OBJECT", "MESSAGE", "COUNT", "AGE"],
             &rows,
         )));
     }
