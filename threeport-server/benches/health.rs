@@ -10,7 +10,7 @@
 //! `cargo bench -p threeport-server --bench health`; `BENCH_INSTANCES` changes the count.
 
 #[path = "../../threeport-bus/tests/common/mod.rs"]
-#[allow(dead_code, missing_docs)]
+#[allow(missing_docs)]
 mod nats;
 #[path = "common/plane.rs"]
 #[allow(dead_code)] // each bench uses its part
