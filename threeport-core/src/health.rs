@@ -58,6 +58,7 @@ impl std::fmt::Display for HealthStatus {
 
 /// A health status and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct Health {
     /// The status.
     pub status: HealthStatus,

@@ -345,6 +345,35 @@ pub fn document(kinds: &KindRegistry) -> Value {
                     "owners": {"type": "array", "items": reference("ObjectRef"), "maxItems": MAX_OWNERS},
                     "spec": {"type": "object"}}}}}})),
         "responses": batch_created}}));
+    let health = json!({"type": "object", "required": ["status"], "additionalProperties": false,
+        "properties": {"status": {"enum": ["healthy", "progressing", "degraded", "down", "suspended", "unknown"]},
+                       "reason": {"type": "string"}}});
+    let optional_string = json!({"type": ["string", "null"]});
+    paths.insert("/v0/workload-instances/{id}/health".into(), json!({"put": {
+        "tags": ["WorkloadInstance"],
+        "summary": "Report what a cluster watcher sees of a workload instance (the in-cluster agent): health, each resource's health, Kubernetes events (kept once per UID)",
+        "parameters": [{"name": "id", "in": "path", "required": true,
+                        "schema": {"type": "string", "format": "uuid"}}],
+        "requestBody": json_body(json!({"type": "object", "required": ["health"],
+            "additionalProperties": false, "properties": {
+            "health": health,
+            "resources": {"type": "array", "items": {"type": "object",
+                "required": ["api_version", "kind", "name", "health"], "additionalProperties": false,
+                "properties": {"api_version": {"type": "string"}, "kind": {"type": "string"},
+                               "namespace": optional_string, "name": {"type": "string"},
+                               "health": health}}},
+            "events": {"type": "array", "items": {"type": "object",
+                "required": ["type", "reason", "message", "count", "first_seen", "last_seen"],
+                "properties": {"type": {"enum": ["Normal", "Warning"]}, "reason": {"type": "string"},
+                               "message": {"type": "string"},
+                               "count": {"type": "integer", "minimum": 0, "maximum": u32::MAX},
+                               "first_seen": {"type": "string", "format": "date-time"},
+                               "last_seen": {"type": "string", "format": "date-time"},
+                               "uid": optional_string, "about": optional_string}}},
+            "watched_kinds": {"type": "array", "items": {"type": "string"}}}})),
+        "responses": responses(200, "recorded",
+            json!({"type": "object", "properties": {"recorded": {"type": "boolean"}}}),
+            &[400, 401, 404, 503], false)}}));
     let mut workload_deleted = deletion_responses(reference("DeletionPlan"));
     workload_deleted["202"]["description"] = json!("deletion scheduled: what goes, and what stays");
     if let Some(headers) = workload_deleted["202"].as_object_mut() {
