@@ -11,6 +11,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -33,6 +35,7 @@ pub struct FakeApiServer {
     pub url: String,
     /// The cluster it serves; inspect or change it directly in tests.
     pub cluster: MemoryCluster,
+    available: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -46,6 +49,7 @@ impl Drop for FakeApiServer {
 struct Served {
     cluster: MemoryCluster,
     token: Option<String>,
+    available: Arc<AtomicBool>,
 }
 
 impl FakeApiServer {
@@ -62,6 +66,7 @@ impl FakeApiServer {
     async fn serve(cluster: MemoryCluster, token: Option<String>) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let url = format!("http://{}", listener.local_addr()?);
+        let available = Arc::new(AtomicBool::new(true));
         let app = Router::new()
             .route("/api", get(core_versions))
             .route("/apis", get(groups))
@@ -70,11 +75,26 @@ impl FakeApiServer {
             .with_state(Served {
                 cluster: cluster.clone(),
                 token,
+                available: available.clone(),
             });
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(FakeApiServer { url, cluster, task })
+        Ok(FakeApiServer {
+            url,
+            cluster,
+            available,
+            task,
+        })
+    }
+
+    /// Makes the server answer every request with 503 and drops its watches (`false`), as an
+    /// API server that is down or being upgraded; or serve again (`true`).
+    pub fn set_available(&self, available: bool) {
+        self.available.store(available, Ordering::SeqCst);
+        if !available {
+            self.cluster.close_watches();
+        }
     }
 }
 
@@ -111,6 +131,19 @@ fn not_served() -> Response {
     )
 }
 
+/// The answer to a request the server will not serve: 503 while it plays unavailable, 401
+/// without its token.
+fn refused(served: &Served, headers: &HeaderMap) -> Option<Response> {
+    if !served.available.load(Ordering::SeqCst) {
+        return Some(status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the API server is unavailable",
+        ));
+    }
+    (!authorized(served, headers)).then(unauthorized)
+}
+
 /// Whether the request carries the server's token (if it wants one).
 fn authorized(served: &Served, headers: &HeaderMap) -> bool {
     let Some(token) = &served.token else {
@@ -128,16 +161,16 @@ fn unauthorized() -> Response {
 }
 
 async fn core_versions(State(served): State<Served>, headers: HeaderMap) -> Response {
-    if !authorized(&served, &headers) {
-        return unauthorized();
+    if let Some(refusal) = refused(&served, &headers) {
+        return refusal;
     }
     axum::Json(json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}))
         .into_response()
 }
 
 async fn groups(State(served): State<Served>, headers: HeaderMap) -> Response {
-    if !authorized(&served, &headers) {
-        return unauthorized();
+    if let Some(refusal) = refused(&served, &headers) {
+        return refusal;
     }
     let mut by_group: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for kind in served.cluster.kinds() {
@@ -262,8 +295,8 @@ async fn resource_request(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !authorized(&served, &headers) {
-        return unauthorized();
+    if let Some(refusal) = refused(&served, &headers) {
+        return refusal;
     }
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     if segments.is_empty() {

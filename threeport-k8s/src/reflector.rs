@@ -1,13 +1,17 @@
 //! [`Reflector`]: keeps a consumer up to date with the objects one [`Selector`] covers, over
 //! one watch at a time: list, then watch from the list's resource version; resume from the
 //! last version seen (events and bookmarks) when the connection ends; list again when that
-//! version has expired (410 Gone); back off while the API server cannot be reached.
+//! version has expired (410 Gone); back off while the API server cannot be reached, saying so
+//! once ([`Change::Unreachable`]) and again when it answers ([`Change::Reachable`]). A kind
+//! the cluster does not serve counts as having no objects (looked for again with backoff: a
+//! CRD may arrive).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::Value;
+use threeport_core::Error;
 use tokio::sync::mpsc;
 
 use crate::{Cluster, Selector, WatchEvent};
@@ -22,6 +26,10 @@ pub enum Change {
     Applied(Value),
     /// An object was deleted.
     Deleted(Value),
+    /// The API server cannot be reached (or refuses): what is known may be stale.
+    Unreachable(String),
+    /// It answers again (after [`Unreachable`](Change::Unreachable)).
+    Reachable,
 }
 
 /// How a [`Reflector`] retries.
@@ -92,6 +100,7 @@ impl Reflector {
         let what = format!("{} {}", self.selector.api_version, self.selector.kind);
         let mut version: Option<String> = None;
         let mut failures: u32 = 0;
+        let mut unreachable = false;
         loop {
             if failures > 0 {
                 let factor = 2u32.saturating_pow(failures.min(16) - 1);
@@ -102,19 +111,39 @@ impl Reflector {
                     .min(self.config.max_backoff);
                 tokio::time::sleep(delay).await;
             }
+            if unreachable {
+                // Back from an outage: a fresh list says how things are now, and that the
+                // server answers again.
+                version = None;
+            }
             let from = match &version {
                 Some(from) => from.clone(),
                 None => match self.cluster.list_selected(&self.selector).await {
                     Ok(list) => {
-                        if changes.send(Change::Synced(list.items)).await.is_err() {
+                        if !tell(&changes, &mut unreachable, None).await
+                            || changes.send(Change::Synced(list.items)).await.is_err()
+                        {
                             return;
                         }
                         version = Some(list.resource_version.clone());
                         list.resource_version
                     }
+                    Err(Error::Invalid { field, message }) if field == "kind" => {
+                        // Not served (yet): nothing of it exists.
+                        let err = message;
+                        failures += 1;
+                        tracing::debug!(kind = %what, error = %err, "kind not served; looking again later");
+                        if changes.send(Change::Synced(Vec::new())).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     Err(err) => {
                         failures += 1;
                         tracing::warn!(kind = %what, error = %err, "listing failed; retrying");
+                        if !tell(&changes, &mut unreachable, Some(&err)).await {
+                            return;
+                        }
                         continue;
                     }
                 },
@@ -124,10 +153,14 @@ impl Reflector {
                 Err(err) => {
                     failures += 1;
                     tracing::warn!(kind = %what, error = %err, "watching failed; retrying");
+                    if !tell(&changes, &mut unreachable, Some(&err)).await {
+                        return;
+                    }
                     continue;
                 }
             };
             let mut delivered = false;
+            let mut delivered_any = false;
             while let Some(event) = events.next().await {
                 delivered = true;
                 let change = match event {
@@ -137,6 +170,7 @@ impl Reflector {
                     Ok(WatchEvent::Deleted(object)) => Change::Deleted(object),
                     Ok(WatchEvent::Bookmark(at)) => {
                         failures = 0;
+                        delivered_any = true;
                         version = Some(at);
                         continue;
                     }
@@ -148,15 +182,18 @@ impl Reflector {
                     Err(err) => {
                         failures += 1;
                         tracing::warn!(kind = %what, error = %err, "watch failed; resuming");
+                        // Refused at once (the server answers, but not this): unreachable.
+                        if !delivered_any && !tell(&changes, &mut unreachable, Some(&err)).await {
+                            return;
+                        }
                         break;
                     }
                 };
                 failures = 0;
-                let object = match &change {
-                    Change::Applied(o) | Change::Deleted(o) => o,
-                    Change::Synced(_) => unreachable!("watches do not sync"),
-                };
-                if let Some(at) = object["metadata"]["resourceVersion"].as_str() {
+                delivered_any = true;
+                if let Change::Applied(object) | Change::Deleted(object) = &change
+                    && let Some(at) = object["metadata"]["resourceVersion"].as_str()
+                {
                     version = Some(at.to_owned());
                 }
                 if changes.send(change).await.is_err() {
@@ -171,4 +208,16 @@ impl Reflector {
             tracing::debug!(kind = %what, from = ?version, "watch ended; resuming");
         }
     }
+}
+
+/// Tells the consumer what changed about reaching the server (`now`: the failure, if
+/// failing); false once the consumer is gone.
+async fn tell(changes: &mpsc::Sender<Change>, unreachable: &mut bool, now: Option<&Error>) -> bool {
+    let change = match (now, *unreachable) {
+        (Some(err), false) => Change::Unreachable(err.to_string()),
+        (None, true) => Change::Reachable,
+        _ => return true,
+    };
+    *unreachable = now.is_some();
+    changes.send(change).await.is_ok()
 }

@@ -43,6 +43,8 @@ fn name(change: &Change) -> String {
     match change {
         Change::Applied(o) | Change::Deleted(o) => o["metadata"]["name"].as_str().unwrap().into(),
         Change::Synced(items) => format!("synced {}", items.len()),
+        Change::Unreachable(why) => format!("unreachable: {why}"),
+        Change::Reachable => "reachable".to_owned(),
     }
 }
 
@@ -214,4 +216,33 @@ async fn a_forgotten_version_is_410_on_the_wire() {
         (line["type"].as_str(), line["object"]["code"].as_u64()),
         (Some("ERROR"), Some(410))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_said_once_and_its_end_brings_a_fresh_list() {
+    let server = FakeApiServer::start(MemoryCluster::new()).await.unwrap();
+    let cluster = connect(&server).await;
+    cluster.apply(&deployment("web", "a"), "t").await.unwrap();
+    let (changes, mut received) = mpsc::channel(64);
+    let reflector = Reflector::new(cluster.clone(), Selector::kind("apps/v1", "Deployment"))
+        .with_config(ReflectorConfig {
+            min_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(100),
+        });
+    let task = tokio::spawn(reflector.run(changes));
+    assert_eq!(name(&next(&mut received).await), "synced 1");
+
+    server.set_available(false);
+    let said = name(&next(&mut received).await);
+    assert!(said.starts_with("unreachable"), "{said}");
+    // Retries go on, and are not said again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Changed meanwhile, behind the reflector's back.
+    Cluster::apply(&server.cluster, &deployment("meanwhile", "a"), "t")
+        .await
+        .unwrap();
+    server.set_available(true);
+    assert_eq!(name(&next(&mut received).await), "reachable");
+    assert_eq!(name(&next(&mut received).await), "synced 2");
+    task.abort();
 }

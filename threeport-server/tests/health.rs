@@ -336,6 +336,31 @@ async fn dropped_watches_410_and_restarts_lose_nothing_and_duplicate_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_makes_health_unknown_until_it_answers() {
+    let plane = Plane::start().await;
+    let instance = plane.instance("shop").await;
+    let deployment = plane.deployment(&instance);
+    plane
+        .server
+        .cluster
+        .set_pods(&deployment, PodState::Ready, 2)
+        .unwrap();
+    plane.health(instance.id(), HealthStatus::Healthy).await;
+    plane.server.set_available(false);
+    let unknown = plane.health(instance.id(), HealthStatus::Unknown).await;
+    let reason = unknown.status.details.health.unwrap().reason;
+    assert!(reason.starts_with("cannot watch the cluster"), "{reason}");
+    // It changed meanwhile; once it answers, that shows.
+    plane
+        .server
+        .cluster
+        .set_pods(&deployment, PodState::CrashLoop, 2)
+        .unwrap();
+    plane.server.set_available(true);
+    plane.health(instance.id(), HealthStatus::Degraded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_do_not_grow_with_instances() {
     let plane = Plane::start().await;
     let first = plane.instance("one").await;

@@ -63,6 +63,8 @@ struct Seen {
     /// Kubernetes events by the UID of the object they are about, then by their own UID.
     events: HashMap<String, BTreeMap<String, Value>>,
     synced: [bool; EVENTS + 1],
+    /// Why a watch cannot reach the cluster now, per watch.
+    unreachable: [Option<String>; EVENTS + 1],
     dirty: HashSet<ObjectId>,
     /// The last report each instance's status took.
     sent: HashMap<ObjectId, HealthReport>,
@@ -141,6 +143,27 @@ fn threeport_event(event: &Value) -> Option<Event> {
     })
 }
 
+/// Drops what health never looks at (managed fields, annotations, pod templates, pod specs):
+/// on a real cluster most of an object's size.
+fn slim(object: &mut Value) {
+    if let Some(metadata) = object["metadata"].as_object_mut() {
+        metadata.remove("managedFields");
+        metadata.remove("annotations");
+    }
+    let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+    if let Some(spec) = object["spec"].as_object_mut() {
+        match kind.as_str() {
+            "Pod" => spec.clear(),
+            "CronJob" => {
+                spec.remove("jobTemplate");
+            }
+            _ => {
+                spec.remove("template");
+            }
+        }
+    }
+}
+
 impl Seen {
     fn forget(&mut self, uid: &str) {
         if let Some(tracked) = self.objects.remove(uid) {
@@ -151,7 +174,8 @@ impl Seen {
         }
     }
 
-    fn track(&mut self, object: Value) {
+    fn track(&mut self, mut object: Value) {
+        slim(&mut object);
         let Some(uid) = uid(&object) else { return };
         self.forget(&uid);
         let Some(instance) = instance_of(&object) else {
@@ -169,8 +193,13 @@ impl Seen {
         let (Some(about), Some(own)) = (event["involvedObject"]["uid"].as_str(), uid(event)) else {
             return;
         };
+        let mut kept = event.clone();
+        if let Some(metadata) = kept["metadata"].as_object_mut() {
+            metadata.remove("managedFields");
+            metadata.remove("annotations");
+        }
         let events = self.events.entry(about.to_owned()).or_default();
-        events.insert(own, event.clone());
+        events.insert(own, kept);
         while events.len() > EVENTS_PER_OBJECT {
             // The oldest by last timestamp goes.
             let oldest = events
@@ -188,6 +217,17 @@ impl Seen {
     }
 
     fn apply(&mut self, source: usize, change: Change) {
+        let reach = match &change {
+            Change::Unreachable(why) => Some(Some(why.clone())),
+            Change::Reachable => Some(None),
+            _ => None,
+        };
+        if let Some(reach) = reach {
+            // Every instance's picture is stale (or fresh again).
+            self.unreachable[source] = reach;
+            self.dirty.extend(self.by_instance.keys().copied());
+            return;
+        }
         if source == EVENTS {
             match change {
                 Change::Synced(events) => {
@@ -198,7 +238,7 @@ impl Seen {
                 }
                 Change::Applied(event) => self.about(&event),
                 // Kubernetes expires events; the instance's status keeps them.
-                Change::Deleted(_) => {}
+                Change::Deleted(_) | Change::Unreachable(_) | Change::Reachable => {}
             }
             self.synced[source] = true;
             return;
@@ -237,6 +277,7 @@ impl Seen {
                     self.forget(&uid);
                 }
             }
+            Change::Unreachable(_) | Change::Reachable => {}
         }
     }
 
@@ -277,7 +318,14 @@ impl Seen {
         resources.sort_by(|a, b| {
             (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name))
         });
-        let health = aggregate(parts.iter().map(|(name, health)| (name.clone(), health)));
+        let health = match self.unreachable.iter().flatten().next() {
+            // What was seen last may no longer hold.
+            Some(why) => Health::new(
+                HealthStatus::Unknown,
+                format!("cannot watch the cluster: {why}"),
+            ),
+            None => aggregate(parts.iter().map(|(name, health)| (name.clone(), health))),
+        };
         let mut events: Vec<Event> = uids
             .into_iter()
             .flatten()

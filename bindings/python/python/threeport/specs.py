@@ -182,6 +182,7 @@ class KubernetesRuntimeDefinition(TypedDict, total=False):
 
 class KubernetesRuntimeInstance(TypedDict, total=False):
     """One Kubernetes cluster."""
+    agent: Optional["RuntimeAgent"]
     connection: Optional["ConnectionData"]
     default_runtime: bool
     definition: str
@@ -218,6 +219,14 @@ class ObservabilityStackInstance(TypedDict, total=False):
     """An observability stack on one runtime."""
     definition: str
     runtime: str
+
+
+class RuntimeAgent(TypedDict, total=False):
+    """How the in-cluster agent of a runtime reaches the control plane."""
+    api_ca: Optional[str]
+    api_url: str
+    image: Optional[str]
+    token: str
 
 
 class SecretDefinition(TypedDict, total=False):
@@ -302,6 +311,7 @@ __all__ = [
     "ObservabilityComponent",
     "ObservabilityStackDefinition",
     "ObservabilityStackInstance",
+    "RuntimeAgent",
     "SecretDefinition",
     "SecretInstance",
     "TerraformDefinition",
