@@ -89,6 +89,9 @@ struct Controlled {
     config: ControllerConfig,
     metrics: ControllerMetrics,
     follows: Follows,
+    /// Where a controller registers metrics of its own besides the runtime's.
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
+    registry: Arc<Mutex<Registry>>,
 }
 
 /// Every controller this build has: its name, the kinds it follows (how their changes map
@@ -112,6 +115,7 @@ const CONTROLLERS: &[(&str, Follows, Start)] = &[
                     config,
                     metrics: c.metrics.clone(),
                     follows: c.follows,
+                    registry: c.registry.clone(),
                 };
                 run(
                     PassiveReconciler::new(kind),
@@ -144,7 +148,9 @@ const CONTROLLERS: &[(&str, Follows, Start)] = &[
         ],
         |p, b, c, s| {
             // Health of what the instances run comes from watching the runtimes.
-            let watchers = HealthWatchers::new(p.clusters.clone(), b.clone(), p.health.clone());
+            let metrics = health::HealthMetrics::register(&mut c.registry.lock().unwrap());
+            let watchers = HealthWatchers::new(p.clusters.clone(), b.clone(), p.health.clone())
+                .with_metrics(metrics);
             tokio::spawn(watchers.run(s.clone()));
             let reconciler = WorkloadInstanceReconciler::new(p.clusters.clone(), p.sealer.clone());
             run(reconciler, b, c, s)
@@ -272,6 +278,7 @@ pub fn spawn(
         config,
         metrics: registered,
         follows,
+        registry: metrics.clone(),
     };
     Ok(start(providers, backends, controlled, shutdown))
 }

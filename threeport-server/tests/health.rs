@@ -28,6 +28,8 @@ struct Plane {
     clusters: Arc<dyn ClusterProvider>,
     shutdown: CancellationToken,
     watchers: CancellationToken,
+    registry: std::sync::Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
+    metrics: threeport_server::controllers::health::HealthMetrics,
 }
 
 fn fast() -> HealthConfig {
@@ -60,16 +62,28 @@ impl Plane {
         )
         .unwrap();
         tokio::spawn(definitions.run(shutdown.clone()));
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = threeport_server::controllers::health::HealthMetrics::register(&mut registry);
         let plane = Plane {
             memory,
             server,
             clusters,
             shutdown,
             watchers: CancellationToken::new(),
+            registry: Arc::new(std::sync::Mutex::new(registry)),
+            metrics,
         };
         plane.start_watchers();
         plane.runtime().await;
         plane
+    }
+
+    /// The watchers' metrics, as `/metrics` shows them.
+    fn metrics_text(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry.lock().unwrap())
+            .unwrap();
+        text
     }
 
     fn backends(&self) -> Backends {
@@ -78,7 +92,8 @@ impl Plane {
 
     /// Starts the health watchers (again, after [`stop_watchers`]).
     fn start_watchers(&self) {
-        let watchers = HealthWatchers::new(self.clusters.clone(), self.backends(), fast());
+        let watchers = HealthWatchers::new(self.clusters.clone(), self.backends(), fast())
+            .with_metrics(self.metrics.clone());
         tokio::spawn(watchers.run(self.watchers.clone()));
     }
 
@@ -350,6 +365,13 @@ async fn an_unreachable_cluster_makes_health_unknown_until_it_answers() {
     let unknown = plane.health(instance.id(), HealthStatus::Unknown).await;
     let reason = unknown.status.details.health.unwrap().reason;
     assert!(reason.starts_with("cannot watch the cluster"), "{reason}");
+    let text = plane.metrics_text();
+    let unreachable: u32 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("threeport_health_unreachable_watches "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(unreachable >= 1, "{text}");
     // It changed meanwhile; once it answers, that shows.
     plane
         .server
@@ -358,6 +380,12 @@ async fn an_unreachable_cluster_makes_health_unknown_until_it_answers() {
         .unwrap();
     plane.server.set_available(true);
     plane.health(instance.id(), HealthStatus::Degraded).await;
+    let text = plane.metrics_text();
+    assert!(text.contains("threeport_health_runtimes 1"), "{text}");
+    assert!(
+        text.contains("threeport_health_reports_total{outcome=\"recorded\"}"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

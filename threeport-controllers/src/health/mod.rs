@@ -18,12 +18,14 @@
 //! events are kept once per Kubernetes UID, so a restarted watcher (or a second one) rewrites
 //! the same status and duplicates nothing.
 
+mod metrics;
 mod record;
 #[cfg(feature = "kubernetes")]
 mod supervisor;
 #[cfg(feature = "kubernetes")]
 mod watcher;
 
+pub use metrics::HealthMetrics;
 pub use record::{HealthSink, Reported, StoreSink, record_health};
 #[cfg(feature = "kubernetes")]
 pub use supervisor::{HealthConfig, HealthWatchers};

@@ -10,7 +10,7 @@ use threeport_core::{Api, Backends, Lease, ListQuery, Object, ObjectId};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{RuntimeWatcher, StoreSink};
+use super::{HealthMetrics, RuntimeWatcher, StoreSink};
 use crate::clusters::ClusterProvider;
 
 /// Timings of [`HealthWatchers`].
@@ -54,6 +54,7 @@ pub struct HealthWatchers {
     backends: Backends,
     config: HealthConfig,
     holder: String,
+    metrics: HealthMetrics,
 }
 
 impl HealthWatchers {
@@ -68,7 +69,14 @@ impl HealthWatchers {
             backends,
             config,
             holder: format!("health-{}", ObjectId::new()),
+            metrics: HealthMetrics::default(),
         }
+    }
+
+    /// Counts what the watchers do in `metrics`.
+    pub fn with_metrics(mut self, metrics: HealthMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs until `shutdown`; then stops every watcher and gives up its leases.
@@ -88,6 +96,7 @@ impl HealthWatchers {
 
     async fn stop(&self, watch: Watching) {
         watch.task.abort();
+        self.metrics.runtimes.dec();
         let _ = self.backends.locker.release(&watch.lease).await;
     }
 
@@ -134,6 +143,7 @@ impl HealthWatchers {
                         tracing::info!(runtime = %id, error = %err, "health watch lease lost; stopping");
                         if let Some(watch) = watching.remove(&id) {
                             watch.task.abort();
+                            self.metrics.runtimes.dec();
                         }
                     }
                 }
@@ -163,7 +173,10 @@ impl HealthWatchers {
                 }
             };
             let sink = Arc::new(StoreSink::new(self.backends.clone(), self.holder.clone()));
-            let watcher = RuntimeWatcher::new(cluster, sink).flush_every(self.config.flush);
+            let watcher = RuntimeWatcher::new(cluster, sink)
+                .flush_every(self.config.flush)
+                .with_metrics(self.metrics.clone());
+            self.metrics.runtimes.inc();
             tracing::info!(runtime = %id, name = %runtime.meta.name, "health watch started");
             watching.insert(
                 id,

@@ -16,7 +16,7 @@ use threeport_k8s::{Change, Cluster, Reflector, ReflectorConfig, Selector};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::{HealthSink, Reported};
+use super::{HealthMetrics, HealthSink, Reported};
 
 /// The kinds a runtime watcher watches (one watch each, by threeport's instance label):
 /// those with a health of their own, and the pods and replica sets they run.
@@ -46,6 +46,7 @@ pub struct RuntimeWatcher {
     sink: Arc<dyn HealthSink>,
     flush_every: Duration,
     reflector: ReflectorConfig,
+    metrics: HealthMetrics,
 }
 
 /// One object a watch reported, and the instance it belongs to.
@@ -349,6 +350,25 @@ impl Seen {
     }
 }
 
+/// This watcher's share of the unreachable-watches gauge, given back when it stops.
+struct UnreachableWatches {
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    count: i64,
+}
+
+impl UnreachableWatches {
+    fn add(&mut self, by: i64) {
+        self.count += by;
+        self.gauge.inc_by(by);
+    }
+}
+
+impl Drop for UnreachableWatches {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.count);
+    }
+}
+
 impl RuntimeWatcher {
     /// A watcher of `cluster` reporting to `sink`.
     pub fn new(cluster: Arc<dyn Cluster>, sink: Arc<dyn HealthSink>) -> Self {
@@ -357,7 +377,14 @@ impl RuntimeWatcher {
             sink,
             flush_every: Duration::from_millis(100),
             reflector: ReflectorConfig::default(),
+            metrics: HealthMetrics::default(),
         }
+    }
+
+    /// Counts what it does in `metrics`.
+    pub fn with_metrics(mut self, metrics: HealthMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Reports at most this often (default 100 ms).
@@ -398,16 +425,34 @@ impl RuntimeWatcher {
         }
         let mut changes = futures::stream::select_all(streams);
         let mut seen = Seen::default();
+        let mut unreachable = UnreachableWatches {
+            gauge: self.metrics.unreachable.clone(),
+            count: 0,
+        };
         let mut tick = tokio::time::interval(self.flush_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 change = changes.next() => match change {
-                    Some((source, change)) => seen.apply(source, change),
+                    Some((source, change)) => {
+                        self.count(&change, &mut unreachable);
+                        seen.apply(source, change);
+                    }
                     None => return,
                 },
                 _ = tick.tick() => self.flush(&mut seen).await,
             }
+        }
+    }
+
+    fn count(&self, change: &Change, unreachable: &mut UnreachableWatches) {
+        match change {
+            Change::Synced(_) => {
+                self.metrics.lists.inc();
+            }
+            Change::Unreachable(_) => unreachable.add(1),
+            Change::Reachable => unreachable.add(-1),
+            Change::Applied(_) | Change::Deleted(_) => {}
         }
     }
 
@@ -435,6 +480,7 @@ impl RuntimeWatcher {
                 .collect()
                 .await;
         for (id, report, outcome) in outcomes {
+            self.metrics.reported(outcome.as_ref().ok().copied());
             match outcome {
                 Ok(Reported::Recorded) => {
                     let empty = report.resources.is_empty()
