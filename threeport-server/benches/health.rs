@@ -176,6 +176,7 @@ async fn run(n: usize) {
     api.wait_all(n, Duration::from_secs(300), |i| health(i) != "-")
         .await;
     let watches_all = kube.cluster.open_watches();
+    let rss_deployed = peak_rss_mb(pid);
 
     // Every claim bound, as a storage provisioner would.
     for claim in kube
@@ -208,6 +209,7 @@ async fn run(n: usize) {
     let down_s = api
         .wait_all(n, Duration::from_secs(120), |i| health(i) == "down")
         .await;
+    let rss_down = peak_rss_mb(pid);
 
     // The flip: every deployment ready at once.
     let flipped = Instant::now();
@@ -229,7 +231,9 @@ async fn run(n: usize) {
     println!(
         "  flipped ready (cluster writes took {flip_s:.2} s): all {n} instances healthy after {seconds:.2} s"
     );
-    println!("  control plane peak RSS: {rss:.1} MB");
+    println!(
+        "  control plane peak RSS: {rss:.1} MB (after deploying: {rss_deployed:.1} MB, after all went down: {rss_down:.1} MB)"
+    );
     println!("  targets: ≤ 5 s, peak RSS ≤ 60 MB, watches independent of the number of instances");
     println!(
         "RESULT health instances={n} seconds={seconds:.2} peak_rss_mb={rss:.1} watches={watches_all}"

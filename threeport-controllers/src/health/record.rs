@@ -41,6 +41,22 @@ pub async fn record_health(
     let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(10);
     loop {
+        // A change not reconciled yet (and not failing): its reconcile is due or under way;
+        // leave the lease to it (taking it would send that reconcile back to the queue for a
+        // second) and come back.
+        match backends.store.get(WorkloadInstance::KIND, id).await {
+            Ok(current)
+                if current.status.observed_generation < current.meta.generation
+                    && current.status.failures == 0 =>
+            {
+                return Ok(Reported::Busy);
+            }
+            Ok(_) => {}
+            Err(err) if err.kind() == threeport_core::ErrorKind::NotFound => {
+                return Ok(Reported::Gone);
+            }
+            Err(err) => return Err(err),
+        }
         let written =
             write_observed_status(backends, WorkloadInstance::KIND, id, holder, |status| {
                 let Ok(mut details) =

@@ -49,11 +49,29 @@ pub struct RuntimeWatcher {
     metrics: HealthMetrics,
 }
 
-/// One object a watch reported, and the instance it belongs to.
+/// What health needs of one object a watch reported (never the object itself: at thousands
+/// of instances the JSON would dominate the process's memory).
 #[derive(Debug)]
 struct Tracked {
-    object: Value,
     instance: ObjectId,
+    /// Index into [`WATCHED_KINDS`].
+    kind: usize,
+    namespace: Option<String>,
+    name: String,
+    health: Health,
+    /// Made by a controller for another object (pods, replica sets).
+    child: bool,
+}
+
+impl Tracked {
+    /// `Deployment shop/web`.
+    fn describe(&self) -> String {
+        let kind = WATCHED_KINDS[self.kind].1;
+        match &self.namespace {
+            Some(namespace) => format!("{kind} {namespace}/{}", self.name),
+            None => format!("{kind} {}", self.name),
+        }
+    }
 }
 
 /// Everything the watches have reported, by object UID.
@@ -61,15 +79,22 @@ struct Tracked {
 struct Seen {
     objects: HashMap<String, Tracked>,
     by_instance: HashMap<ObjectId, HashSet<String>>,
-    /// Kubernetes events by the UID of the object they are about, then by their own UID.
-    events: HashMap<String, BTreeMap<String, Value>>,
+    /// Kubernetes events (as threeport events) by the UID of the object they are about, then
+    /// by their own UID.
+    events: HashMap<String, BTreeMap<String, Event>>,
     synced: [bool; EVENTS + 1],
     /// Why a watch cannot reach the cluster now, per watch.
     unreachable: [Option<String>; EVENTS + 1],
     dirty: HashSet<ObjectId>,
     /// The last report each instance's status took.
     sent: HashMap<ObjectId, HealthReport>,
+    /// Instances whose report was refused for now (being reconciled): not before then.
+    later: HashMap<ObjectId, tokio::time::Instant>,
 }
+
+/// How long a report waits after its instance was busy: reconciles take about this long, and
+/// asking sooner only adds reads while thousands of instances are being created.
+const BUSY_BACKOFF: Duration = Duration::from_millis(500);
 
 fn uid(object: &Value) -> Option<String> {
     object["metadata"]["uid"].as_str().map(str::to_owned)
@@ -80,16 +105,6 @@ fn instance_of(object: &Value) -> Option<ObjectId> {
         .as_str()?
         .parse()
         .ok()
-}
-
-/// `Deployment shop/web`.
-fn describe(object: &Value) -> String {
-    let kind = object["kind"].as_str().unwrap_or("object");
-    let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    match object["metadata"]["namespace"].as_str() {
-        Some(namespace) => format!("{kind} {namespace}/{name}"),
-        None => format!("{kind} {name}"),
-    }
 }
 
 /// Whether a controller made the object for another (pods of a deployment, its replica sets).
@@ -144,27 +159,6 @@ fn threeport_event(event: &Value) -> Option<Event> {
     })
 }
 
-/// Drops what health never looks at (managed fields, annotations, pod templates, pod specs):
-/// on a real cluster most of an object's size.
-fn slim(object: &mut Value) {
-    if let Some(metadata) = object["metadata"].as_object_mut() {
-        metadata.remove("managedFields");
-        metadata.remove("annotations");
-    }
-    let kind = object["kind"].as_str().unwrap_or_default().to_owned();
-    if let Some(spec) = object["spec"].as_object_mut() {
-        match kind.as_str() {
-            "Pod" => spec.clear(),
-            "CronJob" => {
-                spec.remove("jobTemplate");
-            }
-            _ => {
-                spec.remove("template");
-            }
-        }
-    }
-}
-
 impl Seen {
     fn forget(&mut self, uid: &str) {
         if let Some(tracked) = self.objects.remove(uid) {
@@ -175,11 +169,10 @@ impl Seen {
         }
     }
 
-    fn track(&mut self, mut object: Value) {
-        slim(&mut object);
-        let Some(uid) = uid(&object) else { return };
+    fn track(&mut self, kind: usize, object: &Value) {
+        let Some(uid) = uid(object) else { return };
         self.forget(&uid);
-        let Some(instance) = instance_of(&object) else {
+        let Some(instance) = instance_of(object) else {
             return;
         };
         self.by_instance
@@ -187,25 +180,34 @@ impl Seen {
             .or_default()
             .insert(uid.clone());
         self.dirty.insert(instance);
-        self.objects.insert(uid, Tracked { object, instance });
+        let tracked = Tracked {
+            instance,
+            kind,
+            namespace: object["metadata"]["namespace"].as_str().map(str::to_owned),
+            name: object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            health: object_health(object),
+            child: is_child(object),
+        };
+        self.objects.insert(uid, tracked);
     }
 
     fn about(&mut self, event: &Value) {
         let (Some(about), Some(own)) = (event["involvedObject"]["uid"].as_str(), uid(event)) else {
             return;
         };
-        let mut kept = event.clone();
-        if let Some(metadata) = kept["metadata"].as_object_mut() {
-            metadata.remove("managedFields");
-            metadata.remove("annotations");
-        }
+        let Some(kept) = threeport_event(event) else {
+            return;
+        };
         let events = self.events.entry(about.to_owned()).or_default();
         events.insert(own, kept);
         while events.len() > EVENTS_PER_OBJECT {
-            // The oldest by last timestamp goes.
+            // The oldest by last seen goes.
             let oldest = events
                 .iter()
-                .min_by_key(|(_, e)| e["lastTimestamp"].as_str().unwrap_or_default().to_owned())
+                .min_by_key(|(_, e)| e.last_seen)
                 .map(|(k, _)| k.clone());
             match oldest {
                 Some(oldest) => events.remove(&oldest),
@@ -251,11 +253,7 @@ impl Seen {
                 let gone: Vec<String> = self
                     .objects
                     .iter()
-                    .filter(|(uid, t)| {
-                        t.object["kind"] == kind
-                            && t.object["apiVersion"] == api_version
-                            && !listed.contains(*uid)
-                    })
+                    .filter(|(uid, t)| t.kind == source && !listed.contains(*uid))
                     .map(|(uid, _)| uid.clone())
                     .collect();
                 for uid in gone {
@@ -264,14 +262,15 @@ impl Seen {
                 for mut object in objects {
                     object["apiVersion"] = api_version.into();
                     object["kind"] = kind.into();
-                    self.track(object);
+                    self.track(source, &object);
                 }
                 self.synced[source] = true;
             }
             Change::Applied(mut object) => {
+                // List items come without their type; the health rules need it.
                 object["apiVersion"] = api_version.into();
                 object["kind"] = kind.into();
-                self.track(object);
+                self.track(source, &object);
             }
             Change::Deleted(object) => {
                 if let Some(uid) = uid(&object) {
@@ -285,34 +284,30 @@ impl Seen {
     /// The current picture of one instance.
     fn report(&self, instance: ObjectId) -> HealthReport {
         let uids = self.by_instance.get(&instance);
-        let objects: Vec<&Value> = uids
+        let objects: Vec<&Tracked> = uids
             .into_iter()
             .flatten()
             .filter_map(|uid| self.objects.get(uid))
-            .map(|t| &t.object)
             .collect();
         let mut resources = Vec::new();
         let mut parts: Vec<(String, Health)> = Vec::new();
-        for object in &objects {
-            let health = object_health(object);
-            if is_child(object) {
+        for object in objects {
+            if object.child {
                 // What controllers made counts only when it fails: its owner's status
                 // covers the rest.
-                if health.status == HealthStatus::Degraded {
-                    parts.push((describe(object), health));
+                if object.health.status == HealthStatus::Degraded {
+                    parts.push((object.describe(), object.health.clone()));
                 }
                 continue;
             }
-            parts.push((describe(object), health.clone()));
+            parts.push((object.describe(), object.health.clone()));
+            let (api_version, kind) = WATCHED_KINDS[object.kind];
             resources.push(ResourceHealth {
-                api_version: object["apiVersion"].as_str().unwrap_or_default().to_owned(),
-                kind: object["kind"].as_str().unwrap_or_default().to_owned(),
-                namespace: object["metadata"]["namespace"].as_str().map(str::to_owned),
-                name: object["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                health,
+                api_version: api_version.to_owned(),
+                kind: kind.to_owned(),
+                namespace: object.namespace.clone(),
+                name: object.name.clone(),
+                health: object.health.clone(),
             });
         }
         parts.sort_by(|a, b| a.0.cmp(&b.0));
@@ -332,7 +327,7 @@ impl Seen {
             .flatten()
             .filter_map(|uid| self.events.get(uid))
             .flat_map(|events| events.values())
-            .filter_map(threeport_event)
+            .cloned()
             .collect();
         events.sort_by(|a, b| (a.last_seen, &a.uid).cmp(&(b.last_seen, &b.uid)));
         if events.len() > MAX_EVENTS {
@@ -462,13 +457,22 @@ impl RuntimeWatcher {
         if seen.dirty.is_empty() || !seen.synced.iter().all(|s| *s) {
             return;
         }
-        let reports: Vec<(ObjectId, HealthReport)> = seen
+        let now = tokio::time::Instant::now();
+        seen.later.retain(|_, at| *at > now);
+        let due: Vec<ObjectId> = seen
             .dirty
+            .iter()
+            .filter(|id| !seen.later.contains_key(id))
+            .copied()
+            .collect();
+        let reports: Vec<(ObjectId, HealthReport)> = due
             .iter()
             .map(|id| (*id, seen.report(*id)))
             .filter(|(id, report)| seen.sent.get(id) != Some(report))
             .collect();
-        seen.dirty.clear();
+        for id in &due {
+            seen.dirty.remove(id);
+        }
         let sink = &self.sink;
         let outcomes: Vec<(ObjectId, HealthReport, threeport_core::Result<Reported>)> =
             futures::stream::iter(reports)
@@ -497,6 +501,7 @@ impl RuntimeWatcher {
                 }
                 Ok(Reported::Busy) => {
                     seen.dirty.insert(id);
+                    seen.later.insert(id, now + BUSY_BACKOFF);
                 }
                 Err(err) => {
                     tracing::warn!(instance = %id, error = %err, "recording health failed; retrying");
