@@ -95,14 +95,7 @@ impl KubeCluster {
             }
             None => Self::config(connection)?,
         };
-        let endpoint = config.cluster_url.to_string();
-        let client = kube::Client::try_from(config)
-            .map_err(|e| Error::invalid("connection", format!("cannot build a client: {e}")))?;
-        Ok(KubeCluster {
-            client,
-            endpoint,
-            kinds: Mutex::new(HashMap::new()),
-        })
+        Self::from_config(config)
     }
 
     /// The cluster this process runs in, through its service account (what the in-cluster
@@ -110,6 +103,10 @@ impl KubeCluster {
     pub fn in_cluster() -> Result<Self> {
         let config = kube::Config::incluster()
             .map_err(|e| Error::invalid("connection", format!("not running in a cluster: {e}")))?;
+        Self::from_config(config)
+    }
+
+    fn from_config(config: kube::Config) -> Result<Self> {
         let endpoint = config.cluster_url.to_string();
         let client = kube::Client::try_from(config)
             .map_err(|e| Error::invalid("connection", format!("cannot build a client: {e}")))?;

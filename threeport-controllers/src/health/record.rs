@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use threeport_api::model::{HealthReport, WorkloadInstance, WorkloadInstanceStatus};
-use threeport_core::runtime::{ObservedWrite, write_observed_status};
+use threeport_core::runtime::{ObservedWrite, write_observed_change};
 use threeport_core::{ApiObject, Backends, ObjectId, Result};
 
 /// What became of a report.
@@ -44,39 +44,38 @@ pub async fn record_health(
         // A change not reconciled yet (and not failing): its reconcile is due or under way;
         // leave the lease to it (taking it would send that reconcile back to the queue for a
         // second) and come back.
-        match backends.store.get(WorkloadInstance::KIND, id).await {
+        let current = match backends.store.get(WorkloadInstance::KIND, id).await {
             Ok(current)
                 if current.status.observed_generation < current.meta.generation
                     && current.status.failures == 0 =>
             {
                 return Ok(Reported::Busy);
             }
-            Ok(_) => {}
+            Ok(current) => current,
             Err(err) if err.kind() == threeport_core::ErrorKind::NotFound => {
                 return Ok(Reported::Gone);
             }
             Err(err) => return Err(err),
-        }
-        let written =
-            write_observed_status(backends, WorkloadInstance::KIND, id, holder, |status| {
-                let Ok(mut details) =
-                    serde_json::from_value::<WorkloadInstanceStatus>(status.details.clone())
-                else {
-                    return false;
-                };
-                let mut changed = details.observe(report);
-                for event in &report.events {
-                    changed |= status.observe_event(event.clone());
+        };
+        let written = write_observed_change(backends, current, holder, |status| {
+            let Ok(mut details) =
+                serde_json::from_value::<WorkloadInstanceStatus>(status.details.clone())
+            else {
+                return false;
+            };
+            let mut changed = details.observe(report);
+            for event in &report.events {
+                changed |= status.observe_event(event.clone());
+            }
+            if changed {
+                match serde_json::to_value(&details) {
+                    Ok(value) => status.details = value,
+                    Err(_) => return false,
                 }
-                if changed {
-                    match serde_json::to_value(&details) {
-                        Ok(value) => status.details = value,
-                        Err(_) => return false,
-                    }
-                }
-                changed
-            })
-            .await?;
+            }
+            changed
+        })
+        .await?;
         match written {
             ObservedWrite::Written(_) | ObservedWrite::Unchanged => return Ok(Reported::Recorded),
             ObservedWrite::Gone => return Ok(Reported::Gone),

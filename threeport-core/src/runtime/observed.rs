@@ -1,14 +1,14 @@
 //! Status written from outside a reconcile (what a watcher observed of an object's things on
 //! a cluster, say): under the object's own lease, the one its controller takes for a
-//! reconcile, so such a write never races a reconcile and a reconcile never overwrites it
-//! with a status read before it.
+//! reconcile, and only over the version read, so such a write never races a reconcile and a
+//! reconcile never overwrites it with a status read before it.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::Backends;
-use crate::object::{ObjectId, Status};
+use crate::object::{ObjectId, RawObject, Status};
 use crate::store::StatusWrite;
 use crate::{ErrorKind, Result};
 
@@ -63,6 +63,28 @@ pub async fn write_observed_status(
     holder: &str,
     change: impl FnOnce(&mut Status<Value>) -> bool,
 ) -> Result<ObservedWrite> {
+    match backends.store.get(kind, id).await {
+        Ok(object) => write_observed_change(backends, object, holder, change).await,
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(ObservedWrite::Gone),
+        Err(err) => Err(err),
+    }
+}
+
+/// [`write_observed_status`] for a writer that has just read `object` itself (to decide
+/// whether to write at all). `change` edits the status as read; the write then takes the
+/// object's lease and succeeds only if the object is still at the version read, so a
+/// reconcile in between makes it [`ObservedWrite::Busy`], never lost. A change that changes
+/// nothing takes no lease.
+pub async fn write_observed_change(
+    backends: &Backends,
+    mut object: RawObject,
+    holder: &str,
+    change: impl FnOnce(&mut Status<Value>) -> bool,
+) -> Result<ObservedWrite> {
+    if !change(&mut object.status) {
+        return Ok(ObservedWrite::Unchanged);
+    }
+    let (kind, id) = (object.meta.kind.as_str(), object.meta.id);
     let key = lease_key(kind, id);
     let Some(lease) = backends
         .locker
@@ -71,29 +93,18 @@ pub async fn write_observed_status(
     else {
         return Ok(ObservedWrite::Busy);
     };
-    let result = async {
-        let mut object = match backends.store.get(kind, id).await {
-            Ok(object) => object,
-            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(ObservedWrite::Gone),
-            Err(err) => return Err(err),
-        };
-        if !change(&mut object.status) {
-            return Ok(ObservedWrite::Unchanged);
-        }
-        let write = StatusWrite {
-            expected_version: Some(object.meta.version),
-            fence: Some(lease.token),
-            status: object.status,
-        };
-        match backends.store.write_status(kind, id, write).await {
-            Ok(version) => Ok(ObservedWrite::Written(version)),
-            Err(err) if err.kind() == ErrorKind::NotFound => Ok(ObservedWrite::Gone),
-            // Written meanwhile by someone without the lease (a spec update): read again.
-            Err(err) if err.kind() == ErrorKind::Conflict => Ok(ObservedWrite::Busy),
-            Err(err) => Err(err),
-        }
-    }
-    .await;
+    let write = StatusWrite {
+        expected_version: Some(object.meta.version),
+        fence: Some(lease.token),
+        status: object.status,
+    };
+    let result = match backends.store.write_status(kind, id, write).await {
+        Ok(version) => Ok(ObservedWrite::Written(version)),
+        Err(err) if err.kind() == ErrorKind::NotFound => Ok(ObservedWrite::Gone),
+        // Written since it was read (a reconcile, a spec update): read again.
+        Err(err) if err.kind() == ErrorKind::Conflict => Ok(ObservedWrite::Busy),
+        Err(err) => Err(err),
+    };
     if let Err(err) = backends.locker.release(&lease).await {
         tracing::debug!(error = %err, key, "releasing an observed-status lease failed; it expires");
     }
