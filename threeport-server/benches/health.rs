@@ -9,6 +9,8 @@
 //!
 //! `cargo bench -p threeport-server --bench health`; `BENCH_INSTANCES` changes the count.
 
+#[path = "common/api.rs"]
+mod api;
 #[path = "../../threeport-bus/tests/common/mod.rs"]
 #[allow(missing_docs)]
 mod nats;
@@ -25,6 +27,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use threeport_k8s::{Cluster, FakeApiServer, MemoryCluster, PodState, ResourceRef};
 
+use api::Api;
 use plane::{Plane, peak_rss_mb};
 
 const FIVE: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: nginx}]}\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata: {mode: production}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: web\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: data\nspec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n";
@@ -42,78 +45,44 @@ fn main() {
     runtime.block_on(run(instances));
 }
 
-/// The API as the bench uses it.
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
+/// Every workload instance, as listed.
+async fn instances(api: &Api) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let query = match &after {
+            Some(after) => format!("limit=500&after={after}"),
+            None => "limit=500".to_owned(),
+        };
+        let page = api.page(&query).await;
+        all.extend(page["items"].as_array().cloned().unwrap_or_default());
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => return all,
+        }
+    }
 }
 
-impl Api {
-    async fn post(&self, plural: &str, body: Value) -> String {
-        let response = self
-            .http
-            .post(format!("{}/v0/{plural}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .expect("post");
-        let status = response.status();
-        let created: Value = response.json().await.expect("body");
-        assert_eq!(status, reqwest::StatusCode::CREATED, "{plural}: {created}");
-        created["id"].as_str().expect("id").to_owned()
-    }
-
-    /// Every workload instance, as listed.
-    async fn instances(&self) -> Vec<Value> {
-        let mut all = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let query = match &after {
-                Some(after) => format!("limit=500&after={after}"),
-                None => "limit=500".to_owned(),
-            };
-            let page: Value = self
-                .http
-                .get(format!("{}/v0/workload-instances?{query}", self.base))
-                .bearer_auth(&self.token)
-                .send()
-                .await
-                .expect("list")
-                .json()
-                .await
-                .expect("page");
-            all.extend(page["items"].as_array().cloned().unwrap_or_default());
-            match page["next"].as_str() {
-                Some(next) => after = Some(next.to_owned()),
-                None => return all,
-            }
+/// Waits until `n` instances are listed and each satisfies `done`; gives up after `limit`.
+/// Returns the seconds it took.
+async fn wait_all(api: &Api, n: usize, limit: Duration, done: impl Fn(&Value) -> bool) -> f64 {
+    let started = Instant::now();
+    loop {
+        let listed = instances(api).await;
+        let pending = listed.iter().filter(|i| !done(i)).count() + n.saturating_sub(listed.len());
+        if pending == 0 {
+            return started.elapsed().as_secs_f64();
         }
-    }
-
-    /// Waits until `n` instances are listed and each satisfies `done`; gives up after
-    /// `limit`. Returns the seconds it took.
-    async fn wait_all(&self, n: usize, limit: Duration, done: impl Fn(&Value) -> bool) -> f64 {
-        let started = Instant::now();
-        loop {
-            let listed = self.instances().await;
-            let pending =
-                listed.iter().filter(|i| !done(i)).count() + n.saturating_sub(listed.len());
-            if pending == 0 {
-                return started.elapsed().as_secs_f64();
-            }
-            assert!(
-                started.elapsed() < limit,
-                "{pending} of {n} instances not there after {limit:?}: {}",
-                listed
-                    .iter()
-                    .find(|i| !done(i))
-                    .map(|i| i["status"]["details"]["health"].to_string())
-                    .unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert!(
+            started.elapsed() < limit,
+            "{pending} of {n} instances not there after {limit:?}: {}",
+            listed
+                .iter()
+                .find(|i| !done(i))
+                .map(|i| i["status"]["details"]["health"].to_string())
+                .unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -133,24 +102,8 @@ async fn run(n: usize) {
         .expect("fake API server");
     let plane = Plane::embedded().await;
     let pid = plane.processes[0].1.child.id().expect("pid");
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: plane.base.clone(),
-        token: plane.token.clone(),
-    };
-    let runtime_definition = api
-        .post(
-            "kubernetes-runtime-definitions",
-            json!({"name": "existing", "spec": {"infra_provider": "existing"}}),
-        )
-        .await;
-    api.post(
-        "kubernetes-runtime-instances",
-        json!({"name": "local", "spec": {
-            "definition": runtime_definition, "location": "Europe:Paris", "default_runtime": true,
-            "connection": {"api_endpoint": kube.url, "token": "bench"}}}),
-    )
-    .await;
+    let api = Api::of(&plane);
+    api.register_runtime(&kube.url).await;
     let definition = api
         .post(
             "workload-definitions",
@@ -165,16 +118,14 @@ async fn run(n: usize) {
 
     // One instance first: the watches a runtime costs.
     create(0).await;
-    api.wait_all(1, Duration::from_secs(60), |i| health(i) != "-")
-        .await;
+    wait_all(&api, 1, Duration::from_secs(60), |i| health(i) != "-").await;
     let watches_one = kube.cluster.open_watches();
     futures::stream::iter(1..n)
         .for_each_concurrent(16, |i| async move {
             create(i).await;
         })
         .await;
-    api.wait_all(n, Duration::from_secs(300), |i| health(i) != "-")
-        .await;
+    wait_all(&api, n, Duration::from_secs(300), |i| health(i) != "-").await;
     let watches_all = kube.cluster.open_watches();
     let rss_deployed = peak_rss_mb(pid);
 
@@ -206,9 +157,7 @@ async fn run(n: usize) {
             .set_pods(deployment, PodState::Pending, 2)
             .expect("pods");
     }
-    let down_s = api
-        .wait_all(n, Duration::from_secs(120), |i| health(i) == "down")
-        .await;
+    let down_s = wait_all(&api, n, Duration::from_secs(120), |i| health(i) == "down").await;
     let rss_down = peak_rss_mb(pid);
 
     // The flip: every deployment ready at once.
@@ -219,8 +168,10 @@ async fn run(n: usize) {
             .expect("pods");
     }
     let flip_s = flipped.elapsed().as_secs_f64();
-    api.wait_all(n, Duration::from_secs(120), |i| health(i) == "healthy")
-        .await;
+    wait_all(&api, n, Duration::from_secs(120), |i| {
+        health(i) == "healthy"
+    })
+    .await;
     let seconds = flipped.elapsed().as_secs_f64();
     let rss = peak_rss_mb(pid);
     println!(

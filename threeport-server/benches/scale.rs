@@ -19,6 +19,8 @@
 //! (a database is created and dropped per run); nats-server: `THREEPORT_NATS_SERVER`, else on
 //! PATH.
 
+#[path = "common/api.rs"]
+mod api;
 #[path = "../../threeport-bus/tests/common/mod.rs"]
 #[allow(missing_docs)]
 mod nats;
@@ -36,6 +38,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use threeport_k8s::{Cluster, FakeApiServer, MemoryCluster};
 
+use api::Api;
 use plane::Plane;
 
 const CLIENTS: usize = 16;
@@ -164,43 +167,6 @@ async fn run(sizes: &[usize], modes: &[Mode]) {
     );
 }
 
-/// The API as the bench's clients use it.
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn post(&self, plural: &str, body: Value) -> String {
-        let response = self
-            .http
-            .post(format!("{}/v0/{plural}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .expect("post");
-        let status = response.status();
-        let created: Value = response.json().await.expect("body");
-        assert_eq!(status, reqwest::StatusCode::CREATED, "{plural}: {created}");
-        created["id"].as_str().expect("id").to_owned()
-    }
-
-    async fn page(&self, query: &str) -> Value {
-        self.http
-            .get(format!("{}/v0/workload-instances?{query}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("list")
-            .json()
-            .await
-            .expect("page")
-    }
-}
-
 /// Whether a listed instance is reconciled with its five resources (and the namespace).
 fn deployed(item: &Value) -> bool {
     item["status"]["state"] == "reconciled"
@@ -217,24 +183,8 @@ async fn run_once(mode: Mode, n: usize) -> Measured {
         Mode::Embedded => Plane::embedded().await,
         Mode::Distributed => Plane::distributed(&[CONTROLLERS, CONTROLLERS]).await,
     };
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: plane.base.clone(),
-        token: plane.token.clone(),
-    };
-    let runtime_definition = api
-        .post(
-            "kubernetes-runtime-definitions",
-            json!({"name": "existing", "spec": {"infra_provider": "existing"}}),
-        )
-        .await;
-    api.post(
-        "kubernetes-runtime-instances",
-        json!({"name": "local", "spec": {
-            "definition": runtime_definition, "location": "Europe:Paris", "default_runtime": true,
-            "connection": {"api_endpoint": kube.url, "token": "bench"}}}),
-    )
-    .await;
+    let api = Api::of(&plane);
+    api.register_runtime(&kube.url).await;
     let definition = api
         .post(
             "workload-definitions",
