@@ -218,8 +218,12 @@ def test_ctrl_c_stops_the_engine_gracefully(tmp_path):
         print("stopped", flush=True)
         """
     ))
+    # Ctrl-C as a terminal delivers it: a suite started in the background (`cmd &` without job
+    # control) ignores SIGINT, the engine's process would inherit that, and Python only turns
+    # SIGINT into KeyboardInterrupt when it starts with the default disposition.
     process = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=dict(os.environ)
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=dict(os.environ),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdout.readline().strip() == "running"
     time.sleep(0.3)
