@@ -48,7 +48,9 @@ const WEB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web
 struct Watchdog {
     inner: Arc<dyn Store>,
     violations: Arc<Mutex<Vec<String>>>,
-    removals: Arc<Mutex<Vec<ObjectRef>>>,
+    /// Held across the removal itself, so the log's order is the order removals happened
+    /// (shared by every replica's watchdog).
+    removals: Arc<tokio::sync::Mutex<Vec<ObjectRef>>>,
 }
 
 #[async_trait]
@@ -122,8 +124,9 @@ impl Store for Watchdog {
         self.inner.register_relations(relations).await
     }
     async fn remove(&self, kind: &str, id: ObjectId, fence: Option<u64>) -> Result<()> {
+        let mut removals = self.removals.lock().await;
         self.inner.remove(kind, id, fence).await?;
-        self.removals.lock().unwrap().push(ObjectRef::new(kind, id));
+        removals.push(ObjectRef::new(kind, id));
         Ok(())
     }
 }
@@ -135,7 +138,7 @@ struct Plane {
     http: reqwest::Client,
     cluster: MemoryCluster,
     violations: Arc<Mutex<Vec<String>>>,
-    removals: Arc<Mutex<Vec<ObjectRef>>>,
+    removals: Arc<tokio::sync::Mutex<Vec<ObjectRef>>>,
     shutdown: CancellationToken,
 }
 
@@ -160,7 +163,7 @@ impl Plane {
             health: Default::default(),
         };
         let violations = Arc::new(Mutex::new(Vec::new()));
-        let removals = Arc::new(Mutex::new(Vec::new()));
+        let removals = Arc::new(tokio::sync::Mutex::new(Vec::new()));
         for backends in replicas {
             let watched = Backends {
                 store: Arc::new(Watchdog {
@@ -600,7 +603,7 @@ async fn runtime_definitions_go_after_what_runs_on_them(plane: &Plane) {
         !plane.deployed_in(&namespace).await,
         "the instance's cluster resources are gone"
     );
-    let removals = plane.removals.lock().unwrap().clone();
+    let removals = plane.removals.lock().await.clone();
     let position = |id: &str| {
         removals
             .iter()
