@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use threeport_api::model::{
     AwsObjectStorageBucketDefinition, AwsObjectStorageBucketInstance,
     AwsRelationalDatabaseDefinition, AwsRelationalDatabaseInstance, SecretDefinition,
-    SecretInstance, WorkloadInstance,
+    SecretInstance,
 };
 use threeport_core::store::ListQuery;
 use threeport_core::{ApiObject, Context, Object, ObjectId, ReconcileError};
@@ -49,6 +49,25 @@ pub struct AccountEnv {
     pub value: String,
 }
 
+/// The kind of workload services attach to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A `WorkloadInstance` (databases, buckets and secrets reference it).
+    Workload,
+    /// A `HelmWorkloadInstance` (secrets reference it).
+    HelmWorkload,
+}
+
+impl Target {
+    /// The field of a service's spec that references this kind of workload.
+    pub fn field(self) -> &'static str {
+        match self {
+            Target::Workload => "workload_instance",
+            Target::HelmWorkload => "helm_workload_instance",
+        }
+    }
+}
+
 /// What the services attached to a workload instance add to it.
 #[derive(Debug, Default)]
 pub struct Attachments {
@@ -61,13 +80,14 @@ pub struct Attachments {
     pub roles: BTreeMap<String, String>,
 }
 
-/// The live (not deleting) services of kind `T` that reference `workload`.
+/// The live (not deleting) services of kind `T` that reference `workload` in `field`.
 async fn serving<T: ApiObject>(
     ctx: &Context,
+    field: &str,
     workload: ObjectId,
 ) -> Result<Vec<Object<T>>, ReconcileError> {
     let query = ListQuery::default()
-        .referencing("workload_instance", workload)
+        .referencing(field, workload)
         .limit(1000);
     Ok(ctx
         .api::<T>()
@@ -79,15 +99,18 @@ async fn serving<T: ApiObject>(
 }
 
 impl Attachments {
-    /// Reads what the services referencing `instance` add to it; database passwords are
-    /// opened with `sealer`.
+    /// Reads what the services referencing workload `instance` (a WorkloadInstance, or a
+    /// HelmWorkloadInstance: `target` says which) add to it; database passwords are opened
+    /// with `sealer`.
     pub async fn of(
         ctx: &Context,
-        instance: &Object<WorkloadInstance>,
+        target: Target,
+        instance: ObjectId,
         sealer: &Sealer,
     ) -> Result<Attachments, ReconcileError> {
+        let field = target.field();
         let mut attachments = Attachments::default();
-        for database in serving::<AwsRelationalDatabaseInstance>(ctx, instance.id()).await? {
+        for database in serving::<AwsRelationalDatabaseInstance>(ctx, field, instance).await? {
             let status = &database.status.details;
             let (Some(host), Some(port), Some(user), Some(password)) = (
                 &status.host,
@@ -112,7 +135,7 @@ impl Attachments {
                 },
             }));
         }
-        for bucket in serving::<AwsObjectStorageBucketInstance>(ctx, instance.id()).await? {
+        for bucket in serving::<AwsObjectStorageBucketInstance>(ctx, field, instance).await? {
             let status = &bucket.status.details;
             let Some(name) = &status.bucket else {
                 continue;
@@ -131,7 +154,7 @@ impl Attachments {
                 attachments.roles.insert(account, role.clone());
             }
         }
-        for secret in serving::<SecretInstance>(ctx, instance.id()).await? {
+        for secret in serving::<SecretInstance>(ctx, field, instance).await? {
             let definition = ctx
                 .api::<SecretDefinition>()
                 .get(secret.spec.definition)

@@ -32,8 +32,8 @@ use threeport_k8s::{ClusterConnection, ResourceRef, apply_all};
 
 use crate::aws::{AwsProvider, AwsServices, cloud_name};
 use crate::clusters::ClusterProvider;
+use crate::deploy::FIELD_MANAGER;
 use crate::seal::Sealer;
-use crate::workload_instance::FIELD_MANAGER;
 
 /// The field name a connection token is sealed under, wherever the connection data is kept.
 pub const CONNECTION_TOKEN_FIELD: &str = "spec.connection.token";

@@ -15,9 +15,13 @@ pub mod attached;
 mod aws;
 #[cfg(feature = "kubernetes")]
 mod clusters;
+#[cfg(feature = "kubernetes")]
+mod deploy;
 #[cfg(feature = "aws")]
 mod eks;
 pub mod health;
+#[cfg(feature = "kubernetes")]
+pub mod helm;
 mod passive;
 #[cfg(feature = "kubernetes")]
 mod runtime;
@@ -33,7 +37,8 @@ use prometheus_client::registry::Registry;
 #[cfg_attr(not(feature = "kubernetes"), allow(unused_imports))]
 use threeport_api::model::{
     AwsEksKubernetesRuntimeInstance, AwsObjectStorageBucketInstance, AwsRelationalDatabaseInstance,
-    KubernetesRuntimeInstance, SecretDefinition, SecretInstance, WorkloadDefinition,
+    HelmWorkloadDefinition, KubernetesRuntimeInstance, SecretDefinition, SecretInstance,
+    WorkloadDefinition,
 };
 #[cfg_attr(not(feature = "kubernetes"), allow(unused_imports))]
 use threeport_core::ApiObject;
@@ -50,6 +55,8 @@ pub use aws::{
 };
 #[cfg(feature = "kubernetes")]
 pub use clusters::{ClusterProvider, KubeClusters, SingleCluster};
+#[cfg(feature = "kubernetes")]
+pub use deploy::{FIELD_MANAGER, RUNTIME_READY};
 #[cfg(feature = "aws")]
 pub use eks::{CONNECTION_TOKEN_FIELD, EksReconciler, SERVICE_ACCOUNT, SYSTEM_NAMESPACE};
 #[cfg(feature = "kubernetes")]
@@ -59,7 +66,7 @@ pub use passive::{PASSIVE_KINDS, PassiveReconciler};
 pub use runtime::{AGENT_READY, CLUSTER_READY, RuntimeReconciler};
 pub use workload_definition::{WorkloadDefinitionReconciler, split_manifests};
 #[cfg(feature = "kubernetes")]
-pub use workload_instance::{FIELD_MANAGER, RUNTIME_READY, WorkloadInstanceReconciler};
+pub use workload_instance::WorkloadInstanceReconciler;
 
 /// What controllers reach the outside world through.
 #[derive(Debug, Clone)]
@@ -75,6 +82,9 @@ pub struct Providers {
     /// Timings of the runtimes' health watches.
     #[cfg(feature = "kubernetes")]
     pub health: HealthConfig,
+    /// Renders Helm charts (the `helm` command line by default).
+    #[cfg(feature = "kubernetes")]
+    pub charts: Arc<dyn helm::ChartRenderer>,
 }
 
 /// Starts one controller: its reconciler, made from the providers, on the backends,
@@ -153,6 +163,25 @@ const CONTROLLERS: &[(&str, Follows, Start)] = &[
                 .with_metrics(metrics);
             tokio::spawn(watchers.run(s.clone()));
             let reconciler = WorkloadInstanceReconciler::new(p.clusters.clone(), p.sealer.clone());
+            run(reconciler, b, c, s)
+        },
+    ),
+    #[cfg(feature = "kubernetes")]
+    (
+        "helm-workload-instance",
+        &[
+            // A changed definition, and the runtime it runs on turning ready.
+            (HelmWorkloadDefinition::KIND, Via::Referencing),
+            (KubernetesRuntimeInstance::KIND, Via::Referencing),
+            // The secrets attached to it (they reference it).
+            (SecretInstance::KIND, Via::ReferencedBy),
+        ],
+        |p, b, c, s| {
+            let reconciler = helm::HelmWorkloadInstanceReconciler::new(
+                p.clusters.clone(),
+                p.charts.clone(),
+                p.sealer.clone(),
+            );
             run(reconciler, b, c, s)
         },
     ),

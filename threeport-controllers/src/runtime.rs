@@ -30,8 +30,8 @@ use threeport_core::{
 
 use crate::agent::agent_manifests;
 use crate::clusters::ClusterProvider;
+use crate::deploy::FIELD_MANAGER;
 use crate::seal::Sealer;
-use crate::workload_instance::FIELD_MANAGER;
 
 /// Reconciles `KubernetesRuntimeInstance` objects.
 #[derive(Debug, Clone)]

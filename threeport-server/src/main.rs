@@ -19,6 +19,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use threeport_core::{Backends, ControllerConfig};
 use threeport_core::{OutboxRelay, RelayConfig};
 use threeport_server::auth::{TokenSet, mint_token};
+use threeport_server::controllers::helm::HelmCli;
 use threeport_server::controllers::{KubeClusters, Providers, SdkAws};
 use threeport_server::plane::{self, PlaneConfig};
 use threeport_server::tls::{TlsFiles, serve_tls, server_config};
@@ -185,6 +186,13 @@ struct PlaneArgs {
     #[arg(long, env = "THREEPORT_HEALTH_POLL_MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(50..=600_000))]
     health_poll_ms: u64,
+    /// The `helm` command line the Helm-workload controller renders charts with (Helm 3.8+
+    /// or 4): a path, or a name looked up on PATH.
+    #[arg(long, env = "THREEPORT_HELM_BIN", default_value = "helm")]
+    helm_bin: PathBuf,
+    /// Where fetched charts are cached (by digest). Default: `<data-dir>/charts`.
+    #[arg(long, env = "THREEPORT_CHART_CACHE")]
+    chart_cache: Option<PathBuf>,
 }
 
 impl PlaneArgs {
@@ -198,6 +206,12 @@ impl PlaneArgs {
                 poll: std::time::Duration::from_millis(self.health_poll_ms),
                 ..Default::default()
             },
+            charts: Arc::new(HelmCli::new(
+                self.helm_bin.clone(),
+                self.chart_cache
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("charts")),
+            )),
         }
     }
 

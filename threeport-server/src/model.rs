@@ -43,9 +43,10 @@ pub fn registry() -> KindRegistry {
         .serve::<ControlPlaneInstance>()
         .serve::<Event>()
         .defaulted::<WorkloadInstance>(|store, spec| Box::pin(default_runtime(store, spec)))
+        .defaulted::<HelmWorkloadInstance>(|store, spec| Box::pin(default_runtime(store, spec)))
 }
 
-/// A workload instance that names no runtime runs on the default runtime: the API names it
+/// A (Helm) workload instance that names no runtime runs on the default runtime: the API names it
 /// in the spec when the instance is written (so the reference keeps that runtime from being
 /// deleted while it hosts the workload, and the instance follows it), rather than the
 /// controller writing the instance's spec later. With no default runtime, it stays unnamed.

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 use common::process::{
-    BINARY, Server, agent, controllers, metrics_text, send, serve, start, temp_dir, wait_reconciled,
+    BINARY, Server, agent, controllers, create, metrics_text, register_cluster, send, serve, start,
+    temp_dir, wait_for, wait_reconciled,
 };
 
 fn files_contain(dir: &Path, needle: &[u8]) -> bool {
@@ -645,34 +646,6 @@ async fn the_agent_reports_health_through_the_api() {
     assert!(server.terminate().await.success());
 }
 
-/// Polls `GET <url>` until `done` holds for the object.
-async fn wait_for(
-    http: &reqwest::Client,
-    url: &str,
-    token: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, got) = send(http.get(url).bearer_auth(token)).await;
-        if status == StatusCode::OK && done(&got) {
-            return got;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never got there: {status} {got}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// POSTs `body` to `url`; asserts it was created and returns the new object's id.
-async fn create(http: &reqwest::Client, url: String, token: &str, body: Value) -> String {
-    let (status, created) = send(http.post(&url).bearer_auth(token).json(&body)).await;
-    assert_eq!(status, StatusCode::CREATED, "{url}: {created}");
-    created["id"].as_str().unwrap().to_owned()
-}
-
 /// Creates a workload definition named `name` with `yaml` and an instance of it (on the
 /// default runtime); returns both ids.
 async fn deploy(
@@ -697,32 +670,6 @@ async fn deploy(
     )
     .await;
     (definition, instance)
-}
-
-/// Registers the fake API server `kube` as the default runtime (an existing cluster known by
-/// its connection data); returns the runtime's id.
-async fn register_cluster(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    kube: &threeport_k8s::FakeApiServer,
-) -> String {
-    let definition = create(
-        http,
-        format!("{base}/v0/kubernetes-runtime-definitions"),
-        token,
-        json!({"name": "existing", "spec": {"infra_provider": "existing"}}),
-    )
-    .await;
-    create(
-        http,
-        format!("{base}/v0/kubernetes-runtime-instances"),
-        token,
-        json!({"name": "local", "spec": {
-        "definition": definition, "location": "NorthAmerica:NewYork", "default_runtime": true,
-        "connection": {"api_endpoint": kube.url, "token": "cluster-token"}}}),
-    )
-    .await
 }
 
 /// Through the API at `base`: register the fake cluster as the default runtime, deploy a

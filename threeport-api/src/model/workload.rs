@@ -7,9 +7,7 @@ use threeport_core::object::Reference;
 use threeport_core::{ApiObject, Event, ObjectId, ValidationError};
 use utoipa::ToSchema;
 
-use super::{
-    KubernetesRuntimeInstance, dns_label, maybe_reference, reference, require, yaml_stream,
-};
+use super::{KubernetesRuntimeInstance, dns_label, maybe_reference, reference, require};
 
 /// A workload as Kubernetes manifests: one multi-document YAML stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -291,38 +289,134 @@ impl ApiObject for WorkloadResourceInstance {
     }
 }
 
-/// A workload as a Helm chart.
+/// A workload as a Helm chart: from an HTTP(S) chart repository (`repo` + `chart`), an OCI
+/// registry (`repo` = `oci://host/path` + `chart`), or a chart archive uploaded with the
+/// definition (`chart_archive`); default values; resources deployed beside the release.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HelmWorkloadDefinition {
-    /// Chart repository: `https://…` or an OCI registry `oci://…`.
-    pub repo: String,
-    /// Chart name.
-    pub chart: String,
-    /// Chart version; `None`: the latest.
+    /// Chart repository: `https://…` (or `http://…`), or an OCI registry `oci://…`.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Chart name in `repo`.
+    #[serde(default)]
+    pub chart: Option<String>,
+    /// Chart version or semver constraint (`1.2.3`, `^1.2`, `>=1.0 <2`); `None`: the latest.
     #[serde(default)]
     pub chart_version: Option<String>,
-    /// Values (YAML).
+    /// A packaged chart (`helm package`'s `.tgz`), base64-encoded, instead of `repo`.
+    #[serde(default)]
+    pub chart_archive: Option<String>,
+    /// Default values (one YAML mapping).
     #[serde(default)]
     pub values: Option<String>,
+    /// Manifests deployed beside the release, in its namespace (a YAML stream).
+    #[serde(default)]
+    pub additional_resources: Option<String>,
+}
+
+/// The largest chart archive a definition carries (the decoded `.tgz`).
+pub const CHART_ARCHIVE_LIMIT: usize = 1 << 20;
+
+impl HelmWorkloadDefinition {
+    /// The uploaded chart archive, decoded (`None` without one).
+    ///
+    /// Errors: a message for `chart_archive` that is not base64 of a gzip archive.
+    pub fn archive(&self) -> Result<Option<Vec<u8>>, ValidationError> {
+        use base64::Engine as _;
+        let Some(encoded) = &self.chart_archive else {
+            return Ok(None);
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|e| ValidationError::new("chart_archive", format!("not base64: {e}")))?;
+        if !bytes.starts_with(&[0x1f, 0x8b]) {
+            return Err(ValidationError::new(
+                "chart_archive",
+                "not a gzip-compressed chart archive (`helm package` makes one)",
+            ));
+        }
+        if bytes.len() > CHART_ARCHIVE_LIMIT {
+            return Err(ValidationError::new(
+                "chart_archive",
+                format!(
+                    "{} bytes, more than the {CHART_ARCHIVE_LIMIT} a definition carries: serve it from a chart repository",
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(Some(bytes))
+    }
+}
+
+/// Values: one YAML document that is a mapping (or empty).
+fn values_mapping(field: &str, text: &str) -> Result<(), ValidationError> {
+    let value: serde_yaml::Value = serde_yaml::from_str(text)
+        .map_err(|e| ValidationError::new(field, format!("not one valid YAML document: {e}")))?;
+    match value {
+        serde_yaml::Value::Mapping(_) | serde_yaml::Value::Null => Ok(()),
+        _ => Err(ValidationError::new(
+            field,
+            "must be a YAML mapping of values (`key: value`)",
+        )),
+    }
 }
 
 impl ApiObject for HelmWorkloadDefinition {
     const KIND: &'static str = "HelmWorkloadDefinition";
     type Status = ();
     fn validate(&self) -> Result<(), ValidationError> {
-        if !["https://", "http://", "oci://"]
-            .iter()
-            .any(|scheme| self.repo.starts_with(scheme))
-        {
-            return Err(ValidationError::new(
-                "repo",
-                "must be an https:// (or http://) chart repository or an oci:// registry",
-            ));
+        match (&self.repo, &self.chart_archive) {
+            (Some(_), Some(_)) => {
+                return Err(ValidationError::new(
+                    "chart_archive",
+                    "give either repo (with chart) or chart_archive, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ValidationError::new(
+                    "repo",
+                    "a chart repository (with chart) or a chart_archive is required",
+                ));
+            }
+            (Some(repo), None) => {
+                if !["https://", "http://", "oci://"]
+                    .iter()
+                    .any(|scheme| repo.starts_with(scheme))
+                {
+                    return Err(ValidationError::new(
+                        "repo",
+                        "must be an https:// (or http://) chart repository or an oci:// registry",
+                    ));
+                }
+                require("chart", self.chart.as_deref().unwrap_or_default())?;
+                let chart = self.chart.as_deref().unwrap_or_default();
+                if chart.contains(['/', ' ', ':']) {
+                    return Err(ValidationError::new(
+                        "chart",
+                        format!("{chart:?} is a chart name in repo, not a path or reference"),
+                    ));
+                }
+            }
+            (None, Some(_)) => {
+                self.archive()?;
+            }
         }
-        require("chart", &self.chart)?;
+        if let Some(version) = &self.chart_version {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || " .*^~<>=!|,+-".contains(c);
+            if version.trim().is_empty() || !version.chars().all(allowed) {
+                return Err(ValidationError::new(
+                    "chart_version",
+                    format!("{version:?} is not a version or semver constraint"),
+                ));
+            }
+        }
         if let Some(values) = &self.values {
-            yaml_stream("values", values)?;
+            values_mapping("values", values)?;
+        }
+        if let Some(resources) = &self.additional_resources {
+            split_manifests(resources)
+                .map_err(|reason| ValidationError::new("additional_resources", reason))?;
         }
         Ok(())
     }
@@ -339,20 +433,50 @@ pub struct HelmWorkloadInstance {
     #[serde(default)]
     #[schema(value_type = Option<String>, format = Uuid)]
     pub runtime: Option<ObjectId>,
-    /// Values merged over the definition's (YAML).
+    /// Values merged over the definition's by Helm's rules (one YAML mapping).
     #[serde(default)]
     pub values_overrides: Option<String>,
-    /// Release namespace; `None`: one generated for the release.
+    /// Release namespace; `None`: one generated for the release (and removed with it).
     #[serde(default)]
     pub release_namespace: Option<String>,
 }
 
+/// What the Helm-workload-instance controller released: the workload part (runtime,
+/// generated namespace, resources with their health, the instance's health) and the release.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct HelmWorkloadInstanceStatus {
+    /// Runtime, generated namespace, resources applied and health, as for workload instances.
+    #[serde(flatten)]
+    pub workload: WorkloadInstanceStatus,
+    /// The release name (the instance's name, made a DNS label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// The chart released: `name-version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<String>,
+    /// The released chart archive's digest (`sha256:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart_digest: Option<String>,
+    /// Releases so far: 1 after the install, one more per upgrade.
+    #[serde(default)]
+    pub revision: u64,
+    /// Fingerprint of what revision `revision` released (chart, values, namespace, extras).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released: Option<String>,
+    /// Fingerprint of the release whose hooks are running or ran last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks_for: Option<String>,
+    /// Hook objects left on the cluster (removed with the instance).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<AppliedResource>,
+}
+
 impl ApiObject for HelmWorkloadInstance {
     const KIND: &'static str = "HelmWorkloadInstance";
-    type Status = ();
+    type Status = HelmWorkloadInstanceStatus;
     fn validate(&self) -> Result<(), ValidationError> {
         if let Some(values) = &self.values_overrides {
-            yaml_stream("values_overrides", values)?;
+            values_mapping("values_overrides", values)?;
         }
         if let Some(namespace) = &self.release_namespace {
             dns_label("release_namespace", namespace)?;

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use threeport_api::model::{HealthReport, WorkloadInstance, WorkloadInstanceStatus};
+use threeport_api::model::{
+    HealthReport, HelmWorkloadInstance, WorkloadInstance, WorkloadInstanceStatus,
+};
 use threeport_core::runtime::{ObservedWrite, write_observed_change};
 use threeport_core::{ApiObject, Backends, ObjectId, Result};
 
@@ -21,14 +23,14 @@ pub enum Reported {
 /// Takes a runtime watcher's reports.
 #[async_trait]
 pub trait HealthSink: Send + Sync + std::fmt::Debug + 'static {
-    /// Records what the watcher saw of `instance` (a WorkloadInstance).
+    /// Records what the watcher saw of `instance` (a WorkloadInstance or HelmWorkloadInstance).
     async fn report(&self, instance: ObjectId, report: &HealthReport) -> Result<Reported>;
 }
 
 /// How long [`record_health`] waits for a reconcile to release an instance.
 const BUSY_PATIENCE: Duration = Duration::from_secs(2);
 
-/// Writes `report` into workload instance `id`'s status under the instance's lease, so it
+/// Writes `report` into (Helm) workload instance `id`'s status under the instance's lease, so it
 /// neither races nor is lost to a reconcile: health, each resource's health, events kept
 /// once per UID. Waits a little while a reconcile holds the lease, then says
 /// [`Reported::Busy`].
@@ -44,7 +46,7 @@ pub async fn record_health(
         // A change not reconciled yet (and not failing): its reconcile is due or under way;
         // leave the lease to it (taking it would send that reconcile back to the queue for a
         // second) and come back.
-        let current = match backends.store.get(WorkloadInstance::KIND, id).await {
+        let current = match get_instance(backends, id).await {
             Ok(current)
                 if current.status.observed_generation < current.meta.generation
                     && current.status.failures == 0 =>
@@ -68,10 +70,14 @@ pub async fn record_health(
                 changed |= status.observe_event(event.clone());
             }
             if changed {
-                match serde_json::to_value(&details) {
-                    Ok(value) => status.details = value,
-                    Err(_) => return false,
-                }
+                // Field by field: a Helm workload's status has more than the workload part.
+                let (Ok(serde_json::Value::Object(fields)), Some(target)) = (
+                    serde_json::to_value(&details),
+                    status.details.as_object_mut(),
+                ) else {
+                    return false;
+                };
+                target.extend(fields);
             }
             changed
         })
@@ -85,6 +91,17 @@ pub async fn record_health(
                 pause = (pause * 2).min(Duration::from_millis(200));
             }
         }
+    }
+}
+
+/// The instance a report is about: a workload instance, else a Helm workload instance (their
+/// objects carry the same label, with ids unique across kinds).
+async fn get_instance(backends: &Backends, id: ObjectId) -> Result<threeport_core::RawObject> {
+    match backends.store.get(WorkloadInstance::KIND, id).await {
+        Err(err) if err.kind() == threeport_core::ErrorKind::NotFound => {
+            backends.store.get(HelmWorkloadInstance::KIND, id).await
+        }
+        found => found,
     }
 }
 

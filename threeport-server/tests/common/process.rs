@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -210,4 +210,58 @@ pub async fn wait_reconciled(http: &reqwest::Client, base: &str, token: &str, id
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Polls `url` until `done` holds for what it returns (at most 30 s).
+pub async fn wait_for(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, got) = send(http.get(url).bearer_auth(token)).await;
+        if status == StatusCode::OK && done(&got) {
+            return got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never got there: {status} {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// POSTs `body` to `url`; asserts it was created and returns the new object's id.
+pub async fn create(http: &reqwest::Client, url: String, token: &str, body: Value) -> String {
+    let (status, created) = send(http.post(&url).bearer_auth(token).json(&body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{url}: {created}");
+    created["id"].as_str().unwrap().to_owned()
+}
+
+/// Registers the fake API server `kube` as the default runtime (an existing cluster known by
+/// its connection data); returns the runtime's id.
+pub async fn register_cluster(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    kube: &threeport_k8s::FakeApiServer,
+) -> String {
+    let definition = create(
+        http,
+        format!("{base}/v0/kubernetes-runtime-definitions"),
+        token,
+        json!({"name": "existing", "spec": {"infra_provider": "existing"}}),
+    )
+    .await;
+    create(
+        http,
+        format!("{base}/v0/kubernetes-runtime-instances"),
+        token,
+        json!({"name": "local", "spec": {
+        "definition": definition, "location": "NorthAmerica:NewYork", "default_runtime": true,
+        "connection": {"api_endpoint": kube.url, "token": "cluster-token"}}}),
+    )
+    .await
 }
