@@ -7,13 +7,15 @@ use async_trait::async_trait;
 use threeport_api::model::{
     AwsAccount, AwsEksKubernetesRuntimeDefinition, AwsObjectStorageBucketDefinition,
     AwsRelationalDatabaseDefinition, DomainNameDefinition, DomainNameInstance, GatewayDefinition,
-    GatewayInstance, KubernetesRuntimeDefinition, WorkloadResourceDefinition,
+    GatewayInstance, HelmWorkloadDefinition, KubernetesRuntimeDefinition,
+    WorkloadResourceDefinition,
 };
 use threeport_core::{Action, ApiObject, Context, Dynamic, Object, ReconcileError, Reconciler};
 
 /// The kinds [`PassiveReconciler`]s serve in the stock control plane.
 pub const PASSIVE_KINDS: &[&str] = &[
     AwsAccount::KIND,
+    HelmWorkloadDefinition::KIND,
     WorkloadResourceDefinition::KIND,
     KubernetesRuntimeDefinition::KIND,
     AwsEksKubernetesRuntimeDefinition::KIND,

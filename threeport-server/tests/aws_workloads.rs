@@ -1,7 +1,8 @@
 //! The AWS controllers end to end with the workload and runtime controllers, on the memory
 //! backends with the in-memory AWS fake: an EKS runtime provisioned (with answers lost mid
 //! create), connected and deployed to over HTTP through the fake API server, then torn down
-//! leaving nothing; and databases, buckets and secrets attached to a workload's resources.
+//! leaving nothing; databases, buckets and secrets attached to a workload's resources; and a
+//! secret attached to a Helm workload (its chart uploaded with the definition).
 
 mod common;
 
@@ -16,6 +17,7 @@ use threeport_core::{
 use threeport_k8s::{Cluster, FakeApiServer, MemoryCluster, ResourceRef};
 use threeport_server::Sealer;
 use threeport_server::controllers::attached::ROLE_ANNOTATION;
+use threeport_server::controllers::helm::{HelmCli, HelmWorkloadInstanceReconciler};
 use threeport_server::controllers::{
     AwsProvider, AwsServices, BucketReconciler, ClusterProvider, DatabaseReconciler, EksReconciler,
     FixedAws, KubeClusters, RuntimeReconciler, SecretInstanceReconciler, SecretReconciler,
@@ -70,6 +72,7 @@ fn run<R: threeport_core::Reconciler>(
         "AwsRelationalDatabaseInstance" => "aws-database",
         "SecretDefinition" => "aws-secret",
         "SecretInstance" => "aws-secret-instance",
+        "HelmWorkloadInstance" => "helm-workload-instance",
         other => panic!("no controller for {other}"),
     };
     let controller = declared(name, reconciler, memory.backends()).unwrap();
@@ -535,6 +538,161 @@ async fn databases_buckets_and_secrets_become_part_of_their_workload() {
     assert!(
         fake.role(role_name).is_none(),
         "the bucket's role went with it"
+    );
+    shutdown.cancel();
+}
+
+/// Threeport's issue #298: a secret attached to a Helm workload reaches its release (as an
+/// ExternalSecret in the release's namespace), from a chart uploaded with its definition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_reaches_a_helm_workload() {
+    use base64::Engine as _;
+    let memory = MemoryBackends::new();
+    let shutdown = CancellationToken::new();
+    memory.spawn_relay(shutdown.clone());
+    let sealer = Arc::new(Sealer::ephemeral().unwrap());
+    let cluster = MemoryCluster::new();
+    common::install_external_secrets_crd(&cluster).await;
+    let clusters: Arc<dyn ClusterProvider> = Arc::new(SingleCluster(Arc::new(cluster.clone())));
+    let aws: Arc<dyn AwsProvider> =
+        Arc::new(FixedAws(AwsServices::memory(Arc::new(MemoryAws::new()))));
+    let scratch = common::process::temp_dir();
+    let renderer = Arc::new(HelmCli::new(common::helm_bin(), scratch.join("cache")));
+    run(
+        &memory,
+        &shutdown,
+        HelmWorkloadInstanceReconciler::new(clusters, renderer, sealer.clone()),
+    );
+    run(&memory, &shutdown, SecretReconciler::new(aws.clone()));
+    run(&memory, &shutdown, SecretInstanceReconciler);
+
+    let store = memory.store.clone();
+    let account = Api::<AwsAccount>::new(store.clone())
+        .create("main", account())
+        .await
+        .unwrap();
+    let runtime_definition = Api::<KubernetesRuntimeDefinition>::new(store.clone())
+        .create(
+            "existing",
+            runtime_definition(InfraProvider::Existing, None),
+        )
+        .await
+        .unwrap();
+    let runtime = Api::<KubernetesRuntimeInstance>::new(store.clone())
+        .create(
+            "local",
+            KubernetesRuntimeInstance {
+                definition: runtime_definition.id(),
+                location: "NorthAmerica:NewYork".into(),
+                default_runtime: true,
+                agent: None,
+                connection: None,
+            },
+        )
+        .await
+        .unwrap();
+    // The chart as `helm package` makes it, uploaded with the definition.
+    let packaged = std::process::Command::new(common::helm_bin())
+        .args(["package", &common::chart_dir("webapp"), "--destination"])
+        .arg(&scratch)
+        .output()
+        .unwrap();
+    assert!(packaged.status.success(), "{packaged:?}");
+    let archive = std::fs::read(scratch.join("webapp-1.0.0.tgz")).unwrap();
+    let definition = Api::<HelmWorkloadDefinition>::new(store.clone())
+        .create(
+            "webapp",
+            HelmWorkloadDefinition {
+                repo: None,
+                chart: None,
+                chart_version: None,
+                chart_archive: Some(base64::engine::general_purpose::STANDARD.encode(archive)),
+                values: Some("migration:\n  enabled: false\n".into()),
+                additional_resources: None,
+            },
+        )
+        .await
+        .unwrap();
+    let instances = Api::<HelmWorkloadInstance>::new(store.clone());
+    let instance = instances
+        .create(
+            "shop",
+            HelmWorkloadInstance {
+                definition: definition.id(),
+                runtime: Some(runtime.id()),
+                values_overrides: None,
+                release_namespace: Some("shop".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let secret = Api::<SecretDefinition>::new(store.clone())
+        .create(
+            "api-keys",
+            SecretDefinition {
+                aws_account: account.id(),
+            },
+        )
+        .await
+        .unwrap();
+    memory
+        .bus
+        .publish(
+            Notification::new(SecretDefinition::KIND, secret.id(), Operation::Created, 1)
+                .with_secret(SecretValues(
+                    [("stripe".to_owned(), "sk_1".to_owned())].into(),
+                )),
+        )
+        .await
+        .unwrap();
+    Api::<SecretInstance>::new(store.clone())
+        .create(
+            "api-keys",
+            SecretInstance {
+                definition: secret.id(),
+                workload_instance: None,
+                helm_workload_instance: Some(instance.id()),
+            },
+        )
+        .await
+        .unwrap();
+
+    let external = until(
+        &cluster,
+        &resource(
+            "external-secrets.io/v1",
+            "ExternalSecret",
+            Some("shop"),
+            "api-keys",
+        ),
+        |s| s.is_some(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        external["spec"]["dataFrom"][0]["extract"]["key"],
+        "threeport/api-keys"
+    );
+    assert_eq!(
+        external["metadata"]["labels"]["threeport.io/workload-instance"],
+        instance.id().to_string()
+    );
+    let released = instances.get(instance.id()).await.unwrap();
+    assert_eq!(
+        released.status.details.chart.as_deref(),
+        Some("webapp-1.0.0")
+    );
+    assert!(
+        cluster
+            .get(&resource(
+                "apps/v1",
+                "Deployment",
+                Some("shop"),
+                "shop-webapp"
+            ))
+            .await
+            .unwrap()
+            .is_some()
     );
     shutdown.cancel();
 }

@@ -177,9 +177,9 @@ fn cases(cluster: &str) -> Vec<Case> {
         case("secret", "sec", "Secret:\n  Name: sec\n  Data:\n    token: abc\n  WorkloadInstance:\n    Name: wi\n".into(), ("Name: sec", "Name: sec\n  Labels: {a: b}"), true),
         case("secret-definition", "secd", "SecretDefinition:\n  Name: secd\n  AwsAccountName: main\n  Data:\n    key: value\n".into(), ("Name: secd", "Name: secd\n  Labels: {a: b}"), true),
         case("secret-instance", "seci", "SecretInstance:\n  Name: seci\n  SecretDefinition:\n    Name: secd\n  WorkloadInstance:\n    Name: wi\n".into(), ("Name: seci", "Name: seci\n  Labels: {a: b}"), true),
-        case("helm-workload", "hw", "HelmWorkload:\n  Name: hw\n  Repo: https://charts.example.com\n  Chart: web\n  ChartVersion: 1.0.0\n  DefinitionValuesDocument: values.yaml\n  InstanceValues: |\n    replicas: 2\n".into(), ("ChartVersion: 1.0.0", "ChartVersion: 1.1.0"), false),
-        case("helm-workload-definition", "hwd", "HelmWorkloadDefinition:\n  Name: hwd\n  Repo: oci://registry.example.com/charts\n  Chart: api\n  Values: |\n    a: 1\n".into(), ("a: 1", "a: 2"), false),
-        case("helm-workload-instance", "hwi", "HelmWorkloadInstance:\n  Name: hwi\n  HelmWorkloadDefinition:\n    Name: hwd\n  ReleaseNamespace: api\n  ValuesDocument: values.yaml\n".into(), ("ReleaseNamespace: api", "ReleaseNamespace: api2"), false),
+        case("helm-workload", "hw", "HelmWorkload:\n  Name: hw\n  Repo: http://127.0.0.1:9\n  Chart: web\n  ChartVersion: 1.0.0\n  DefinitionValuesDocument: values.yaml\n  InstanceValues: |\n    replicas: 2\n".into(), ("ChartVersion: 1.0.0", "ChartVersion: 1.1.0"), true),
+        case("helm-workload-definition", "hwd", "HelmWorkloadDefinition:\n  Name: hwd\n  Repo: oci://127.0.0.1:9/charts\n  Chart: api\n  Values: |\n    a: 1\n".into(), ("a: 1", "a: 2"), true),
+        case("helm-workload-instance", "hwi", "HelmWorkloadInstance:\n  Name: hwi\n  HelmWorkloadDefinition:\n    Name: hwd\n  ReleaseNamespace: api\n  ValuesDocument: values.yaml\n".into(), ("ReleaseNamespace: api", "ReleaseNamespace: api2"), true),
         case("terraform", "tf", "Terraform:\n  Name: tf\n  ConfigDir: terraform\n  VarsDocument: terraform/vars.tfvars\n".into(), ("vars.tfvars", "vars2.tfvars"), false),
         case("terraform-definition", "tfd", "TerraformDefinition:\n  Name: tfd\n  ConfigDir: terraform\n  AwsAccount:\n    Name: main\n".into(), ("Name: tfd", "Name: tfd\n  Labels: {a: b}"), false),
         case("terraform-instance", "tfi", "TerraformInstance:\n  Name: tfi\n  TerraformDefinition:\n    Name: tfd\n  VarsDocument: terraform/vars.tfvars\n".into(), ("vars.tfvars", "vars2.tfvars"), false),
@@ -406,7 +406,7 @@ async fn every_object_kind_goes_through_tptctl_from_threeport_config_files() {
         assert!(gone.stderr.contains("no "), "{}", gone.stderr);
     }
     let waiting = shell
-        .ok(&["describe", "helm-workload-instance", "-n", "hwi"])
+        .ok(&["describe", "terraform-instance", "-n", "tfi"])
         .await;
     assert!(waiting.contains("deletion_scheduled"), "{waiting}");
 
@@ -563,12 +563,12 @@ async fn mistakes_get_one_line_naming_the_field_and_waiting_fails_with_the_reaso
     // And one that does not get there in time.
     shell.write(
         "slow.yaml",
-        "HelmWorkloadDefinition:\n  Name: slow\n  Repo: https://charts.example.com\n  Chart: x\n",
+        "ObservabilityStackDefinition:\n  Name: slow\n  MetricsEnabled: false\n",
     );
     let ran = shell
         .run(&[
             "create",
-            "helm-workload-definition",
+            "observability-stack-definition",
             "-c",
             "slow.yaml",
             "--wait",
@@ -579,7 +579,7 @@ async fn mistakes_get_one_line_naming_the_field_and_waiting_fails_with_the_reaso
     assert_eq!(ran.code, 1);
     assert!(
         ran.stderr.contains("timed out after 2s")
-            && ran.stderr.contains("HelmWorkloadDefinition/slow"),
+            && ran.stderr.contains("ObservabilityStackDefinition/slow"),
         "{}",
         ran.stderr
     );

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -15,22 +15,7 @@ use serde_json::{Value, json};
 use threeport_k8s::{Cluster, FakeApiServer, MemoryCluster, PodState, ResourceRef};
 
 use common::process::{create, register_cluster, send, serve, temp_dir, wait_for};
-
-/// The `helm` the tests render with.
-fn helm_bin() -> PathBuf {
-    if let Ok(bin) = std::env::var("THREEPORT_TEST_HELM") {
-        return bin.into();
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("helm"))
-            .find(|candidate| candidate.is_file())
-    });
-    on_path.expect(
-        "no helm: put helm (3.8+) on PATH, or run ./scripts/test, which provides one \
-         (THREEPORT_TEST_HELM)",
-    )
-}
+use common::{chart_dir, helm_bin};
 
 fn helm(args: &[&str]) {
     let out = std::process::Command::new(helm_bin())
@@ -42,11 +27,6 @@ fn helm(args: &[&str]) {
         "helm {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The test charts, in the repository.
-fn chart_dir(name: &str) -> String {
-    format!("{}/tests/charts/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A chart repository on loopback holding `webapp` 1.0.0 and 1.1.0; returns its URL.

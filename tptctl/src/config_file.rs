@@ -55,6 +55,9 @@ struct HelmWorkloadValues {
     repo: Option<String>,
     chart: Option<String>,
     chart_version: Option<String>,
+    chart_archive: Option<String>,
+    additional_resources: Option<String>,
+    additional_resources_document: Option<String>,
     values: Option<String>,
     values_document: Option<String>,
     definition_values: Option<String>,
@@ -432,6 +435,9 @@ fn fields_of(key: &str) -> Vec<&'static str> {
             "Repo",
             "Chart",
             "ChartVersion",
+            "ChartArchive",
+            "AdditionalResources",
+            "AdditionalResourcesDocument",
             "DefinitionValues",
             "DefinitionValuesDocument",
             "InstanceValues",
@@ -445,6 +451,9 @@ fn fields_of(key: &str) -> Vec<&'static str> {
                 "Repo",
                 "Chart",
                 "ChartVersion",
+                "ChartArchive",
+                "AdditionalResources",
+                "AdditionalResourcesDocument",
                 "Values",
                 "ValuesDocument",
             ]
@@ -979,6 +988,22 @@ impl Expander<'_> {
         })
     }
 
+    /// The chart archive at `path` (relative to the config's directory), base64-encoded.
+    fn archive(&self, path: &str) -> Result<String, CliError> {
+        use base64::Engine as _;
+        let full = resolve_path(&self.file.dir(), path);
+        let bytes = std::fs::read(&full).map_err(|e| {
+            CliError::new(format!(
+                "{}:{}: {}: cannot read {}: {e}",
+                self.file.path.display(),
+                line_of(&self.file.text, "ChartArchive").unwrap_or(1),
+                self.field("ChartArchive"),
+                full.display()
+            ))
+        })?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
     /// Inline values, or the content of their document field; not both.
     fn inline_or_document(
         &self,
@@ -1200,11 +1225,30 @@ impl Expander<'_> {
         };
         let mut definition = self.part("HelmWorkloadDefinition", &v.name, &v.labels);
         if key != "HelmWorkloadInstance" {
+            // A chart from a repository, or an archive file beside the config.
+            let (repo, chart, archive) = match &v.chart_archive {
+                Some(path) if v.repo.is_none() => {
+                    (None, v.chart.clone(), Some(self.archive(path)?))
+                }
+                _ => (
+                    Some(self.required(&v.repo, "Repo")?.clone()),
+                    Some(self.required(&v.chart, "Chart")?.clone()),
+                    None,
+                ),
+            };
+            let extra = self.inline_or_document(
+                &v.additional_resources,
+                &v.additional_resources_document,
+                "AdditionalResources",
+                "AdditionalResourcesDocument",
+            )?;
             definition.spec = spec(&[
-                ("repo", Some(json!(self.required(&v.repo, "Repo")?))),
-                ("chart", Some(json!(self.required(&v.chart, "Chart")?))),
+                ("repo", repo.map(Value::String)),
+                ("chart", chart.map(Value::String)),
                 ("chart_version", some(&v.chart_version)),
+                ("chart_archive", archive.map(Value::String)),
                 ("values", definition_values.map(Value::String)),
+                ("additional_resources", extra.map(Value::String)),
             ]);
         }
         let mut instance = self.part("HelmWorkloadInstance", &v.name, &v.labels);
@@ -2066,6 +2110,53 @@ mod tests {
                 kind: "KubernetesRuntimeInstance",
                 name: "local".into()
             }
+        );
+    }
+
+    #[test]
+    fn a_helm_workload_takes_its_chart_archive_values_and_extras_from_files_beside_it() {
+        let dir = temp();
+        std::fs::write(dir.join("webapp-1.0.0.tgz"), [0x1f, 0x8b, 1, 2]).unwrap();
+        write(&dir, "values.yaml", "replicaCount: 2\n");
+        write(
+            &dir,
+            "extra.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra}\n",
+        );
+        let path = write(
+            &dir,
+            "helm.yaml",
+            "HelmWorkload:\n  Name: shop\n  ChartArchive: webapp-1.0.0.tgz\n  DefinitionValuesDocument: values.yaml\n  AdditionalResourcesDocument: extra.yaml\n  InstanceValues: |\n    image: {tag: \"1.26\"}\n  ReleaseNamespace: shop\n",
+        );
+        let expansion = ConfigFile::read(&path).unwrap().expand().unwrap();
+        let definition = &expansion.parts[0].spec;
+        assert_eq!(definition["chart_archive"], "H4sBAg==");
+        assert!(definition.get("repo").is_none_or(Value::is_null));
+        assert_eq!(definition["values"], "replicaCount: 2\n");
+        assert!(
+            definition["additional_resources"]
+                .as_str()
+                .unwrap()
+                .contains("extra")
+        );
+        let instance = &expansion.parts[1].spec;
+        assert_eq!(instance["release_namespace"], "shop");
+        assert!(
+            instance["values_overrides"]
+                .as_str()
+                .unwrap()
+                .contains("1.26")
+        );
+
+        let path = write(
+            &dir,
+            "missing.yaml",
+            "HelmWorkloadDefinition:\n  Name: x\n  ChartArchive: nowhere.tgz\n",
+        );
+        let err = expand_error(&path);
+        assert!(
+            err.contains("HelmWorkloadDefinition.ChartArchive") && err.contains("nowhere.tgz"),
+            "{err}"
         );
     }
 

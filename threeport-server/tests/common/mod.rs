@@ -12,6 +12,27 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The `helm` the tests render with.
+pub fn helm_bin() -> std::path::PathBuf {
+    if let Ok(bin) = std::env::var("THREEPORT_TEST_HELM") {
+        return bin.into();
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("helm"))
+            .find(|candidate| candidate.is_file())
+    });
+    on_path.expect(
+        "no helm: put helm (3.8+) on PATH, or run ./scripts/test, which provides one \
+         (THREEPORT_TEST_HELM)",
+    )
+}
+
+/// A test chart of the repository's (`tests/charts/<name>`).
+pub fn chart_dir(name: &str) -> String {
+    format!("{}/tests/charts/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
 /// Installs the external-secrets operator's `ExternalSecret` CRD on `cluster`, as on a runtime
 /// that has the operator: workload instances with secrets deploy an `ExternalSecret`.
 pub async fn install_external_secrets_crd(cluster: &threeport_k8s::MemoryCluster) {

@@ -151,10 +151,12 @@ class GatewayTcpPort(TypedDict, total=False):
 
 
 class HelmWorkloadDefinition(TypedDict, total=False):
-    """A workload as a Helm chart."""
-    chart: str
+    """A workload as a Helm chart: from an HTTP(S) chart repository (``repo`` + ``chart``), an OCI registry (``repo`` = ``oci://host/path`` + ``chart``), or a chart archive uploaded with the definition (``chart_archive``); default values; resources deployed beside the release."""
+    additional_resources: Optional[str]
+    chart: Optional[str]
+    chart_archive: Optional[str]
     chart_version: Optional[str]
-    repo: str
+    repo: Optional[str]
     values: Optional[str]
 
 
