@@ -177,6 +177,14 @@ const CONTROLLERS: &[(&str, Follows, Start)] = &[
             (SecretInstance::KIND, Via::ReferencedBy),
         ],
         |p, b, c, s| {
+            // Whether charts can be rendered here, said once at start.
+            let charts = p.charts.clone();
+            tokio::spawn(async move {
+                match charts.describe().await {
+                    Ok(renderer) => tracing::info!(%renderer, "rendering Helm charts"),
+                    Err(err) => tracing::warn!(error = %err, "Helm charts cannot be rendered"),
+                }
+            });
             let reconciler = helm::HelmWorkloadInstanceReconciler::new(
                 p.clusters.clone(),
                 p.charts.clone(),

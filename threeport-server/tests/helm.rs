@@ -2,8 +2,9 @@
 //! by a real Helm engine (`helm` on PATH, or `THREEPORT_TEST_HELM`: `./scripts/test` provides
 //! a stand-in on helm-python-sdk), from a chart repository served on loopback, onto the fake
 //! Kubernetes API server: install with a pre-install hook, values change → upgrade (hook run
-//! again, dropped objects pruned), chart version change, values failing the chart's schema and
-//! a missing chart → terminal with Helm's message, delete → everything gone.
+//! again, dropped objects pruned), chart version change, health and events, values failing
+//! the chart's schema, a missing chart and a failing hook → terminal with the reason, delete →
+//! the pre-delete hook, then everything gone.
 
 mod common;
 
@@ -346,15 +347,30 @@ async fn a_helm_workload_installs_upgrades_and_goes_away() {
         "pruned"
     );
 
-    // Delete: everything goes, the generated namespace too.
+    // Delete: the pre-delete hook runs first, alone; then everything goes, the generated
+    // namespace too.
     let (status, _) = send(t.http.delete(t.url(&path)).bearer_auth(&t.token)).await;
     assert!(status.is_success(), "{status}");
+    t.wait(&path, |o| waits_for_hook(o, "pre-delete hook Job"))
+        .await;
+    let cleanup = resource("Job", &namespace, "shop-webapp-cleanup");
+    assert!(t.get(&cleanup).await.is_some());
+    assert!(
+        t.get(&web).await.is_some(),
+        "nothing goes before the pre-delete hook is done"
+    );
+    t.complete(&cleanup);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while send(t.http.get(t.url(&path)).bearer_auth(&t.token)).await.0 != StatusCode::NOT_FOUND {
         assert!(tokio::time::Instant::now() < deadline, "never deleted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for gone in [web, job, resource("Service", &namespace, "shop-webapp")] {
+    for gone in [
+        web,
+        job,
+        cleanup,
+        resource("Service", &namespace, "shop-webapp"),
+    ] {
         assert!(t.get(&gone).await.is_none(), "{gone} left behind");
     }
     let ns = ResourceRef {
@@ -424,6 +440,39 @@ async fn bad_values_and_missing_charts_fail_with_helms_message() {
             .to_string()
             .contains("\\\"nope\\\" not found"),
         "{failed}"
+    );
+
+    // A hook that fails fails the release, with the Job's reason.
+    let instance = t
+        .create(
+            "helm-workload-instances",
+            json!({"name": "hooked", "spec": {"definition": definition,
+                "release_namespace": "hooked"}}),
+        )
+        .await;
+    let path = format!("helm-workload-instances/{instance}");
+    t.wait(&path, |o| waits_for_hook(o, "hooked-webapp-migrate"))
+        .await;
+    t.kube
+        .cluster
+        .set_status(
+            &resource("Job", "hooked", "hooked-webapp-migrate"),
+            &json!({"conditions": [{"type": "Failed", "status": "True",
+                "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}),
+        )
+        .unwrap();
+    let failed = t
+        .wait(&path, |o| o["status"]["state"] == "creation_failed")
+        .await;
+    let reason = failed["status"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("pre-install hook") && reason.contains("backoff limit"),
+        "{failed}"
+    );
+    assert!(
+        t.get(&resource("Deployment", "hooked", "hooked-webapp"))
+            .await
+            .is_none()
     );
 
     // Bad input never gets that far: the API names the field.

@@ -88,6 +88,12 @@ impl From<RenderError> for ReconcileError {
 pub trait ChartRenderer: Send + Sync + std::fmt::Debug + 'static {
     /// Fetches (or takes from its cache) and renders the chart `request` names.
     async fn render(&self, request: &RenderRequest<'_>) -> Result<RenderedChart, RenderError>;
+
+    /// What renders, for the logs at start (`helm v3.14.0 at /usr/local/bin/helm`); an error
+    /// when it cannot (a missing binary), so an operator learns before the first release.
+    async fn describe(&self) -> Result<String, RenderError> {
+        Ok(format!("{self:?}"))
+    }
 }
 
 /// The Helm command line as a [`ChartRenderer`]: Helm 3.8+ or 4, found on `PATH` or given.
@@ -344,6 +350,16 @@ impl ChartRenderer for HelmCli {
         let _ = tokio::fs::remove_dir_all(&scratch).await;
         rendered
     }
+
+    async fn describe(&self) -> Result<String, RenderError> {
+        let version = self.run(&["version".into(), "--short".into()]).await?;
+        Ok(format!(
+            "helm {} ({}), charts cached in {}",
+            String::from_utf8_lossy(&version).trim(),
+            self.binary.display(),
+            self.cache.display()
+        ))
+    }
 }
 
 /// A version, not a constraint: `1.2.3`, `v1.2.3-rc.1`.
@@ -431,6 +447,145 @@ mod tests {
                 .unwrap_err()
                 .contains("document 0")
         );
+    }
+
+    /// A `helm` that logs its arguments and answers like the real one: the renderer's
+    /// contract with the command line.
+    fn scripted_helm(dir: &Path) -> (PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let log = dir.join("calls.log");
+        let script = dir.join("helm");
+        let text = format!(
+            r#"#!/bin/sh
+echo "$@" >> "{log}"
+case "$1" in
+  pull)
+    while [ $# -gt 0 ]; do
+      if [ "$1" = "--destination" ]; then dest=$2; fi
+      if [ "$1" = "--repo" ] && [ "$2" = "http://127.0.0.1:9" ]; then
+        echo "Error: looks like "$2" is not a valid chart repository: dial tcp 127.0.0.1:9: connect: connection refused" >&2
+        exit 1
+      fi
+      shift
+    done
+    printf 'archive' > "$dest/web-1.2.3.tgz" ;;
+  show) printf 'name: uploaded
+version: 0.3.0
+' ;;
+  template) printf -- '---
+# Source: web/templates/cm.yaml
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: a
+' ;;
+esac
+"#,
+            log = log.display()
+        );
+        std::fs::write(&script, text).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (script, log)
+    }
+
+    fn calls(log: &Path) -> Vec<String> {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    async fn render(helm: &HelmCli, source: &ChartSource) -> Result<RenderedChart, RenderError> {
+        helm.render(&RenderRequest {
+            source,
+            release: "shop",
+            namespace: "shop-ns",
+            values: &["a: 1\n", "b: 2\n"],
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn charts_are_pulled_rendered_and_cached_by_digest_through_the_command_line() {
+        let dir = std::env::temp_dir().join(format!("tp-helm-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (script, log) = scripted_helm(&dir);
+        let helm = HelmCli::new(&script, dir.join("cache"));
+        let described = helm.describe().await.unwrap();
+        assert!(described.starts_with("helm v3.14.0+g3fc9f4b ("), "{described}");
+        std::fs::remove_file(&log).unwrap();
+
+        let oci = ChartSource::Oci {
+            reference: "oci://127.0.0.1:5000/charts/web".into(),
+            version: Some("1.2.3".into()),
+        };
+        let rendered = render(&helm, &oci).await.unwrap();
+        let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, b"archive"));
+        assert_eq!(
+            (rendered.name.as_str(), rendered.version.as_str()),
+            ("web", "1.2.3")
+        );
+        assert_eq!(rendered.digest, format!("sha256:{digest}"));
+        assert_eq!(rendered.manifests.len(), 1);
+        let made = calls(&log);
+        assert_eq!(made.len(), 2, "{made:?}");
+        assert!(
+            made[0]
+                .starts_with("pull oci://127.0.0.1:5000/charts/web --version 1.2.3 --destination "),
+            "{made:?}"
+        );
+        let cached = dir.join("cache").join(format!("sha256-{digest}.tgz"));
+        assert_eq!(
+            made[1].split(" --values ").next().unwrap(),
+            format!(
+                "template shop {} --namespace shop-ns --include-crds",
+                cached.display()
+            )
+        );
+        assert_eq!(made[1].matches(" --values ").count(), 2, "in order, both");
+
+        // An exact version is fetched once; a constraint is resolved again each time.
+        render(&helm, &oci).await.unwrap();
+        assert_eq!(calls(&log).len(), 3, "no second pull: {:?}", calls(&log));
+        let ranged = ChartSource::Repository {
+            url: "http://127.0.0.1:8879".into(),
+            chart: "web".into(),
+            version: Some("^1.2".into()),
+        };
+        render(&helm, &ranged).await.unwrap();
+        render(&helm, &ranged).await.unwrap();
+        let made = calls(&log);
+        let pulls: Vec<&String> = made.iter().filter(|c| c.starts_with("pull web")).collect();
+        assert_eq!(pulls.len(), 2, "{made:?}");
+        assert!(pulls[0].contains("--repo http://127.0.0.1:8879 --version ^1.2"));
+
+        // An uploaded archive: its name and version from `helm show chart`.
+        let uploaded = render(&helm, &ChartSource::Archive(b"uploaded".to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(
+            (uploaded.name.as_str(), uploaded.version.as_str()),
+            ("uploaded", "0.3.0")
+        );
+
+        // A repository that cannot be reached is worth retrying; the message is Helm's.
+        let down = ChartSource::Repository {
+            url: "http://127.0.0.1:9".into(),
+            chart: "web".into(),
+            version: None,
+        };
+        let err = render(&helm, &down).await.unwrap_err();
+        assert!(
+            matches!(&err, RenderError::Unreachable(m) if m.starts_with("looks like")),
+            "{err:?}"
+        );
+        // Nothing is left of the renders but the cache.
+        let work = std::fs::read_dir(dir.join("cache").join("work"))
+            .unwrap()
+            .count();
+        assert_eq!(work, 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
