@@ -472,6 +472,7 @@ case "$1" in
   show) printf 'name: uploaded
 version: 0.3.0
 ' ;;
+  version) echo "v3.14.0+g3fc9f4b" ;;
   template) printf -- '---
 # Source: web/templates/cm.yaml
 apiVersion: v1
