@@ -12,6 +12,10 @@
 //!  "secret": {SecretDefinition spec, with "data"}}
 //! ```
 //!
+//! A Helm workload is the same request with `helm_definition` (a HelmWorkloadDefinition spec)
+//! instead of `definition`: its `instance` is a HelmWorkloadInstance, and of the services it
+//! takes a `secret` (the others attach to manifest workloads only).
+//!
 //! Every part becomes a definition and an instance, named after the workload unless the part
 //! names itself (`"secret": {"name": "wordpress-secret", …}` makes `wordpress-secret`); the
 //! links between them (`definition`, `workload_instance`, the gateway's `domain_name`) are
@@ -38,8 +42,8 @@ use crate::ApiError;
 use crate::model::{
     AwsObjectStorageBucketDefinition, AwsObjectStorageBucketInstance,
     AwsRelationalDatabaseDefinition, AwsRelationalDatabaseInstance, DomainNameDefinition,
-    DomainNameInstance, GatewayDefinition, GatewayInstance, SecretDefinition, SecretInstance,
-    WorkloadDefinition, WorkloadInstance,
+    DomainNameInstance, GatewayDefinition, GatewayInstance, HelmWorkloadDefinition,
+    HelmWorkloadInstance, SecretDefinition, SecretInstance, WorkloadDefinition, WorkloadInstance,
 };
 use crate::registry::plural_path;
 use crate::rest::{
@@ -61,7 +65,10 @@ struct WorkloadRequest {
     name: String,
     #[serde(default)]
     labels: Labels,
-    definition: Value,
+    #[serde(default)]
+    definition: Option<Value>,
+    #[serde(default)]
+    helm_definition: Option<Value>,
     #[serde(default)]
     instance: Option<Value>,
     #[serde(default)]
@@ -145,13 +152,14 @@ impl Plan<'_> {
     }
 
     /// A definition from `part`, owned by the workload definition `root`, and its instance
-    /// serving the workload instance, owned by that definition (so it goes first).
+    /// serving the workload instance (linked by its field `workload_field`), owned by that
+    /// definition (so it goes first).
     async fn add_service<D: ApiObject, I: ApiObject>(
         &mut self,
         part: &str,
         spec: Value,
         links: &[(&str, ObjectId)],
-        workload: ObjectId,
+        (workload_field, workload): (&str, ObjectId),
         root: &ObjectRef,
     ) -> ApiResult<ObjectId> {
         let name = spec.get("name").cloned();
@@ -163,7 +171,7 @@ impl Plan<'_> {
         self.add::<I>(
             part,
             Value::Object(instance),
-            &[("definition", definition), ("workload_instance", workload)],
+            &[("definition", definition), (workload_field, workload)],
             Some(ObjectRef::new(D::KIND, definition)),
         )
         .await?;
@@ -184,21 +192,58 @@ async fn create_workload(
         objects: Vec::new(),
     };
     // The workload definition owns every other part: it is what the workload is deleted by.
-    let definition = plan
-        .add::<WorkloadDefinition>("definition", request.definition, &[], None)
-        .await?;
-    let root = ObjectRef::new(WorkloadDefinition::KIND, definition);
     let instance = request
         .instance
         .unwrap_or_else(|| Value::Object(Map::new()));
-    let workload = plan
-        .add::<WorkloadInstance>(
-            "instance",
-            instance,
-            &[("definition", definition)],
-            Some(root.clone()),
-        )
-        .await?;
+    let (root, workload) = match (request.definition, request.helm_definition) {
+        (Some(spec), None) => {
+            let definition = plan
+                .add::<WorkloadDefinition>("definition", spec, &[], None)
+                .await?;
+            let root = ObjectRef::new(WorkloadDefinition::KIND, definition);
+            let links = [("definition", definition)];
+            let instance = plan
+                .add::<WorkloadInstance>("instance", instance, &links, Some(root.clone()))
+                .await?;
+            (root, ("workload_instance", instance))
+        }
+        (None, Some(spec)) => {
+            let definition = plan
+                .add::<HelmWorkloadDefinition>("helm_definition", spec, &[], None)
+                .await?;
+            let root = ObjectRef::new(HelmWorkloadDefinition::KIND, definition);
+            let links = [("definition", definition)];
+            let instance = plan
+                .add::<HelmWorkloadInstance>("instance", instance, &links, Some(root.clone()))
+                .await?;
+            for (part, given) in [
+                ("database", request.database.is_some()),
+                ("bucket", request.bucket.is_some()),
+                ("domain_name", request.domain_name.is_some()),
+                ("gateway", request.gateway.is_some()),
+            ] {
+                if given {
+                    return Err(ApiError(Error::invalid(
+                        part,
+                        "attaches to a manifest workload (`definition`), not a Helm workload",
+                    )));
+                }
+            }
+            (root, ("helm_workload_instance", instance))
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError(Error::invalid(
+                "helm_definition",
+                "a workload has either `definition` (manifests) or `helm_definition`, not both",
+            )));
+        }
+        (None, None) => {
+            return Err(ApiError(Error::invalid(
+                "definition",
+                "required: the workload's manifests (or `helm_definition` for a Helm chart)",
+            )));
+        }
+    };
     if let Some(spec) = request.database {
         plan.add_service::<AwsRelationalDatabaseDefinition, AwsRelationalDatabaseInstance>(
             "database",
@@ -285,14 +330,21 @@ async fn delete_workload(
 ) -> ApiResult<Response> {
     let (propagation, dry_run) = delete_options(raw.as_deref())?;
     threeport_core::object::validate_name("name", &name)?;
-    let found = state
-        .store
-        .list(WorkloadDefinition::KIND, &ListQuery::named(name.as_str()))
-        .await?;
-    let Some(definition) = found.items.into_iter().next() else {
+    // A manifest workload, else a Helm workload, of that name.
+    let mut root = None;
+    for kind in [WorkloadDefinition::KIND, HelmWorkloadDefinition::KIND] {
+        let found = state
+            .store
+            .list(kind, &ListQuery::named(name.as_str()))
+            .await?;
+        if let Some(definition) = found.items.into_iter().next() {
+            root = Some(ObjectRef::new(kind, definition.meta.id));
+            break;
+        }
+    }
+    let Some(root) = root else {
         return Err(ApiError(Error::not_found("Workload", name)));
     };
-    let root = ObjectRef::new(WorkloadDefinition::KIND, definition.meta.id);
     if dry_run {
         return preview(&*state.store, &root, propagation).await;
     }

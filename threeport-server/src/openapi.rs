@@ -310,12 +310,13 @@ pub fn document(kinds: &KindRegistry) -> Value {
     created["201"]["headers"] = json!({"Idempotent-Replayed": {"description": "`true` when this answers a repeat",
                                                                "schema": {"type": "string"}}});
     paths.insert("/v0/workloads".into(), json!({"post": {
-        "tags": ["Workload"], "summary": "Create a workload with its database, bucket, domain name, gateway and secret in one transaction",
+        "tags": ["Workload"], "summary": "Create a workload with its database, bucket, domain name, gateway and secret in one transaction (or a Helm workload, `helm_definition`, with its secret)",
         "parameters": [idempotency_key()],
-        "requestBody": json_body(json!({"type": "object", "required": ["name", "definition"],
+        "requestBody": json_body(json!({"type": "object", "required": ["name"],
             "additionalProperties": false, "properties": {
             "name": name_schema(), "labels": labels_schema(),
-            "definition": {"type": "object"}, "instance": {"type": ["object", "null"]},
+            "definition": {"type": ["object", "null"]}, "helm_definition": {"type": ["object", "null"]},
+            "instance": {"type": ["object", "null"]},
             "database": {"type": ["object", "null"]}, "bucket": {"type": ["object", "null"]},
             "domain_name": {"type": ["object", "null"]}, "gateway": {"type": ["object", "null"]},
             "secret": {"type": ["object", "null"]}}})),
@@ -381,7 +382,7 @@ pub fn document(kinds: &KindRegistry) -> Value {
     }
     paths.insert("/v0/workloads/{name}".into(), json!({"delete": {
         "tags": ["Workload"],
-        "summary": "Delete a workload: its definition and every part the composite create made (they are owned by it)",
+        "summary": "Delete a workload (or Helm workload): its definition and every part the composite create made (they are owned by it)",
         "parameters": [
             {"name": "name", "in": "path", "required": true, "schema": name_schema()},
             delete_parameters[1].clone(), delete_parameters[2].clone()],

@@ -503,3 +503,95 @@ async fn bad_values_and_missing_charts_fail_with_helms_message() {
         );
     }
 }
+
+/// The composite: `POST /v0/workloads` with `helm_definition` makes the definition and its
+/// instance (and a secret) in one transaction; `DELETE /v0/workloads/{name}` takes it all away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helm_workload_is_created_and_deleted_whole() {
+    let t = Setup::start().await;
+    let body = json!({"name": "blog", "helm_definition": {
+            "repo": t.repo, "chart": "webapp", "chart_version": "1.0.0",
+            "values": "migration:\n  enabled: false\ncleanup:\n  enabled: false\n"},
+        "instance": {"release_namespace": "blog"},
+        "secret": {"aws_account": null, "data": {"token": "t0p"}}});
+    // A secret needs an account; the others attach to manifest workloads only.
+    let (status, answer) = send(
+        t.http
+            .post(t.url("workloads"))
+            .bearer_auth(&t.token)
+            .json(&body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer["field"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("secret"),
+        "{answer}"
+    );
+    let mut with_database = body.clone();
+    with_database.as_object_mut().unwrap().remove("secret");
+    with_database["database"] = json!({});
+    let (status, answer) = send(
+        t.http
+            .post(t.url("workloads"))
+            .bearer_auth(&t.token)
+            .json(&with_database),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("database")),
+        "{answer}"
+    );
+    let (status, answer) = send(t.http.post(t.url("workloads")).bearer_auth(&t.token).json(
+        &json!({"name": "x", "definition": {"yaml_document": "kind: x"}, "helm_definition": {}}),
+    ))
+    .await;
+    assert_eq!(
+        (status, answer["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("helm_definition")),
+        "{answer}"
+    );
+
+    let mut plain = body.clone();
+    plain.as_object_mut().unwrap().remove("secret");
+    let (status, created) = send(
+        t.http
+            .post(t.url("workloads"))
+            .bearer_auth(&t.token)
+            .json(&plain),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let instance = created["HelmWorkloadInstance"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let definition = created["HelmWorkloadDefinition"]["id"].as_str().unwrap();
+    assert_eq!(
+        created["HelmWorkloadInstance"]["owners"][0]["id"],
+        definition
+    );
+    let path = format!("helm-workload-instances/{instance}");
+    t.wait(&path, |o| reconciled_at(o, 1)).await;
+    let web = resource("Deployment", "blog", "blog-webapp");
+    assert!(t.get(&web).await.is_some());
+
+    let (status, plan) = send(t.http.delete(t.url("workloads/blog")).bearer_auth(&t.token)).await;
+    assert!(status.is_success(), "{status} {plan}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while send(t.http.get(t.url(&path)).bearer_auth(&t.token)).await.0 != StatusCode::NOT_FOUND {
+        assert!(tokio::time::Instant::now() < deadline, "never deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(t.get(&web).await.is_none());
+    let (status, _) = send(
+        t.http
+            .get(t.url(&format!("helm-workload-definitions/{definition}")))
+            .bearer_auth(&t.token),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

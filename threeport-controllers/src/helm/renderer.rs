@@ -514,7 +514,10 @@ esac
         let (script, log) = scripted_helm(&dir);
         let helm = HelmCli::new(&script, dir.join("cache"));
         let described = helm.describe().await.unwrap();
-        assert!(described.starts_with("helm v3.14.0+g3fc9f4b ("), "{described}");
+        assert!(
+            described.starts_with("helm v3.14.0+g3fc9f4b ("),
+            "{described}"
+        );
         std::fs::remove_file(&log).unwrap();
 
         let oci = ChartSource::Oci {
