@@ -37,6 +37,7 @@ fn fast() -> HealthConfig {
         poll: Duration::from_millis(100),
         lease_ttl: Duration::from_secs(2),
         flush: Duration::from_millis(50),
+        custom_kinds_every: Duration::from_millis(200),
     }
 }
 
@@ -138,12 +139,17 @@ impl Plane {
 
     /// A reconciled workload instance of [`WORKLOAD`].
     async fn instance(&self, name: &str) -> Object<WorkloadInstance> {
+        self.instance_of(name, WORKLOAD).await
+    }
+
+    /// A reconciled workload instance of `yaml`.
+    async fn instance_of(&self, name: &str, yaml: &str) -> Object<WorkloadInstance> {
         let store = self.memory.store.clone();
         let definition = Api::<WorkloadDefinition>::new(store.clone())
             .create(
                 name,
                 WorkloadDefinition {
-                    yaml_document: WORKLOAD.into(),
+                    yaml_document: yaml.into(),
                 },
             )
             .await
@@ -219,6 +225,68 @@ fn cluster_events(instance: &Object<WorkloadInstance>) -> Vec<(String, u32)> {
     uids.dedup();
     assert_eq!(uids.len(), events.len(), "an event twice: {events:?}");
     events
+}
+
+/// Custom resources count by their `Ready` condition: the watcher learns from the instances
+/// which custom kinds they deployed, and watches those too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_resources_count_by_their_ready_condition() {
+    use threeport_k8s::Cluster;
+    let plane = Plane::start().await;
+    let cluster = &plane.server.cluster;
+    let crd = serde_json::json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"kind": "Widget", "plural": "widgets"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                          "subresources": {"status": {}}}]}});
+    cluster.apply(&crd, "operator").await.unwrap();
+    let yaml = format!(
+        "{WORKLOAD}---\napiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: gear\nspec: {{size: 3}}\n"
+    );
+    let instance = plane.instance_of("gears", &yaml).await;
+    cluster
+        .set_pods(&plane.deployment(&instance), PodState::Ready, 2)
+        .unwrap();
+    let widget = ResourceRef {
+        api_version: "example.com/v1".into(),
+        kind: "Widget".into(),
+        namespace: instance.status.details.namespace.clone(),
+        name: "gear".into(),
+    };
+    // No condition yet: nothing to say against it.
+    plane.health(instance.id(), HealthStatus::Healthy).await;
+    cluster
+        .set_status(
+            &widget,
+            &serde_json::json!({"conditions": [{"type": "Ready", "status": "False",
+                "reason": "QuotaExceeded", "message": "waiting for quota"}]}),
+        )
+        .unwrap();
+    let degraded = plane.health(instance.id(), HealthStatus::Degraded).await;
+    let health = degraded.status.details.health.unwrap();
+    assert!(
+        health.reason.contains("Widget") && health.reason.contains("waiting for quota"),
+        "{health:?}"
+    );
+    let recorded = degraded
+        .status
+        .details
+        .resources
+        .iter()
+        .find(|r| r.kind == "Widget")
+        .and_then(|r| r.health.clone())
+        .map(|h| h.status);
+    assert_eq!(recorded, Some(HealthStatus::Degraded));
+    cluster
+        .set_status(
+            &widget,
+            &serde_json::json!({"conditions": [{"type": "Ready", "status": "True"}]}),
+        )
+        .unwrap();
+    plane.health(instance.id(), HealthStatus::Healthy).await;
+    // One more watch for the custom kind, whatever the number of its objects.
+    assert_eq!(cluster.open_watches(), WATCHED_KINDS.len() + 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

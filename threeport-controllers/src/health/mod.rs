@@ -30,4 +30,4 @@ pub use record::{HealthSink, Reported, StoreSink, record_health};
 #[cfg(feature = "kubernetes")]
 pub use supervisor::{HealthConfig, HealthWatchers};
 #[cfg(feature = "kubernetes")]
-pub use watcher::{RuntimeWatcher, WATCHED_KINDS};
+pub use watcher::{CustomKinds, RuntimeWatcher, WATCHED_KINDS, is_custom_kind};

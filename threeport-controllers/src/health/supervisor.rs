@@ -5,11 +5,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use threeport_api::model::{KubernetesRuntimeInstance, runtime_connection};
-use threeport_core::{Api, Backends, Lease, ListQuery, Object, ObjectId};
+use threeport_api::model::{
+    AppliedResource, HelmWorkloadInstance, KubernetesRuntimeInstance, WorkloadInstance,
+    runtime_connection,
+};
+use threeport_core::{Api, Backends, Lease, ListQuery, Object, ObjectId, Result};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::watcher::{CustomKinds, is_custom_kind};
 use super::{HealthMetrics, RuntimeWatcher, StoreSink};
 use crate::clusters::ClusterProvider;
 
@@ -24,6 +28,9 @@ pub struct HealthConfig {
     pub lease_ttl: Duration,
     /// How often a watcher reports changes.
     pub flush: Duration,
+    /// How often the instances are read for the custom kinds they deployed (each runtime's
+    /// watcher then watches those too).
+    pub custom_kinds_every: Duration,
 }
 
 impl Default for HealthConfig {
@@ -32,6 +39,7 @@ impl Default for HealthConfig {
             poll: Duration::from_secs(5),
             lease_ttl: Duration::from_secs(20),
             flush: Duration::from_millis(100),
+            custom_kinds_every: Duration::from_secs(30),
         }
     }
 }
@@ -42,6 +50,41 @@ struct Watching {
     task: JoinHandle<()>,
     /// The connection data it was started with: a change restarts it.
     connection: String,
+    /// Tells the watcher which custom kinds to watch.
+    custom: tokio::sync::watch::Sender<CustomKinds>,
+}
+
+/// The custom kinds ([`is_custom_kind`]) the (Helm) workload instances of each runtime
+/// deployed, from their statuses.
+async fn custom_kinds_by_runtime(backends: &Backends) -> Result<HashMap<ObjectId, CustomKinds>> {
+    let mut by_runtime: HashMap<ObjectId, CustomKinds> = HashMap::new();
+    let mut add = |runtime: Option<ObjectId>, resources: &[AppliedResource]| {
+        let Some(runtime) = runtime else { return };
+        for resource in resources {
+            if is_custom_kind(&resource.api_version) {
+                by_runtime
+                    .entry(runtime)
+                    .or_default()
+                    .insert((resource.api_version.clone(), resource.kind.clone()));
+            }
+        }
+    };
+    let query = ListQuery::default().limit(1000);
+    for instance in Api::<WorkloadInstance>::new(backends.store.clone())
+        .list_all(&query)
+        .await?
+    {
+        let status = &instance.status.details;
+        add(status.runtime, &status.resources);
+    }
+    for instance in Api::<HelmWorkloadInstance>::new(backends.store.clone())
+        .list_all(&query)
+        .await?
+    {
+        let status = &instance.status.details.workload;
+        add(status.runtime, &status.resources);
+    }
+    Ok(by_runtime)
 }
 
 /// Watches the health of what runs on every runtime this control plane can reach and that
@@ -82,8 +125,30 @@ impl HealthWatchers {
     /// Runs until `shutdown`; then stops every watcher and gives up its leases.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut watching: HashMap<ObjectId, Watching> = HashMap::new();
+        let mut custom = HashMap::new();
+        let mut scanned: Option<tokio::time::Instant> = None;
         loop {
-            self.look(&mut watching).await;
+            self.look(&mut watching, &custom).await;
+            let due = scanned.is_none_or(|at| at.elapsed() >= self.config.custom_kinds_every);
+            if due && !watching.is_empty() {
+                match custom_kinds_by_runtime(&self.backends).await {
+                    Ok(found) => {
+                        custom = found;
+                        scanned = Some(tokio::time::Instant::now());
+                        for (id, watch) in &watching {
+                            let kinds = custom.get(id).cloned().unwrap_or_default();
+                            watch.custom.send_if_modified(|current| {
+                                let grew = !kinds.is_subset(current);
+                                current.extend(kinds);
+                                grew
+                            });
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "reading the custom kinds instances use failed");
+                    }
+                }
+            }
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(self.config.poll) => {}
@@ -101,7 +166,11 @@ impl HealthWatchers {
     }
 
     /// Starts, keeps and stops watchers to match the runtimes there are now.
-    async fn look(&self, watching: &mut HashMap<ObjectId, Watching>) {
+    async fn look(
+        &self,
+        watching: &mut HashMap<ObjectId, Watching>,
+        custom: &HashMap<ObjectId, CustomKinds>,
+    ) {
         let runtimes = match Api::<KubernetesRuntimeInstance>::new(self.backends.store.clone())
             .list_all(&ListQuery::default())
             .await
@@ -173,9 +242,12 @@ impl HealthWatchers {
                 }
             };
             let sink = Arc::new(StoreSink::new(self.backends.clone(), self.holder.clone()));
+            let (kinds, told) =
+                tokio::sync::watch::channel(custom.get(&id).cloned().unwrap_or_default());
             let watcher = RuntimeWatcher::new(cluster, sink)
                 .flush_every(self.config.flush)
-                .with_metrics(self.metrics.clone());
+                .with_metrics(self.metrics.clone())
+                .with_custom_kinds(told);
             self.metrics.runtimes.inc();
             tracing::info!(runtime = %id, name = %runtime.meta.name, "health watch started");
             watching.insert(
@@ -184,6 +256,7 @@ impl HealthWatchers {
                     lease,
                     task: tokio::spawn(watcher.run()),
                     connection: connection_of(runtime),
+                    custom: kinds,
                 },
             );
         }

@@ -33,8 +33,44 @@ pub const WATCHED_KINDS: &[(&str, &str)] = &[
     ("networking.k8s.io/v1", "Ingress"),
 ];
 
-/// Index of the events watch among the reflectors (after the kinds).
+/// Index of the events watch among the reflectors (after the kinds); custom kinds follow it.
 const EVENTS: usize = WATCHED_KINDS.len();
+
+/// API groups Kubernetes itself serves: kinds of other groups are custom resources, whose
+/// health is their `Ready` condition.
+const BUILT_IN_GROUPS: &[&str] = &[
+    "apps",
+    "batch",
+    "autoscaling",
+    "policy",
+    "rbac.authorization.k8s.io",
+    "networking.k8s.io",
+    "storage.k8s.io",
+    "apiextensions.k8s.io",
+    "admissionregistration.k8s.io",
+    "scheduling.k8s.io",
+    "coordination.k8s.io",
+    "discovery.k8s.io",
+    "node.k8s.io",
+    "certificates.k8s.io",
+    "apiregistration.k8s.io",
+    "events.k8s.io",
+    "flowcontrol.apiserver.k8s.io",
+    "resource.k8s.io",
+];
+
+/// Whether objects of `api_version` are custom resources (a group Kubernetes does not serve
+/// itself: `example.com/v1`, `gateway.networking.k8s.io/v1`), which a watcher watches when
+/// told to ([`RuntimeWatcher::with_custom_kinds`]).
+pub fn is_custom_kind(api_version: &str) -> bool {
+    match api_version.split_once('/') {
+        Some((group, _)) => !BUILT_IN_GROUPS.contains(&group),
+        None => false,
+    }
+}
+
+/// Custom kinds to watch: `(api_version, kind)`.
+pub type CustomKinds = std::collections::BTreeSet<(String, String)>;
 
 /// Kubernetes events kept per object (the newest).
 const EVENTS_PER_OBJECT: usize = MAX_EVENTS;
@@ -47,6 +83,7 @@ pub struct RuntimeWatcher {
     flush_every: Duration,
     reflector: ReflectorConfig,
     metrics: HealthMetrics,
+    custom: Option<tokio::sync::watch::Receiver<CustomKinds>>,
 }
 
 /// What health needs of one object a watch reported (never the object itself: at thousands
@@ -54,7 +91,7 @@ pub struct RuntimeWatcher {
 #[derive(Debug)]
 struct Tracked {
     instance: ObjectId,
-    /// Index into [`WATCHED_KINDS`].
+    /// Index into the watcher's kinds ([`Seen::kinds`]).
     kind: usize,
     namespace: Option<String>,
     name: String,
@@ -65,8 +102,8 @@ struct Tracked {
 
 impl Tracked {
     /// `Deployment shop/web`.
-    fn describe(&self) -> String {
-        let kind = WATCHED_KINDS[self.kind].1;
+    fn describe(&self, kinds: &[(String, String)]) -> String {
+        let kind = &kinds[self.kind].1;
         match &self.namespace {
             Some(namespace) => format!("{kind} {namespace}/{}", self.name),
             None => format!("{kind} {}", self.name),
@@ -75,16 +112,19 @@ impl Tracked {
 }
 
 /// Everything the watches have reported, by object UID.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Seen {
+    /// What each watch watches: [`WATCHED_KINDS`], the events (at [`EVENTS`]), then the
+    /// custom kinds added since.
+    kinds: Vec<(String, String)>,
     objects: HashMap<String, Tracked>,
     by_instance: HashMap<ObjectId, HashSet<String>>,
     /// Kubernetes events (as threeport events) by the UID of the object they are about, then
     /// by their own UID.
     events: HashMap<String, BTreeMap<String, Event>>,
-    synced: [bool; EVENTS + 1],
+    synced: Vec<bool>,
     /// Why a watch cannot reach the cluster now, per watch.
-    unreachable: [Option<String>; EVENTS + 1],
+    unreachable: Vec<Option<String>>,
     dirty: HashSet<ObjectId>,
     /// The last report each instance's status took.
     sent: HashMap<ObjectId, HealthReport>,
@@ -159,7 +199,36 @@ fn threeport_event(event: &Value) -> Option<Event> {
     })
 }
 
+impl Default for Seen {
+    fn default() -> Self {
+        let kinds: Vec<(String, String)> = WATCHED_KINDS
+            .iter()
+            .chain(&[("v1", "Event")])
+            .map(|(api_version, kind)| ((*api_version).to_owned(), (*kind).to_owned()))
+            .collect();
+        Seen {
+            synced: vec![false; kinds.len()],
+            unreachable: vec![None; kinds.len()],
+            kinds,
+            objects: HashMap::new(),
+            by_instance: HashMap::new(),
+            events: HashMap::new(),
+            dirty: HashSet::new(),
+            sent: HashMap::new(),
+            later: HashMap::new(),
+        }
+    }
+}
+
 impl Seen {
+    /// Adds a watch of a custom kind; returns its index.
+    fn add_kind(&mut self, kind: (String, String)) -> usize {
+        self.kinds.push(kind);
+        self.synced.push(false);
+        self.unreachable.push(None);
+        self.kinds.len() - 1
+    }
+
     fn forget(&mut self, uid: &str) {
         if let Some(tracked) = self.objects.remove(uid) {
             self.dirty.insert(tracked.instance);
@@ -246,7 +315,8 @@ impl Seen {
             self.synced[source] = true;
             return;
         }
-        let (api_version, kind) = WATCHED_KINDS[source];
+        let (api_version, kind) = self.kinds[source].clone();
+        let (api_version, kind) = (api_version.as_str(), kind.as_str());
         match change {
             Change::Synced(objects) => {
                 let listed: HashSet<String> = objects.iter().filter_map(uid).collect();
@@ -296,12 +366,12 @@ impl Seen {
                 // What controllers made counts only when it fails: its owner's status
                 // covers the rest.
                 if object.health.status == HealthStatus::Degraded {
-                    parts.push((object.describe(), object.health.clone()));
+                    parts.push((object.describe(&self.kinds), object.health.clone()));
                 }
                 continue;
             }
-            parts.push((object.describe(), object.health.clone()));
-            let (api_version, kind) = WATCHED_KINDS[object.kind];
+            parts.push((object.describe(&self.kinds), object.health.clone()));
+            let (api_version, kind) = &self.kinds[object.kind];
             resources.push(ResourceHealth {
                 api_version: api_version.to_owned(),
                 kind: kind.to_owned(),
@@ -314,7 +384,9 @@ impl Seen {
         resources.sort_by(|a, b| {
             (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name))
         });
-        let health = match self.unreachable.iter().flatten().next() {
+        // A custom kind's watch failing (a kind the cluster stopped serving, one it does not
+        // let us watch) says nothing of the cluster: only the built-in watches' do.
+        let health = match self.unreachable[..=EVENTS].iter().flatten().next() {
             // What was seen last may no longer hold.
             Some(why) => Health::new(
                 HealthStatus::Unknown,
@@ -337,9 +409,12 @@ impl Seen {
             health,
             resources,
             events,
-            watched_kinds: WATCHED_KINDS
+            watched_kinds: self
+                .kinds
                 .iter()
-                .map(|(api_version, kind)| format!("{api_version}/{kind}"))
+                .enumerate()
+                .filter(|(index, _)| *index != EVENTS && self.synced[*index])
+                .map(|(_, (api_version, kind))| format!("{api_version}/{kind}"))
                 .collect(),
         }
     }
@@ -373,7 +448,15 @@ impl RuntimeWatcher {
             flush_every: Duration::from_millis(100),
             reflector: ReflectorConfig::default(),
             metrics: HealthMetrics::default(),
+            custom: None,
         }
+    }
+
+    /// Also watches the custom kinds `kinds` names, as they come (a watch is added for each
+    /// new one; none is dropped before the watcher stops).
+    pub fn with_custom_kinds(mut self, kinds: tokio::sync::watch::Receiver<CustomKinds>) -> Self {
+        self.custom = Some(kinds);
+        self
     }
 
     /// Counts what it does in `metrics`.
@@ -394,8 +477,50 @@ impl RuntimeWatcher {
         self
     }
 
+    /// One watch: a reflector of `selector`, its changes tagged with `source`.
+    fn watch(
+        &self,
+        reflectors: &mut JoinSet<()>,
+        selector: Selector,
+        source: usize,
+    ) -> futures::stream::BoxStream<'static, (usize, Change)> {
+        let (changes, received) = mpsc::channel(256);
+        let reflector =
+            Reflector::new(self.cluster.clone(), selector).with_config(self.reflector.clone());
+        reflectors.spawn(reflector.run(changes));
+        futures::stream::unfold(received, |mut received| async move {
+            received.recv().await.map(|change| (change, received))
+        })
+        .map(move |change| (source, change))
+        .boxed()
+    }
+
+    /// Watches of the custom kinds among `wanted` not watched yet.
+    fn add_custom(
+        &self,
+        seen: &mut Seen,
+        reflectors: &mut JoinSet<()>,
+        wanted: CustomKinds,
+    ) -> Vec<futures::stream::BoxStream<'static, (usize, Change)>> {
+        let mut streams = Vec::new();
+        for (api_version, kind) in wanted {
+            let known = seen
+                .kinds
+                .iter()
+                .any(|(a, k)| *a == api_version && *k == kind);
+            if known {
+                continue;
+            }
+            tracing::info!(%api_version, %kind, "watching a custom kind the instances use");
+            let selector = Selector::kind(&api_version, &kind).labels(WORKLOAD_INSTANCE_LABEL);
+            let source = seen.add_kind((api_version, kind));
+            streams.push(self.watch(reflectors, selector, source));
+        }
+        streams
+    }
+
     /// Watches and reports until the task is aborted (its watches end with it).
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let mut reflectors = JoinSet::new();
         let selector = |(api_version, kind): &(&str, &str)| {
             Selector::kind(api_version, kind).labels(WORKLOAD_INSTANCE_LABEL)
@@ -404,29 +529,35 @@ impl RuntimeWatcher {
             .iter()
             .map(selector)
             .chain([Selector::kind("v1", "Event")]);
-        let mut streams = Vec::new();
-        for (source, selector) in selectors.enumerate() {
-            let (changes, received) = mpsc::channel(256);
-            let reflector =
-                Reflector::new(self.cluster.clone(), selector).with_config(self.reflector.clone());
-            reflectors.spawn(reflector.run(changes));
-            streams.push(
-                futures::stream::unfold(received, |mut received| async move {
-                    received.recv().await.map(|change| (change, received))
-                })
-                .map(move |change| (source, change))
-                .boxed(),
-            );
-        }
+        let streams: Vec<_> = selectors
+            .enumerate()
+            .map(|(source, selector)| self.watch(&mut reflectors, selector, source))
+            .collect();
         let mut changes = futures::stream::select_all(streams);
         let mut seen = Seen::default();
         let mut unreachable = UnreachableWatches {
             gauge: self.metrics.unreachable.clone(),
             count: 0,
         };
+        let mut custom = self.custom.take();
+        if let Some(kinds) = custom.as_mut() {
+            let initial = kinds.borrow_and_update().clone();
+            for stream in self.add_custom(&mut seen, &mut reflectors, initial) {
+                changes.push(stream);
+            }
+        }
         let mut tick = tokio::time::interval(self.flush_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let wanted = async {
+                match custom.as_mut() {
+                    Some(kinds) => match kinds.changed().await {
+                        Ok(()) => Some(kinds.borrow_and_update().clone()),
+                        Err(_) => None,
+                    },
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 change = changes.next() => match change {
                     Some((source, change)) => {
@@ -434,6 +565,15 @@ impl RuntimeWatcher {
                         seen.apply(source, change);
                     }
                     None => return,
+                },
+                wanted = wanted => match wanted {
+                    Some(wanted) => {
+                        for stream in self.add_custom(&mut seen, &mut reflectors, wanted) {
+                            changes.push(stream);
+                        }
+                    }
+                    // Nobody tells of custom kinds any more: keep what is watched.
+                    None => custom = None,
                 },
                 _ = tick.tick() => self.flush(&mut seen).await,
             }
@@ -454,7 +594,9 @@ impl RuntimeWatcher {
     /// Sends the reports of instances whose picture changed (once every watch has listed:
     /// half a picture would report healthy things as missing).
     async fn flush(&self, seen: &mut Seen) {
-        if seen.dirty.is_empty() || !seen.synced.iter().all(|s| *s) {
+        // Custom kinds' watches are not waited for: one the cluster refuses would hold back
+        // every report (their kinds count as watched once they have listed).
+        if seen.dirty.is_empty() || !seen.synced[..=EVENTS].iter().all(|s| *s) {
             return;
         }
         let now = tokio::time::Instant::now();
@@ -516,6 +658,25 @@ impl RuntimeWatcher {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn custom_kinds_are_those_of_groups_kubernetes_does_not_serve() {
+        for custom in [
+            "example.com/v1",
+            "gateway.networking.k8s.io/v1",
+            "cert-manager.io/v1",
+        ] {
+            assert!(is_custom_kind(custom), "{custom}");
+        }
+        for built_in in [
+            "v1",
+            "apps/v1",
+            "networking.k8s.io/v1",
+            "rbac.authorization.k8s.io/v1",
+        ] {
+            assert!(!is_custom_kind(built_in), "{built_in}");
+        }
+    }
 
     #[test]
     fn kubernetes_events_become_threeport_events() {
