@@ -149,6 +149,20 @@ impl MemoryAws {
         all
     }
 
+    /// The node groups asked for, as they were asked for (for tests of what a controller
+    /// requests: instance type, bounds, subnets).
+    pub fn node_group_requests(&self) -> Vec<NodeGroupRequest> {
+        let mut requests: Vec<NodeGroupRequest> = self
+            .node_groups
+            .lock()
+            .unwrap()
+            .values()
+            .map(|(request, _)| request.clone())
+            .collect();
+        requests.sort_by(|a, b| (&a.cluster, &a.name).cmp(&(&b.cluster, &b.name)));
+        requests
+    }
+
     /// How many network pieces (VPC, gateway, route table, subnets) were ever created: a
     /// resumed create that duplicated one would show here.
     pub fn network_pieces_created(&self) -> u32 {

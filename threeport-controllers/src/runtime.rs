@@ -130,16 +130,18 @@ async fn ensure_eks(
     let region = aws_region_of(&runtime.spec.location)
         .map(str::to_owned)
         .unwrap_or(account.spec.default_region);
+    // Node size, profile, availability and maximum decide the node group.
+    let shape = definition.spec.node_group();
     let eks_definition = ensure(
         ctx,
         &definition.meta.name,
         &AwsEksKubernetesRuntimeDefinition {
             aws_account: account_id,
-            zone_count: 2,
-            default_node_group_instance_type: "t3.medium".to_owned(),
-            default_node_group_initial_size: 2,
-            default_node_group_minimum_size: 2,
-            default_node_group_maximum_size: definition.spec.node_maximum.clamp(2, 6),
+            zone_count: shape.zones,
+            default_node_group_instance_type: shape.instance_type,
+            default_node_group_initial_size: shape.initial,
+            default_node_group_minimum_size: shape.minimum,
+            default_node_group_maximum_size: shape.maximum,
         },
         None,
     )

@@ -205,6 +205,18 @@ async fn an_eks_runtime_is_provisioned_connected_used_and_torn_down_without_leak
     // The cluster request's answer was lost, so the next look found the cluster being made;
     // the node group's request was acknowledged.
     assert!(inventory.node_group_creation_acknowledged.is_some());
+    // The runtime definition's node size (medium), profile (balanced), availability (no) and
+    // maximum (4) shaped the node group.
+    let groups = fake.node_group_requests();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    let group = &groups[0];
+    assert_eq!(group.instance_type, "m6i.xlarge");
+    assert_eq!((group.minimum, group.desired, group.maximum), (1, 2, 4));
+    assert_eq!(
+        group.subnet_ids.len(),
+        2,
+        "two zones without high availability"
+    );
     assert!(
         eks.status
             .events

@@ -55,6 +55,51 @@ fn default_node_maximum() -> u32 {
     250
 }
 
+impl NodeSize {
+    /// The EC2 size suffix of this class (`xlarge` for about 4 vCPU).
+    fn ec2_size(self) -> &'static str {
+        match self {
+            NodeSize::Small => "large",
+            NodeSize::Medium => "xlarge",
+            NodeSize::Large => "2xlarge",
+            NodeSize::XLarge => "4xlarge",
+            NodeSize::XxLarge => "8xlarge",
+            NodeSize::XxxLarge => "12xlarge",
+        }
+    }
+}
+
+impl NodeProfile {
+    /// The EC2 instance family of this profile (current generation, x86).
+    fn ec2_family(self) -> &'static str {
+        match self {
+            NodeProfile::Balanced => "m6i",
+            NodeProfile::Compute => "c6i",
+            NodeProfile::Memory => "r6i",
+        }
+    }
+}
+
+/// The node group an EKS runtime of a [`KubernetesRuntimeDefinition`] gets: instance type
+/// from node size × profile, zones and bounds from high availability and the node maximum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeGroupShape {
+    /// `m6i.xlarge`.
+    pub instance_type: String,
+    /// Availability zones the cluster and its nodes spread over.
+    pub zones: u32,
+    /// Fewest nodes.
+    pub minimum: u32,
+    /// Nodes it starts with.
+    pub initial: u32,
+    /// Most nodes (the definition's `node_maximum`, at least `minimum`, at most EKS's 450
+    /// per node group).
+    pub maximum: u32,
+}
+
+/// Most nodes EKS lets one managed node group have.
+pub const EKS_NODE_GROUP_LIMIT: u32 = 450;
+
 /// A kind of Kubernetes cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +122,42 @@ pub struct KubernetesRuntimeDefinition {
     /// Most nodes the cluster may scale to.
     #[serde(default = "default_node_maximum")]
     pub node_maximum: u32,
+}
+
+impl KubernetesRuntimeDefinition {
+    /// The node group an EKS runtime of this definition gets:
+    ///
+    /// | node size | balanced | compute | memory |
+    /// |-----------|----------|---------|--------|
+    /// | small (2 vCPU) | m6i.large | c6i.large | r6i.large |
+    /// | medium (4) | m6i.xlarge | c6i.xlarge | r6i.xlarge |
+    /// | large (8) | m6i.2xlarge | c6i.2xlarge | r6i.2xlarge |
+    /// | x_large (16) | m6i.4xlarge | c6i.4xlarge | r6i.4xlarge |
+    /// | xx_large (32) | m6i.8xlarge | c6i.8xlarge | r6i.8xlarge |
+    /// | xxx_large (48) | m6i.12xlarge | c6i.12xlarge | r6i.12xlarge |
+    ///
+    /// High availability: three zones, at least three nodes (one per zone); otherwise two
+    /// zones, at least one node, two to start. The maximum is `node_maximum` (raised to the
+    /// minimum, capped at [`EKS_NODE_GROUP_LIMIT`]).
+    pub fn node_group(&self) -> NodeGroupShape {
+        let (zones, minimum, initial) = if self.high_availability {
+            (3, 3, 3)
+        } else {
+            (2, 1, 2)
+        };
+        let maximum = self.node_maximum.clamp(minimum, EKS_NODE_GROUP_LIMIT);
+        NodeGroupShape {
+            instance_type: format!(
+                "{}.{}",
+                self.node_profile.ec2_family(),
+                self.node_size.ec2_size()
+            ),
+            zones,
+            minimum,
+            initial: initial.min(maximum),
+            maximum,
+        }
+    }
 }
 
 impl ApiObject for KubernetesRuntimeDefinition {
@@ -259,5 +340,52 @@ impl ApiObject for KubernetesRuntimeInstance {
             "definition",
             self.definition,
         )]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition(
+        size: NodeSize,
+        profile: NodeProfile,
+        ha: bool,
+        max: u32,
+    ) -> KubernetesRuntimeDefinition {
+        KubernetesRuntimeDefinition {
+            infra_provider: InfraProvider::Eks,
+            aws_account: None,
+            high_availability: ha,
+            node_size: size,
+            node_profile: profile,
+            node_maximum: max,
+        }
+    }
+
+    #[test]
+    fn size_profile_and_availability_shape_the_node_group() {
+        let shape = definition(NodeSize::Medium, NodeProfile::Balanced, false, 250).node_group();
+        assert_eq!(
+            shape,
+            NodeGroupShape {
+                instance_type: "m6i.xlarge".into(),
+                zones: 2,
+                minimum: 1,
+                initial: 2,
+                maximum: 250
+            }
+        );
+        let shape = definition(NodeSize::XxLarge, NodeProfile::Memory, true, 2).node_group();
+        assert_eq!(shape.instance_type, "r6i.8xlarge");
+        assert_eq!(
+            (shape.zones, shape.minimum, shape.initial, shape.maximum),
+            (3, 3, 3, 3)
+        );
+        let shape = definition(NodeSize::Small, NodeProfile::Compute, false, 1000).node_group();
+        assert_eq!(shape.instance_type, "c6i.large");
+        assert_eq!(shape.maximum, EKS_NODE_GROUP_LIMIT);
+        let shape = definition(NodeSize::Small, NodeProfile::Compute, false, 1).node_group();
+        assert_eq!((shape.minimum, shape.initial, shape.maximum), (1, 1, 1));
     }
 }
