@@ -73,6 +73,8 @@ pub async fn relational_databases(databases: &dyn RelationalDatabases, identifie
         backup_days: 7,
         master_username: "threeport".to_owned(),
         master_password: "a-long-generated-password".to_owned(),
+        subnet_group: None,
+        security_group_ids: Vec::new(),
     };
     assert_eq!(databases.database(identifier).await.expect("look up"), None);
     databases.create_database(&request).await.expect("create");
@@ -138,6 +140,78 @@ pub async fn networks(networks: &dyn Networks, owner: &str) {
         .expect_err("more zones than the region has");
     assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
     networks.delete_network(owner).await.expect("clean up");
+}
+
+/// A database placed in a network: a security group admitting the network on the database
+/// port and a DB subnet group over its subnets, both found again rather than duplicated, the
+/// database created in them, and everything deleted in reverse.
+pub async fn database_placement(
+    databases: &dyn RelationalDatabases,
+    networks: &dyn Networks,
+    owner: &str,
+) {
+    let network = networks.ensure_network(owner, 2).await.expect("network");
+    let group = networks
+        .ensure_security_group(owner, &network.vpc_id, 5432, crate::NETWORK_CIDR)
+        .await
+        .expect("security group");
+    let again = networks
+        .ensure_security_group(owner, &network.vpc_id, 5432, crate::NETWORK_CIDR)
+        .await
+        .expect("again");
+    assert_eq!(group, again, "found again, not duplicated");
+    databases
+        .ensure_subnet_group(owner, &network.subnet_ids)
+        .await
+        .expect("subnet group");
+    databases
+        .ensure_subnet_group(owner, &network.subnet_ids)
+        .await
+        .expect("again: idempotent");
+    let request = DatabaseRequest {
+        identifier: owner.to_owned(),
+        engine: "postgres".to_owned(),
+        engine_version: "16.4".to_owned(),
+        database_name: "orders".to_owned(),
+        port: 5432,
+        instance_class: "db.t3.micro".to_owned(),
+        storage_gb: 20,
+        backup_days: 7,
+        master_username: "threeport".to_owned(),
+        master_password: "a-long-generated-password".to_owned(),
+        subnet_group: Some(owner.to_owned()),
+        security_group_ids: vec![group.clone()],
+    };
+    databases.create_database(&request).await.expect("create");
+    assert!(
+        databases
+            .database(owner)
+            .await
+            .expect("look up")
+            .expect("exists")
+            .is_available()
+    );
+    assert!(databases.delete_database(owner).await.expect("delete"));
+    assert!(
+        databases
+            .delete_subnet_group(owner)
+            .await
+            .expect("delete group")
+    );
+    assert!(!databases.delete_subnet_group(owner).await.expect("again"));
+    assert!(
+        networks
+            .delete_security_group(owner)
+            .await
+            .expect("delete sg")
+    );
+    assert!(!networks.delete_security_group(owner).await.expect("again"));
+    assert!(
+        networks
+            .delete_network(owner)
+            .await
+            .expect("delete network")
+    );
 }
 
 /// Roles and OIDC providers: idempotent by name, deleted with their policies, bad names refused.

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
-    AttributeBooleanValue, Filter, InternetGateway, ResourceType, RouteTable, Subnet, Tag,
-    TagSpecification, Vpc,
+    AttributeBooleanValue, Filter, InternetGateway, IpPermission, IpRange, ResourceType,
+    RouteTable, SecurityGroup, Subnet, Tag, TagSpecification, Vpc,
 };
 use threeport_core::{Error, Result};
 
@@ -82,7 +82,7 @@ impl Ec2Networks {
         let created = self
             .client
             .create_vpc()
-            .cidr_block("10.0.0.0/16")
+            .cidr_block(crate::NETWORK_CIDR)
             .tag_specifications(tags(ResourceType::Vpc, owner, None))
             .send()
             .await
@@ -426,5 +426,94 @@ impl Networks for Ec2Networks {
             )?;
         }
         Ok(found)
+    }
+
+    async fn ensure_security_group(
+        &self,
+        owner: &str,
+        vpc_id: &str,
+        port: u16,
+        source_cidr: &str,
+    ) -> Result<String> {
+        let found = self
+            .security_groups(owner)
+            .await?
+            .into_iter()
+            .find(|g| g.vpc_id() == Some(vpc_id))
+            .and_then(|g| g.group_id().map(str::to_owned));
+        let id = match found {
+            Some(id) => id,
+            None => self
+                .client
+                .create_security_group()
+                .group_name(owner)
+                .description(format!("threeport: {owner}"))
+                .vpc_id(vpc_id)
+                .tag_specifications(tags(ResourceType::SecurityGroup, owner, None))
+                .send()
+                .await
+                .map_err(|e| sdk_error("security_group", e))?
+                .group_id()
+                .map(str::to_owned)
+                .ok_or_else(|| missing_id("security group"))?,
+        };
+        let rule = IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(i32::from(port))
+            .to_port(i32::from(port))
+            .ip_ranges(IpRange::builder().cidr_ip(source_cidr).build())
+            .build();
+        let authorized = self
+            .client
+            .authorize_security_group_ingress()
+            .group_id(&id)
+            .ip_permissions(rule)
+            .send()
+            .await;
+        match authorized {
+            Ok(_) => Ok(id),
+            // Admitted by an earlier attempt.
+            Err(err) if err.code() == Some("InvalidPermission.Duplicate") => Ok(id),
+            Err(err) => Err(sdk_error("security_group", err)),
+        }
+    }
+
+    async fn delete_security_group(&self, owner: &str) -> Result<bool> {
+        let mut found = false;
+        for group in self.security_groups(owner).await? {
+            found = true;
+            let deleted = self
+                .client
+                .delete_security_group()
+                .set_group_id(group.group_id().map(str::to_owned))
+                .send()
+                .await;
+            match deleted {
+                Ok(_) => {}
+                Err(err) if gone(err.code()) => {}
+                Err(err) if err.code() == Some("DependencyViolation") => {
+                    return Err(Error::unavailable(format!(
+                        "security group of {owner} still in use: {}",
+                        err.message().unwrap_or("DependencyViolation")
+                    )));
+                }
+                Err(err) => return Err(sdk_error("security_group", err)),
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl Ec2Networks {
+    async fn security_groups(&self, owner: &str) -> Result<Vec<SecurityGroup>> {
+        Ok(self
+            .client
+            .describe_security_groups()
+            .filters(owned_by(owner))
+            .send()
+            .await
+            .map_err(|e| sdk_error("security_group", e))?
+            .security_groups()
+            .to_vec())
     }
 }

@@ -36,8 +36,12 @@ struct Creating {
 pub struct MemoryAws {
     buckets: Mutex<HashMap<String, BucketState>>,
     secrets: Mutex<HashMap<String, SecretValues>>,
-    databases: Mutex<HashMap<String, DatabaseState>>,
+    databases: Mutex<HashMap<String, (DatabaseRequest, DatabaseState)>>,
     networks: Mutex<HashMap<String, Network>>,
+    /// Security groups by owner.
+    security_groups: Mutex<HashMap<String, SecurityGroup>>,
+    /// DB subnet groups by name: their subnets.
+    subnet_groups: Mutex<HashMap<String, Vec<String>>>,
     roles: Mutex<HashMap<String, RoleRequest>>,
     oidc_providers: Mutex<HashSet<String>>,
     clusters: Mutex<HashMap<String, (ClusterRequest, Creating)>>,
@@ -46,6 +50,15 @@ pub struct MemoryAws {
     endpoint: Mutex<Option<ClusterEndpoint>>,
     lose: Mutex<HashSet<&'static str>>,
     pieces: Mutex<u32>,
+}
+
+/// A security group of the fake.
+#[derive(Debug, Clone)]
+struct SecurityGroup {
+    id: String,
+    vpc_id: String,
+    /// What it admits: TCP port, source range.
+    rules: Vec<(u16, String)>,
 }
 
 impl MemoryAws {
@@ -145,8 +158,46 @@ impl MemoryAws {
                 .keys()
                 .map(|k| format!("database/{k}")),
         );
+        all.extend(
+            self.security_groups
+                .lock()
+                .unwrap()
+                .keys()
+                .map(|k| format!("security-group/{k}")),
+        );
+        all.extend(
+            self.subnet_groups
+                .lock()
+                .unwrap()
+                .keys()
+                .map(|k| format!("db-subnet-group/{k}")),
+        );
         all.sort();
         all
+    }
+
+    /// The databases asked for, as they were asked for (placement included; the password
+    /// is in them, as in any request).
+    pub fn database_requests(&self) -> Vec<DatabaseRequest> {
+        let mut requests: Vec<DatabaseRequest> = self
+            .databases
+            .lock()
+            .unwrap()
+            .values()
+            .map(|(request, _)| request.clone())
+            .collect();
+        requests.sort_by(|a, b| a.identifier.cmp(&b.identifier));
+        requests
+    }
+
+    /// The rules security group `owner` admits: (port, source range).
+    pub fn security_group_rules(&self, owner: &str) -> Vec<(u16, String)> {
+        self.security_groups
+            .lock()
+            .unwrap()
+            .get(owner)
+            .map(|group| group.rules.clone())
+            .unwrap_or_default()
     }
 
     /// The node groups asked for, as they were asked for (for tests of what a controller
@@ -227,25 +278,84 @@ impl SecretStore for MemoryAws {
 impl RelationalDatabases for MemoryAws {
     async fn create_database(&self, request: &DatabaseRequest) -> Result<()> {
         request.validate()?;
+        if let Some(group) = &request.subnet_group
+            && !self.subnet_groups.lock().unwrap().contains_key(group)
+        {
+            return Err(Error::not_found("DB subnet group", group.clone()));
+        }
+        let known: HashSet<String> = self
+            .security_groups
+            .lock()
+            .unwrap()
+            .values()
+            .map(|group| group.id.clone())
+            .collect();
+        if let Some(unknown) = request
+            .security_group_ids
+            .iter()
+            .find(|id| !known.contains(*id))
+        {
+            return Err(Error::not_found("security group", unknown.clone()));
+        }
         // Available at once, as moto makes them.
         self.databases
             .lock()
             .unwrap()
             .entry(request.identifier.clone())
-            .or_insert_with(|| DatabaseState {
-                status: DatabaseStatus::Available,
-                host: Some(format!("{}.memory.rds.local", request.identifier)),
-                port: Some(request.port),
+            .or_insert_with(|| {
+                (
+                    request.clone(),
+                    DatabaseState {
+                        status: DatabaseStatus::Available,
+                        host: Some(format!("{}.memory.rds.local", request.identifier)),
+                        port: Some(request.port),
+                    },
+                )
             });
         self.answer("create_database")
     }
 
     async fn database(&self, identifier: &str) -> Result<Option<DatabaseState>> {
-        Ok(self.databases.lock().unwrap().get(identifier).cloned())
+        Ok(self
+            .databases
+            .lock()
+            .unwrap()
+            .get(identifier)
+            .map(|(_, state)| state.clone()))
     }
 
     async fn delete_database(&self, identifier: &str) -> Result<bool> {
         Ok(self.databases.lock().unwrap().remove(identifier).is_some())
+    }
+
+    async fn ensure_subnet_group(&self, name: &str, subnet_ids: &[String]) -> Result<()> {
+        if subnet_ids.len() < 2 {
+            return Err(Error::invalid(
+                "subnet_ids",
+                "a DB subnet group needs subnets in at least two zones",
+            ));
+        }
+        self.subnet_groups
+            .lock()
+            .unwrap()
+            .entry(name.to_owned())
+            .or_insert_with(|| subnet_ids.to_vec());
+        Ok(())
+    }
+
+    async fn delete_subnet_group(&self, name: &str) -> Result<bool> {
+        let used = self
+            .databases
+            .lock()
+            .unwrap()
+            .values()
+            .any(|(request, _)| request.subnet_group.as_deref() == Some(name));
+        if used {
+            return Err(Error::unavailable(format!(
+                "DB subnet group {name} still in use"
+            )));
+        }
+        Ok(self.subnet_groups.lock().unwrap().remove(name).is_some())
     }
 }
 
@@ -283,7 +393,69 @@ impl Networks for MemoryAws {
     }
 
     async fn delete_network(&self, owner: &str) -> Result<bool> {
+        let Some(network) = self.networks.lock().unwrap().get(owner).cloned() else {
+            return Ok(false);
+        };
+        let in_use = self
+            .security_groups
+            .lock()
+            .unwrap()
+            .values()
+            .any(|group| group.vpc_id == network.vpc_id);
+        if in_use {
+            // As EC2 answers DependencyViolation for a VPC with a security group left in it.
+            return Err(Error::unavailable(format!(
+                "VPC {} still has security groups",
+                network.vpc_id
+            )));
+        }
         Ok(self.networks.lock().unwrap().remove(owner).is_some())
+    }
+
+    async fn ensure_security_group(
+        &self,
+        owner: &str,
+        vpc_id: &str,
+        port: u16,
+        source_cidr: &str,
+    ) -> Result<String> {
+        let mut groups = self.security_groups.lock().unwrap();
+        let group = groups
+            .entry(owner.to_owned())
+            .or_insert_with(|| SecurityGroup {
+                id: format!("sg-{owner}"),
+                vpc_id: vpc_id.to_owned(),
+                rules: Vec::new(),
+            });
+        let rule = (port, source_cidr.to_owned());
+        if !group.rules.contains(&rule) {
+            group.rules.push(rule);
+        }
+        Ok(group.id.clone())
+    }
+
+    async fn delete_security_group(&self, owner: &str) -> Result<bool> {
+        let Some(id) = self
+            .security_groups
+            .lock()
+            .unwrap()
+            .get(owner)
+            .map(|group| group.id.clone())
+        else {
+            return Ok(false);
+        };
+        let used = self
+            .databases
+            .lock()
+            .unwrap()
+            .values()
+            .any(|(request, _)| request.security_group_ids.contains(&id));
+        if used {
+            return Err(Error::unavailable(format!(
+                "security group {id} still in use"
+            )));
+        }
+        Ok(self.security_groups.lock().unwrap().remove(owner).is_some())
     }
 }
 

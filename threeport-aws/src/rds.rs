@@ -41,6 +41,11 @@ impl RelationalDatabases for RdsDatabases {
             .backup_retention_period(i32::try_from(request.backup_days).unwrap_or(35))
             .master_username(&request.master_username)
             .master_user_password(&request.master_password)
+            .set_db_subnet_group_name(request.subnet_group.clone())
+            .set_vpc_security_group_ids(
+                (!request.security_group_ids.is_empty())
+                    .then(|| request.security_group_ids.clone()),
+            )
             .send()
             .await;
         match created {
@@ -88,6 +93,43 @@ impl RelationalDatabases for RdsDatabases {
             Ok(_) => Ok(true),
             Err(err) if err.code() == Some("DBInstanceNotFound") => Ok(false),
             Err(err) => Err(sdk_error("database", err)),
+        }
+    }
+
+    async fn ensure_subnet_group(&self, name: &str, subnet_ids: &[String]) -> Result<()> {
+        let created = self
+            .client
+            .create_db_subnet_group()
+            .db_subnet_group_name(name)
+            .db_subnet_group_description(format!("threeport: {name}"))
+            .set_subnet_ids(Some(subnet_ids.to_vec()))
+            .send()
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            // Made by an earlier attempt.
+            Err(err) if err.code() == Some("DBSubnetGroupAlreadyExists") => Ok(()),
+            Err(err) => Err(sdk_error("subnet_group", err)),
+        }
+    }
+
+    async fn delete_subnet_group(&self, name: &str) -> Result<bool> {
+        let deleted = self
+            .client
+            .delete_db_subnet_group()
+            .db_subnet_group_name(name)
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => Ok(true),
+            Err(err) if err.code() == Some("DBSubnetGroupNotFoundFault") => Ok(false),
+            Err(err) if err.code() == Some("InvalidDBSubnetGroupStateFault") => {
+                Err(threeport_core::Error::unavailable(format!(
+                    "DB subnet group {name} still in use: {}",
+                    err.message().unwrap_or("InvalidDBSubnetGroupStateFault")
+                )))
+            }
+            Err(err) => Err(sdk_error("subnet_group", err)),
         }
     }
 }

@@ -39,6 +39,7 @@ async fn memory_fake_passes() {
     conformance::secret_store(&aws, &unique("secret")).await;
     conformance::relational_databases(&aws, &unique("db")).await;
     conformance::networks(&aws, &unique("net")).await;
+    conformance::database_placement(&aws, &aws, &unique("placed")).await;
     conformance::roles(&aws, &unique("role")).await;
     conformance::kubernetes_clusters(&aws, &aws, &aws, &unique("eks")).await;
     let slow = MemoryAws::new().with_creation_polls(3);
@@ -64,6 +65,8 @@ async fn ec2_iam_and_eks_pass_against_moto() {
         let config = config(&moto, region).await;
         let networks = Ec2Networks::new(&config);
         conformance::networks(&networks, &unique("net")).await;
+        let databases = RdsDatabases::new(&config);
+        conformance::database_placement(&databases, &networks, &unique("placed")).await;
         let roles = IamRoles::new(&config);
         conformance::roles(&roles, &unique("role")).await;
         let clusters = EksClusters::new(&config);
@@ -233,6 +236,8 @@ async fn creates_whose_answers_are_lost_resume_without_leaking() {
         backup_days: 0,
         master_username: "threeport".into(),
         master_password: "a-long-generated-password".into(),
+        subnet_group: None,
+        security_group_ids: Vec::new(),
     };
     if databases.create_database(&database).await.is_err() {
         databases.create_database(&database).await.expect("resumed");

@@ -20,8 +20,9 @@ use threeport_api::model::{
 };
 use threeport_aws::{
     AssumeRole, AwsConnection, DatabaseRequest, DatabaseStatus, Ec2Networks, EksClusters, IamRoles,
-    KubernetesClusters, MemoryAws, Networks, ObjectStorage, RdsDatabases, RelationalDatabases,
-    RoleRequest, Roles, S3Storage, SecretStore, SecretsManagerStore, Trust, partition,
+    KubernetesClusters, MemoryAws, NETWORK_CIDR, Networks, ObjectStorage, RdsDatabases,
+    RelationalDatabases, RoleRequest, Roles, S3Storage, SecretStore, SecretsManagerStore, Trust,
+    partition,
 };
 use threeport_core::object::{ConditionStatus, EventType};
 use threeport_core::{Action, Context, Object, ObjectId, ReconcileError, Reconciler, Result};
@@ -227,6 +228,23 @@ async fn workload_name(
     Ok(ctx.api::<WorkloadInstance>().get(workload).await?.meta.name)
 }
 
+/// The EKS cluster threeport made for the runtime a workload runs on, if it runs on one.
+async fn workload_eks(
+    ctx: &Context,
+    workload: ObjectId,
+) -> std::result::Result<Option<Object<AwsEksKubernetesRuntimeInstance>>, ReconcileError> {
+    let instance = ctx.api::<WorkloadInstance>().get(workload).await?;
+    let Some(runtime) = instance.spec.runtime.or(instance.status.details.runtime) else {
+        return Ok(None);
+    };
+    let runtime = ctx.api::<KubernetesRuntimeInstance>().get(runtime).await?;
+    let eks = ctx
+        .api::<AwsEksKubernetesRuntimeInstance>()
+        .get_by_name(&runtime.meta.name)
+        .await;
+    Ok(eks.ok().filter(|eks| eks.spec.runtime == runtime.id()))
+}
+
 /// Who may act as a workload's role: its service account through the cluster's OIDC
 /// provider when the workload runs on an EKS runtime threeport made (any namespace of that
 /// cluster: the workload's may be generated later), else the account's principals.
@@ -236,29 +254,53 @@ async fn workload_trust(
     service_account: &str,
     account_id: &str,
 ) -> std::result::Result<Trust, ReconcileError> {
-    let instance = ctx.api::<WorkloadInstance>().get(workload).await?;
-    if let Some(runtime) = instance.spec.runtime.or(instance.status.details.runtime) {
-        let runtime = ctx.api::<KubernetesRuntimeInstance>().get(runtime).await?;
-        let eks = ctx
-            .api::<AwsEksKubernetesRuntimeInstance>()
-            .get_by_name(&runtime.meta.name)
-            .await;
-        if let Ok(eks) = eks
-            && eks.spec.runtime == runtime.id()
-            && let (Some(provider_arn), Some(issuer)) = (
-                eks.status.details.oidc_provider_arn.clone(),
-                eks.status.details.oidc_issuer.clone(),
-            )
-        {
-            return Ok(Trust::ServiceAccount {
-                provider_arn,
-                issuer: issuer.trim_start_matches("https://").to_owned(),
-                namespace: "*".to_owned(),
-                name: service_account.to_owned(),
-            });
-        }
+    if let Some(eks) = workload_eks(ctx, workload).await?
+        && let (Some(provider_arn), Some(issuer)) = (
+            eks.status.details.oidc_provider_arn.clone(),
+            eks.status.details.oidc_issuer.clone(),
+        )
+    {
+        return Ok(Trust::ServiceAccount {
+            provider_arn,
+            issuer: issuer.trim_start_matches("https://").to_owned(),
+            namespace: "*".to_owned(),
+            name: service_account.to_owned(),
+        });
     }
     Ok(Trust::Account(account_id.to_owned()))
+}
+
+/// Where a workload's database goes: the VPC of the EKS runtime threeport made for it.
+struct Placement {
+    region: String,
+    vpc_id: String,
+    subnet_ids: Vec<String>,
+}
+
+/// The placement of a database serving `workload`: `None` on a runtime threeport did not
+/// make (the account's default VPC); retried later while the runtime's network is coming.
+async fn database_placement(
+    ctx: &Context,
+    workload: ObjectId,
+) -> std::result::Result<Option<Placement>, ReconcileError> {
+    let Some(eks) = workload_eks(ctx, workload).await? else {
+        return Ok(None);
+    };
+    let network = &eks.status.details;
+    match &network.vpc_id {
+        Some(vpc_id) if network.subnet_ids.len() >= 2 => Ok(Some(Placement {
+            region: eks.spec.region.clone(),
+            vpc_id: vpc_id.clone(),
+            subnet_ids: network.subnet_ids.clone(),
+        })),
+        _ => Err(ReconcileError::retry_after(
+            POLL,
+            format!(
+                "waiting for the network of EKS runtime {} (the database goes in its VPC)",
+                eks.meta.name
+            ),
+        )),
+    }
 }
 
 /// Read and write access to one bucket.
@@ -529,6 +571,20 @@ impl Reconciler for DatabaseReconciler {
             )
             .await?;
         let workload = workload_name(ctx, instance.spec.workload_instance).await?;
+        // On an EKS runtime threeport made, the database goes in the runtime's VPC (and
+        // region), where the workload's pods can reach it.
+        let placement = database_placement(ctx, instance.spec.workload_instance).await?;
+        let (services, region) = match &placement {
+            Some(placement) if placement.region != region => {
+                let account = ctx
+                    .api::<AwsAccount>()
+                    .get(definition.spec.aws_account)
+                    .await?;
+                let services = self.aws.services(&account, &placement.region).await?;
+                (services, placement.region.clone())
+            }
+            _ => (services, region),
+        };
         let id = instance.id();
         let status = &mut instance.status.details;
         let identifier = status
@@ -540,6 +596,30 @@ impl Reconciler for DatabaseReconciler {
         status.region = Some(region);
         match services.databases.database(&identifier).await? {
             None => {
+                let (subnet_group, security_group_ids) = match &placement {
+                    Some(placement) => {
+                        // Named after the database (the security group found by its tag),
+                        // recorded before they are made: a lost answer leaks nothing.
+                        status.vpc_id = Some(placement.vpc_id.clone());
+                        status.subnet_group = Some(identifier.clone());
+                        let group = services
+                            .networks
+                            .ensure_security_group(
+                                &identifier,
+                                &placement.vpc_id,
+                                definition.spec.database_port,
+                                NETWORK_CIDR,
+                            )
+                            .await?;
+                        status.security_group_id = Some(group.clone());
+                        services
+                            .databases
+                            .ensure_subnet_group(&identifier, &placement.subnet_ids)
+                            .await?;
+                        (Some(identifier.clone()), vec![group])
+                    }
+                    None => (None, Vec::new()),
+                };
                 let password = master_password(&self.sealer, id);
                 status.master_password =
                     Some(self.sealer.seal(DATABASE_PASSWORD_FIELD, &password)?);
@@ -562,6 +642,8 @@ impl Reconciler for DatabaseReconciler {
                         backup_days: spec.backup_days,
                         master_username: "threeport".to_owned(),
                         master_password: password,
+                        subnet_group,
+                        security_group_ids,
                     })
                     .await?;
                 instance.status.record_event(
@@ -599,26 +681,48 @@ impl Reconciler for DatabaseReconciler {
         let Some(identifier) = instance.status.details.identifier.clone() else {
             return Ok(Action::Done);
         };
-        let (_, services, _) = definition_services::<AwsRelationalDatabaseDefinition>(
-            &self.aws,
-            ctx,
-            instance.spec.definition,
+        let (definition, services, default_region) = definition_services::<
+            AwsRelationalDatabaseDefinition,
+        >(
+            &self.aws, ctx, instance.spec.definition
         )
         .await?;
+        // Where it was made (a runtime's region, maybe not the account's).
+        let services = match &instance.status.details.region {
+            Some(region) if *region != default_region => {
+                let account = ctx
+                    .api::<AwsAccount>()
+                    .get(definition.spec.aws_account)
+                    .await?;
+                self.aws.services(&account, region).await?
+            }
+            _ => services,
+        };
         match services.databases.database(&identifier).await? {
-            None => Ok(Action::Done),
+            None => {}
             Some(state) if state.status == DatabaseStatus::Deleting => {
-                Ok(Action::RequeueAfter(POLL))
+                return Ok(Action::RequeueAfter(POLL));
             }
             Some(_) => {
                 services.databases.delete_database(&identifier).await?;
                 // Gone at once in the fake and moto; RDS takes minutes: look again.
-                match services.databases.database(&identifier).await? {
-                    None => Ok(Action::Done),
-                    Some(_) => Ok(Action::RequeueAfter(POLL)),
+                if services.databases.database(&identifier).await?.is_some() {
+                    return Ok(Action::RequeueAfter(POLL));
                 }
             }
         }
+        // Then what placed it: AWS refuses (Unavailable, retried) while the deleted database
+        // still holds them.
+        let status = &mut instance.status.details;
+        if let Some(group) = status.subnet_group.clone() {
+            services.databases.delete_subnet_group(&group).await?;
+            status.subnet_group = None;
+        }
+        if status.security_group_id.is_some() {
+            services.networks.delete_security_group(&identifier).await?;
+            status.security_group_id = None;
+        }
+        Ok(Action::Done)
     }
 }
 

@@ -223,6 +223,8 @@ async fn an_interrupted_database_create_resumes_without_a_duplicate() {
         backup_days: 7,
         master_username: "threeport".into(),
         master_password: master_password(&sealer, instance.id()),
+        subnet_group: None,
+        security_group_ids: Vec::new(),
     };
     fake.create_database(&request).await.unwrap();
 

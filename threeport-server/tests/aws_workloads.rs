@@ -1,7 +1,7 @@
 //! The AWS controllers end to end with the workload and runtime controllers, on the memory
 //! backends with the in-memory AWS fake: an EKS runtime provisioned (with answers lost mid
-//! create), connected and deployed to over HTTP through the fake API server, then torn down
-//! leaving nothing; databases, buckets and secrets attached to a workload's resources; and a
+//! create), connected and deployed to over HTTP through the fake API server, a database
+//! attached to its workload placed in its VPC, then torn down leaving nothing; databases, buckets and secrets attached to a workload's resources; and a
 //! secret attached to a Helm workload (its chart uploaded with the definition).
 
 mod common;
@@ -137,8 +137,13 @@ async fn an_eks_runtime_is_provisioned_connected_used_and_torn_down_without_leak
     run(
         &memory,
         &shutdown,
-        EksReconciler::new(aws, clusters.clone(), sealer.clone())
+        EksReconciler::new(aws.clone(), clusters.clone(), sealer.clone())
             .with_poll(Duration::from_millis(50)),
+    );
+    run(
+        &memory,
+        &shutdown,
+        DatabaseReconciler::new(aws, sealer.clone()),
     );
     run(&memory, &shutdown, WorkloadDefinitionReconciler);
     run(
@@ -292,7 +297,61 @@ async fn an_eks_runtime_is_provisioned_connected_used_and_torn_down_without_leak
             .is_some()
     );
 
-    // Teardown in reverse: nothing left in the account.
+    // A database attached to it lands in the runtime's VPC: a subnet group over its subnets
+    // and a security group admitting its network on the database port.
+    let database_definition = Api::<AwsRelationalDatabaseDefinition>::new(store.clone())
+        .create("orders", common::orders_database(account.id()))
+        .await
+        .unwrap();
+    let databases = Api::<AwsRelationalDatabaseInstance>::new(store.clone());
+    let database = databases
+        .create(
+            "orders",
+            AwsRelationalDatabaseInstance {
+                definition: database_definition.id(),
+                workload_instance: workload.id(),
+            },
+        )
+        .await
+        .unwrap();
+    let placed = tokio::time::timeout(
+        WAIT,
+        databases.wait_until(database.id(), |o| o.is_reconciled()),
+    )
+    .await
+    .expect("the database is made")
+    .unwrap();
+    let placed = placed.status.details;
+    let identifier = placed.identifier.clone().unwrap();
+    assert_eq!(placed.vpc_id, inventory.vpc_id, "{placed:?}");
+    assert_eq!(placed.subnet_group.as_deref(), Some(identifier.as_str()));
+    let requests = fake.database_requests();
+    let request = requests
+        .iter()
+        .find(|r| r.identifier == identifier)
+        .unwrap();
+    assert_eq!(request.subnet_group.as_deref(), Some(identifier.as_str()));
+    assert_eq!(
+        request.security_group_ids,
+        vec![placed.security_group_id.clone().unwrap()]
+    );
+    assert_eq!(
+        fake.security_group_rules(&identifier),
+        vec![(5432, threeport_aws::NETWORK_CIDR.to_owned())]
+    );
+    let cloud = fake.cloud_inventory();
+    assert!(
+        cloud.contains(&format!("db-subnet-group/{identifier}")),
+        "{cloud:?}"
+    );
+
+    // Teardown in reverse: nothing left in the account (the database's subnet group and
+    // security group go with it, before the network).
+    databases.delete(database.id()).await.unwrap();
+    tokio::time::timeout(WAIT, databases.wait_until_gone(database.id()))
+        .await
+        .unwrap()
+        .unwrap();
     workloads.delete(workload.id()).await.unwrap();
     tokio::time::timeout(WAIT, workloads.wait_until_gone(workload.id()))
         .await

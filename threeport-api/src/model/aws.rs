@@ -384,6 +384,15 @@ pub struct DatabaseInstanceStatus {
     pub master_username: Option<String>,
     /// Master password, sealed with the server's key (`sealed:v1:…`).
     pub master_password: Option<String>,
+    /// The VPC it was placed in: its workload's EKS runtime's (none: the account's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_id: Option<String>,
+    /// The DB subnet group made for it over that VPC's subnets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_group: Option<String>,
+    /// The security group made for it, admitting the runtime's network on its port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_group_id: Option<String>,
 }
 
 impl ApiObject for AwsRelationalDatabaseInstance {
