@@ -9,7 +9,7 @@ use threeport_api::model::{
     AppliedResource, HelmWorkloadInstance, KubernetesRuntimeInstance, WorkloadInstance,
     runtime_connection,
 };
-use threeport_core::{Api, Backends, Lease, ListQuery, Object, ObjectId, Result};
+use threeport_core::{Api, ApiObject, Backends, Lease, ListQuery, Object, ObjectId, Result};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +54,21 @@ struct Watching {
     custom: tokio::sync::watch::Sender<CustomKinds>,
 }
 
+/// Calls `visit` with every object of kind `T`, a page at a time (at thousands of
+/// instances, holding them all at once would be most of the process's memory).
+async fn each<T: ApiObject>(backends: &Backends, mut visit: impl FnMut(&Object<T>)) -> Result<()> {
+    let api = Api::<T>::new(backends.store.clone());
+    let mut query = ListQuery::default().limit(200);
+    loop {
+        let page = api.list(&query).await?;
+        page.items.iter().for_each(&mut visit);
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
 /// The custom kinds ([`is_custom_kind`]) the (Helm) workload instances of each runtime
 /// deployed, from their statuses.
 async fn custom_kinds_by_runtime(backends: &Backends) -> Result<HashMap<ObjectId, CustomKinds>> {
@@ -69,21 +84,16 @@ async fn custom_kinds_by_runtime(backends: &Backends) -> Result<HashMap<ObjectId
             }
         }
     };
-    let query = ListQuery::default().limit(1000);
-    for instance in Api::<WorkloadInstance>::new(backends.store.clone())
-        .list_all(&query)
-        .await?
-    {
+    each::<WorkloadInstance>(backends, |instance| {
         let status = &instance.status.details;
         add(status.runtime, &status.resources);
-    }
-    for instance in Api::<HelmWorkloadInstance>::new(backends.store.clone())
-        .list_all(&query)
-        .await?
-    {
+    })
+    .await?;
+    each::<HelmWorkloadInstance>(backends, |instance| {
         let status = &instance.status.details.workload;
         add(status.runtime, &status.resources);
-    }
+    })
+    .await?;
     Ok(by_runtime)
 }
 
