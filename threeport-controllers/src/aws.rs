@@ -496,11 +496,8 @@ impl Reconciler for SecretInstanceReconciler {
         instance: &mut Object<SecretInstance>,
         ctx: &Context,
     ) -> std::result::Result<Action, ReconcileError> {
-        if instance.spec.workload_instance.is_none() {
-            return Err(ReconcileError::terminal(
-                "secrets for Helm workload instances are not supported by this build yet",
-            ));
-        }
+        // A workload or Helm workload instance follows it (whichever it serves): this
+        // condition changing when the values are stored brings that one back to add them.
         let definition = ctx
             .api::<SecretDefinition>()
             .get(instance.spec.definition)

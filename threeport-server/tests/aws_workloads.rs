@@ -706,17 +706,10 @@ async fn a_secret_reaches_a_helm_workload() {
         )
         .await
         .unwrap();
-    memory
-        .bus
-        .publish(
-            Notification::new(SecretDefinition::KIND, secret.id(), Operation::Created, 1)
-                .with_secret(SecretValues(
-                    [("stripe".to_owned(), "sk_1".to_owned())].into(),
-                )),
-        )
-        .await
-        .unwrap();
-    Api::<SecretInstance>::new(store.clone())
+    // The secret instance first, while the values are not stored yet: it waits for them
+    // (as for a workload instance), and their arrival reaches the Helm workload through it.
+    let secret_instances = Api::<SecretInstance>::new(store.clone());
+    let secret_instance = secret_instances
         .create(
             "api-keys",
             SecretInstance {
@@ -727,19 +720,73 @@ async fn a_secret_reaches_a_helm_workload() {
         )
         .await
         .unwrap();
+    tokio::time::timeout(
+        WAIT,
+        secret_instances.wait_until(secret_instance.id(), |o: &Object<SecretInstance>| {
+            !o.status.conditions.is_empty() || o.status.state.is_stopped()
+        }),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let waiting = secret_instances.get(secret_instance.id()).await.unwrap();
+    assert!(
+        waiting.is_reconciled(),
+        "a secret for a Helm workload waits for its values: {:?}",
+        waiting.status
+    );
+    memory
+        .bus
+        .publish(
+            Notification::new(SecretDefinition::KIND, secret.id(), Operation::Created, 1)
+                .with_secret(SecretValues(
+                    [("stripe".to_owned(), "sk_1".to_owned())].into(),
+                )),
+        )
+        .await
+        .unwrap();
 
-    let external = until(
-        &cluster,
-        &resource(
+    // Released with the secret's ExternalSecret among its resources (the instance follows
+    // its secrets: their values being stored brings it back).
+    let released = tokio::time::timeout(
+        WAIT,
+        instances.wait_until(instance.id(), |o: &Object<HelmWorkloadInstance>| {
+            o.is_reconciled()
+                && o.status
+                    .details
+                    .workload
+                    .resources
+                    .iter()
+                    .any(|r| r.kind == "ExternalSecret")
+        }),
+    )
+    .await;
+    let released = match released {
+        Ok(released) => released.unwrap(),
+        Err(_) => panic!(
+            "the secret never reached the release: {:?}\nsecret instance: {:?}",
+            instances.get(instance.id()).await.unwrap().status,
+            Api::<SecretInstance>::new(store.clone())
+                .get_by_name("api-keys")
+                .await
+                .unwrap()
+                .status
+        ),
+    };
+    assert_eq!(
+        released.status.details.chart.as_deref(),
+        Some("webapp-1.0.0")
+    );
+    let external = cluster
+        .get(&resource(
             "external-secrets.io/v1",
             "ExternalSecret",
             Some("shop"),
             "api-keys",
-        ),
-        |s| s.is_some(),
-    )
-    .await
-    .unwrap();
+        ))
+        .await
+        .unwrap()
+        .expect("applied");
     assert_eq!(
         external["spec"]["dataFrom"][0]["extract"]["key"],
         "threeport/api-keys"
@@ -747,11 +794,6 @@ async fn a_secret_reaches_a_helm_workload() {
     assert_eq!(
         external["metadata"]["labels"]["threeport.io/workload-instance"],
         instance.id().to_string()
-    );
-    let released = instances.get(instance.id()).await.unwrap();
-    assert_eq!(
-        released.status.details.chart.as_deref(),
-        Some("webapp-1.0.0")
     );
     assert!(
         cluster
