@@ -145,6 +145,22 @@ impl Setup {
         self.kube.cluster.get(resource).await.unwrap()
     }
 
+    /// Waits (at most 30 s) until `path` answers 404.
+    async fn gone(&self, path: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, got) = send(self.http.get(self.url(path)).bearer_auth(&self.token)).await;
+            if status == StatusCode::NOT_FOUND {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} never deleted: {got}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Marks hook Job `job` complete, as the cluster's job controller would.
     fn complete(&self, job: &ResourceRef) {
         self.kube
@@ -360,11 +376,7 @@ async fn a_helm_workload_installs_upgrades_and_goes_away() {
         "nothing goes before the pre-delete hook is done"
     );
     t.complete(&cleanup);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while send(t.http.get(t.url(&path)).bearer_auth(&t.token)).await.0 != StatusCode::NOT_FOUND {
-        assert!(tokio::time::Instant::now() < deadline, "never deleted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    t.gone(&path).await;
     for gone in [
         web,
         job,
@@ -581,17 +593,9 @@ async fn a_helm_workload_is_created_and_deleted_whole() {
 
     let (status, plan) = send(t.http.delete(t.url("workloads/blog")).bearer_auth(&t.token)).await;
     assert!(status.is_success(), "{status} {plan}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while send(t.http.get(t.url(&path)).bearer_auth(&t.token)).await.0 != StatusCode::NOT_FOUND {
-        assert!(tokio::time::Instant::now() < deadline, "never deleted");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The instance goes first (with what it deployed), then the definition that owned it.
+    t.gone(&path).await;
     assert!(t.get(&web).await.is_none());
-    let (status, _) = send(
-        t.http
-            .get(t.url(&format!("helm-workload-definitions/{definition}")))
-            .bearer_auth(&t.token),
-    )
-    .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    t.gone(&format!("helm-workload-definitions/{definition}"))
+        .await;
 }
