@@ -126,6 +126,29 @@ def test_the_composite_workload_call(server):
     assert invalid.value.field.startswith("database")
 
 
+def test_the_composite_helm_workload_call(server):
+    base, token = server
+    client = Client(base, token)
+    created = client.create_helm_workload(
+        "charted",
+        {"repo": "http://127.0.0.1:9", "chart": "web", "chart_version": "^1.2",
+         "values": "replicaCount: 2\n"},
+        values_overrides="image:\n  tag: '1.26'\n",
+        release_namespace="charted",
+        labels={"app": "charted"},
+    )
+    assert set(created) == {"HelmWorkloadDefinition", "HelmWorkloadInstance"}
+    instance = created["HelmWorkloadInstance"]
+    assert instance.spec["definition"] == created["HelmWorkloadDefinition"].id
+    assert instance.spec["release_namespace"] == "charted"
+    assert instance.owners == [{"kind": "HelmWorkloadDefinition", "id": created["HelmWorkloadDefinition"].id}]
+    with pytest.raises(threeport.ValidationError) as invalid:
+        client.create_helm_workload("broken", {"chart": "web"})
+    assert invalid.value.field == "helm_definition.repo"
+    plan = client.delete_workload("charted", dry_run=True)
+    assert {obj.id for obj in created.values()} <= {o["id"] for o in plan["deletes"]}
+
+
 def test_owners_cascades_and_orphans(server):
     base, token = server
     client = Client(base, token)

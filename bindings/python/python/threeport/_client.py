@@ -86,6 +86,39 @@ def _workload_body(
     return body
 
 
+def _helm_workload_body(
+    name: str,
+    chart: Mapping[str, Any],
+    *,
+    values_overrides: Optional[str],
+    release_namespace: Optional[str],
+    labels: Optional[Mapping[str, str]],
+    runtime: Optional[str],
+    secret: Optional[Mapping[str, Any]],
+    secret_values: Optional[Mapping[str, str]],
+) -> Dict[str, Any]:
+    """The composite request for a Helm workload (``helm_definition`` instead of
+    ``definition``)."""
+    instance: Dict[str, Any] = {}
+    if runtime is not None:
+        instance["runtime"] = str(runtime)
+    if values_overrides is not None:
+        instance["values_overrides"] = values_overrides
+    if release_namespace is not None:
+        instance["release_namespace"] = release_namespace
+    body: Dict[str, Any] = {
+        "name": name,
+        "labels": checked_labels(labels),
+        "helm_definition": checked_spec(chart, "helm_definition"),
+        "instance": instance,
+    }
+    if secret is not None:
+        body["secret"] = checked_spec(secret, "secret")
+    if secret_values is not None:
+        body.setdefault("secret", {})["data"] = dict(secret_values)
+    return body
+
+
 #: What names an owner: an :class:`Object`, or a mapping with ``kind`` and ``id``.
 Owner = Union["Object[Any]", Mapping[str, str]]
 
@@ -431,6 +464,36 @@ class Client(_Connection, KindResources):
         created = json.loads(self._core.call("create_workload", "", json.dumps(body)))
         return {kind: Object.from_json(raw) for kind, raw in created.items()}
 
+    def create_helm_workload(
+        self,
+        name: str,
+        chart: Mapping[str, Any],
+        *,
+        values_overrides: Optional[str] = None,
+        release_namespace: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        runtime: Optional[str] = None,
+        secret: Optional[Mapping[str, Any]] = None,
+        secret_values: Optional[Mapping[str, str]] = None,
+    ) -> Dict[str, Object[Any]]:
+        """Creates a Helm workload — a ``HelmWorkloadDefinition`` from ``chart`` (its spec:
+        ``repo`` + ``chart`` [+ ``chart_version``], or ``chart_archive``; ``values``,
+        ``additional_resources``) and its ``HelmWorkloadInstance`` — with an optional secret,
+        in one transaction; returns the created objects by kind. :meth:`delete_workload`
+        deletes it."""
+        body = _helm_workload_body(
+            name,
+            chart,
+            values_overrides=values_overrides,
+            release_namespace=release_namespace,
+            labels=labels,
+            runtime=runtime,
+            secret=secret,
+            secret_values=secret_values,
+        )
+        created = json.loads(self._core.call("create_workload", "", json.dumps(body)))
+        return {kind: Object.from_json(raw) for kind, raw in created.items()}
+
     def delete_workload(
         self, name: str, *, propagation: str = "foreground", dry_run: bool = False
     ) -> Dict[str, Any]:
@@ -477,6 +540,32 @@ class AsyncClient(_Connection, AsyncKindResources):
             domain_name=domain_name,
             gateway=gateway,
             secret=secret,
+        )
+        answer = await self._core.call_async("create_workload", "", json.dumps(body))
+        return {kind: Object.from_json(raw) for kind, raw in json.loads(answer).items()}
+
+    async def create_helm_workload(
+        self,
+        name: str,
+        chart: Mapping[str, Any],
+        *,
+        values_overrides: Optional[str] = None,
+        release_namespace: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        runtime: Optional[str] = None,
+        secret: Optional[Mapping[str, Any]] = None,
+        secret_values: Optional[Mapping[str, str]] = None,
+    ) -> Dict[str, Object[Any]]:
+        """Creates a Helm workload in one transaction (see :meth:`Client.create_helm_workload`)."""
+        body = _helm_workload_body(
+            name,
+            chart,
+            values_overrides=values_overrides,
+            release_namespace=release_namespace,
+            labels=labels,
+            runtime=runtime,
+            secret=secret,
+            secret_values=secret_values,
         )
         answer = await self._core.call_async("create_workload", "", json.dumps(body))
         return {kind: Object.from_json(raw) for kind, raw in json.loads(answer).items()}
