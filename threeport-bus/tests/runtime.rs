@@ -303,23 +303,36 @@ async fn a_nats_restart_mid_run_loses_nothing() {
     let mut server = NatsServer::start().await;
     let cluster = cluster(&server, 2).await;
     let jobs = Api::<Job>::new(cluster.store.clone());
-    for n in 0..300 {
-        jobs.create(format!("before-{n}"), Job { n }).await.unwrap();
+    let done = |jobs: Api<Job>| async move {
+        jobs.list_all(&ListQuery::default().limit(1000))
+            .await
+            .unwrap()
+            .iter()
+            .filter(|j| j.is_reconciled())
+            .count()
+    };
+    // Work flowing, then the server taken down while it is: as soon as some is done, not
+    // after a fixed pause (an idle machine finished all of it within one).
+    let creating = {
+        let jobs = jobs.clone();
+        tokio::spawn(async move {
+            for n in 0..300 {
+                jobs.create(format!("before-{n}"), Job { n }).await.unwrap();
+            }
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while done(jobs.clone()).await < 10 {
+        assert!(tokio::time::Instant::now() < deadline, "no work got done");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Let part of it through, then take the server down while work is in flight.
-    tokio::time::sleep(Duration::from_millis(150)).await;
     server.stop().await;
-    let done_at_stop = jobs
-        .list_all(&ListQuery::default().limit(1000))
-        .await
-        .unwrap()
-        .iter()
-        .filter(|j| j.is_reconciled())
-        .count();
+    let done_at_stop = done(jobs.clone()).await;
     assert!(
         done_at_stop < 300,
         "the restart must interrupt work in flight ({done_at_stop} done)"
     );
+    creating.await.unwrap();
     for n in 0..100 {
         jobs.create(format!("during-{n}"), Job { n }).await.unwrap();
     }
