@@ -214,7 +214,12 @@ impl Cluster {
                     )
                 })
                 .unzip();
-            if held.iter().map(Vec::len).sum::<usize>() == 16 && held == wanted {
+            // And every one holds some: a replica that has not seen the others yet wants all
+            // 16 and holds them, which alone would look settled.
+            if held.iter().map(Vec::len).sum::<usize>() == 16
+                && held == wanted
+                && held.iter().all(|h| !h.is_empty())
+            {
                 return;
             }
             assert!(
