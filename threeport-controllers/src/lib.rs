@@ -5,8 +5,9 @@
 //! ([`Providers`]: clusters, AWS accounts) and the sealing of secret fields ([`seal`]).
 //!
 //! The workload-definition controller needs nothing outside the control plane. Those that
-//! reach Kubernetes clusters come with the `kubernetes` feature, those that reach AWS with
-//! `aws` (both on by default; the Python package leaves them out).
+//! reach Kubernetes clusters (workloads, Helm charts through [`helm`], runtimes, health) come
+//! with the `kubernetes` feature, those that reach AWS with `aws` (both on by default; the
+//! Python package leaves them out).
 
 #[cfg(feature = "kubernetes")]
 pub mod agent;
