@@ -1,7 +1,7 @@
 //! # threeport-controllers
 //!
 //! The reconcilers of the threeport control plane, by the name `threeport-server controller
-//! <name>` takes ([`AVAILABLE`], [`spawn`]), what they reach the outside world through
+//! <name>` takes ([`available`], [`spawn`]), what they reach the outside world through
 //! ([`Providers`]: clusters, AWS accounts) and the sealing of secret fields ([`seal`]).
 //!
 //! The workload-definition controller needs nothing outside the control plane. Those that

@@ -424,7 +424,8 @@ async fn create(
     Ok(response)
 }
 
-/// The request header of [`create_once`].
+/// The request header that makes a create safe to repeat: a create retried with the same
+/// key answers what the first one created.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 /// Creates `objects` (all or none), once per `Idempotency-Key` if the request has one (IETF

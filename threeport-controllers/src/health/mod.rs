@@ -6,7 +6,7 @@
 //!   threeport's instance label (never one per object), plus one of events; resumed from the
 //!   last resource version, re-listed on 410 Gone, reconnected with backoff (each a
 //!   [`Reflector`](threeport_k8s::Reflector)). It folds what it sees into one
-//!   [`HealthReport`] per instance and hands the changed ones to a [`HealthSink`] about ten
+//!   [`HealthReport`](threeport_api::model::HealthReport) per instance and hands the changed ones to a [`HealthSink`] about ten
 //!   times a second.
 //! - [`HealthSink`]: where reports go. [`StoreSink`] writes them into the store
 //!   ([`record_health`]); the in-cluster agent sends them to the API, which does the same.

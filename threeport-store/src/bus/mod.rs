@@ -89,7 +89,9 @@ pub(crate) trait Queue: Send + Sync + std::fmt::Debug + 'static {
     async fn next_visible(&self, kinds: &[String]) -> Result<Option<Duration>>;
 }
 
-/// A durable bus in the SQL database: see the [module documentation](self).
+/// A durable bus in the SQL database: a notification is a row of `threeport_queue` from its
+/// publish until the reconcile it caused is acked, so a crash, a `kill -9` or a stop loses
+/// nothing.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
