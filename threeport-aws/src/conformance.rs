@@ -59,10 +59,9 @@ pub async fn secret_store(store: &dyn SecretStore, name: &str) {
     assert!(!store.delete_secret(name).await.expect("delete again"));
 }
 
-/// Databases: creation answers at once and resumes when repeated; the state reports an
-/// endpoint once available; deletion; bad input refused before AWS is asked.
-pub async fn relational_databases(databases: &dyn RelationalDatabases, identifier: &str) {
-    let request = DatabaseRequest {
+/// A small PostgreSQL database `identifier`, in the account's default VPC.
+fn orders_database(identifier: &str) -> DatabaseRequest {
+    DatabaseRequest {
         identifier: identifier.to_owned(),
         engine: "postgres".to_owned(),
         engine_version: "16.4".to_owned(),
@@ -75,7 +74,13 @@ pub async fn relational_databases(databases: &dyn RelationalDatabases, identifie
         master_password: "a-long-generated-password".to_owned(),
         subnet_group: None,
         security_group_ids: Vec::new(),
-    };
+    }
+}
+
+/// Databases: creation answers at once and resumes when repeated; the state reports an
+/// endpoint once available; deletion; bad input refused before AWS is asked.
+pub async fn relational_databases(databases: &dyn RelationalDatabases, identifier: &str) {
+    let request = orders_database(identifier);
     assert_eq!(databases.database(identifier).await.expect("look up"), None);
     databases.create_database(&request).await.expect("create");
     databases
@@ -169,18 +174,9 @@ pub async fn database_placement(
         .await
         .expect("again: idempotent");
     let request = DatabaseRequest {
-        identifier: owner.to_owned(),
-        engine: "postgres".to_owned(),
-        engine_version: "16.4".to_owned(),
-        database_name: "orders".to_owned(),
-        port: 5432,
-        instance_class: "db.t3.micro".to_owned(),
-        storage_gb: 20,
-        backup_days: 7,
-        master_username: "threeport".to_owned(),
-        master_password: "a-long-generated-password".to_owned(),
         subnet_group: Some(owner.to_owned()),
         security_group_ids: vec![group.clone()],
+        ..orders_database(owner)
     };
     databases.create_database(&request).await.expect("create");
     assert!(

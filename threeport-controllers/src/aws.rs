@@ -192,6 +192,17 @@ async fn account_services(
     Ok((services, region))
 }
 
+/// The services of an account in `region` (not its default one: a runtime's, say).
+async fn services_in(
+    aws: &Arc<dyn AwsProvider>,
+    ctx: &Context,
+    account: ObjectId,
+    region: &str,
+) -> std::result::Result<AwsServices, ReconcileError> {
+    let account = ctx.api::<AwsAccount>().get(account).await?;
+    Ok(aws.services(&account, region).await?)
+}
+
 /// A service definition that names the AWS account its resources live in.
 trait InAccount: threeport_core::ApiObject {
     fn aws_account(&self) -> ObjectId;
@@ -573,11 +584,13 @@ impl Reconciler for DatabaseReconciler {
         let placement = database_placement(ctx, instance.spec.workload_instance).await?;
         let (services, region) = match &placement {
             Some(placement) if placement.region != region => {
-                let account = ctx
-                    .api::<AwsAccount>()
-                    .get(definition.spec.aws_account)
-                    .await?;
-                let services = self.aws.services(&account, &placement.region).await?;
+                let services = services_in(
+                    &self.aws,
+                    ctx,
+                    definition.spec.aws_account,
+                    &placement.region,
+                )
+                .await?;
                 (services, placement.region.clone())
             }
             _ => (services, region),
@@ -687,11 +700,7 @@ impl Reconciler for DatabaseReconciler {
         // Where it was made (a runtime's region, maybe not the account's).
         let services = match &instance.status.details.region {
             Some(region) if *region != default_region => {
-                let account = ctx
-                    .api::<AwsAccount>()
-                    .get(definition.spec.aws_account)
-                    .await?;
-                self.aws.services(&account, region).await?
+                services_in(&self.aws, ctx, definition.spec.aws_account, region).await?
             }
             _ => services,
         };

@@ -88,6 +88,61 @@ fn resource(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) 
     }
 }
 
+/// An existing cluster (no connection data needed by these tests' providers) as the default
+/// runtime.
+async fn default_existing_runtime<S: threeport_core::Store>(
+    store: &Arc<S>,
+) -> Object<KubernetesRuntimeInstance> {
+    let definition = Api::<KubernetesRuntimeDefinition>::new(store.clone())
+        .create(
+            "existing",
+            runtime_definition(InfraProvider::Existing, None),
+        )
+        .await
+        .unwrap();
+    Api::<KubernetesRuntimeInstance>::new(store.clone())
+        .create(
+            "here",
+            KubernetesRuntimeInstance {
+                definition: definition.id(),
+                location: "Europe:Paris".into(),
+                default_runtime: true,
+                agent: None,
+                connection: None,
+            },
+        )
+        .await
+        .unwrap()
+}
+
+/// The `orders` database of `account`, attached to `workload`: its instances' API and the
+/// instance.
+async fn attach_orders_database<S: threeport_core::Store>(
+    store: &Arc<S>,
+    account: ObjectId,
+    workload: ObjectId,
+) -> (
+    Api<AwsRelationalDatabaseInstance>,
+    Object<AwsRelationalDatabaseInstance>,
+) {
+    let definition = Api::<AwsRelationalDatabaseDefinition>::new(store.clone())
+        .create("orders", common::orders_database(account))
+        .await
+        .unwrap();
+    let databases = Api::<AwsRelationalDatabaseInstance>::new(store.clone());
+    let database = databases
+        .create(
+            "orders",
+            AwsRelationalDatabaseInstance {
+                definition: definition.id(),
+                workload_instance: workload,
+            },
+        )
+        .await
+        .unwrap();
+    (databases, database)
+}
+
 /// Polls `cluster` until `check` finds what it wants in `resource`.
 async fn until(
     cluster: &MemoryCluster,
@@ -299,21 +354,7 @@ async fn an_eks_runtime_is_provisioned_connected_used_and_torn_down_without_leak
 
     // A database attached to it lands in the runtime's VPC: a subnet group over its subnets
     // and a security group admitting its network on the database port.
-    let database_definition = Api::<AwsRelationalDatabaseDefinition>::new(store.clone())
-        .create("orders", common::orders_database(account.id()))
-        .await
-        .unwrap();
-    let databases = Api::<AwsRelationalDatabaseInstance>::new(store.clone());
-    let database = databases
-        .create(
-            "orders",
-            AwsRelationalDatabaseInstance {
-                definition: database_definition.id(),
-                workload_instance: workload.id(),
-            },
-        )
-        .await
-        .unwrap();
+    let (databases, database) = attach_orders_database(&store, account.id(), workload.id()).await;
     let placed = tokio::time::timeout(
         WAIT,
         databases.wait_until(database.id(), |o| o.is_reconciled()),
@@ -397,26 +438,7 @@ async fn databases_buckets_and_secrets_become_part_of_their_workload() {
         .create("main", account())
         .await
         .unwrap();
-    let runtime_definition = Api::<KubernetesRuntimeDefinition>::new(store.clone())
-        .create(
-            "existing",
-            runtime_definition(InfraProvider::Existing, None),
-        )
-        .await
-        .unwrap();
-    Api::<KubernetesRuntimeInstance>::new(store.clone())
-        .create(
-            "here",
-            KubernetesRuntimeInstance {
-                definition: runtime_definition.id(),
-                location: "Europe:Paris".into(),
-                default_runtime: true,
-                agent: None,
-                connection: None,
-            },
-        )
-        .await
-        .unwrap();
+    default_existing_runtime(&store).await;
     let definition = Api::<WorkloadDefinition>::new(store.clone())
         .create(
             "shop",
@@ -448,21 +470,7 @@ async fn databases_buckets_and_secrets_become_part_of_their_workload() {
     let ns = Some(namespace.as_str());
 
     // A database, a bucket and a secret for it.
-    let database_definition = Api::<AwsRelationalDatabaseDefinition>::new(store.clone())
-        .create("orders", common::orders_database(account.id()))
-        .await
-        .unwrap();
-    let databases = Api::<AwsRelationalDatabaseInstance>::new(store.clone());
-    let database = databases
-        .create(
-            "orders",
-            AwsRelationalDatabaseInstance {
-                definition: database_definition.id(),
-                workload_instance: workload.id(),
-            },
-        )
-        .await
-        .unwrap();
+    let (databases, database) = attach_orders_database(&store, account.id(), workload.id()).await;
     let bucket_definition = Api::<AwsObjectStorageBucketDefinition>::new(store.clone())
         .create(
             "media",
@@ -642,26 +650,7 @@ async fn a_secret_reaches_a_helm_workload() {
         .create("main", account())
         .await
         .unwrap();
-    let runtime_definition = Api::<KubernetesRuntimeDefinition>::new(store.clone())
-        .create(
-            "existing",
-            runtime_definition(InfraProvider::Existing, None),
-        )
-        .await
-        .unwrap();
-    let runtime = Api::<KubernetesRuntimeInstance>::new(store.clone())
-        .create(
-            "local",
-            KubernetesRuntimeInstance {
-                definition: runtime_definition.id(),
-                location: "NorthAmerica:NewYork".into(),
-                default_runtime: true,
-                agent: None,
-                connection: None,
-            },
-        )
-        .await
-        .unwrap();
+    let runtime = default_existing_runtime(&store).await;
     // The chart as `helm package` makes it, uploaded with the definition.
     let packaged = std::process::Command::new(common::helm_bin())
         .args(["package", &common::chart_dir("webapp"), "--destination"])

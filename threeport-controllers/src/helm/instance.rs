@@ -190,6 +190,8 @@ fn waiting(status: &mut Status<HelmWorkloadInstanceStatus>, why: String) -> Acti
 /// A rendered release, ready for the cluster.
 struct Planned {
     chart: RenderedChart,
+    /// The release name.
+    name: String,
     release: hooks::Release,
     /// The generated namespace (`None`: the instance names its own).
     generated: Option<String>,
@@ -269,6 +271,7 @@ impl HelmWorkloadInstanceReconciler {
         );
         Ok(Planned {
             chart,
+            name: release_name,
             release,
             generated,
             namespace,
@@ -303,7 +306,6 @@ impl Reconciler for HelmWorkloadInstanceReconciler {
         let plan = self.plan(instance, &definition, ctx).await?;
         let cluster = cluster.as_ref();
         let id = instance.id();
-        let release = release_name(instance);
         // First the namespace (a generated one is the release's, and goes with it; one the
         // instance names is made if missing, and left) and the CRDs, which are never removed
         // (as Helm leaves its charts' CRDs: removing one removes every object of its kind).
@@ -348,7 +350,7 @@ impl Reconciler for HelmWorkloadInstanceReconciler {
         status.workload.resources = resources;
         status.workload.runtime = Some(runtime.id());
         status.workload.namespace = plan.generated.clone();
-        status.release = Some(release);
+        status.release = Some(plan.name.clone());
         if releasing && let Some(why) = run_hooks(cluster, &plan.release, post, status).await? {
             return Ok(waiting(&mut instance.status, why));
         }

@@ -364,13 +364,7 @@ impl ChartRenderer for HelmCli {
 
 /// A version, not a constraint: `1.2.3`, `v1.2.3-rc.1`.
 fn is_exact_version(version: &str) -> bool {
-    let version = version.trim().trim_start_matches('v');
-    let core = version.split(['-', '+']).next().unwrap_or_default();
-    let parts: Vec<&str> = core.split('.').collect();
-    parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    semver::Version::parse(version.trim().trim_start_matches('v')).is_ok()
 }
 
 /// The one `.tgz` helm pulled into `dir`.
