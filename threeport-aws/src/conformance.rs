@@ -4,8 +4,8 @@
 use threeport_core::{ErrorKind, SecretValues};
 
 use crate::{
-    ClusterRequest, DatabaseRequest, EksStatus, KubernetesClusters, Networks, NodeGroupRequest,
-    ObjectStorage, RelationalDatabases, RoleRequest, Roles, SecretStore, Trust,
+    ClusterRequest, DatabaseRequest, DnsZones, EksStatus, KubernetesClusters, Networks,
+    NodeGroupRequest, ObjectStorage, RelationalDatabases, RoleRequest, Roles, SecretStore, Trust,
 };
 
 /// Buckets: idempotent creation, the public-read flag both ways, deletion, bad names.
@@ -365,4 +365,39 @@ pub async fn kubernetes_clusters(
         .await
         .expect("clean up");
     networks.delete_network(name).await.expect("clean up");
+}
+
+/// Hosted zones: not found before, created once (a second ensure finds it), found by name
+/// with or without the trailing dot, deleted, bad names refused.
+pub async fn dns_zones(zones: &dyn DnsZones, domain: &str) {
+    assert_eq!(zones.find_zone(domain).await.expect("look up"), None);
+    let created = zones.ensure_zone(domain, None).await.expect("create");
+    assert_eq!(created.name, domain);
+    assert!(!created.private);
+    assert!(
+        !created.id.is_empty() && !created.id.starts_with('/'),
+        "{created:?}"
+    );
+    assert!(created.arn().starts_with("arn:aws:route53:::hostedzone/"));
+    let again = zones.ensure_zone(domain, None).await.expect("again");
+    assert_eq!(again, created, "found, not made twice");
+    let dotted = format!("{domain}.");
+    assert_eq!(
+        zones.find_zone(&dotted).await.expect("look up"),
+        Some(created)
+    );
+    let parent = domain.split_once('.').map(|(_, p)| p).unwrap_or(domain);
+    assert_eq!(
+        zones
+            .find_zone(&format!("other.{parent}"))
+            .await
+            .expect("look up"),
+        None,
+        "only the exact name"
+    );
+    assert!(zones.delete_zone(domain).await.expect("delete"));
+    assert!(!zones.delete_zone(domain).await.expect("delete again"));
+    assert_eq!(zones.find_zone(domain).await.expect("look up"), None);
+    let err = zones.find_zone("not a domain").await.expect_err("bad name");
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
 }

@@ -18,6 +18,7 @@
 //! - [`Networks`]: EC2 networks for clusters (VPC, internet gateway, route table, subnets),
 //!   every piece tagged with its owner so an interrupted create finds what it made.
 //! - [`Roles`]: IAM roles and OIDC providers, by name, idempotent.
+//! - [`DnsZones`]: Route 53 hosted zones, found by domain or created.
 //! - [`KubernetesClusters`]: EKS clusters and node groups, and the short-lived tokens that
 //!   authenticate to them.
 //!
@@ -31,6 +32,7 @@ mod error;
 mod iam;
 mod memory;
 mod rds;
+mod route53;
 mod s3;
 mod secrets;
 
@@ -43,6 +45,7 @@ pub use eks::EksClusters;
 pub use iam::IamRoles;
 pub use memory::MemoryAws;
 pub use rds::RdsDatabases;
+pub use route53::Route53Zones;
 pub use s3::S3Storage;
 pub use secrets::SecretsManagerStore;
 
@@ -476,4 +479,63 @@ pub trait KubernetesClusters: Send + Sync + std::fmt::Debug + 'static {
     /// A bearer token for the cluster's API server, valid for a few minutes: the EKS
     /// authentication token (`k8s-aws-v1.` + a presigned STS `GetCallerIdentity` URL).
     async fn token(&self, cluster: &str) -> Result<String>;
+}
+
+/// A Route 53 hosted zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostedZone {
+    /// The zone's id without the `/hostedzone/` prefix (`Z0123456789ABC`).
+    pub id: String,
+    /// Its domain, without the trailing dot (`example.com`).
+    pub name: String,
+    /// Private (resolvable in a VPC only) rather than public.
+    pub private: bool,
+}
+
+impl HostedZone {
+    /// The zone's ARN, as IAM policies name it (Route 53 is global: no region or account).
+    pub fn arn(&self) -> String {
+        format!("arn:aws:route53:::hostedzone/{}", self.id)
+    }
+}
+
+/// Route 53 hosted zones, found by their domain.
+#[async_trait]
+pub trait DnsZones: Send + Sync + std::fmt::Debug + 'static {
+    /// The zone of exactly `domain` (`example.com`; a trailing dot is ignored), if there is
+    /// one; a public zone wins over a private one of the same name.
+    async fn find_zone(&self, domain: &str) -> Result<Option<HostedZone>>;
+
+    /// Creates a zone for `domain`, or returns the one already there (idempotent: the caller
+    /// reference is derived from the domain). A private zone needs `vpc` (id and region).
+    async fn ensure_zone(
+        &self,
+        domain: &str,
+        private_in: Option<(&str, &str)>,
+    ) -> Result<HostedZone>;
+
+    /// Deletes the zone of `domain` (which must hold only its SOA and NS records); `false` if
+    /// there is none.
+    async fn delete_zone(&self, domain: &str) -> Result<bool>;
+}
+
+/// Checks a domain as Route 53 takes it: dot-separated labels of letters, digits and `-`.
+pub(crate) fn validate_domain(domain: &str) -> Result<String> {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let ok = !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if ok {
+        Ok(domain)
+    } else {
+        Err(Error::invalid(
+            "domain",
+            format!("{domain:?} is not a domain name Route 53 accepts"),
+        ))
+    }
 }

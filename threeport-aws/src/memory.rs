@@ -8,8 +8,8 @@ use threeport_core::{Error, Result, SecretValues};
 
 use crate::{
     BucketState, ClusterRequest, ClusterState, DatabaseRequest, DatabaseState, DatabaseStatus,
-    EksStatus, KubernetesClusters, Network, Networks, NodeGroupRequest, ObjectStorage,
-    RelationalDatabases, RoleRequest, Roles, SecretStore, validate_bucket_name,
+    DnsZones, EksStatus, HostedZone, KubernetesClusters, Network, Networks, NodeGroupRequest,
+    ObjectStorage, RelationalDatabases, RoleRequest, Roles, SecretStore, validate_bucket_name,
 };
 
 /// Where the clusters of a [`MemoryAws`] say their API servers are.
@@ -44,6 +44,8 @@ pub struct MemoryAws {
     subnet_groups: Mutex<HashMap<String, Vec<String>>>,
     roles: Mutex<HashMap<String, RoleRequest>>,
     oidc_providers: Mutex<HashSet<String>>,
+    /// Hosted zones by domain.
+    zones: Mutex<HashMap<String, HostedZone>>,
     clusters: Mutex<HashMap<String, (ClusterRequest, Creating)>>,
     node_groups: Mutex<HashMap<(String, String), (NodeGroupRequest, Creating)>>,
     creation_polls: u32,
@@ -220,7 +222,21 @@ impl MemoryAws {
         *self.pieces.lock().unwrap()
     }
 
-    /// The role named `name`, as last ensured.
+    /// A public hosted zone for `domain`, as if made outside threeport (tests' set-up).
+    pub fn add_zone(&self, domain: &str) -> HostedZone {
+        let zone = HostedZone {
+            id: format!("Z{:012}", self.zones.lock().unwrap().len() + 1),
+            name: domain.trim_end_matches('.').to_ascii_lowercase(),
+            private: false,
+        };
+        self.zones
+            .lock()
+            .unwrap()
+            .insert(zone.name.clone(), zone.clone());
+        zone
+    }
+
+    /// The IAM role `name`, as last ensured.
     pub fn role(&self, name: &str) -> Option<RoleRequest> {
         self.roles.lock().unwrap().get(name).cloned()
     }
@@ -485,6 +501,35 @@ impl Roles for MemoryAws {
     async fn delete_oidc_provider(&self, issuer_url: &str) -> Result<bool> {
         let path = issuer_url.trim_start_matches("https://");
         Ok(self.oidc_providers.lock().unwrap().remove(path))
+    }
+}
+
+#[async_trait]
+impl DnsZones for MemoryAws {
+    async fn find_zone(&self, domain: &str) -> Result<Option<HostedZone>> {
+        let domain = crate::validate_domain(domain)?;
+        Ok(self.zones.lock().unwrap().get(&domain).cloned())
+    }
+
+    async fn ensure_zone(
+        &self,
+        domain: &str,
+        private_in: Option<(&str, &str)>,
+    ) -> Result<HostedZone> {
+        let domain = crate::validate_domain(domain)?;
+        if let Some(found) = self.find_zone(&domain).await? {
+            return Ok(found);
+        }
+        let mut zone = self.add_zone(&domain);
+        zone.private = private_in.is_some();
+        self.zones.lock().unwrap().insert(domain, zone.clone());
+        self.answer("create_hosted_zone")?;
+        Ok(zone)
+    }
+
+    async fn delete_zone(&self, domain: &str) -> Result<bool> {
+        let domain = crate::validate_domain(domain)?;
+        Ok(self.zones.lock().unwrap().remove(&domain).is_some())
     }
 }
 

@@ -7,8 +7,8 @@ mod fault;
 use aws_config::SdkConfig;
 use common::{Moto, moto};
 use threeport_aws::{
-    AwsConnection, Ec2Networks, EksClusters, IamRoles, MemoryAws, RdsDatabases, S3Storage,
-    SecretsManagerStore, conformance,
+    AwsConnection, Ec2Networks, EksClusters, IamRoles, MemoryAws, RdsDatabases, Route53Zones,
+    S3Storage, SecretsManagerStore, conformance,
 };
 
 fn connection(moto: &Moto, region: &str) -> AwsConnection {
@@ -32,6 +32,11 @@ fn unique(prefix: &str) -> String {
     )
 }
 
+/// A domain no other test uses.
+fn zone_name() -> String {
+    format!("{}.example.com", unique("zone").to_ascii_lowercase())
+}
+
 #[tokio::test]
 async fn memory_fake_passes() {
     let aws = MemoryAws::new();
@@ -41,6 +46,7 @@ async fn memory_fake_passes() {
     conformance::networks(&aws, &unique("net")).await;
     conformance::database_placement(&aws, &aws, &unique("placed")).await;
     conformance::roles(&aws, &unique("role")).await;
+    conformance::dns_zones(&aws, &zone_name()).await;
     conformance::kubernetes_clusters(&aws, &aws, &aws, &unique("eks")).await;
     let slow = MemoryAws::new().with_creation_polls(3);
     conformance::kubernetes_clusters(&slow, &slow, &slow, &unique("eks")).await;
@@ -59,7 +65,7 @@ async fn s3_secrets_manager_and_rds_pass_against_moto() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ec2_iam_and_eks_pass_against_moto() {
+async fn ec2_iam_route53_and_eks_pass_against_moto() {
     let moto = moto().await;
     for region in ["us-east-1", "eu-west-3"] {
         let config = config(&moto, region).await;
@@ -69,6 +75,7 @@ async fn ec2_iam_and_eks_pass_against_moto() {
         conformance::database_placement(&databases, &networks, &unique("placed")).await;
         let roles = IamRoles::new(&config);
         conformance::roles(&roles, &unique("role")).await;
+        conformance::dns_zones(&Route53Zones::new(&config), &zone_name()).await;
         let clusters = EksClusters::new(&config);
         conformance::kubernetes_clusters(&clusters, &networks, &roles, &unique("eks")).await;
     }

@@ -19,10 +19,10 @@ use threeport_api::model::{
     KubernetesRuntimeInstance, MachineSize, SecretDefinition, SecretInstance, WorkloadInstance,
 };
 use threeport_aws::{
-    AssumeRole, AwsConnection, DatabaseRequest, DatabaseStatus, Ec2Networks, EksClusters, IamRoles,
-    KubernetesClusters, MemoryAws, NETWORK_CIDR, Networks, ObjectStorage, RdsDatabases,
-    RelationalDatabases, RoleRequest, Roles, S3Storage, SecretStore, SecretsManagerStore, Trust,
-    partition,
+    AssumeRole, AwsConnection, DatabaseRequest, DatabaseStatus, DnsZones, Ec2Networks, EksClusters,
+    IamRoles, KubernetesClusters, MemoryAws, NETWORK_CIDR, Networks, ObjectStorage, RdsDatabases,
+    RelationalDatabases, RoleRequest, Roles, Route53Zones, S3Storage, SecretStore,
+    SecretsManagerStore, Trust, partition,
 };
 use threeport_core::object::{ConditionStatus, EventType};
 use threeport_core::{Action, Context, Object, ObjectId, ReconcileError, Reconciler, Result};
@@ -51,6 +51,8 @@ pub struct AwsServices {
     pub roles: Arc<dyn Roles>,
     /// EKS.
     pub clusters: Arc<dyn KubernetesClusters>,
+    /// Route 53.
+    pub zones: Arc<dyn DnsZones>,
 }
 
 impl AwsServices {
@@ -62,6 +64,7 @@ impl AwsServices {
             databases: aws.clone(),
             networks: aws.clone(),
             roles: aws.clone(),
+            zones: aws.clone(),
             clusters: aws,
         }
     }
@@ -146,6 +149,7 @@ impl AwsProvider for SdkAws {
             databases: Arc::new(RdsDatabases::new(&config)),
             networks: Arc::new(Ec2Networks::new(&config)),
             roles: Arc::new(IamRoles::new(&config)),
+            zones: Arc::new(Route53Zones::new(&config)),
             clusters: Arc::new(EksClusters::new(&config)),
         })
     }
