@@ -499,8 +499,22 @@ pub const VALUES_STORED: &str = "ValuesStored";
 /// condition, whether the values are stored; its workload follows it and adds an
 /// ExternalSecret reading them (see [`super::attached`]). The values never pass through
 /// threeport's store.
+///
+/// With [`with_support`](Self::with_support) (as in the stock control plane) it also
+/// installs the external-secrets operator, with a ClusterSecretStore for the secret's region,
+/// on the runtime of the workload it serves.
 #[derive(Debug, Clone, Default)]
-pub struct SecretInstanceReconciler;
+pub struct SecretInstanceReconciler {
+    support: Option<crate::support::Support>,
+}
+
+impl SecretInstanceReconciler {
+    /// Installs external-secrets through `support` where the secret is read.
+    pub fn with_support(mut self, support: crate::support::Support) -> Self {
+        self.support = Some(support);
+        self
+    }
+}
 
 #[async_trait]
 impl Reconciler for SecretInstanceReconciler {
@@ -529,9 +543,24 @@ impl Reconciler for SecretInstanceReconciler {
                 "the definition's values are not stored yet",
             ),
         };
+        let stored = status == ConditionStatus::True;
         instance
             .status
             .set_condition(VALUES_STORED, status, reason, message);
+        if let Some(support) = self.support.as_ref().filter(|_| stored)
+            && let Some(runtime) = crate::support::secret_runtime(ctx, &instance.spec).await?
+        {
+            // Its region's ClusterSecretStore comes with the operator; the workload's
+            // ExternalSecret reads through it once both are there.
+            let runtime = ctx.api::<KubernetesRuntimeInstance>().get(runtime).await?;
+            support
+                .ensure(
+                    ctx,
+                    &runtime,
+                    threeport_api::model::SupportService::ExternalSecrets,
+                )
+                .await?;
+        }
         Ok(Action::Done)
     }
 }

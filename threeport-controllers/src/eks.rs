@@ -387,6 +387,14 @@ impl Reconciler for EksReconciler {
     ) -> Result<Action, ReconcileError> {
         let (_, services) = self.services(instance, ctx).await?;
         let status = &mut instance.status.details;
+        if let Some(cluster) = &status.cluster_name {
+            // The support services' IRSA roles, named after the cluster (made by whichever
+            // controller installed a service; absent ones are skipped).
+            for service in threeport_api::model::SupportService::ALL {
+                let role = crate::support::role_name(cluster, service);
+                services.roles.delete_role(&role).await?;
+            }
+        }
         if let (Some(cluster), Some(group)) = (&status.cluster_name, &status.node_group_name) {
             match services.clusters.node_group(cluster, group).await? {
                 Some(state) => {

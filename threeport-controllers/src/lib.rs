@@ -23,10 +23,14 @@ mod eks;
 pub mod health;
 #[cfg(feature = "kubernetes")]
 pub mod helm;
+#[cfg(feature = "aws")]
+mod network;
 mod passive;
 #[cfg(feature = "kubernetes")]
 mod runtime;
 pub mod seal;
+#[cfg(feature = "aws")]
+pub mod support;
 mod workload_definition;
 #[cfg(feature = "kubernetes")]
 mod workload_instance;
@@ -38,8 +42,8 @@ use prometheus_client::registry::Registry;
 #[cfg_attr(not(feature = "kubernetes"), allow(unused_imports))]
 use threeport_api::model::{
     AwsEksKubernetesRuntimeInstance, AwsObjectStorageBucketInstance, AwsRelationalDatabaseInstance,
-    HelmWorkloadDefinition, KubernetesRuntimeInstance, SecretDefinition, SecretInstance,
-    WorkloadDefinition,
+    DomainNameDefinition, GatewayDefinition, HelmWorkloadDefinition, KubernetesRuntimeInstance,
+    SecretDefinition, SecretInstance, WorkloadDefinition, WorkloadInstance,
 };
 #[cfg_attr(not(feature = "kubernetes"), allow(unused_imports))]
 use threeport_core::ApiObject;
@@ -62,6 +66,11 @@ pub use deploy::{FIELD_MANAGER, RUNTIME_READY};
 pub use eks::{CONNECTION_TOKEN_FIELD, EksReconciler, SERVICE_ACCOUNT, SYSTEM_NAMESPACE};
 #[cfg(feature = "kubernetes")]
 pub use health::{HealthConfig, HealthWatchers};
+#[cfg(feature = "aws")]
+pub use network::{
+    DomainNameInstanceReconciler, GATEWAY_INSTANCE_LABEL, GatewayInstanceReconciler, SUPPORT_READY,
+    gateway_manifests,
+};
 pub use passive::{PASSIVE_KINDS, PassiveReconciler};
 #[cfg(feature = "kubernetes")]
 pub use runtime::{AGENT_READY, CLUSTER_READY, RuntimeReconciler};
@@ -86,6 +95,10 @@ pub struct Providers {
     /// Renders Helm charts (the `helm` command line by default).
     #[cfg(feature = "kubernetes")]
     pub charts: Arc<dyn helm::ChartRenderer>,
+    /// The charts of the support services installed on runtimes (gateways, certificates,
+    /// DNS, secrets, autoscaling).
+    #[cfg(feature = "aws")]
+    pub support_charts: support::SupportCharts,
 }
 
 /// Starts one controller: its reconciler, made from the providers, on the backends,
@@ -201,8 +214,32 @@ const CONTROLLERS: &[(&str, Follows, Start)] = &[
         &[(AwsEksKubernetesRuntimeInstance::KIND, Via::Owning)],
         |p, b, c, s| {
             let reconciler = RuntimeReconciler::new(p.clusters.clone(), p.sealer.clone());
+            #[cfg(feature = "aws")]
+            let reconciler = reconciler.with_support(support_of(p));
             run(reconciler, b, c, s)
         },
+    ),
+    #[cfg(feature = "aws")]
+    (
+        "gateway-instance",
+        &[
+            // Its definition changing, and its workload being deployed or moved.
+            (GatewayDefinition::KIND, Via::Referencing),
+            (WorkloadInstance::KIND, Via::Referencing),
+        ],
+        |p, b, c, s| {
+            let reconciler = GatewayInstanceReconciler::new(p.clusters.clone(), support_of(p));
+            run(reconciler, b, c, s)
+        },
+    ),
+    #[cfg(feature = "aws")]
+    (
+        "domain-name-instance",
+        &[
+            (DomainNameDefinition::KIND, Via::Referencing),
+            (WorkloadInstance::KIND, Via::Referencing),
+        ],
+        |p, b, c, s| run(DomainNameInstanceReconciler::new(support_of(p)), b, c, s),
     ),
     #[cfg(feature = "aws")]
     ("aws-bucket", &[], |p, b, c, s| {
@@ -222,7 +259,10 @@ const CONTROLLERS: &[(&str, Follows, Start)] = &[
         "aws-secret-instance",
         // Its definition's values being stored.
         &[(SecretDefinition::KIND, Via::Referencing)],
-        |_, b, c, s| run(SecretInstanceReconciler, b, c, s),
+        |p, b, c, s| {
+            let reconciler = SecretInstanceReconciler::default().with_support(support_of(p));
+            run(reconciler, b, c, s)
+        },
     ),
     #[cfg(feature = "aws")]
     ("aws-eks", &[], |p, b, c, s| {
@@ -230,6 +270,12 @@ const CONTROLLERS: &[(&str, Follows, Start)] = &[
         run(reconciler, b, c, s)
     }),
 ];
+
+/// How controllers install support services, from the providers.
+#[cfg(feature = "aws")]
+fn support_of(providers: &Providers) -> support::Support {
+    support::Support::new(providers.aws.clone(), providers.support_charts.clone())
+}
 
 /// The relations controller `name` follows ([`Controller::follows`]), as declared; for
 /// embedders that build their controllers themselves. Empty for an unknown name.

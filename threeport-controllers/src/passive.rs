@@ -6,10 +6,11 @@
 use async_trait::async_trait;
 use threeport_api::model::{
     AwsAccount, AwsEksKubernetesRuntimeDefinition, AwsObjectStorageBucketDefinition,
-    AwsRelationalDatabaseDefinition, DomainNameDefinition, DomainNameInstance, GatewayDefinition,
-    GatewayInstance, HelmWorkloadDefinition, KubernetesRuntimeDefinition,
-    WorkloadResourceDefinition,
+    AwsRelationalDatabaseDefinition, DomainNameDefinition, GatewayDefinition,
+    HelmWorkloadDefinition, KubernetesRuntimeDefinition, WorkloadResourceDefinition,
 };
+#[cfg(not(feature = "aws"))]
+use threeport_api::model::{DomainNameInstance, GatewayInstance};
 use threeport_core::{Action, ApiObject, Context, Dynamic, Object, ReconcileError, Reconciler};
 
 /// The kinds [`PassiveReconciler`]s serve in the stock control plane.
@@ -22,8 +23,11 @@ pub const PASSIVE_KINDS: &[&str] = &[
     AwsRelationalDatabaseDefinition::KIND,
     AwsObjectStorageBucketDefinition::KIND,
     DomainNameDefinition::KIND,
-    DomainNameInstance::KIND,
     GatewayDefinition::KIND,
+    // Without the AWS controllers nothing reconciles these; passively, they can still go.
+    #[cfg(not(feature = "aws"))]
+    DomainNameInstance::KIND,
+    #[cfg(not(feature = "aws"))]
     GatewayInstance::KIND,
 ];
 

@@ -38,6 +38,8 @@ use crate::seal::Sealer;
 pub struct RuntimeReconciler {
     clusters: Arc<dyn ClusterProvider>,
     sealer: Arc<Sealer>,
+    #[cfg(feature = "aws")]
+    support: Option<crate::support::Support>,
 }
 
 impl RuntimeReconciler {
@@ -45,7 +47,63 @@ impl RuntimeReconciler {
     /// `sealer`. Declare it following `AwsEksKubernetesRuntimeInstance` by ownership (as the
     /// controller table does).
     pub fn new(clusters: Arc<dyn ClusterProvider>, sealer: Arc<Sealer>) -> Self {
-        RuntimeReconciler { clusters, sealer }
+        RuntimeReconciler {
+            clusters,
+            sealer,
+            #[cfg(feature = "aws")]
+            support: None,
+        }
+    }
+
+    /// Installs the support services the runtime lists (and on EKS the cluster-autoscaler)
+    /// through `support`.
+    #[cfg(feature = "aws")]
+    pub fn with_support(mut self, support: crate::support::Support) -> Self {
+        self.support = Some(support);
+        self
+    }
+
+    /// Installs what the runtime asks for up front, and the cluster-autoscaler on EKS.
+    #[cfg(feature = "aws")]
+    async fn support_services(
+        &self,
+        runtime: &mut Object<KubernetesRuntimeInstance>,
+        eks: bool,
+        ctx: &Context,
+    ) -> Result<Action, ReconcileError> {
+        use crate::network::SUPPORT_READY;
+        use threeport_api::model::SupportService;
+        let Some(support) = &self.support else {
+            return Ok(Action::Done);
+        };
+        let mut wanted = runtime.spec.support_services.clone();
+        if eks {
+            wanted.push(SupportService::ClusterAutoscaler);
+        }
+        wanted.sort();
+        wanted.dedup();
+        let mut pending = Vec::new();
+        for service in wanted {
+            if support.ensure(ctx, runtime, service).await? == crate::support::Readiness::Pending {
+                pending.push(service.name());
+            }
+        }
+        if pending.is_empty() {
+            runtime.status.set_condition(
+                SUPPORT_READY,
+                ConditionStatus::True,
+                "Installed",
+                "the support services it lists are installed",
+            );
+            return Ok(Action::Done);
+        }
+        runtime.status.set_condition(
+            SUPPORT_READY,
+            ConditionStatus::False,
+            "Installing",
+            format!("waiting for {}", pending.join(", ")),
+        );
+        Ok(Action::RequeueAfter(support.poll()))
     }
 
     /// Installs, updates or removes the runtime's agent as its spec says.
@@ -212,6 +270,15 @@ impl Reconciler for RuntimeReconciler {
             "the cluster answers",
         );
         self.agent(runtime, cluster.as_ref()).await?;
+        #[cfg(feature = "aws")]
+        return self
+            .support_services(
+                runtime,
+                definition.spec.infra_provider == InfraProvider::Eks,
+                ctx,
+            )
+            .await;
+        #[cfg(not(feature = "aws"))]
         Ok(Action::Done)
     }
 

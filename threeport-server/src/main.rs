@@ -20,7 +20,9 @@ use threeport_core::{Backends, ControllerConfig};
 use threeport_core::{OutboxRelay, RelayConfig};
 use threeport_server::auth::{TokenSet, mint_token};
 use threeport_server::controllers::helm::HelmCli;
+use threeport_server::controllers::support::{SupportChart, SupportCharts};
 use threeport_server::controllers::{KubeClusters, Providers, SdkAws};
+use threeport_server::model::SupportService;
 use threeport_server::plane::{self, PlaneConfig};
 use threeport_server::tls::{TlsFiles, serve_tls, server_config};
 use threeport_server::{ApiState, Ops, Sealer, app, controllers, model, ops};
@@ -193,6 +195,16 @@ struct PlaneArgs {
     /// Where fetched charts are cached (by digest). Default: `<data-dir>/charts`.
     #[arg(long, env = "THREEPORT_CHART_CACHE")]
     chart_cache: Option<PathBuf>,
+    /// A support service's chart instead of the pinned one, as
+    /// `<service>=<repo URL>/<chart>@<version>` (repeatable; services: envoy-gateway,
+    /// cert-manager, external-dns, external-secrets, cluster-autoscaler).
+    #[arg(long = "support-chart", value_parser = parse_support_chart)]
+    support_charts: Vec<(SupportService, SupportChart)>,
+}
+
+/// One `--support-chart` override.
+fn parse_support_chart(text: &str) -> Result<(SupportService, SupportChart), String> {
+    SupportCharts::parse_override(text).map_err(|e| e.to_string())
 }
 
 impl PlaneArgs {
@@ -212,6 +224,12 @@ impl PlaneArgs {
                     .clone()
                     .unwrap_or_else(|| self.data_dir.join("charts")),
             )),
+            support_charts: self
+                .support_charts
+                .iter()
+                .fold(SupportCharts::default(), |charts, (service, chart)| {
+                    charts.with(*service, chart.clone())
+                }),
         }
     }
 

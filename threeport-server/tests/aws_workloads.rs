@@ -108,6 +108,7 @@ async fn default_existing_runtime<S: threeport_core::Store>(
                 location: "Europe:Paris".into(),
                 default_runtime: true,
                 agent: None,
+                support_services: Vec::new(),
                 connection: None,
             },
         )
@@ -228,6 +229,7 @@ async fn an_eks_runtime_is_provisioned_connected_used_and_torn_down_without_leak
                 location: "Europe:Paris".into(),
                 default_runtime: true,
                 agent: None,
+                support_services: Vec::new(),
                 connection: None,
             },
         )
@@ -431,7 +433,7 @@ async fn databases_buckets_and_secrets_become_part_of_their_workload() {
         DatabaseReconciler::new(aws.clone(), sealer.clone()),
     );
     run(&memory, &shutdown, SecretReconciler::new(aws.clone()));
-    run(&memory, &shutdown, SecretInstanceReconciler);
+    run(&memory, &shutdown, SecretInstanceReconciler::default());
 
     let store = memory.store.clone();
     let account = Api::<AwsAccount>::new(store.clone())
@@ -643,7 +645,7 @@ async fn a_secret_reaches_a_helm_workload() {
         HelmWorkloadInstanceReconciler::new(clusters, renderer, sealer.clone()),
     );
     run(&memory, &shutdown, SecretReconciler::new(aws.clone()));
-    run(&memory, &shutdown, SecretInstanceReconciler);
+    run(&memory, &shutdown, SecretInstanceReconciler::default());
 
     let store = memory.store.clone();
     let account = Api::<AwsAccount>::new(store.clone())

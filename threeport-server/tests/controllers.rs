@@ -242,6 +242,7 @@ mod cluster_controllers {
                     location: "Europe:Paris".into(),
                     default_runtime: true,
                     agent: None,
+                    support_services: Vec::new(),
                     connection: None,
                 },
             )
@@ -321,6 +322,7 @@ mod cluster_controllers {
                     location: "Europe:Paris".into(),
                     default_runtime: true,
                     agent: None,
+                    support_services: Vec::new(),
                     connection: Some(ConnectionData {
                         api_endpoint: "https://k8s.example.com".into(),
                         ca_certificate: None,
@@ -411,6 +413,7 @@ mod cluster_controllers {
                         api_ca: None,
                         image: Some("registry.example.com/threeport-server:test".into()),
                     }),
+                    support_services: Vec::new(),
                     connection: Some(ConnectionData {
                         api_endpoint: "https://k8s.example.com".into(),
                         ca_certificate: None,

@@ -122,6 +122,7 @@ impl Plane {
                     location: "Europe:Paris".into(),
                     default_runtime: true,
                     agent: None,
+                    support_services: Vec::new(),
                     connection: Some(ConnectionData {
                         api_endpoint: self.server.url.clone(),
                         ca_certificate: None,

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -16,48 +15,7 @@ use serde_json::{Value, json};
 use threeport_k8s::{Cluster, FakeApiServer, MemoryCluster, PodState, ResourceRef};
 
 use common::process::{create, register_cluster, send, serve, temp_dir, wait_for};
-use common::{chart_dir, helm_bin};
-
-fn helm(args: &[&str]) {
-    let out = std::process::Command::new(helm_bin())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A chart repository on loopback holding `webapp` 1.0.0 and 1.1.0; returns its URL.
-async fn chart_repository(dir: &Path) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let repo = dir.to_str().unwrap();
-    helm(&["package", &chart_dir("webapp"), "--destination", repo]);
-    helm(&[
-        "package",
-        &chart_dir("webapp"),
-        "--version",
-        "1.1.0",
-        "--destination",
-        repo,
-    ]);
-    helm(&["repo", "index", repo, "--url", &url]);
-    let root = dir.to_owned();
-    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
-        let path = root.join(uri.path().trim_start_matches('/'));
-        async move {
-            match tokio::fs::read(&path).await {
-                Ok(bytes) => (StatusCode::OK, bytes),
-                Err(_) => (StatusCode::NOT_FOUND, Vec::new()),
-            }
-        }
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
+use common::{chart_repository, helm_bin};
 
 fn resource(kind: &str, namespace: &str, name: &str) -> ResourceRef {
     let api_version = match kind {
@@ -90,7 +48,7 @@ impl Setup {
         let data = temp_dir();
         let charts = data.join("repo");
         std::fs::create_dir_all(&charts).unwrap();
-        let repo = chart_repository(&charts).await;
+        let repo = chart_repository(&charts, &[("webapp", "1.0.0"), ("webapp", "1.1.0")]).await;
         let helm = helm_bin();
         let cache = data.join("chart-cache");
         let server = serve(

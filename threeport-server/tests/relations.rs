@@ -161,6 +161,7 @@ impl Plane {
             aws: Arc::new(FixedAws(AwsServices::memory(Arc::new(MemoryAws::new())))),
             sealer: sealer.clone(),
             health: Default::default(),
+            support_charts: Default::default(),
             charts: Arc::new(threeport_server::controllers::helm::HelmCli::from_path()),
         };
         let violations = Arc::new(Mutex::new(Vec::new()));

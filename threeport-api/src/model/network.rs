@@ -5,7 +5,7 @@ use threeport_core::object::Reference;
 use threeport_core::{ApiObject, ObjectId, ValidationError};
 use utoipa::ToSchema;
 
-use super::{WorkloadInstance, dns_label, domain, maybe_reference, reference};
+use super::{AwsAccount, WorkloadInstance, dns_label, domain, maybe_reference, reference};
 
 fn default_path() -> String {
     "/".to_owned()
@@ -26,6 +26,9 @@ pub struct GatewayHttpPort {
     /// Redirect plain HTTP to HTTPS.
     #[serde(default)]
     pub https_redirect: bool,
+    /// The service's port traffic goes to; `None`: the same number as `port`.
+    #[serde(default)]
+    pub service_port: Option<u16>,
 }
 
 /// A TCP port of a gateway.
@@ -37,6 +40,44 @@ pub struct GatewayTcpPort {
     /// Terminate TLS.
     #[serde(default)]
     pub tls_enabled: bool,
+    /// The service's port traffic goes to; `None`: the same number as `port`.
+    #[serde(default)]
+    pub service_port: Option<u16>,
+}
+
+/// The ACME server certificates for TLS ports come from (by cert-manager, DNS01 on the
+/// domain's Route 53 zone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateIssuer {
+    /// Let's Encrypt's staging server: untrusted certificates, generous rate limits; for
+    /// trying things out.
+    #[default]
+    LetsencryptStaging,
+    /// Let's Encrypt's production server: trusted certificates.
+    LetsencryptProduction,
+}
+
+impl CertificateIssuer {
+    /// Its short name (`staging`, `production`), used in the ClusterIssuer's name.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            CertificateIssuer::LetsencryptStaging => "staging",
+            CertificateIssuer::LetsencryptProduction => "production",
+        }
+    }
+
+    /// The ACME directory URL.
+    pub fn server(self) -> &'static str {
+        match self {
+            CertificateIssuer::LetsencryptStaging => {
+                "https://acme-staging-v02.api.letsencrypt.org/directory"
+            }
+            CertificateIssuer::LetsencryptProduction => {
+                "https://acme-v02.api.letsencrypt.org/directory"
+            }
+        }
+    }
 }
 
 /// Ingress to a workload's service.
@@ -58,6 +99,13 @@ pub struct GatewayDefinition {
     pub subdomain: Option<String>,
     /// The Kubernetes service traffic goes to.
     pub service_name: String,
+    /// Where the certificates of TLS ports come from.
+    #[serde(default)]
+    pub certificate_issuer: CertificateIssuer,
+    /// An existing GatewayClass to use; `None`: threeport's `threeport` class, served by Envoy
+    /// Gateway, which threeport installs on the runtime when first needed.
+    #[serde(default)]
+    pub gateway_class: Option<String>,
 }
 
 impl ApiObject for GatewayDefinition {
@@ -83,6 +131,30 @@ impl ApiObject for GatewayDefinition {
                     "must start with /",
                 ));
             }
+            if port.tls_enabled && self.domain_name.is_none() {
+                return Err(ValidationError::new(
+                    format!("http_ports[{i}].tls_enabled"),
+                    "TLS needs a domain_name to issue the certificate for",
+                ));
+            }
+            if port.https_redirect && !self.http_ports.iter().any(|p| p.tls_enabled) {
+                return Err(ValidationError::new(
+                    format!("http_ports[{i}].https_redirect"),
+                    "redirects to HTTPS, but no port has tls_enabled",
+                ));
+            }
+            if port.service_port == Some(0) {
+                return Err(ValidationError::new(
+                    format!("http_ports[{i}].service_port"),
+                    "must not be 0",
+                ));
+            }
+            if self.http_ports[..i].iter().any(|p| p.port == port.port) {
+                return Err(ValidationError::new(
+                    format!("http_ports[{i}].port"),
+                    format!("port {} is listed twice", port.port),
+                ));
+            }
             if port.https_redirect && port.tls_enabled {
                 return Err(ValidationError::new(
                     format!("http_ports[{i}].https_redirect"),
@@ -97,12 +169,35 @@ impl ApiObject for GatewayDefinition {
                     "must not be 0",
                 ));
             }
+            if port.service_port == Some(0) {
+                return Err(ValidationError::new(
+                    format!("tcp_ports[{i}].service_port"),
+                    "must not be 0",
+                ));
+            }
+            if port.tls_enabled && self.domain_name.is_none() {
+                return Err(ValidationError::new(
+                    format!("tcp_ports[{i}].tls_enabled"),
+                    "TLS needs a domain_name to issue the certificate for",
+                ));
+            }
+            let taken = self.http_ports.iter().any(|p| p.port == port.port)
+                || self.tcp_ports[..i].iter().any(|p| p.port == port.port);
+            if taken {
+                return Err(ValidationError::new(
+                    format!("tcp_ports[{i}].port"),
+                    format!("port {} is listed twice", port.port),
+                ));
+            }
         }
         if let Some(subdomain) = &self.subdomain {
             if self.domain_name.is_none() {
                 return Err(ValidationError::new("subdomain", "needs a domain_name"));
             }
             dns_label("subdomain", subdomain)?;
+        }
+        if let Some(class) = &self.gateway_class {
+            dns_label("gateway_class", class)?;
         }
         dns_label("service_name", &self.service_name)
     }
@@ -125,9 +220,28 @@ pub struct GatewayInstance {
     pub workload_instance: ObjectId,
 }
 
+/// What the gateway controller put on the workload's runtime.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct GatewayInstanceStatus {
+    /// The runtime it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub runtime: Option<ObjectId>,
+    /// The host name it answers for (`shop.example.com`), if it has a domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The GatewayClass serving it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_class: Option<String>,
+    /// The Kubernetes objects it applied (Gateway, routes, Certificate), in the workload's
+    /// namespace; removed with it.
+    #[serde(default)]
+    pub resources: Vec<super::AppliedResource>,
+}
+
 impl ApiObject for GatewayInstance {
     const KIND: &'static str = "GatewayInstance";
-    type Status = ();
+    type Status = GatewayInstanceStatus;
     fn references(&self) -> Vec<Reference> {
         vec![
             reference::<GatewayDefinition>("definition", self.definition),
@@ -158,6 +272,14 @@ pub struct DomainNameDefinition {
     pub zone: Zone,
     /// Contact for certificate issuance.
     pub admin_email: String,
+    /// The AWS account whose Route 53 holds the zone; `None`: the default account.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub aws_account: Option<ObjectId>,
+    /// Create the hosted zone if there is none (its name servers must then be delegated to by
+    /// hand); otherwise a missing zone is an error naming it.
+    #[serde(default)]
+    pub create_zone: bool,
 }
 
 impl ApiObject for DomainNameDefinition {
@@ -175,7 +297,18 @@ impl ApiObject for DomainNameDefinition {
                 "must be an email address",
             ));
         }
+        if self.zone == Zone::Private && self.create_zone {
+            return Err(ValidationError::new(
+                "create_zone",
+                "threeport creates public zones only: make the private zone and name it",
+            ));
+        }
         Ok(())
+    }
+    fn references(&self) -> Vec<Reference> {
+        maybe_reference::<AwsAccount>("aws_account", self.aws_account)
+            .into_iter()
+            .collect()
     }
 }
 
@@ -191,9 +324,31 @@ pub struct DomainNameInstance {
     pub workload_instance: ObjectId,
 }
 
+/// The zone a domain-name instance publishes into.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct DomainNameInstanceStatus {
+    /// The runtime its workload runs on (where external-dns publishes from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub runtime: Option<ObjectId>,
+    /// The domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// The Route 53 hosted zone's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted_zone_id: Option<String>,
+    /// The region the zone's clients (external-dns, cert-manager) sign requests for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Whether threeport created the zone (it still never deletes one: records of other
+    /// tools may live in it).
+    #[serde(default)]
+    pub zone_created: bool,
+}
+
 impl ApiObject for DomainNameInstance {
     const KIND: &'static str = "DomainNameInstance";
-    type Status = ();
+    type Status = DomainNameInstanceStatus;
     fn references(&self) -> Vec<Reference> {
         vec![
             reference::<DomainNameDefinition>("definition", self.definition),

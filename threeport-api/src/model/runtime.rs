@@ -227,6 +227,11 @@ pub struct KubernetesRuntimeInstance {
     /// plane cannot reach.
     #[serde(default)]
     pub agent: Option<RuntimeAgent>,
+    /// Support services to install now rather than when a workload first needs them
+    /// (`envoy-gateway`, `cert-manager`, `external-dns`, `external-secrets`,
+    /// `cluster-autoscaler`).
+    #[serde(default)]
+    pub support_services: Vec<super::SupportService>,
 }
 
 /// How the in-cluster agent of a runtime reaches the control plane.

@@ -13,6 +13,58 @@ use super::{
     maybe_reference, reference, require, yaml_stream,
 };
 
+/// A support service threeport installs on a runtime (as a Helm workload instance the
+/// runtime owns) when a workload first needs it, or up front when the runtime lists it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum SupportService {
+    /// The Gateway API CRDs and Envoy Gateway, serving GatewayClass `threeport`: for gateways.
+    EnvoyGateway,
+    /// cert-manager, with an ACME ClusterIssuer per domain name: for TLS ports.
+    CertManager,
+    /// external-dns, publishing gateways' host names into Route 53: for domain names.
+    ExternalDns,
+    /// The external-secrets operator, with a ClusterSecretStore per AWS region: for secrets.
+    ExternalSecrets,
+    /// The Kubernetes cluster-autoscaler, for EKS node groups (installed on every EKS runtime).
+    ClusterAutoscaler,
+}
+
+impl SupportService {
+    /// Every support service.
+    pub const ALL: [SupportService; 5] = [
+        SupportService::EnvoyGateway,
+        SupportService::CertManager,
+        SupportService::ExternalDns,
+        SupportService::ExternalSecrets,
+        SupportService::ClusterAutoscaler,
+    ];
+
+    /// Its name (`cert-manager`), as in the API and in its Helm objects' names.
+    pub fn name(self) -> &'static str {
+        match self {
+            SupportService::EnvoyGateway => "envoy-gateway",
+            SupportService::CertManager => "cert-manager",
+            SupportService::ExternalDns => "external-dns",
+            SupportService::ExternalSecrets => "external-secrets",
+            SupportService::ClusterAutoscaler => "cluster-autoscaler",
+        }
+    }
+
+    /// The service named `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<SupportService> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl std::fmt::Display for SupportService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One component of an observability stack.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -33,6 +33,50 @@ pub fn chart_dir(name: &str) -> String {
     format!("{}/tests/charts/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs the tests' `helm` with `args`; panics with its error output if it fails.
+pub fn helm(args: &[&str]) {
+    let out = std::process::Command::new(helm_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A chart repository on loopback serving the repository's test charts `charts` (name,
+/// version), packaged into `dir`; returns its URL.
+pub async fn chart_repository(dir: &std::path::Path, charts: &[(&str, &str)]) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let repo = dir.to_str().unwrap();
+    for (chart, version) in charts {
+        helm(&[
+            "package",
+            &chart_dir(chart),
+            "--version",
+            version,
+            "--destination",
+            repo,
+        ]);
+    }
+    helm(&["repo", "index", repo, "--url", &url]);
+    let root = dir.to_owned();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let path = root.join(uri.path().trim_start_matches('/'));
+        async move {
+            match tokio::fs::read(&path).await {
+                Ok(bytes) => (reqwest::StatusCode::OK, bytes),
+                Err(_) => (reqwest::StatusCode::NOT_FOUND, Vec::new()),
+            }
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
 /// Installs the external-secrets operator's `ExternalSecret` CRD on `cluster`, as on a runtime
 /// that has the operator: workload instances with secrets deploy an `ExternalSecret`.
 pub async fn install_external_secrets_crd(cluster: &threeport_k8s::MemoryCluster) {
