@@ -152,6 +152,41 @@ pub(crate) async fn prune(
     Ok(dropped)
 }
 
+/// Kinds threeport attaches to workloads that an operator it installs serves: the
+/// external-secrets operator's `ExternalSecret` (for SecretInstances).
+const OPERATOR_KINDS: &[(&str, &str, &str)] = &[(
+    "external-secrets.io/v1",
+    "ExternalSecret",
+    "the external-secrets operator (support service external-secrets)",
+)];
+
+/// Waits (retrying) while `manifests` hold a kind from [`OPERATOR_KINDS`] that `cluster` does
+/// not serve yet: its operator is being installed alongside, and applying now would fail.
+pub(crate) async fn operators_ready(
+    cluster: &dyn Cluster,
+    manifests: &[Value],
+) -> Result<(), ReconcileError> {
+    for (api_version, kind, operator) in OPERATOR_KINDS {
+        let wanted = manifests
+            .iter()
+            .any(|m| m["apiVersion"] == *api_version && m["kind"] == *kind);
+        if !wanted {
+            continue;
+        }
+        match cluster.list(api_version, kind, Some("default")).await {
+            Ok(_) => {}
+            Err(err) if err.kind() == threeport_core::ErrorKind::Invalid => {
+                return Err(ReconcileError::retry_after(
+                    std::time::Duration::from_secs(5),
+                    format!("the cluster serves no {kind} yet: waiting for {operator}"),
+                ));
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}
+
 /// The runtime an instance runs on: the one it names (in its spec, else the one its status
 /// recorded), else the default runtime.
 pub(crate) async fn find_runtime(

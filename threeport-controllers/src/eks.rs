@@ -412,6 +412,9 @@ impl Reconciler for EksReconciler {
         if let Some(cluster) = &status.cluster_name {
             match services.clusters.cluster(cluster).await? {
                 Some(state) => {
+                    // Seen: the create landed, so once it is gone it is our delete's doing,
+                    // not a create still to show up.
+                    status.cluster_creation_acknowledged = None;
                     if state.status != EksStatus::Deleting {
                         services.clusters.delete_cluster(cluster).await?;
                     }

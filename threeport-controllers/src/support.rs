@@ -643,16 +643,35 @@ fn cluster_issuer(domain: &DomainInUse, issuer: CertificateIssuer) -> Value {
 }
 
 /// The runtime a workload instance runs on: the one it names, else the one its controller
-/// recorded.
+/// recorded, else the default runtime it will go to (its services are installed before it
+/// deploys: an ExternalSecret waits for its operator).
 pub(crate) async fn workload_runtime(
     ctx: &Context,
     workload: ObjectId,
 ) -> Result<Option<ObjectId>, ReconcileError> {
     match ctx.api::<WorkloadInstance>().get(workload).await {
-        Ok(w) => Ok(w.spec.runtime.or(w.status.details.runtime)),
+        Ok(w) => placed(ctx, w.spec.runtime.or(w.status.details.runtime)).await,
         Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err.into()),
     }
+}
+
+/// `named`, else the default runtime's id, if there is one.
+async fn placed(
+    ctx: &Context,
+    named: Option<ObjectId>,
+) -> Result<Option<ObjectId>, ReconcileError> {
+    if named.is_some() {
+        return Ok(named);
+    }
+    let all = ctx
+        .api::<KubernetesRuntimeInstance>()
+        .list_all(&ListQuery::default().limit(1000))
+        .await?;
+    Ok(all
+        .into_iter()
+        .find(|r| r.spec.default_runtime && !r.is_deleting())
+        .map(|r| r.id()))
 }
 
 /// The runtime of the workload or Helm workload a secret instance serves.
@@ -667,7 +686,7 @@ pub(crate) async fn secret_runtime(
         return Ok(None);
     };
     match ctx.api::<HelmWorkloadInstance>().get(helm).await {
-        Ok(h) => Ok(h.spec.runtime.or(h.status.details.workload.runtime)),
+        Ok(h) => placed(ctx, h.spec.runtime.or(h.status.details.workload.runtime)).await,
         Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err.into()),
     }

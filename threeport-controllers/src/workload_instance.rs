@@ -16,7 +16,7 @@ use crate::attached::{Attachments, Target};
 use crate::clusters::ClusterProvider;
 use crate::deploy::{
     FIELD_MANAGER, applied, find_runtime, generated_namespace, is_namespaced, label,
-    namespace_manifest, prune, reference, runtime_cluster,
+    namespace_manifest, operators_ready, prune, reference, runtime_cluster,
 };
 use crate::seal::Sealer;
 use crate::workload_definition::split_manifests;
@@ -111,6 +111,7 @@ impl Reconciler for WorkloadInstanceReconciler {
         };
         let attachments =
             Attachments::of(ctx, Target::Workload, instance.id(), &self.sealer).await?;
+        operators_ready(cluster.as_ref(), &attachments.manifests).await?;
         let (manifests, generated) = prepare(manifests, &attachments, instance);
         let live = apply_all(cluster.as_ref(), &manifests, FIELD_MANAGER).await?;
         let applied = applied(&live, &instance.status.details.resources);

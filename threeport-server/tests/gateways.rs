@@ -110,6 +110,24 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// Waits until Helm instance `name` exists and is released; returns it.
+async fn released(memory: &MemoryBackends, name: &str) -> Object<HelmWorkloadInstance> {
+    let instances = Api::<HelmWorkloadInstance>::new(memory.store.clone());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(found) = instances.get_by_name(name).await
+            && found.is_reconciled()
+        {
+            return found;
+        }
+        if tokio::time::Instant::now() > deadline {
+            dump(memory).await;
+            panic!("{name} never released");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Prints the objects a failed wait may be about.
 async fn dump(memory: &MemoryBackends) {
     let store = memory.store.clone();
@@ -140,6 +158,20 @@ async fn dump(memory: &MemoryBackends) {
         .unwrap()
     {
         eprintln!("gateway {}: {:?}", gateway.meta.name, gateway.status);
+    }
+    for workload in Api::<WorkloadInstance>::new(store.clone())
+        .list_all(&Default::default())
+        .await
+        .unwrap()
+    {
+        eprintln!("workload {}: {:?}", workload.meta.name, workload.status);
+    }
+    for secret in Api::<SecretInstance>::new(store.clone())
+        .list_all(&Default::default())
+        .await
+        .unwrap()
+    {
+        eprintln!("secret {}: {:?}", secret.meta.name, secret.status);
     }
     for domain in Api::<DomainNameInstance>::new(store.clone())
         .list_all(&Default::default())
@@ -524,9 +556,11 @@ async fn a_workload_with_a_gateway_and_a_domain_gets_support_services_routes_and
             o.is_reconciled()
         }),
     )
-    .await
-    .expect("the gateway is reconciled")
-    .unwrap();
+    .await;
+    if gateway.is_err() {
+        dump(&memory).await;
+    }
+    let gateway = gateway.expect("the gateway is reconciled").unwrap();
     let domain_instance = domains.get(domain_instance.id()).await.unwrap();
     assert!(
         domain_instance.is_reconciled(),
@@ -727,20 +761,7 @@ async fn a_workload_with_a_gateway_and_a_domain_gets_support_services_routes_and
 
     // The secret: external-secrets with a ClusterSecretStore for its region, its role
     // limited to threeport's secrets.
-    let external_secrets = tokio::time::timeout(
-        WAIT,
-        helm_instances.wait_until(
-            helm_instances
-                .get_by_name("external-secrets-virginia")
-                .await
-                .expect("external-secrets installed for the secret")
-                .id(),
-            |o: &Object<HelmWorkloadInstance>| o.is_reconciled(),
-        ),
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let external_secrets = released(&memory, "external-secrets-virginia").await;
     assert!(
         external_secrets
             .meta
@@ -897,6 +918,25 @@ async fn a_workload_with_a_gateway_and_a_domain_gets_support_services_routes_and
     assert_eq!(
         external_dns["Statement"][0]["Resource"],
         json!(["arn:aws:route53:::hostedzone/none"])
+    );
+
+    // The runtime goes with everything it owns: the support services' releases and roles.
+    runtimes.delete(runtime.id()).await.unwrap();
+    let gone = tokio::time::timeout(WAIT, runtimes.wait_until_gone(runtime.id())).await;
+    if gone.is_err() {
+        dump(&memory).await;
+    }
+    gone.expect("the runtime is deleted").unwrap();
+    let left = helm_instances.list_all(&Default::default()).await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    for service in SupportService::ALL {
+        let role = role_name(&cluster_name, service);
+        let found = iam.get_role().role_name(&role).send().await;
+        assert!(found.is_err(), "role {role} deleted with the cluster");
+    }
+    assert!(
+        zones.find_zone("example.com").await.unwrap().is_some(),
+        "a zone threeport did not make stays"
     );
     shutdown.cancel();
 }

@@ -305,6 +305,7 @@ impl Reconciler for HelmWorkloadInstanceReconciler {
         };
         let plan = self.plan(instance, &definition, ctx).await?;
         let cluster = cluster.as_ref();
+        crate::deploy::operators_ready(cluster, &plan.release.resources).await?;
         let id = instance.id();
         // First the namespace (a generated one is the release's, and goes with it; one the
         // instance names is made if missing, and left) and the CRDs, which are never removed
@@ -407,6 +408,19 @@ impl Reconciler for HelmWorkloadInstanceReconciler {
         }
         let named = instance.spec.runtime.or(details.workload.runtime);
         let runtime = find_runtime(ctx, named).await?;
+        if runtime.is_deleting() && runtime.spec.connection.is_none() {
+            // A cluster threeport made goes with its runtime (a support service it owns is
+            // deleted alongside): nothing to uninstall from, and it may be gone already.
+            instance.status.record_event(
+                EventType::Normal,
+                "ClusterDeleted",
+                format!(
+                    "not uninstalled: runtime {}'s cluster is deleted with it",
+                    runtime.meta.name
+                ),
+            );
+            return Ok(Action::Done);
+        }
         let cluster = self.clusters.cluster(&runtime).await?;
         let cluster = cluster.as_ref();
         // The chart's pre-delete hooks, if it still renders (a chart that is gone must not
