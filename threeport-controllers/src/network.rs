@@ -487,13 +487,20 @@ impl Reconciler for DomainNameInstanceReconciler {
             }
             Err(err) => return Err(err.into()),
         };
-        ensure_all(
+        // Best effort: a runtime's DNS services that cannot be updated now (AWS or the store
+        // unreachable) must not keep the domain name from going; the next domain name or
+        // gateway on the runtime derives them again without it.
+        if let Err(err) = ensure_all(
             &self.support,
             ctx,
             &runtime,
             &[SupportService::ExternalDns, SupportService::CertManager],
         )
-        .await?;
+        .await
+        {
+            tracing::warn!(error = %err, runtime = %runtime.meta.name,
+                "the runtime's DNS services still list the deleted domain name");
+        }
         Ok(Action::Done)
     }
 }

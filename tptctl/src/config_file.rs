@@ -91,6 +91,7 @@ struct RuntimeValues {
     ca_certificate: Option<String>,
     token: Option<String>,
     kubeconfig_document: Option<String>,
+    support_services: Option<Vec<String>>,
     labels: Option<Labels>,
 }
 
@@ -171,6 +172,7 @@ struct HttpPortValues {
     tls_enabled: Option<bool>,
     #[serde(rename = "HTTPSRedirect")]
     https_redirect: Option<bool>,
+    service_port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +181,7 @@ struct TcpPortValues {
     port: u16,
     #[serde(rename = "TLSEnabled")]
     tls_enabled: Option<bool>,
+    service_port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +192,8 @@ struct GatewayValues {
     tcp_ports: Option<Vec<TcpPortValues>>,
     service_name: Option<String>,
     sub_domain: Option<String>,
+    certificate_issuer: Option<String>,
+    gateway_class: Option<String>,
     domain_name_definition: Option<NameRef>,
     gateway_definition: Option<NameRef>,
     workload_instance: Option<NameRef>,
@@ -203,6 +208,8 @@ struct DomainNameValues {
     domain: Option<String>,
     zone: Option<String>,
     admin_email: Option<String>,
+    aws_account_name: Option<String>,
+    create_zone: Option<bool>,
     domain_name_definition: Option<NameRef>,
     workload_instance: Option<NameRef>,
     kubernetes_runtime_instance: Option<NameRef>,
@@ -302,8 +309,23 @@ const BUCKET_DEFINITION: &[&str] = &[
     "WorkloadServiceAccountName",
     "WorkloadBucketEnvVar",
 ];
-const GATEWAY_DEFINITION: &[&str] = &["Name", "HttpPorts", "TcpPorts", "ServiceName", "SubDomain"];
-const DOMAIN_DEFINITION: &[&str] = &["Name", "Domain", "Zone", "AdminEmail"];
+const GATEWAY_DEFINITION: &[&str] = &[
+    "Name",
+    "HttpPorts",
+    "TcpPorts",
+    "ServiceName",
+    "SubDomain",
+    "CertificateIssuer",
+    "GatewayClass",
+];
+const DOMAIN_DEFINITION: &[&str] = &[
+    "Name",
+    "Domain",
+    "Zone",
+    "AdminEmail",
+    "AwsAccountName",
+    "CreateZone",
+];
 const SECRET_DEFINITION: &[&str] = &["Name", "Data", "AwsAccountName"];
 const RUNTIME_DEFINITION: &[&str] = &[
     "Name",
@@ -323,6 +345,7 @@ const RUNTIME_INSTANCE: &[&str] = &[
     "CACertificate",
     "Token",
     "KubeconfigDocument",
+    "SupportServices",
 ];
 const EKS_DEFINITION: &[&str] = &[
     "Name",
@@ -1329,6 +1352,7 @@ impl Expander<'_> {
             ),
             ("default_runtime", some(&v.default_runtime)),
             ("connection", connection),
+            ("support_services", some(&v.support_services)),
         ]);
         Ok(part)
     }
@@ -1638,6 +1662,7 @@ impl Expander<'_> {
                         ("path", some(&p.path)),
                         ("tls_enabled", some(&p.tls_enabled)),
                         ("https_redirect", some(&p.https_redirect)),
+                        ("service_port", some(&p.service_port)),
                     ]))
                 })
                 .collect()
@@ -1649,6 +1674,7 @@ impl Expander<'_> {
                     Value::Object(spec(&[
                         ("port", Some(json!(p.port))),
                         ("tls_enabled", some(&p.tls_enabled)),
+                        ("service_port", some(&p.service_port)),
                     ]))
                 })
                 .collect()
@@ -1658,6 +1684,8 @@ impl Expander<'_> {
             ("tcp_ports", tcp),
             ("service_name", some(&v.service_name)),
             ("subdomain", some(&v.sub_domain)),
+            ("certificate_issuer", enum_value(&v.certificate_issuer)),
+            ("gateway_class", some(&v.gateway_class)),
         ]);
         part
     }
@@ -1700,7 +1728,17 @@ impl Expander<'_> {
             ("domain", some(&v.domain)),
             ("zone", enum_value(&v.zone)),
             ("admin_email", some(&v.admin_email)),
+            ("create_zone", some(&v.create_zone)),
         ]);
+        // No account named: the controller uses the default one.
+        if let Some(account) = &v.aws_account_name {
+            part.links.push(Self::named(
+                "aws_account",
+                "AwsAccount",
+                account,
+                format!("{}.AwsAccountName", self.field("DomainName")),
+            ));
+        }
         part
     }
 

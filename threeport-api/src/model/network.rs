@@ -137,12 +137,6 @@ impl ApiObject for GatewayDefinition {
                     "TLS needs a domain_name to issue the certificate for",
                 ));
             }
-            if port.https_redirect && !self.http_ports.iter().any(|p| p.tls_enabled) {
-                return Err(ValidationError::new(
-                    format!("http_ports[{i}].https_redirect"),
-                    "redirects to HTTPS, but no port has tls_enabled",
-                ));
-            }
             if port.service_port == Some(0) {
                 return Err(ValidationError::new(
                     format!("http_ports[{i}].service_port"),
@@ -354,5 +348,111 @@ impl ApiObject for DomainNameInstance {
             reference::<DomainNameDefinition>("definition", self.definition),
             reference::<WorkloadInstance>("workload_instance", self.workload_instance),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(http: serde_json::Value, tcp: serde_json::Value, domain: bool) -> GatewayDefinition {
+        let mut spec = serde_json::json!({"http_ports": http, "tcp_ports": tcp,
+                                          "service_name": "web"});
+        if domain {
+            spec["domain_name"] = serde_json::json!(ObjectId::new());
+        }
+        serde_json::from_value(spec).unwrap()
+    }
+
+    fn field_of(spec: &GatewayDefinition) -> Option<String> {
+        spec.validate().err().map(|e| e.field.clone())
+    }
+
+    #[test]
+    fn gateway_ports_are_checked_field_by_field() {
+        let ok = gateway(
+            serde_json::json!([{"port": 80, "https_redirect": true},
+                               {"port": 443, "tls_enabled": true, "service_port": 8080}]),
+            serde_json::json!([{"port": 5432}]),
+            true,
+        );
+        assert_eq!(field_of(&ok), None);
+        assert_eq!(ok.certificate_issuer, CertificateIssuer::LetsencryptStaging);
+        let cases = [
+            // TLS needs a domain to issue the certificate for.
+            (
+                gateway(
+                    serde_json::json!([{"port": 443, "tls_enabled": true}]),
+                    serde_json::json!([]),
+                    false,
+                ),
+                "http_ports[0].tls_enabled",
+            ),
+            (
+                gateway(
+                    serde_json::json!([]),
+                    serde_json::json!([{"port": 6443, "tls_enabled": true}]),
+                    false,
+                ),
+                "tcp_ports[0].tls_enabled",
+            ),
+            (
+                gateway(
+                    serde_json::json!([{"port": 80}, {"port": 80}]),
+                    serde_json::json!([]),
+                    false,
+                ),
+                "http_ports[1].port",
+            ),
+            (
+                gateway(
+                    serde_json::json!([{"port": 80}]),
+                    serde_json::json!([{"port": 80}]),
+                    false,
+                ),
+                "tcp_ports[0].port",
+            ),
+            (
+                gateway(
+                    serde_json::json!([{"port": 80, "service_port": 0}]),
+                    serde_json::json!([]),
+                    false,
+                ),
+                "http_ports[0].service_port",
+            ),
+        ];
+        for (spec, field) in cases {
+            assert_eq!(field_of(&spec).as_deref(), Some(field), "{spec:?}");
+        }
+        let mut classed = ok.clone();
+        classed.gateway_class = Some("Not A Class".into());
+        assert_eq!(field_of(&classed).as_deref(), Some("gateway_class"));
+    }
+
+    #[test]
+    fn issuers_name_their_acme_servers() {
+        assert_eq!(
+            CertificateIssuer::LetsencryptProduction.short_name(),
+            "production"
+        );
+        assert!(
+            CertificateIssuer::LetsencryptStaging
+                .server()
+                .contains("staging")
+        );
+        let parsed: CertificateIssuer = serde_json::from_str("\"letsencrypt_production\"").unwrap();
+        assert_eq!(parsed, CertificateIssuer::LetsencryptProduction);
+    }
+
+    #[test]
+    fn only_public_zones_are_created() {
+        let domain = DomainNameDefinition {
+            domain: "example.com".into(),
+            zone: Zone::Private,
+            admin_email: "ops@example.com".into(),
+            aws_account: None,
+            create_zone: true,
+        };
+        assert_eq!(domain.validate().unwrap_err().field, "create_zone");
     }
 }

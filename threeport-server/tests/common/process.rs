@@ -37,11 +37,13 @@ pub async fn serve(data_dir: &Path, extra: &[&str]) -> Server {
 }
 
 /// Starts the binary with `args` (its stdout piped, AWS calls kept on this machine, where
-/// nothing listens) and reads its banner until `last` says the rest is not needed; `each`
+/// nothing listens, and no `helm` but the one a test names, so no support service's chart is
+/// fetched from outside) and reads its banner until `last` says the rest is not needed; `each`
 /// sees every line.
 async fn launch(args: &[&str], last: impl Fn(&str) -> bool, mut each: impl FnMut(&str)) -> Child {
     let mut child = Command::new(BINARY)
         .env("THREEPORT_AWS_ENDPOINT", "http://127.0.0.1:9")
+        .env("THREEPORT_HELM_BIN", "/nonexistent/helm")
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
