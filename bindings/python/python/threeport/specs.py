@@ -71,6 +71,10 @@ class AwsRelationalDatabaseInstance(TypedDict, total=False):
     workload_instance: str
 
 
+CertificateIssuer = Literal["letsencrypt_staging", "letsencrypt_production"]
+"""The ACME server certificates for TLS ports come from (by cert-manager, DNS01 on the domain's Route 53 zone)."""
+
+
 class ConnectionData(TypedDict, total=False):
     """How to reach a cluster's API server."""
     api_endpoint: str
@@ -101,6 +105,8 @@ DatabaseEngine = Literal["mysql", "postgres", "mariadb"]
 class DomainNameDefinition(TypedDict, total=False):
     """A DNS domain whose records threeport manages."""
     admin_email: str
+    aws_account: Optional[str]
+    create_zone: bool
     domain: str
     zone: "Zone"
 
@@ -123,7 +129,9 @@ class Event(TypedDict, total=False):
 
 class GatewayDefinition(TypedDict, total=False):
     """Ingress to a workload's service."""
+    certificate_issuer: "CertificateIssuer"
     domain_name: Optional[str]
+    gateway_class: Optional[str]
     http_ports: List["GatewayHttpPort"]
     service_name: str
     subdomain: Optional[str]
@@ -135,6 +143,7 @@ class GatewayHttpPort(TypedDict, total=False):
     https_redirect: bool
     path: str
     port: int
+    service_port: Optional[int]
     tls_enabled: bool
 
 
@@ -147,6 +156,7 @@ class GatewayInstance(TypedDict, total=False):
 class GatewayTcpPort(TypedDict, total=False):
     """A TCP port of a gateway."""
     port: int
+    service_port: Optional[int]
     tls_enabled: bool
 
 
@@ -189,6 +199,7 @@ class KubernetesRuntimeInstance(TypedDict, total=False):
     default_runtime: bool
     definition: str
     location: str
+    support_services: List["SupportService"]
 
 
 MachineSize = Literal["x_small", "small", "medium", "large", "x_large"]
@@ -243,6 +254,10 @@ class SecretInstance(TypedDict, total=False):
     workload_instance: Optional[str]
 
 
+SupportService = Literal["envoy-gateway", "cert-manager", "external-dns", "external-secrets", "cluster-autoscaler"]
+"""A support service threeport installs on a runtime (as a Helm workload instance the runtime owns) when a workload first needs it, or up front when the runtime lists it."""
+
+
 class TerraformDefinition(TypedDict, total=False):
     """A Terraform configuration."""
     aws_account: str
@@ -291,6 +306,7 @@ __all__ = [
     "AwsObjectStorageBucketInstance",
     "AwsRelationalDatabaseDefinition",
     "AwsRelationalDatabaseInstance",
+    "CertificateIssuer",
     "ConnectionData",
     "ControlPlaneDefinition",
     "ControlPlaneInstance",
@@ -316,6 +332,7 @@ __all__ = [
     "RuntimeAgent",
     "SecretDefinition",
     "SecretInstance",
+    "SupportService",
     "TerraformDefinition",
     "TerraformInstance",
     "WorkloadDefinition",
