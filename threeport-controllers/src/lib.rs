@@ -42,8 +42,11 @@ use prometheus_client::registry::Registry;
 #[cfg_attr(not(feature = "kubernetes"), allow(unused_imports))]
 use threeport_api::model::{
     AwsEksKubernetesRuntimeInstance, AwsObjectStorageBucketInstance, AwsRelationalDatabaseInstance,
-    DomainNameDefinition, GatewayDefinition, HelmWorkloadDefinition, KubernetesRuntimeInstance,
-    SecretDefinition, SecretInstance, WorkloadDefinition, WorkloadInstance,
+    HelmWorkloadDefinition, KubernetesRuntimeInstance, SecretInstance, WorkloadDefinition,
+};
+#[cfg(feature = "aws")]
+use threeport_api::model::{
+    DomainNameDefinition, GatewayDefinition, SecretDefinition, WorkloadInstance,
 };
 #[cfg_attr(not(feature = "kubernetes"), allow(unused_imports))]
 use threeport_core::ApiObject;

@@ -789,6 +789,50 @@ async fn a_workload_with_a_gateway_and_a_domain_gets_support_services_routes_and
         json!("arn:aws:secretsmanager:*:123456789012:secret:threeport/*")
     );
 
+    // A change follows: the TCP port dropped (its listener and route go), a path changed.
+    let definitions = Api::<GatewayDefinition>::new(store.clone());
+    let mut changed = definitions.get(gateway_definition.id()).await.unwrap();
+    changed.spec.tcp_ports.clear();
+    changed.spec.http_ports[1].path = "/shop".into();
+    definitions.update(&changed).await.unwrap();
+    let tcp_route = resource(
+        "gateway.networking.k8s.io/v1alpha2",
+        "TCPRoute",
+        ns,
+        "shop-tcp-9000",
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while cluster.get(&tcp_route).await.unwrap().is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the TCP route stays"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let https_route = live(
+        &cluster,
+        &resource(
+            "gateway.networking.k8s.io/v1",
+            "HTTPRoute",
+            ns,
+            "shop-https-443",
+        ),
+    )
+    .await;
+    assert_eq!(
+        https_route["spec"]["rules"][0]["matches"][0]["path"]["value"],
+        "/shop"
+    );
+    let live_gateway = live(
+        &cluster,
+        &resource("gateway.networking.k8s.io/v1", "Gateway", ns, "shop"),
+    )
+    .await;
+    assert_eq!(
+        live_gateway["spec"]["listeners"].as_array().unwrap().len(),
+        2
+    );
+
     // A zone that does not exist and may not be created: terminal, naming it.
     let missing = Api::<DomainNameDefinition>::new(store.clone())
         .create(
