@@ -51,7 +51,8 @@ use threeport_api::model::{
 #[cfg_attr(not(feature = "kubernetes"), allow(unused_imports))]
 use threeport_core::ApiObject;
 use threeport_core::{
-    Backends, Controller, ControllerConfig, ControllerMetrics, Reconciler, Result, Via,
+    Backends, Controller, ControllerConfig, ControllerMetricFamilies, ControllerMetrics,
+    Reconciler, Result, Via,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -339,7 +340,8 @@ pub fn available() -> impl Iterator<Item = &'static str> {
     CONTROLLERS.iter().map(|(name, _, _)| *name)
 }
 
-/// Starts controller `name` on `backends` until `shutdown`, its metrics in `metrics`, tuned
+/// Starts controller `name` on `backends` until `shutdown`, its metrics in `families` (one set
+/// registered in `metrics` for every controller of the process) and its own in `metrics`, tuned
 /// as `tuning` says (its name is set here); controllers that reach clusters or AWS do so
 /// through `providers`.
 ///
@@ -349,6 +351,7 @@ pub fn spawn(
     backends: Backends,
     providers: &Providers,
     metrics: &Arc<Mutex<Registry>>,
+    families: &ControllerMetricFamilies,
     tuning: &ControllerConfig,
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<Result<()>>> {
@@ -356,7 +359,7 @@ pub fn spawn(
         return Err(unknown(name));
     };
     let group = format!("{name}-controller");
-    let registered = ControllerMetrics::register(&mut metrics.lock().unwrap(), &group);
+    let registered = families.controller(&group);
     let config = ControllerConfig {
         name: group,
         ..tuning.clone()

@@ -84,11 +84,11 @@ pub use object::{
     NewObject, Object, ObjectId, ObjectMeta, ObjectRef, RawObject, Reference, Status, Timestamp,
     ValidationError,
 };
-pub use outbox::{Outbox, OutboxEntry, OutboxRelay, RelayConfig};
+pub use outbox::{Outbox, OutboxEntry, OutboxRelay, RelayConfig, RelayMetrics};
 pub use relation::{Propagation, Relation, Via};
 pub use runtime::{
-    Action, Backends, Backoff, Context, Controller, ControllerConfig, ControllerMetrics, MapFn,
-    ReconcileError, ReconcileResult, Reconciler,
+    Action, Backends, Backoff, Context, Controller, ControllerConfig, ControllerMetricFamilies,
+    ControllerMetrics, MapFn, ReconcileError, ReconcileResult, Reconciler,
 };
 pub use store::{
     Api, IdempotencyKey, ListPage, ListQuery, MemoryStore, Once, SpecUpdate, StatusWrite, Store,

@@ -14,6 +14,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
 use crate::bus::{Bus, Notification};
 use crate::error::Result;
 
@@ -111,6 +116,75 @@ pub struct OutboxRelay {
     outbox: Arc<dyn Outbox>,
     bus: Arc<dyn Bus>,
     config: RelayConfig,
+    metrics: RelayMetrics,
+}
+
+/// Prometheus metrics of an outbox relay: how far behind the store the bus is.
+#[derive(Debug, Clone)]
+pub struct RelayMetrics {
+    /// Notifications published.
+    pub relayed: Counter,
+    /// Rounds that failed (store or bus unavailable).
+    pub errors: Counter,
+    /// Seconds since the relay last found the outbox drained: about 0 while it keeps up, the
+    /// age of the oldest waiting notification at most when it falls behind.
+    pub lag_seconds: Gauge<f64, AtomicU64>,
+    /// When the outbox was last drained.
+    drained_at: Arc<std::sync::Mutex<std::time::Instant>>,
+}
+
+impl Default for RelayMetrics {
+    fn default() -> Self {
+        RelayMetrics {
+            relayed: Counter::default(),
+            errors: Counter::default(),
+            lag_seconds: Gauge::default(),
+            drained_at: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+        }
+    }
+}
+
+impl RelayMetrics {
+    /// Metrics registered in `registry` (`threeport_outbox_relayed_total`,
+    /// `threeport_outbox_relay_errors_total`, `threeport_outbox_lag_seconds`).
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        let outbox = registry.sub_registry_with_prefix("threeport_outbox");
+        outbox.register(
+            "relayed",
+            "Notifications published from the outbox to the bus",
+            metrics.relayed.clone(),
+        );
+        outbox.register(
+            "relay_errors",
+            "Relay rounds that failed (store or bus unavailable)",
+            metrics.errors.clone(),
+        );
+        outbox.register(
+            "lag_seconds",
+            "Seconds since the outbox was last drained (0 while the relay keeps up)",
+            metrics.lag_seconds.clone(),
+        );
+        metrics
+    }
+
+    /// Records a round that published `relayed` of at most `batch`, or failed.
+    fn round(&self, outcome: std::result::Result<usize, ()>, batch: usize) {
+        let mut drained_at = self.drained_at.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(relayed) => {
+                self.relayed.inc_by(relayed as u64);
+                // A round short of a full batch emptied the outbox.
+                if relayed < batch {
+                    *drained_at = std::time::Instant::now();
+                }
+            }
+            Err(()) => {
+                self.errors.inc();
+            }
+        }
+        self.lag_seconds.set(drained_at.elapsed().as_secs_f64());
+    }
 }
 
 impl OutboxRelay {
@@ -120,13 +194,25 @@ impl OutboxRelay {
             outbox,
             bus,
             config,
+            metrics: RelayMetrics::default(),
         }
+    }
+
+    /// Reports to `metrics` (from [`RelayMetrics::register`]).
+    pub fn with_metrics(mut self, metrics: RelayMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Relays until `shutdown` is cancelled. Failures are logged and retried, never fatal.
     pub async fn run(self, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            let delay = match self.relay_once().await {
+            let round = self.relay_once().await;
+            self.metrics.round(
+                round.as_ref().map(|n| *n).map_err(|_| ()),
+                self.config.batch,
+            );
+            let delay = match round {
                 Ok(0) => {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,

@@ -403,7 +403,6 @@ async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();
-    let relay = spawn_relay(&plane, &shutdown);
     let state = ApiState {
         store: plane.store.clone(),
         bus: plane.bus.clone(),
@@ -415,6 +414,7 @@ async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
         probes: plane.probes.clone(),
         metrics: Arc::new(Mutex::new(prometheus_client::registry::Registry::default())),
     };
+    let relay = spawn_relay(&plane, &ops, &shutdown);
     let providers = args.plane.providers(sealer.clone());
     let tuning = args.plane.tuning();
     let running = spawn_controllers(controllers, &plane, &providers, &ops, &tuning, &shutdown)?;
@@ -477,7 +477,7 @@ async fn controller(
     let shutdown = CancellationToken::new();
     // Controllers write too (objects they own, follow-up notifications): relaying those here,
     // woken by the write, saves waiting for an API process's next outbox poll.
-    let relay = spawn_relay(&plane, &shutdown);
+    let relay = spawn_relay(&plane, &ops, &shutdown);
     let providers = plane_args.providers(Arc::new(plane_args.sealer()?));
     let running = spawn_controllers(
         names,
@@ -571,13 +571,19 @@ async fn agent(args: AgentArgs) -> Result<(), String> {
 
 /// Runs an outbox relay from `plane`'s store to its bus until `shutdown`. Every process that
 /// writes runs one; their claims keep them from publishing the same entry at once.
-fn spawn_relay(plane: &plane::Plane, shutdown: &CancellationToken) -> tokio::task::JoinHandle<()> {
+fn spawn_relay(
+    plane: &plane::Plane,
+    ops: &Ops,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let metrics = threeport_core::RelayMetrics::register(&mut ops.metrics.lock().unwrap());
     tokio::spawn(
         OutboxRelay::new(
             plane.outbox.clone(),
             plane.bus.clone(),
             RelayConfig::default(),
         )
+        .with_metrics(metrics)
         .run(shutdown.clone()),
     )
 }
@@ -591,6 +597,9 @@ fn spawn_controllers(
     tuning: &ControllerConfig,
     shutdown: &CancellationToken,
 ) -> Result<Vec<tokio::task::JoinHandle<threeport_core::Result<()>>>, String> {
+    // One set of metric families for every controller of the process.
+    let families =
+        threeport_core::ControllerMetricFamilies::register(&mut ops.metrics.lock().unwrap());
     names
         .iter()
         .map(|name| {
@@ -604,6 +613,7 @@ fn spawn_controllers(
                 backends,
                 providers,
                 &ops.metrics,
+                &families,
                 tuning,
                 shutdown.clone(),
             )

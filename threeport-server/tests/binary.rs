@@ -131,6 +131,24 @@ async fn embedded_control_plane_end_to_end() {
     ] {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }
+    // One family per metric name, however many controllers (Prometheus refuses repeats), and
+    // the outbox relay and the bus's redeliveries among them.
+    let mut families: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let count = families.len();
+    families.sort_unstable();
+    families.dedup();
+    assert_eq!(families.len(), count, "a metric family repeated: {metrics}");
+    for family in [
+        "threeport_outbox_relayed",
+        "threeport_outbox_lag_seconds",
+        "workqueue_redeliveries",
+    ] {
+        assert!(families.contains(&family), "{family} in {metrics}");
+    }
 
     let status = server.terminate().await;
     assert!(status.success(), "SIGTERM is a clean stop: {status}");

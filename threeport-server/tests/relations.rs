@@ -176,6 +176,8 @@ impl Plane {
                 ..backends
             };
             let metrics = Arc::new(Mutex::new(Registry::default()));
+            let families =
+                threeport_core::ControllerMetricFamilies::register(&mut metrics.lock().unwrap());
             let tuning = ControllerConfig {
                 concurrency: 4,
                 ..ControllerConfig::default()
@@ -186,6 +188,7 @@ impl Plane {
                     watched.clone(),
                     &providers,
                     &metrics,
+                    &families,
                     &tuning,
                     shutdown.clone(),
                 )

@@ -694,6 +694,9 @@ impl<R: Reconciler> Worker<R> {
                 }
             };
             self.metrics.queue_depth.inc();
+            if delivery.attempt > 1 {
+                self.metrics.redeliveries.inc();
+            }
             let latency = SystemTime::now()
                 .duration_since(delivery.due_at)
                 .unwrap_or_default();

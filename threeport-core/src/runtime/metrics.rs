@@ -25,13 +25,174 @@ pub enum ReconcileResult {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ControllerLabels {
+    controller: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResultLabels {
+    controller: String,
     result: ReconcileResult,
+}
+
+type HistogramFamily = Family<ControllerLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+}
+
+/// The metric families of every controller in a registry, each labelled `controller=<name>`:
+/// registered once, so an exposition has one family per metric name however many
+/// controllers a process runs (Prometheus refuses a family repeated in one scrape).
+#[derive(Debug, Clone)]
+pub struct ControllerMetricFamilies {
+    reconcile_total: Family<ResultLabels, Counter>,
+    reconcile_errors: Family<ControllerLabels, Counter>,
+    reconcile_panics: Family<ControllerLabels, Counter>,
+    reconcile_timeouts: Family<ControllerLabels, Counter>,
+    reconcile_time: HistogramFamily,
+    active_workers: Family<ControllerLabels, Gauge>,
+    queue_depth: Family<ControllerLabels, Gauge>,
+    queue_latency: HistogramFamily,
+    retries: Family<ControllerLabels, Counter>,
+    redeliveries: Family<ControllerLabels, Counter>,
+    coalesced: Family<ControllerLabels, Counter>,
+    leases_lost: Family<ControllerLabels, Counter>,
+    resynced: Family<ControllerLabels, Counter>,
+    overrunning: Family<ControllerLabels, Gauge>,
+}
+
+impl Default for ControllerMetricFamilies {
+    fn default() -> Self {
+        ControllerMetricFamilies {
+            reconcile_total: Family::default(),
+            reconcile_errors: Family::default(),
+            reconcile_panics: Family::default(),
+            reconcile_timeouts: Family::default(),
+            reconcile_time: Family::new_with_constructor(latency_histogram),
+            active_workers: Family::default(),
+            queue_depth: Family::default(),
+            queue_latency: Family::new_with_constructor(latency_histogram),
+            retries: Family::default(),
+            redeliveries: Family::default(),
+            coalesced: Family::default(),
+            leases_lost: Family::default(),
+            resynced: Family::default(),
+            overrunning: Family::default(),
+        }
+    }
+}
+
+impl ControllerMetricFamilies {
+    /// The families, registered in `registry` (once per registry).
+    pub fn register(registry: &mut Registry) -> Self {
+        let f = Self::default();
+        let counters: [(&str, &str, &Family<ControllerLabels, Counter>); 8] = [
+            (
+                "controller_runtime_reconcile_errors",
+                "Failed reconciles",
+                &f.reconcile_errors,
+            ),
+            (
+                "controller_runtime_reconcile_panics",
+                "Reconciles that panicked",
+                &f.reconcile_panics,
+            ),
+            (
+                "controller_runtime_reconcile_timeouts",
+                "Reconciles cut off by the timeout",
+                &f.reconcile_timeouts,
+            ),
+            ("workqueue_retries", "Retries after errors", &f.retries),
+            (
+                "workqueue_redeliveries",
+                "Notifications the bus delivered again (not acknowledged in time, or a replica gone)",
+                &f.redeliveries,
+            ),
+            (
+                "workqueue_coalesced",
+                "Notifications folded into a running reconcile",
+                &f.coalesced,
+            ),
+            (
+                "controller_runtime_leases_lost",
+                "Reconciles abandoned after losing the lease",
+                &f.leases_lost,
+            ),
+            (
+                "controller_runtime_resync_notifications",
+                "Objects a resync found waiting for a reconcile",
+                &f.resynced,
+            ),
+        ];
+        registry.register(
+            "controller_runtime_reconcile",
+            "Reconciles by result",
+            f.reconcile_total.clone(),
+        );
+        for (name, help, family) in counters {
+            registry.register(name, help, family.clone());
+        }
+        registry.register(
+            "controller_runtime_reconcile_time_seconds",
+            "Reconcile duration",
+            f.reconcile_time.clone(),
+        );
+        registry.register(
+            "controller_runtime_active_workers",
+            "Workers running a reconcile",
+            f.active_workers.clone(),
+        );
+        registry.register(
+            "workqueue_depth",
+            "Deliveries received and not yet settled",
+            f.queue_depth.clone(),
+        );
+        registry.register(
+            "workqueue_queue_duration_seconds",
+            "Time from due to reconcile start",
+            f.queue_latency.clone(),
+        );
+        registry.register(
+            "controller_runtime_overrunning_reconciles",
+            "Reconciles whose spawned work has not stopped yet (objects stay locked)",
+            f.overrunning.clone(),
+        );
+        f
+    }
+
+    /// The metrics of controller `name` (its series in these families).
+    pub fn controller(&self, name: &str) -> ControllerMetrics {
+        let labels = ControllerLabels {
+            controller: name.to_owned(),
+        };
+        let counter = |f: &Family<ControllerLabels, Counter>| f.get_or_create(&labels).clone();
+        let gauge = |f: &Family<ControllerLabels, Gauge>| f.get_or_create(&labels).clone();
+        let histogram = |f: &HistogramFamily| f.get_or_create(&labels).clone();
+        ControllerMetrics {
+            controller: name.to_owned(),
+            reconcile_total: self.reconcile_total.clone(),
+            reconcile_errors: counter(&self.reconcile_errors),
+            reconcile_panics: counter(&self.reconcile_panics),
+            reconcile_timeouts: counter(&self.reconcile_timeouts),
+            reconcile_time: histogram(&self.reconcile_time),
+            active_workers: gauge(&self.active_workers),
+            queue_depth: gauge(&self.queue_depth),
+            queue_latency: histogram(&self.queue_latency),
+            retries: counter(&self.retries),
+            redeliveries: counter(&self.redeliveries),
+            coalesced: counter(&self.coalesced),
+            leases_lost: counter(&self.leases_lost),
+            resynced: counter(&self.resynced),
+            overrunning: gauge(&self.overrunning),
+        }
+    }
 }
 
 /// The metrics of one controller. Cheap to clone: clones share the same counters.
 #[derive(Debug, Clone)]
 pub struct ControllerMetrics {
+    controller: String,
     reconcile_total: Family<ResultLabels, Counter>,
     /// Failed reconciles (errors, terminal errors, panics, timeouts).
     pub reconcile_errors: Counter,
@@ -49,6 +210,8 @@ pub struct ControllerMetrics {
     pub queue_latency: Histogram,
     /// Retries scheduled after errors.
     pub retries: Counter,
+    /// Notifications delivered again by the bus (after an ack timeout or a lost replica).
+    pub redeliveries: Counter,
     /// Notifications folded into an already running reconcile of the same object.
     pub coalesced: Counter,
     /// Reconciles abandoned because the object's lease was lost.
@@ -61,102 +224,25 @@ pub struct ControllerMetrics {
 }
 
 impl ControllerMetrics {
-    /// Metrics registered in `registry`, labelled `controller=<name>`.
+    /// Metrics registered in `registry`, labelled `controller=<name>`: for a registry with
+    /// this one controller. Several controllers in one registry share one
+    /// [`ControllerMetricFamilies`] instead.
     pub fn register(registry: &mut Registry, controller: &str) -> Self {
-        let metrics = Self::unregistered();
-        let sub =
-            registry.sub_registry_with_label(("controller".into(), controller.to_owned().into()));
-        sub.register(
-            "controller_runtime_reconcile",
-            "Reconciles by result",
-            metrics.reconcile_total.clone(),
-        );
-        sub.register(
-            "controller_runtime_reconcile_errors",
-            "Failed reconciles",
-            metrics.reconcile_errors.clone(),
-        );
-        sub.register(
-            "controller_runtime_reconcile_panics",
-            "Reconciles that panicked",
-            metrics.reconcile_panics.clone(),
-        );
-        sub.register(
-            "controller_runtime_reconcile_timeouts",
-            "Reconciles cut off by the timeout",
-            metrics.reconcile_timeouts.clone(),
-        );
-        sub.register(
-            "controller_runtime_reconcile_time_seconds",
-            "Reconcile duration",
-            metrics.reconcile_time.clone(),
-        );
-        sub.register(
-            "controller_runtime_active_workers",
-            "Workers running a reconcile",
-            metrics.active_workers.clone(),
-        );
-        sub.register(
-            "workqueue_depth",
-            "Deliveries received and not yet settled",
-            metrics.queue_depth.clone(),
-        );
-        sub.register(
-            "workqueue_queue_duration_seconds",
-            "Time from due to reconcile start",
-            metrics.queue_latency.clone(),
-        );
-        sub.register(
-            "workqueue_retries",
-            "Retries after errors",
-            metrics.retries.clone(),
-        );
-        sub.register(
-            "workqueue_coalesced",
-            "Notifications folded into a running reconcile",
-            metrics.coalesced.clone(),
-        );
-        sub.register(
-            "controller_runtime_leases_lost",
-            "Reconciles abandoned after losing the lease",
-            metrics.leases_lost.clone(),
-        );
-        sub.register(
-            "controller_runtime_resync_notifications",
-            "Objects a resync found waiting for a reconcile",
-            metrics.resynced.clone(),
-        );
-        sub.register(
-            "controller_runtime_overrunning_reconciles",
-            "Reconciles whose spawned work has not stopped yet (objects stay locked)",
-            metrics.overrunning.clone(),
-        );
-        metrics
+        ControllerMetricFamilies::register(registry).controller(controller)
     }
 
     /// Metrics that count but are not exported (the default of a controller).
     pub fn unregistered() -> Self {
-        ControllerMetrics {
-            reconcile_total: Family::default(),
-            reconcile_errors: Counter::default(),
-            reconcile_panics: Counter::default(),
-            reconcile_timeouts: Counter::default(),
-            reconcile_time: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
-            active_workers: Gauge::default(),
-            queue_depth: Gauge::default(),
-            queue_latency: Histogram::new(exponential_buckets(0.0001, 4.0, 10)),
-            retries: Counter::default(),
-            coalesced: Counter::default(),
-            leases_lost: Counter::default(),
-            resynced: Counter::default(),
-            overrunning: Gauge::default(),
-        }
+        ControllerMetricFamilies::default().controller("")
     }
 
     /// The reconcile counter of one result.
     pub fn reconciles(&self, result: ReconcileResult) -> Counter {
         self.reconcile_total
-            .get_or_create(&ResultLabels { result })
+            .get_or_create(&ResultLabels {
+                controller: self.controller.clone(),
+                result,
+            })
             .clone()
     }
 }

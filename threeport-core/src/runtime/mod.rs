@@ -9,6 +9,6 @@ mod reconciler;
 
 pub use backoff::Backoff;
 pub use controller::{Backends, Controller, ControllerConfig, MapFn};
-pub use metrics::{ControllerMetrics, ReconcileResult};
+pub use metrics::{ControllerMetricFamilies, ControllerMetrics, ReconcileResult};
 pub use observed::{ObservedWrite, lease_key, write_observed_change, write_observed_status};
 pub use reconciler::{Action, Context, ReconcileError, Reconciler};
