@@ -9,8 +9,9 @@ use threeport_api::model::{
     AppliedResource, KubernetesRuntimeInstance, WORKLOAD_INSTANCE_LABEL, runtime_connection,
 };
 use threeport_core::object::ConditionStatus;
+use threeport_core::object::NewObject;
 use threeport_core::store::ListQuery;
-use threeport_core::{Context, Object, ObjectId, ReconcileError, Status};
+use threeport_core::{ApiObject, Context, Object, ObjectId, ObjectRef, ReconcileError, Status};
 use threeport_k8s::{Cluster, ResourceRef, delete_all};
 
 use crate::clusters::ClusterProvider;
@@ -235,6 +236,49 @@ pub(crate) async fn runtime_cluster<S>(
             );
             Ok(None)
         }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The object `name` of kind `T` with `spec`, owned by `owner`: created if `before` (as read
+/// before `spec` was computed) is `None`, else updated from `before` if its spec differs. A
+/// write that finds the object changed since fails as a conflict, and the reconcile is
+/// retried, computing again.
+pub(crate) async fn upsert<T: ApiObject + PartialEq>(
+    ctx: &Context,
+    name: &str,
+    spec: T,
+    owner: ObjectRef,
+    before: Option<Object<T>>,
+) -> Result<Object<T>, ReconcileError> {
+    let api = ctx.api::<T>();
+    let Some(mut existing) = before else {
+        let mut new = NewObject::typed(name, &spec)?;
+        new.owners.push(owner.clone());
+        return Ok(api.create_new(new).await?);
+    };
+    if !existing.meta.owners.iter().any(|o| o.id == owner.id) {
+        return Err(ReconcileError::terminal(format!(
+            "{} {name} exists and is not threeport's support service of this runtime: \
+             rename it",
+            T::KIND
+        )));
+    }
+    if existing.spec == spec {
+        return Ok(existing);
+    }
+    existing.spec = spec;
+    Ok(api.update(&existing).await?)
+}
+
+/// The object of kind `T` named `name`, if there is one.
+pub(crate) async fn get_by_name<T: ApiObject>(
+    ctx: &Context,
+    name: &str,
+) -> Result<Option<Object<T>>, ReconcileError> {
+    match ctx.api::<T>().get_by_name(name).await {
+        Ok(found) => Ok(Some(found)),
+        Err(err) if err.kind() == threeport_core::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err.into()),
     }
 }

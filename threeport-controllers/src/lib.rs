@@ -25,6 +25,8 @@ pub mod health;
 pub mod helm;
 #[cfg(feature = "aws")]
 mod network;
+#[cfg(feature = "kubernetes")]
+pub mod observability;
 mod passive;
 #[cfg(feature = "kubernetes")]
 mod runtime;
@@ -42,7 +44,8 @@ use prometheus_client::registry::Registry;
 #[cfg_attr(not(feature = "kubernetes"), allow(unused_imports))]
 use threeport_api::model::{
     AwsEksKubernetesRuntimeInstance, AwsObjectStorageBucketInstance, AwsRelationalDatabaseInstance,
-    HelmWorkloadDefinition, KubernetesRuntimeInstance, SecretInstance, WorkloadDefinition,
+    HelmWorkloadDefinition, HelmWorkloadInstance, KubernetesRuntimeInstance,
+    ObservabilityStackDefinition, SecretInstance, WorkloadDefinition,
 };
 #[cfg(feature = "aws")]
 use threeport_api::model::{
@@ -209,6 +212,23 @@ const CONTROLLERS: &[(&str, Follows, Start)] = &[
                 p.sealer.clone(),
             );
             run(reconciler, b, c, s)
+        },
+    ),
+    #[cfg(feature = "kubernetes")]
+    (
+        "observability-stack-instance",
+        &[
+            // Its definition changing, and the releases it owns making progress.
+            (ObservabilityStackDefinition::KIND, Via::Referencing),
+            (HelmWorkloadInstance::KIND, Via::Owning),
+        ],
+        |_, b, c, s| {
+            run(
+                observability::ObservabilityStackReconciler::default(),
+                b,
+                c,
+                s,
+            )
         },
     ),
     #[cfg(feature = "kubernetes")]

@@ -4,10 +4,13 @@
 //! their owner, or a user's DELETE), removes them, so that whatever owns them can go next.
 
 use async_trait::async_trait;
+#[cfg(not(feature = "kubernetes"))]
+use threeport_api::model::ObservabilityStackInstance;
 use threeport_api::model::{
     AwsAccount, AwsEksKubernetesRuntimeDefinition, AwsObjectStorageBucketDefinition,
     AwsRelationalDatabaseDefinition, DomainNameDefinition, GatewayDefinition,
-    HelmWorkloadDefinition, KubernetesRuntimeDefinition, WorkloadResourceDefinition,
+    HelmWorkloadDefinition, KubernetesRuntimeDefinition, ObservabilityStackDefinition,
+    WorkloadResourceDefinition,
 };
 #[cfg(not(feature = "aws"))]
 use threeport_api::model::{DomainNameInstance, GatewayInstance};
@@ -24,6 +27,10 @@ pub const PASSIVE_KINDS: &[&str] = &[
     AwsObjectStorageBucketDefinition::KIND,
     DomainNameDefinition::KIND,
     GatewayDefinition::KIND,
+    ObservabilityStackDefinition::KIND,
+    // Without the Kubernetes controllers nothing reconciles it; passively, it can still go.
+    #[cfg(not(feature = "kubernetes"))]
+    ObservabilityStackInstance::KIND,
     // Without the AWS controllers nothing reconciles these; passively, they can still go.
     #[cfg(not(feature = "aws"))]
     DomainNameInstance::KIND,

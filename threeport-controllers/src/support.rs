@@ -21,7 +21,6 @@ use threeport_api::model::{
     SupportService, WorkloadInstance,
 };
 use threeport_aws::{HostedZone, RoleRequest, Trust, partition};
-use threeport_core::object::NewObject;
 use threeport_core::store::ListQuery;
 use threeport_core::{
     ApiObject, Context, Error, ErrorKind, Object, ObjectId, ObjectRef, ReconcileError,
@@ -29,7 +28,7 @@ use threeport_core::{
 
 use crate::attached::secret_store_name;
 use crate::aws::{AwsProvider, AwsServices};
-use crate::deploy::dns_name;
+use crate::deploy::{dns_name, get_by_name, upsert};
 
 /// Where a support service's chart comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,11 +245,7 @@ impl Support {
         let name = object_name(service, &runtime.meta.name);
         // Read before computing: an update based on this version fails if another controller
         // wrote in between (from a store that may have changed), and is then retried.
-        let before = match ctx.api::<HelmWorkloadDefinition>().get_by_name(&name).await {
-            Ok(existing) => Some(existing),
-            Err(err) if err.kind() == ErrorKind::NotFound => None,
-            Err(err) => return Err(err.into()),
-        };
+        let before = get_by_name::<HelmWorkloadDefinition>(ctx, &name).await?;
         let eks = self.eks(ctx, runtime).await?;
         let (values, additional) = self.desired(ctx, runtime, service, eks.as_ref()).await?;
         let chart = self.charts.get(service);
@@ -272,11 +267,7 @@ impl Support {
         };
         let owner = ObjectRef::new(KubernetesRuntimeInstance::KIND, runtime.id());
         let definition = upsert(ctx, &name, spec, owner.clone(), before).await?;
-        let before = match ctx.api::<HelmWorkloadInstance>().get_by_name(&name).await {
-            Ok(existing) => Some(existing),
-            Err(err) if err.kind() == ErrorKind::NotFound => None,
-            Err(err) => return Err(err.into()),
-        };
+        let before = get_by_name::<HelmWorkloadInstance>(ctx, &name).await?;
         let instance = upsert(
             ctx,
             &name,
@@ -714,37 +705,6 @@ pub(crate) async fn account_services(
     };
     let region = account.spec.default_region.clone();
     Ok((aws.services(&account, &region).await?, region))
-}
-
-/// The object `name` of kind `T` with `spec`, owned by `owner`: created if `before` (as read
-/// before `spec` was computed) is `None`, else updated from `before` if its spec differs. A
-/// write that finds the object changed since fails as a conflict, and the reconcile is
-/// retried, computing again.
-async fn upsert<T: ApiObject + PartialEq>(
-    ctx: &Context,
-    name: &str,
-    spec: T,
-    owner: ObjectRef,
-    before: Option<Object<T>>,
-) -> Result<Object<T>, ReconcileError> {
-    let api = ctx.api::<T>();
-    let Some(mut existing) = before else {
-        let mut new = NewObject::typed(name, &spec)?;
-        new.owners.push(owner.clone());
-        return Ok(api.create_new(new).await?);
-    };
-    if !existing.meta.owners.iter().any(|o| o.id == owner.id) {
-        return Err(ReconcileError::terminal(format!(
-            "{} {name} exists and is not threeport's support service of this runtime: \
-             rename it",
-            T::KIND
-        )));
-    }
-    if existing.spec == spec {
-        return Ok(existing);
-    }
-    existing.spec = spec;
-    Ok(api.update(&existing).await?)
 }
 
 #[cfg(test)]

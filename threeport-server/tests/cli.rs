@@ -183,9 +183,9 @@ fn cases(cluster: &str) -> Vec<Case> {
         case("terraform", "tf", "Terraform:\n  Name: tf\n  ConfigDir: terraform\n  VarsDocument: terraform/vars.tfvars\n".into(), ("vars.tfvars", "vars2.tfvars"), false),
         case("terraform-definition", "tfd", "TerraformDefinition:\n  Name: tfd\n  ConfigDir: terraform\n  AwsAccount:\n    Name: main\n".into(), ("Name: tfd", "Name: tfd\n  Labels: {a: b}"), false),
         case("terraform-instance", "tfi", "TerraformInstance:\n  Name: tfi\n  TerraformDefinition:\n    Name: tfd\n  VarsDocument: terraform/vars.tfvars\n".into(), ("vars.tfvars", "vars2.tfvars"), false),
-        case("observability-stack", "obs", "ObservabilityStack:\n  Name: obs\n  MetricsEnabled: true\n  LoggingEnabled: false\n  GrafanaHelmValuesDocument: values.yaml\n".into(), ("LoggingEnabled: false", "LoggingEnabled: true"), false),
-        case("observability-stack-definition", "obsd", "ObservabilityStackDefinition:\n  Name: obsd\n  MetricsEnabled: false\n".into(), ("MetricsEnabled: false", "MetricsEnabled: true"), false),
-        case("observability-stack-instance", "obsi", "ObservabilityStackInstance:\n  Name: obsi\n  ObservabilityStackDefinition:\n    Name: obsd\n".into(), ("Name: obsi", "Name: obsi\n  Labels: {a: b}"), false),
+        case("observability-stack", "obs", "ObservabilityStack:\n  Name: obs\n  MetricsEnabled: true\n  LoggingEnabled: false\n  GrafanaHelmValuesDocument: values.yaml\n".into(), ("LoggingEnabled: false", "LoggingEnabled: true"), true),
+        case("observability-stack-definition", "obsd", "ObservabilityStackDefinition:\n  Name: obsd\n  MetricsEnabled: false\n".into(), ("MetricsEnabled: false", "MetricsEnabled: true"), true),
+        case("observability-stack-instance", "obsi", "ObservabilityStackInstance:\n  Name: obsi\n  ObservabilityStackDefinition:\n    Name: obsd\n  PromtailHelmValues: |\n    a: 1\n".into(), ("a: 1", "a: 2"), true),
         case("control-plane", "cp", "ControlPlane:\n  Name: cp\n  Namespace: threeport-cp\n  AuthEnabled: true\n".into(), ("AuthEnabled: true", "AuthEnabled: false"), false),
         case("control-plane-definition", "cpd", "ControlPlaneDefinition:\n  Name: cpd\n  AuthEnabled: false\n".into(), ("AuthEnabled: false", "AuthEnabled: true"), false),
         case("control-plane-instance", "cpi", "ControlPlaneInstance:\n  Name: cpi\n  ControlPlaneDefinition:\n    Name: cpd\n  Namespace: second\n".into(), ("Namespace: second", "Namespace: third"), false),
@@ -563,12 +563,12 @@ async fn mistakes_get_one_line_naming_the_field_and_waiting_fails_with_the_reaso
     // And one that does not get there in time.
     shell.write(
         "slow.yaml",
-        "ObservabilityStackDefinition:\n  Name: slow\n  MetricsEnabled: false\n",
+        "ControlPlaneDefinition:\n  Name: slow\n  AuthEnabled: false\n",
     );
     let ran = shell
         .run(&[
             "create",
-            "observability-stack-definition",
+            "control-plane-definition",
             "-c",
             "slow.yaml",
             "--wait",
@@ -579,7 +579,7 @@ async fn mistakes_get_one_line_naming_the_field_and_waiting_fails_with_the_reaso
     assert_eq!(ran.code, 1);
     assert!(
         ran.stderr.contains("timed out after 2s")
-            && ran.stderr.contains("ObservabilityStackDefinition/slow"),
+            && ran.stderr.contains("ControlPlaneDefinition/slow"),
         "{}",
         ran.stderr
     );

@@ -253,6 +253,8 @@ struct ObservabilityValues {
     loki_helm_values_document: Option<String>,
     kube_prometheus_stack_helm_values: Option<String>,
     kube_prometheus_stack_helm_values_document: Option<String>,
+    promtail_helm_values: Option<String>,
+    promtail_helm_values_document: Option<String>,
     observability_stack_definition: Option<NameRef>,
     kubernetes_runtime_instance: Option<NameRef>,
     labels: Option<Labels>,
@@ -366,6 +368,21 @@ const OBSERVABILITY_DEFINITION: &[&str] = &[
     "LokiHelmValuesDocument",
     "KubePrometheusStackHelmValues",
     "KubePrometheusStackHelmValuesDocument",
+    "PromtailHelmValues",
+    "PromtailHelmValuesDocument",
+];
+
+/// The Helm values fields of an observability stack (an instance's override the
+/// definition's).
+const OBSERVABILITY_VALUES: &[&str] = &[
+    "GrafanaHelmValues",
+    "GrafanaHelmValuesDocument",
+    "LokiHelmValues",
+    "LokiHelmValuesDocument",
+    "KubePrometheusStackHelmValues",
+    "KubePrometheusStackHelmValuesDocument",
+    "PromtailHelmValues",
+    "PromtailHelmValuesDocument",
 ];
 
 /// Every config key, in the order `tptctl` lists them: each abstraction with its definition
@@ -592,11 +609,15 @@ fn fields_of(key: &str) -> Vec<&'static str> {
         "TerraformInstance" => vec!["Name", "TerraformDefinition", "VarsDocument", "AwsAccount"],
         "ObservabilityStack" => [OBSERVABILITY_DEFINITION, &["KubernetesRuntimeInstance"]].concat(),
         "ObservabilityStackDefinition" => OBSERVABILITY_DEFINITION.to_vec(),
-        "ObservabilityStackInstance" => vec![
-            "Name",
-            "ObservabilityStackDefinition",
-            "KubernetesRuntimeInstance",
-        ],
+        "ObservabilityStackInstance" => [
+            &[
+                "Name",
+                "ObservabilityStackDefinition",
+                "KubernetesRuntimeInstance",
+            ],
+            OBSERVABILITY_VALUES,
+        ]
+        .concat(),
         "ControlPlane" => vec![
             "Name",
             "Namespace",
@@ -1956,6 +1977,31 @@ impl Expander<'_> {
 
     fn observability(&mut self, v: ObservabilityValues) -> Result<(), CliError> {
         let mut definition = self.part("ObservabilityStackDefinition", &v.name, &v.labels);
+        let metrics = self.inline_or_document(
+            &v.kube_prometheus_stack_helm_values,
+            &v.kube_prometheus_stack_helm_values_document,
+            "KubePrometheusStackHelmValues",
+            "KubePrometheusStackHelmValuesDocument",
+        )?;
+        let logging = self.inline_or_document(
+            &v.loki_helm_values,
+            &v.loki_helm_values_document,
+            "LokiHelmValues",
+            "LokiHelmValuesDocument",
+        )?;
+        let promtail = self.inline_or_document(
+            &v.promtail_helm_values,
+            &v.promtail_helm_values_document,
+            "PromtailHelmValues",
+            "PromtailHelmValuesDocument",
+        )?;
+        let dashboards = self.inline_or_document(
+            &v.grafana_helm_values,
+            &v.grafana_helm_values_document,
+            "GrafanaHelmValues",
+            "GrafanaHelmValuesDocument",
+        )?;
+        let text = |values: &Option<String>| values.clone().map(Value::String);
         if self.file.key != "ObservabilityStackInstance" {
             let component = |enabled: bool, values: Option<String>| {
                 Value::Object(spec(&[
@@ -1963,41 +2009,42 @@ impl Expander<'_> {
                     ("values", values.map(Value::String)),
                 ]))
             };
-            let metrics = self.inline_or_document(
-                &v.kube_prometheus_stack_helm_values,
-                &v.kube_prometheus_stack_helm_values_document,
-                "KubePrometheusStackHelmValues",
-                "KubePrometheusStackHelmValuesDocument",
-            )?;
-            let logging = self.inline_or_document(
-                &v.loki_helm_values,
-                &v.loki_helm_values_document,
-                "LokiHelmValues",
-                "LokiHelmValuesDocument",
-            )?;
-            let dashboards = self.inline_or_document(
-                &v.grafana_helm_values,
-                &v.grafana_helm_values_document,
-                "GrafanaHelmValues",
-                "GrafanaHelmValuesDocument",
-            )?;
             // Threeport always installed Grafana; metrics and logging were opt-in.
             definition.spec = spec(&[
                 (
                     "metrics",
-                    Some(component(v.metrics_enabled.unwrap_or(false), metrics)),
+                    Some(component(
+                        v.metrics_enabled.unwrap_or(false),
+                        metrics.clone(),
+                    )),
                 ),
                 (
                     "logging",
-                    Some(component(v.logging_enabled.unwrap_or(false), logging)),
+                    Some(component(
+                        v.logging_enabled.unwrap_or(false),
+                        logging.clone(),
+                    )),
                 ),
-                ("dashboards", Some(component(true, dashboards))),
+                ("dashboards", Some(component(true, dashboards.clone()))),
+                ("promtail_values", text(&promtail)),
             ]);
         }
         let mut instance = self.part("ObservabilityStackInstance", &v.name, &v.labels);
         instance
             .links
             .extend(self.runtime_link(&v.kubernetes_runtime_instance, true));
+        if self.file.key == "ObservabilityStackInstance" {
+            // An instance's values override its definition's.
+            instance.spec = spec(&[(
+                "overrides",
+                Some(Value::Object(spec(&[
+                    ("metrics", text(&metrics)),
+                    ("logging", text(&logging)),
+                    ("promtail", text(&promtail)),
+                    ("dashboards", text(&dashboards)),
+                ]))),
+            )]);
+        }
         match self.file.key {
             "ObservabilityStackDefinition" => {
                 self.push(definition);

@@ -69,33 +69,9 @@ fn domain(field: &str, value: &str) -> Result<(), ValidationError> {
     }
 }
 
-/// A YAML stream: every document must parse. Names the failing document (0-based).
-fn yaml_stream(field: &str, text: &str) -> Result<(), ValidationError> {
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        if let Err(err) = <serde_yaml::Value as serde::Deserialize>::deserialize(document) {
-            return Err(ValidationError::new(
-                field,
-                format!("document {index} is not valid YAML: {err}"),
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn yaml_errors_name_the_document() {
-        assert!(
-            yaml_stream("y", "a: 1\n---\nb: [2\n")
-                .unwrap_err()
-                .message
-                .contains("document 1")
-        );
-        assert!(yaml_stream("y", "# only a comment\n---\n---\nkind: Pod\n").is_ok());
-    }
 
     #[test]
     fn names_follow_dns_rules() {

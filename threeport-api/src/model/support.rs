@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::{
     AwsAccount, HelmWorkloadInstance, KubernetesRuntimeInstance, WorkloadInstance, dns_label,
-    maybe_reference, reference, require, yaml_stream,
+    maybe_reference, reference, require,
 };
 
 /// A support service threeport installs on a runtime (as a Helm workload instance the
@@ -100,6 +100,65 @@ pub struct ObservabilityStackDefinition {
     /// Dashboards.
     #[serde(default = "enabled")]
     pub dashboards: ObservabilityComponent,
+    /// Helm values of the log collector (Promtail), installed with logging (`logging.values`
+    /// are Loki's).
+    #[serde(default)]
+    pub promtail_values: Option<String>,
+}
+
+/// Per-instance Helm values, merged over the definition's by Helm's rules (mappings merge
+/// key by key, anything else is replaced).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObservabilityOverrides {
+    /// Over kube-prometheus-stack's values.
+    #[serde(default)]
+    pub metrics: Option<String>,
+    /// Over Loki's values.
+    #[serde(default)]
+    pub logging: Option<String>,
+    /// Over Promtail's values.
+    #[serde(default)]
+    pub promtail: Option<String>,
+    /// Over Grafana's values.
+    #[serde(default)]
+    pub dashboards: Option<String>,
+}
+
+impl ObservabilityOverrides {
+    fn validate(&self) -> Result<(), ValidationError> {
+        for (name, values) in [
+            ("overrides.metrics", &self.metrics),
+            ("overrides.logging", &self.logging),
+            ("overrides.promtail", &self.promtail),
+            ("overrides.dashboards", &self.dashboards),
+        ] {
+            if let Some(values) = values {
+                super::workload::values_mapping(name, values)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the observability-stack controller installed.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct ObservabilityStackStatus {
+    /// The namespace of its releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Its Helm workload instances, by name.
+    #[serde(default)]
+    pub releases: Vec<String>,
+    /// Prometheus inside the cluster, if metrics are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_url: Option<String>,
+    /// Loki inside the cluster, if logging is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loki_url: Option<String>,
+    /// Grafana inside the cluster, if dashboards are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grafana_url: Option<String>,
 }
 
 impl ApiObject for ObservabilityStackDefinition {
@@ -112,8 +171,11 @@ impl ApiObject for ObservabilityStackDefinition {
             ("dashboards", &self.dashboards),
         ] {
             if let Some(values) = &component.values {
-                yaml_stream(&format!("{name}.values"), values)?;
+                super::workload::values_mapping(&format!("{name}.values"), values)?;
             }
+        }
+        if let Some(values) = &self.promtail_values {
+            super::workload::values_mapping("promtail_values", values)?;
         }
         Ok(())
     }
@@ -129,11 +191,17 @@ pub struct ObservabilityStackInstance {
     /// The runtime it observes.
     #[schema(value_type = String, format = Uuid)]
     pub runtime: ObjectId,
+    /// Helm values over the definition's, per chart.
+    #[serde(default)]
+    pub overrides: ObservabilityOverrides,
 }
 
 impl ApiObject for ObservabilityStackInstance {
     const KIND: &'static str = "ObservabilityStackInstance";
-    type Status = ();
+    type Status = ObservabilityStackStatus;
+    fn validate(&self) -> Result<(), ValidationError> {
+        self.overrides.validate()
+    }
     fn references(&self) -> Vec<Reference> {
         vec![
             reference::<ObservabilityStackDefinition>("definition", self.definition),

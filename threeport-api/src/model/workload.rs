@@ -350,7 +350,7 @@ impl HelmWorkloadDefinition {
 }
 
 /// Values: one YAML document that is a mapping (or empty).
-fn values_mapping(field: &str, text: &str) -> Result<(), ValidationError> {
+pub(super) fn values_mapping(field: &str, text: &str) -> Result<(), ValidationError> {
     let value: serde_yaml::Value = serde_yaml::from_str(text)
         .map_err(|e| ValidationError::new(field, format!("not one valid YAML document: {e}")))?;
     match value {

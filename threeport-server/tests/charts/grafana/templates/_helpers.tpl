@@ -1,0 +1,1 @@
+{{- define "grafana.fullname" -}}{{ default .Release.Name .Values.fullnameOverride | trunc 63 }}{{- end -}}
