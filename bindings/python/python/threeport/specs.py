@@ -221,16 +221,26 @@ class ObservabilityComponent(TypedDict, total=False):
     values: Optional[str]
 
 
+class ObservabilityOverrides(TypedDict, total=False):
+    """Per-instance Helm values, merged over the definition's by Helm's rules (mappings merge key by key, anything else is replaced)."""
+    dashboards: Optional[str]
+    logging: Optional[str]
+    metrics: Optional[str]
+    promtail: Optional[str]
+
+
 class ObservabilityStackDefinition(TypedDict, total=False):
     """Metrics (Prometheus), logging (Loki, Promtail) and dashboards (Grafana)."""
     dashboards: "ObservabilityComponent"
     logging: "ObservabilityComponent"
     metrics: "ObservabilityComponent"
+    promtail_values: Optional[str]
 
 
 class ObservabilityStackInstance(TypedDict, total=False):
     """An observability stack on one runtime."""
     definition: str
+    overrides: "ObservabilityOverrides"
     runtime: str
 
 
@@ -327,6 +337,7 @@ __all__ = [
     "NodeProfile",
     "NodeSize",
     "ObservabilityComponent",
+    "ObservabilityOverrides",
     "ObservabilityStackDefinition",
     "ObservabilityStackInstance",
     "RuntimeAgent",
