@@ -76,6 +76,12 @@ const BUILT_IN: &[(&str, &str, &str, bool)] = &[
         "customresourcedefinitions",
         false,
     ),
+    (
+        "policy/v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        true,
+    ),
 ];
 
 /// Key of a stored object: api version, kind, namespace ("" when cluster-scoped), name.

@@ -68,6 +68,15 @@ enum Command {
     /// Watches the cluster it runs in and reports workload health and events to the API:
     /// for clusters the control plane cannot reach (a runtime with `agent: true`).
     Agent(AgentArgs),
+    /// Asks a threeport endpoint (`…/readyz`) whether it is ready; exits 0 on a 2xx answer.
+    /// For `helm test` and checks in images that carry no HTTP client.
+    Probe {
+        /// The URL (`http://threeport-api.threeport.svc:443/readyz`).
+        url: String,
+        /// Accept any server certificate (a check inside the cluster against a private CA).
+        #[arg(long)]
+        insecure: bool,
+    },
     /// Mints an API token and prints it once.
     Token {
         /// Append the token's hash to this token file (created if missing).
@@ -316,6 +325,7 @@ fn main() -> ExitCode {
             } => controller(&names, &plane, metrics_listen).await,
             Command::Agent(args) => agent(args).await,
             Command::Token { add_to } => token(add_to.as_deref()),
+            Command::Probe { url, insecure } => probe(&url, insecure).await,
         }
     });
     match result {
@@ -586,6 +596,32 @@ fn spawn_relay(
         .with_metrics(metrics)
         .run(shutdown.clone()),
     )
+}
+
+/// `GET url`: `Ok` on a 2xx answer, else what came back.
+async fn probe(url: &str, insecure: bool) -> Result<(), String> {
+    if url.starts_with("https://") && !insecure {
+        return Err("an https:// probe needs --insecure (it has no CA bundle)".to_owned());
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(insecure)
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = response.status();
+    if status.is_success() {
+        println!("{url}: {status}");
+        Ok(())
+    } else {
+        let body = response.text().await.unwrap_or_default();
+        Err(format!("{url}: {status} {body}"))
+    }
 }
 
 /// Starts the named controllers on `plane`'s backends.

@@ -1,0 +1,330 @@
+//! The Helm chart in `deploy/helm/threeport`, rendered by the real Helm engine (`helm` on PATH
+//! or the tests' stand-in): under its defaults (plus the settings it requires) and an HA set,
+//! its schema and its checks refusing bad values, the manifests applied to the fake Kubernetes
+//! API server's memory cluster, and the binary run with exactly the arguments and environment
+//! the chart's API and controller Deployments give it, becoming ready against PostgreSQL and
+//! NATS.
+
+mod common;
+
+#[path = "../../threeport-store/tests/common/mod.rs"]
+mod postgres;
+
+#[path = "../../threeport-bus/tests/common/mod.rs"]
+mod nats;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use threeport_k8s::{Cluster, MemoryCluster};
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/helm/threeport");
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// `helm template` of the chart with `values` (YAML); the manifests, or Helm's error.
+fn render(values: &str) -> Result<Vec<Value>, String> {
+    let dir = common::process::temp_dir();
+    let file = dir.join("values.yaml");
+    std::fs::write(&file, values).unwrap();
+    let out = std::process::Command::new(common::helm_bin())
+        .args([
+            "template",
+            "tp",
+            CHART,
+            "--namespace",
+            "threeport",
+            "--values",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8(out.stdout).unwrap();
+    Ok(serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
+        .filter(|doc| !doc.is_null())
+        .collect())
+}
+
+fn required(extra: &str) -> String {
+    format!(
+        "database:\n  url: postgres://threeport:pw@db:5432/threeport\nencryption:\n  key: {KEY}\nauth:\n  tokenHashes: ['{}']\n{extra}",
+        "ab".repeat(32)
+    )
+}
+
+fn find<'a>(manifests: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    manifests
+        .iter()
+        .find(|m| m["kind"] == kind && m["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn container(deployment: &Value) -> &Value {
+    &deployment["spec"]["template"]["spec"]["containers"][0]
+}
+
+#[tokio::test]
+async fn the_chart_renders_by_default_and_highly_available_and_refuses_bad_values() {
+    let defaults = render(&required("")).expect("renders with its defaults");
+    let api = find(&defaults, "Deployment", "tp-threeport-api");
+    assert_eq!(api["spec"]["replicas"], 2);
+    let c = container(api);
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(
+        api["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+        true
+    );
+    find(&defaults, "PodDisruptionBudget", "tp-threeport-api");
+    // Each controller group its own Deployment, every controller in one group.
+    let mut all = Vec::new();
+    for group in ["workloads", "runtimes", "services"] {
+        let deployment = find(&defaults, "Deployment", &format!("tp-threeport-{group}"));
+        let args = container(deployment)["args"].as_array().unwrap().clone();
+        assert_eq!(args[0], "controller");
+        all.extend(
+            args.iter()
+                .skip(1)
+                .take_while(|a| !a.as_str().unwrap().starts_with("--"))
+                .map(|a| a.as_str().unwrap().to_owned()),
+        );
+        assert_eq!(
+            container(deployment)["readinessProbe"]["httpGet"]["port"],
+            "metrics"
+        );
+    }
+    all.sort();
+    let mut available: Vec<String> = threeport_server::controllers::available()
+        .map(str::to_owned)
+        .collect();
+    available.sort();
+    assert_eq!(all, available, "every controller runs somewhere");
+    // The bundled NATS: three JetStream nodes routed to each other.
+    let nats = find(&defaults, "StatefulSet", "tp-threeport-nats");
+    assert_eq!(nats["spec"]["replicas"], 3);
+    let conf = find(&defaults, "ConfigMap", "tp-threeport-nats")["data"]["nats.conf"]
+        .as_str()
+        .unwrap();
+    assert!(
+        conf.contains("jetstream") && conf.matches(":6222").count() == 3,
+        "{conf}"
+    );
+    let env = container(api)["env"].as_array().unwrap();
+    let nats_url = env
+        .iter()
+        .find(|e| e["name"] == "THREEPORT_NATS_URL")
+        .unwrap();
+    assert_eq!(
+        nats_url["value"],
+        "nats://tp-threeport-nats.threeport.svc:4222"
+    );
+    // Secrets come from a Secret, never inline in the pod spec.
+    for name in ["THREEPORT_DATABASE_URL", "THREEPORT_ENCRYPTION_KEY"] {
+        let var = env.iter().find(|e| e["name"] == name).unwrap();
+        assert!(var["valueFrom"]["secretKeyRef"].is_object(), "{var}");
+    }
+    let test = find(&defaults, "Pod", "tp-threeport-test-readyz");
+    assert_eq!(test["metadata"]["annotations"]["helm.sh/hook"], "test");
+
+    // High availability: three API replicas, an external NATS, TLS from an existing Secret,
+    // a ServiceMonitor.
+    let ha = render(&required(
+        "api:\n  replicas: 3\n  podDisruptionBudget:\n    minAvailable: 2\nnats:\n  url: nats://nats.messaging:4222\n  bundled:\n    enabled: false\ntls:\n  enabled: true\n  existingSecret: threeport-tls\nserviceMonitor:\n  enabled: true\n",
+    ))
+    .expect("renders highly available");
+    let api = find(&ha, "Deployment", "tp-threeport-api");
+    assert_eq!(api["spec"]["replicas"], 3);
+    assert_eq!(
+        find(&ha, "PodDisruptionBudget", "tp-threeport-api")["spec"]["minAvailable"],
+        2
+    );
+    assert!(
+        !ha.iter().any(|m| m["kind"] == "StatefulSet"),
+        "no bundled NATS"
+    );
+    let args = container(api)["args"].to_string();
+    assert!(args.contains("--tls-cert"), "{args}");
+    assert_eq!(
+        container(api)["readinessProbe"]["httpGet"]["scheme"],
+        "HTTPS"
+    );
+    find(&ha, "ServiceMonitor", "tp-threeport");
+
+    // Bad values: the schema (or the chart's checks) refuse them, naming what is wrong.
+    for (values, says) in [
+        (required("api:\n  replicas: three\n"), "replicas"),
+        (
+            required("controllers:\n  groups:\n    - name: all\n      controllers: [teleport]\n"),
+            "controllers",
+        ),
+        (required("logFormat: xml\n"), "logFormat"),
+        (required("apiReplicas: 3\n"), "apiReplicas"),
+        ("encryption:\n  key: abc\n".to_owned(), "key"),
+        (format!("encryption:\n  key: {KEY}\n"), "database.url"),
+    ] {
+        let err = render(&values).expect_err(&values);
+        assert!(err.contains(says), "{says} in {err}");
+    }
+
+    // What it renders is accepted by the (fake) API server.
+    let cluster = MemoryCluster::new();
+    let mut manifests = vec![json!({"apiVersion": "v1", "kind": "Namespace",
+                                    "metadata": {"name": "threeport"}})];
+    manifests.extend(
+        defaults
+            .into_iter()
+            // Hooks are Helm's to run.
+            .filter(|m| m["metadata"]["annotations"]["helm.sh/hook"].is_null()),
+    );
+    threeport_k8s::apply_all(&cluster, &manifests, "helm")
+        .await
+        .expect("the manifests apply");
+    let deployments = cluster
+        .list("apps/v1", "Deployment", Some("threeport"))
+        .await
+        .unwrap();
+    assert_eq!(deployments.len(), 4);
+}
+
+/// The environment of `container`, its secret references resolved from `secret`'s data.
+fn environment(container: &Value, secret: &Value) -> BTreeMap<String, String> {
+    container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().unwrap().to_owned();
+            let value = match e["value"].as_str() {
+                Some(v) => v.to_owned(),
+                None => {
+                    let key = e["valueFrom"]["secretKeyRef"]["key"].as_str().unwrap();
+                    secret["stringData"][key].as_str().unwrap().to_owned()
+                }
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+/// The binary run as `container` says, its volume mounts under `root`.
+fn launch(container: &Value, env: &BTreeMap<String, String>, root: &Path) -> tokio::process::Child {
+    let mount = |text: &str| {
+        ["/etc/threeport/auth", "/var/lib/threeport"]
+            .iter()
+            .fold(text.to_owned(), |t, path| {
+                t.replace(path, &format!("{}{path}", root.display()))
+            })
+    };
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| mount(a.as_str().unwrap()))
+        .collect();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_threeport-server"))
+        .args(&args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.clone(), mount(v))))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn until_ready(url: &str) {
+    let http = common::http_client();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = http.get(url).send().await
+            && response.status().is_success()
+        {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{url} never ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_becomes_ready_with_the_charts_arguments_and_environment() {
+    let database = postgres::fresh_postgres().await;
+    let nats = nats::NatsServer::start().await;
+    let (api_port, metrics_port) = (free_port(), free_port());
+    let minted = threeport_server::auth::mint_token().unwrap();
+    let manifests = render(&format!(
+        "database:\n  url: {database}\nencryption:\n  key: {KEY}\nauth:\n  tokenHashes: ['{}']\nnats:\n  url: {}\napi:\n  port: {api_port}\ncontrollers:\n  metricsPort: {metrics_port}\n",
+        minted.hash, nats.url
+    ))
+    .unwrap();
+    let secret = find(&manifests, "Secret", "tp-threeport");
+    // The mounted token file, as the Secret's `tokens` key becomes it.
+    let root = common::process::temp_dir();
+    std::fs::create_dir_all(root.join("etc/threeport/auth")).unwrap();
+    std::fs::create_dir_all(root.join("var/lib/threeport")).unwrap();
+    std::fs::write(
+        root.join("etc/threeport/auth/tokens"),
+        secret["stringData"]["tokens"].as_str().unwrap(),
+    )
+    .unwrap();
+
+    let api = container(find(&manifests, "Deployment", "tp-threeport-api")).clone();
+    let _api = launch(&api, &environment(&api, secret), &root);
+    until_ready(&format!("http://127.0.0.1:{api_port}/readyz")).await;
+    let workloads = container(find(&manifests, "Deployment", "tp-threeport-workloads")).clone();
+    let _controllers = launch(&workloads, &environment(&workloads, secret), &root);
+    until_ready(&format!("http://127.0.0.1:{metrics_port}/readyz")).await;
+
+    // The token from the chart's Secret opens the API, and the controllers reconcile.
+    let http = common::http_client();
+    let created: Value = http
+        .post(format!(
+            "http://127.0.0.1:{api_port}/v0/workload-definitions"
+        ))
+        .bearer_auth(&minted.token)
+        .json(&json!({"name": "web", "spec": {"yaml_document":
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().expect("created");
+    common::process::wait_reconciled(
+        &http,
+        &format!("http://127.0.0.1:{api_port}"),
+        &minted.token,
+        id,
+    )
+    .await;
+    // The chart's test hook's check, by the binary itself.
+    let probe = tokio::process::Command::new(env!("CARGO_BIN_EXE_threeport-server"))
+        .args(["probe", &format!("http://127.0.0.1:{api_port}/readyz")])
+        .output()
+        .await
+        .unwrap();
+    assert!(probe.status.success(), "{probe:?}");
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_threeport-server"))
+        .args(["probe", "http://127.0.0.1:9/readyz"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    drop(nats);
+}
