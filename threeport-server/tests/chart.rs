@@ -253,19 +253,11 @@ async fn until_ready(url: &str) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_becomes_ready_with_the_charts_arguments_and_environment() {
     let database = postgres::fresh_postgres().await;
     let nats = nats::NatsServer::start().await;
-    let (api_port, metrics_port) = (free_port(), free_port());
+    let (api_port, metrics_port) = (nats::free_port(), nats::free_port());
     let minted = threeport_server::auth::mint_token().unwrap();
     let manifests = render(&format!(
         "database:\n  url: {database}\nencryption:\n  key: {KEY}\nauth:\n  tokenHashes: ['{}']\nnats:\n  url: {}\napi:\n  port: {api_port}\ncontrollers:\n  metricsPort: {metrics_port}\n",
@@ -292,25 +284,19 @@ async fn the_binary_becomes_ready_with_the_charts_arguments_and_environment() {
 
     // The token from the chart's Secret opens the API, and the controllers reconcile.
     let http = common::http_client();
-    let created: Value = http
-        .post(format!(
-            "http://127.0.0.1:{api_port}/v0/workload-definitions"
-        ))
-        .bearer_auth(&minted.token)
-        .json(&json!({"name": "web", "spec": {"yaml_document":
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().expect("created");
+    let id = common::process::create(
+        &http,
+        format!("http://127.0.0.1:{api_port}/v0/workload-definitions"),
+        &minted.token,
+        json!({"name": "web", "spec": {"yaml_document":
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\n"}}),
+    )
+    .await;
     common::process::wait_reconciled(
         &http,
         &format!("http://127.0.0.1:{api_port}"),
         &minted.token,
-        id,
+        &id,
     )
     .await;
     // The chart's test hook's check, by the binary itself.

@@ -35,7 +35,8 @@ pub fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
     })
 }
 
-fn free_port() -> u16 {
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
