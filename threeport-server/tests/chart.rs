@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use threeport_k8s::{Cluster, MemoryCluster};
+use threeport_server::model::RuntimeAgent;
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/helm/threeport");
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -313,4 +314,43 @@ async fn the_binary_becomes_ready_with_the_charts_arguments_and_environment() {
         .unwrap();
     assert!(!refused.status.success());
     drop(nats);
+}
+
+#[test]
+fn the_agent_alone_renders_with_the_rights_the_runtime_controller_gives_it() {
+    let manifests = render(
+        "agentOnly: true\nagent:\n  apiUrl: https://threeport.example.com\n  token: tp_agent\n",
+    )
+    .expect("renders the agent alone");
+    assert!(
+        !manifests
+            .iter()
+            .any(|m| m["metadata"]["name"] == "tp-threeport-api"),
+        "no control plane"
+    );
+    let deployment = find(&manifests, "Deployment", "tp-threeport-agent");
+    assert_eq!(container(deployment)["args"], json!(["agent"]));
+    let secret = find(&manifests, "Secret", "tp-threeport-agent");
+    assert_eq!(secret["stringData"]["token"], "tp_agent");
+    let env = environment(container(deployment), secret);
+    assert_eq!(env["THREEPORT_API_URL"], "https://threeport.example.com");
+    assert_eq!(env["THREEPORT_API_TOKEN"], "tp_agent");
+    // The same read-only rules the runtime controller installs the agent with.
+    let agent = RuntimeAgent {
+        api_url: "https://threeport.example.com".into(),
+        token: "tp_agent".into(),
+        api_ca: None,
+        image: None,
+    };
+    let installed = threeport_server::controllers::agent::agent_manifests(&agent, "tp_agent");
+    let role = installed
+        .iter()
+        .find(|m| m["kind"] == "ClusterRole")
+        .unwrap();
+    assert_eq!(
+        find(&manifests, "ClusterRole", "tp-threeport-agent")["rules"],
+        role["rules"]
+    );
+    let err = render("agentOnly: true\n").expect_err("needs the API");
+    assert!(err.contains("agent.apiUrl"), "{err}");
 }
