@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 use threeport_api::model::{
-    AppliedResource, KubernetesRuntimeInstance, WORKLOAD_INSTANCE_LABEL, runtime_connection,
+    AppliedResource, HelmWorkloadDefinition, HelmWorkloadInstance, KubernetesRuntimeInstance,
+    WORKLOAD_INSTANCE_LABEL, runtime_connection,
 };
 use threeport_core::object::ConditionStatus;
 use threeport_core::object::NewObject;
@@ -269,6 +270,63 @@ pub(crate) async fn upsert<T: ApiObject + PartialEq>(
     }
     existing.spec = spec;
     Ok(api.update(&existing).await?)
+}
+
+/// A Helm release that an object owns (a runtime's support service, a stack's component, a
+/// child control plane): a `HelmWorkloadDefinition` + `HelmWorkloadInstance` pair named `name`.
+pub(crate) struct OwnedRelease<'a> {
+    /// Name of both objects.
+    pub name: &'a str,
+    /// Chart repository.
+    pub repo: &'a str,
+    /// Chart name.
+    pub chart: &'a str,
+    /// Chart version.
+    pub version: &'a str,
+    /// Values (JSON, which is YAML: one mapping).
+    pub values: &'a Value,
+    /// Manifests released beside the chart.
+    pub additional: &'a [Value],
+    /// Where.
+    pub runtime: ObjectId,
+    /// Release namespace.
+    pub namespace: &'a str,
+    /// Who owns both.
+    pub owner: ObjectRef,
+}
+
+/// Creates the pair of `release`, or brings it to `release` (the definition updated from
+/// `before`, as read before the values were computed: see [`upsert`]); returns the instance.
+pub(crate) async fn release_owned(
+    ctx: &Context,
+    release: OwnedRelease<'_>,
+    before: Option<Object<HelmWorkloadDefinition>>,
+) -> Result<Object<HelmWorkloadInstance>, ReconcileError> {
+    let additional = (!release.additional.is_empty()).then(|| {
+        release
+            .additional
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    });
+    let spec = HelmWorkloadDefinition {
+        repo: Some(release.repo.to_owned()),
+        chart: Some(release.chart.to_owned()),
+        chart_version: Some(release.version.to_owned()),
+        chart_archive: None,
+        values: Some(release.values.to_string()),
+        additional_resources: additional,
+    };
+    let definition = upsert(ctx, release.name, spec, release.owner.clone(), before).await?;
+    let before = get_by_name::<HelmWorkloadInstance>(ctx, release.name).await?;
+    let instance = HelmWorkloadInstance {
+        definition: definition.id(),
+        runtime: Some(release.runtime),
+        values_overrides: None,
+        release_namespace: Some(release.namespace.to_owned()),
+    };
+    upsert(ctx, release.name, instance, release.owner, before).await
 }
 
 /// The object of kind `T` named `name`, if there is one.

@@ -17,6 +17,8 @@ mod aws;
 #[cfg(feature = "kubernetes")]
 mod clusters;
 #[cfg(feature = "kubernetes")]
+pub mod control_plane;
+#[cfg(feature = "kubernetes")]
 mod deploy;
 #[cfg(feature = "aws")]
 mod eks;
@@ -44,8 +46,8 @@ use prometheus_client::registry::Registry;
 #[cfg_attr(not(feature = "kubernetes"), allow(unused_imports))]
 use threeport_api::model::{
     AwsEksKubernetesRuntimeInstance, AwsObjectStorageBucketInstance, AwsRelationalDatabaseInstance,
-    HelmWorkloadDefinition, HelmWorkloadInstance, KubernetesRuntimeInstance,
-    ObservabilityStackDefinition, SecretInstance, WorkloadDefinition,
+    ControlPlaneDefinition, HelmWorkloadDefinition, HelmWorkloadInstance,
+    KubernetesRuntimeInstance, ObservabilityStackDefinition, SecretInstance, WorkloadDefinition,
 };
 #[cfg(feature = "aws")]
 use threeport_api::model::{
@@ -210,6 +212,21 @@ const CONTROLLERS: &[(&str, Follows, Start)] = &[
                 p.clusters.clone(),
                 p.charts.clone(),
                 p.sealer.clone(),
+            );
+            run(reconciler, b, c, s)
+        },
+    ),
+    #[cfg(feature = "kubernetes")]
+    (
+        "control-plane-instance",
+        &[
+            (ControlPlaneDefinition::KIND, Via::Referencing),
+            (HelmWorkloadInstance::KIND, Via::Owning),
+        ],
+        |p, b, c, s| {
+            let reconciler = control_plane::ControlPlaneReconciler::new(
+                p.sealer.clone(),
+                control_plane::ControlPlaneChart::default(),
             );
             run(reconciler, b, c, s)
         },

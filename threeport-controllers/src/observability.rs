@@ -18,7 +18,7 @@ use threeport_api::model::{
 use threeport_core::object::ConditionStatus;
 use threeport_core::{Action, ApiObject, Context, Object, ObjectRef, ReconcileError, Reconciler};
 
-use crate::deploy::{dns_name, get_by_name, upsert};
+use crate::deploy::{OwnedRelease, dns_name, get_by_name, release_owned};
 
 /// Threeport's Grafana dashboard of a control plane's own metrics.
 pub const DASHBOARD: &str = include_str!("../observability/threeport-control-plane.json");
@@ -335,41 +335,23 @@ impl Reconciler for ObservabilityStackReconciler {
             merge_values(&mut values, parse_values("definition values", own)?);
             merge_values(&mut values, parse_values("overrides", over)?);
             let source = self.charts.get(chart);
-            let spec = HelmWorkloadDefinition {
-                repo: Some(source.repo.clone()),
-                chart: Some(source.chart.clone()),
-                chart_version: Some(
-                    component
-                        .chart_version
-                        .clone()
-                        .unwrap_or_else(|| source.version.clone()),
-                ),
-                chart_archive: None,
-                values: Some(values.to_string()),
-                additional_resources: (!additional.is_empty()).then(|| {
-                    additional
-                        .iter()
-                        .map(Value::to_string)
-                        .collect::<Vec<_>>()
-                        .join("\n---\n")
-                }),
+            let version = component
+                .chart_version
+                .clone()
+                .unwrap_or_else(|| source.version.clone());
+            let release = OwnedRelease {
+                name: &name,
+                repo: &source.repo,
+                chart: &source.chart,
+                version: &version,
+                values: &values,
+                additional: &additional,
+                runtime: runtime.id(),
+                namespace: &wiring.namespace,
+                owner: owner.clone(),
             };
             let before = get_by_name::<HelmWorkloadDefinition>(ctx, &name).await?;
-            let helm_definition = upsert(ctx, &name, spec, owner.clone(), before).await?;
-            let before = get_by_name::<HelmWorkloadInstance>(ctx, &name).await?;
-            let instance = upsert(
-                ctx,
-                &name,
-                HelmWorkloadInstance {
-                    definition: helm_definition.id(),
-                    runtime: Some(runtime.id()),
-                    values_overrides: None,
-                    release_namespace: Some(wiring.namespace.clone()),
-                },
-                owner.clone(),
-                before,
-            )
-            .await?;
+            let instance = release_owned(ctx, release, before).await?;
             if !instance.is_reconciled() {
                 waiting.push(name.clone());
             }

@@ -4,14 +4,14 @@
 //! their owner, or a user's DELETE), removes them, so that whatever owns them can go next.
 
 use async_trait::async_trait;
-#[cfg(not(feature = "kubernetes"))]
-use threeport_api::model::ObservabilityStackInstance;
 use threeport_api::model::{
     AwsAccount, AwsEksKubernetesRuntimeDefinition, AwsObjectStorageBucketDefinition,
-    AwsRelationalDatabaseDefinition, DomainNameDefinition, GatewayDefinition,
-    HelmWorkloadDefinition, KubernetesRuntimeDefinition, ObservabilityStackDefinition,
-    WorkloadResourceDefinition,
+    AwsRelationalDatabaseDefinition, ControlPlaneDefinition, DomainNameDefinition,
+    GatewayDefinition, HelmWorkloadDefinition, KubernetesRuntimeDefinition,
+    ObservabilityStackDefinition, WorkloadResourceDefinition,
 };
+#[cfg(not(feature = "kubernetes"))]
+use threeport_api::model::{ControlPlaneInstance, ObservabilityStackInstance};
 #[cfg(not(feature = "aws"))]
 use threeport_api::model::{DomainNameInstance, GatewayInstance};
 use threeport_core::{Action, ApiObject, Context, Dynamic, Object, ReconcileError, Reconciler};
@@ -28,9 +28,12 @@ pub const PASSIVE_KINDS: &[&str] = &[
     DomainNameDefinition::KIND,
     GatewayDefinition::KIND,
     ObservabilityStackDefinition::KIND,
-    // Without the Kubernetes controllers nothing reconciles it; passively, it can still go.
+    ControlPlaneDefinition::KIND,
+    // Without the Kubernetes controllers nothing reconciles these; passively, they can go.
     #[cfg(not(feature = "kubernetes"))]
     ObservabilityStackInstance::KIND,
+    #[cfg(not(feature = "kubernetes"))]
+    ControlPlaneInstance::KIND,
     // Without the AWS controllers nothing reconciles these; passively, they can still go.
     #[cfg(not(feature = "aws"))]
     DomainNameInstance::KIND,

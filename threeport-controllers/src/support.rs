@@ -28,7 +28,7 @@ use threeport_core::{
 
 use crate::attached::secret_store_name;
 use crate::aws::{AwsProvider, AwsServices};
-use crate::deploy::{dns_name, get_by_name, upsert};
+use crate::deploy::{OwnedRelease, dns_name, get_by_name, release_owned};
 
 /// Where a support service's chart comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,38 +249,18 @@ impl Support {
         let eks = self.eks(ctx, runtime).await?;
         let (values, additional) = self.desired(ctx, runtime, service, eks.as_ref()).await?;
         let chart = self.charts.get(service);
-        let additional = (!additional.is_empty()).then(|| {
-            additional
-                .iter()
-                .map(|m| m.to_string())
-                .collect::<Vec<_>>()
-                .join("\n---\n")
-        });
-        let spec = HelmWorkloadDefinition {
-            repo: Some(chart.repo.clone()),
-            chart: Some(chart.chart.clone()),
-            chart_version: Some(chart.version.clone()),
-            chart_archive: None,
-            // JSON is YAML: the values as one mapping.
-            values: Some(values.to_string()),
-            additional_resources: additional,
+        let release = OwnedRelease {
+            name: &name,
+            repo: &chart.repo,
+            chart: &chart.chart,
+            version: &chart.version,
+            values: &values,
+            additional: &additional,
+            runtime: runtime.id(),
+            namespace: namespace(service),
+            owner: ObjectRef::new(KubernetesRuntimeInstance::KIND, runtime.id()),
         };
-        let owner = ObjectRef::new(KubernetesRuntimeInstance::KIND, runtime.id());
-        let definition = upsert(ctx, &name, spec, owner.clone(), before).await?;
-        let before = get_by_name::<HelmWorkloadInstance>(ctx, &name).await?;
-        let instance = upsert(
-            ctx,
-            &name,
-            HelmWorkloadInstance {
-                definition: definition.id(),
-                runtime: Some(runtime.id()),
-                values_overrides: None,
-                release_namespace: Some(namespace(service).to_owned()),
-            },
-            owner,
-            before,
-        )
-        .await?;
+        let instance = release_owned(ctx, release, before).await?;
         // The instance follows its definition: a changed definition brings it back to
         // release again.
         Ok(if instance.is_reconciled() {

@@ -88,34 +88,6 @@ fn resource(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) 
     }
 }
 
-/// An existing cluster (no connection data needed by these tests' providers) as the default
-/// runtime.
-async fn default_existing_runtime<S: threeport_core::Store>(
-    store: &Arc<S>,
-) -> Object<KubernetesRuntimeInstance> {
-    let definition = Api::<KubernetesRuntimeDefinition>::new(store.clone())
-        .create(
-            "existing",
-            runtime_definition(InfraProvider::Existing, None),
-        )
-        .await
-        .unwrap();
-    Api::<KubernetesRuntimeInstance>::new(store.clone())
-        .create(
-            "here",
-            KubernetesRuntimeInstance {
-                definition: definition.id(),
-                location: "Europe:Paris".into(),
-                default_runtime: true,
-                agent: None,
-                support_services: Vec::new(),
-                connection: None,
-            },
-        )
-        .await
-        .unwrap()
-}
-
 /// The `orders` database of `account`, attached to `workload`: its instances' API and the
 /// instance.
 async fn attach_orders_database<S: threeport_core::Store>(
@@ -440,7 +412,7 @@ async fn databases_buckets_and_secrets_become_part_of_their_workload() {
         .create("main", account())
         .await
         .unwrap();
-    default_existing_runtime(&store).await;
+    common::default_existing_runtime(&store).await;
     let definition = Api::<WorkloadDefinition>::new(store.clone())
         .create(
             "shop",
@@ -657,7 +629,7 @@ async fn a_secret_reaches_a_helm_workload() {
         .create("main", account())
         .await
         .unwrap();
-    let runtime = default_existing_runtime(&store).await;
+    let runtime = common::default_existing_runtime(&store).await;
     // The chart as `helm package` makes it, uploaded with the definition.
     let packaged = std::process::Command::new(common::helm_bin())
         .args(["package", &common::chart_dir("webapp"), "--destination"])

@@ -354,3 +354,165 @@ fn the_agent_alone_renders_with_the_rights_the_runtime_controller_gives_it() {
     let err = render("agentOnly: true\n").expect_err("needs the API");
     assert!(err.contains("agent.apiUrl"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_instance_installs_a_child_from_the_chart_and_delete_uninstalls_it() {
+    use std::sync::Arc;
+    use threeport_core::{Api, MemoryBackends, Object};
+    use threeport_server::Sealer;
+    use threeport_server::controllers::control_plane::{
+        ControlPlaneChart, ControlPlaneReconciler, TOKEN_FIELD, token_hash,
+    };
+    use threeport_server::controllers::helm::{HelmCli, HelmWorkloadInstanceReconciler};
+    use threeport_server::controllers::{
+        PASSIVE_KINDS, PassiveReconciler, SingleCluster, declared,
+    };
+    use threeport_server::model::*;
+    use tokio_util::sync::CancellationToken;
+
+    let memory = MemoryBackends::new();
+    let shutdown = CancellationToken::new();
+    memory.spawn_relay(shutdown.clone());
+    let sealer = Arc::new(Sealer::ephemeral().unwrap());
+    let cluster = MemoryCluster::new();
+    let scratch = common::process::temp_dir();
+    let repo_dir = scratch.join("repo");
+    std::fs::create_dir_all(&repo_dir).unwrap();
+    let url = common::chart_repository(&repo_dir, &[(CHART, "0.1.0")]).await;
+    let helm = declared(
+        "helm-workload-instance",
+        HelmWorkloadInstanceReconciler::new(
+            Arc::new(SingleCluster(Arc::new(cluster.clone()))),
+            Arc::new(HelmCli::new(common::helm_bin(), scratch.join("cache"))),
+            sealer.clone(),
+        ),
+        memory.backends(),
+    )
+    .unwrap();
+    tokio::spawn(helm.run(shutdown.clone()));
+    let chart = ControlPlaneChart {
+        repo: url,
+        chart: "threeport".into(),
+        version: "0.1.0".into(),
+    };
+    let planes = declared(
+        "control-plane-instance",
+        ControlPlaneReconciler::new(sealer.clone(), chart),
+        memory.backends(),
+    )
+    .unwrap();
+    tokio::spawn(planes.run(shutdown.clone()));
+    for kind in PASSIVE_KINDS {
+        let passive = declared("passive", PassiveReconciler::new(kind), memory.backends()).unwrap();
+        tokio::spawn(passive.run(shutdown.clone()));
+    }
+
+    let store = memory.store.clone();
+    let runtime = common::default_existing_runtime(&store).await;
+    let definition = Api::<ControlPlaneDefinition>::new(store.clone())
+        .create(
+            "team",
+            ControlPlaneDefinition {
+                auth_enabled: true,
+                controllers: vec!["workload-definition".into(), "workload-instance".into()],
+                image: Some("registry.example.com/threeport-server:1.2.3".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let planes = Api::<ControlPlaneInstance>::new(store.clone());
+    let child = planes
+        .create(
+            "team-a",
+            ControlPlaneInstance {
+                definition: definition.id(),
+                runtime: runtime.id(),
+                namespace: "team-a".into(),
+                genesis: false,
+                secret: Some("team-a-plane".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let installed = tokio::time::timeout(
+        Duration::from_secs(60),
+        planes.wait_until(child.id(), |o: &Object<ControlPlaneInstance>| {
+            o.is_reconciled()
+        }),
+    )
+    .await
+    .expect("the child is installed")
+    .unwrap();
+    let status = &installed.status.details;
+    assert_eq!(
+        status.endpoint.as_deref(),
+        Some("http://team-a-api.team-a.svc:443")
+    );
+    let token = sealer
+        .open(TOKEN_FIELD, status.token.as_deref().unwrap())
+        .unwrap();
+    assert!(token.starts_with("tp_"));
+    // The child's API accepts that token (its hash is in the child's token Secret), reads its
+    // database URL and key from the instance's Secret, runs the definition's image and
+    // controllers.
+    let get = |kind: &str, api_version: &str, name: &str| {
+        let cluster = cluster.clone();
+        let resource = threeport_k8s::ResourceRef {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace: Some("team-a".into()),
+            name: name.into(),
+        };
+        async move { cluster.get(&resource).await.unwrap() }
+    };
+    let tokens = get("Secret", "v1", "team-a")
+        .await
+        .expect("the token Secret");
+    assert!(
+        tokens["stringData"]["tokens"]
+            .as_str()
+            .unwrap()
+            .contains(&token_hash(&token)),
+        "{tokens}"
+    );
+    let api = get("Deployment", "apps/v1", "team-a-api")
+        .await
+        .expect("the API");
+    assert_eq!(
+        container(&api)["image"],
+        "registry.example.com/threeport-server:1.2.3"
+    );
+    let env = container(&api)["env"].to_string();
+    assert!(env.contains("team-a-plane"), "{env}");
+    let controllers = get("Deployment", "apps/v1", "team-a-all")
+        .await
+        .expect("the controllers");
+    assert_eq!(
+        container(&controllers)["args"],
+        json!([
+            "controller",
+            "workload-definition",
+            "workload-instance",
+            "--metrics-listen",
+            "0.0.0.0:9090",
+            "--concurrency",
+            "8"
+        ])
+    );
+
+    // Deleting the instance uninstalls the child.
+    planes.delete(child.id()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), planes.wait_until_gone(child.id()))
+        .await
+        .expect("the instance goes")
+        .unwrap();
+    assert!(get("Deployment", "apps/v1", "team-a-api").await.is_none());
+    assert!(
+        Api::<HelmWorkloadInstance>::new(store.clone())
+            .list_all(&Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    shutdown.cancel();
+}

@@ -186,9 +186,9 @@ fn cases(cluster: &str) -> Vec<Case> {
         case("observability-stack", "obs", "ObservabilityStack:\n  Name: obs\n  MetricsEnabled: true\n  LoggingEnabled: false\n  GrafanaHelmValuesDocument: values.yaml\n".into(), ("LoggingEnabled: false", "LoggingEnabled: true"), true),
         case("observability-stack-definition", "obsd", "ObservabilityStackDefinition:\n  Name: obsd\n  MetricsEnabled: false\n".into(), ("MetricsEnabled: false", "MetricsEnabled: true"), true),
         case("observability-stack-instance", "obsi", "ObservabilityStackInstance:\n  Name: obsi\n  ObservabilityStackDefinition:\n    Name: obsd\n  PromtailHelmValues: |\n    a: 1\n".into(), ("a: 1", "a: 2"), true),
-        case("control-plane", "cp", "ControlPlane:\n  Name: cp\n  Namespace: threeport-cp\n  AuthEnabled: true\n".into(), ("AuthEnabled: true", "AuthEnabled: false"), false),
-        case("control-plane-definition", "cpd", "ControlPlaneDefinition:\n  Name: cpd\n  AuthEnabled: false\n".into(), ("AuthEnabled: false", "AuthEnabled: true"), false),
-        case("control-plane-instance", "cpi", "ControlPlaneInstance:\n  Name: cpi\n  ControlPlaneDefinition:\n    Name: cpd\n  Namespace: second\n".into(), ("Namespace: second", "Namespace: third"), false),
+        case("control-plane", "cp", "ControlPlane:\n  Name: cp\n  Namespace: threeport-cp\n  AuthEnabled: true\n  Controllers: [workload-definition]\n  Image: registry.example.com/threeport-server:1.0\n  Secret: cp-plane\n".into(), ("AuthEnabled: true", "AuthEnabled: false"), true),
+        case("control-plane-definition", "cpd", "ControlPlaneDefinition:\n  Name: cpd\n  AuthEnabled: false\n".into(), ("AuthEnabled: false", "AuthEnabled: true"), true),
+        case("control-plane-instance", "cpi", "ControlPlaneInstance:\n  Name: cpi\n  ControlPlaneDefinition:\n    Name: cpd\n  Namespace: second\n  Secret: second-plane\n".into(), ("Namespace: second", "Namespace: third"), true),
     ]
 }
 
@@ -560,15 +560,26 @@ async fn mistakes_get_one_line_naming_the_field_and_waiting_fails_with_the_reaso
         "{}",
         ran.stderr
     );
-    // And one that does not get there in time.
+    // And one that does not get there in time (no controller serves Terraform yet).
+    shell.write(
+        "account.yaml",
+        "AwsAccount:\n  Name: slow\n  AccountID: \"123456789012\"\n  DefaultRegion: us-east-1\n  RoleArn: arn:aws:iam::123456789012:role/threeport\n",
+    );
+    shell
+        .ok(&["create", "aws-account", "-c", "account.yaml"])
+        .await;
+    shell.write(
+        "terraform/main.tf",
+        "resource \"terraform_data\" \"x\" {}\n",
+    );
     shell.write(
         "slow.yaml",
-        "ControlPlaneDefinition:\n  Name: slow\n  AuthEnabled: false\n",
+        "TerraformDefinition:\n  Name: slow\n  ConfigDir: terraform\n  AwsAccountName: slow\n",
     );
     let ran = shell
         .run(&[
             "create",
-            "control-plane-definition",
+            "terraform-definition",
             "-c",
             "slow.yaml",
             "--wait",
@@ -579,7 +590,7 @@ async fn mistakes_get_one_line_naming_the_field_and_waiting_fails_with_the_reaso
     assert_eq!(ran.code, 1);
     assert!(
         ran.stderr.contains("timed out after 2s")
-            && ran.stderr.contains("ControlPlaneDefinition/slow"),
+            && ran.stderr.contains("TerraformDefinition/slow"),
         "{}",
         ran.stderr
     );

@@ -4,6 +4,8 @@
 //! available → down; a dropped watch, a forced 410 and a restarted watcher converge without
 //! duplicating an event; the number of watches does not grow with the instances.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,41 +102,16 @@ impl Plane {
 
     async fn runtime(&self) -> ObjectId {
         let store = self.memory.store.clone();
-        let definition = Api::<KubernetesRuntimeDefinition>::new(store.clone())
-            .create(
-                "existing",
-                KubernetesRuntimeDefinition {
-                    infra_provider: InfraProvider::Existing,
-                    aws_account: None,
-                    high_availability: false,
-                    node_size: NodeSize::Medium,
-                    node_profile: NodeProfile::Balanced,
-                    node_maximum: 3,
-                },
-            )
+        let connection = ConnectionData {
+            api_endpoint: self.server.url.clone(),
+            ca_certificate: None,
+            token: None,
+            client_certificate: None,
+            client_key: None,
+            kubeconfig: None,
+        };
+        common::existing_runtime(&store, "local", Some(connection))
             .await
-            .unwrap();
-        Api::<KubernetesRuntimeInstance>::new(store)
-            .create(
-                "local",
-                KubernetesRuntimeInstance {
-                    definition: definition.id(),
-                    location: "Europe:Paris".into(),
-                    default_runtime: true,
-                    agent: None,
-                    support_services: Vec::new(),
-                    connection: Some(ConnectionData {
-                        api_endpoint: self.server.url.clone(),
-                        ca_certificate: None,
-                        token: None,
-                        client_certificate: None,
-                        client_key: None,
-                        kubeconfig: None,
-                    }),
-                },
-            )
-            .await
-            .unwrap()
             .id()
     }
 

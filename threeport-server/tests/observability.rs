@@ -130,34 +130,7 @@ async fn a_stack_installs_its_components_wired_turns_one_off_and_goes_with_its_d
     }
 
     let store = memory.store.clone();
-    let runtime_definition = Api::<KubernetesRuntimeDefinition>::new(store.clone())
-        .create(
-            "existing",
-            KubernetesRuntimeDefinition {
-                infra_provider: InfraProvider::Existing,
-                aws_account: None,
-                high_availability: false,
-                node_size: NodeSize::Medium,
-                node_profile: NodeProfile::Balanced,
-                node_maximum: 4,
-            },
-        )
-        .await
-        .unwrap();
-    let runtime = Api::<KubernetesRuntimeInstance>::new(store.clone())
-        .create(
-            "here",
-            KubernetesRuntimeInstance {
-                definition: runtime_definition.id(),
-                location: "Europe:Paris".into(),
-                default_runtime: true,
-                agent: None,
-                connection: None,
-                support_services: Vec::new(),
-            },
-        )
-        .await
-        .unwrap();
+    let runtime = common::default_existing_runtime(&store).await;
     let definitions = Api::<ObservabilityStackDefinition>::new(store.clone());
     let definition = definitions
         .create(

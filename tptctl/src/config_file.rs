@@ -268,6 +268,9 @@ struct ControlPlaneValues {
     auth_enabled: Option<bool>,
     onboard_parent: Option<bool>,
     genesis: Option<bool>,
+    controllers: Option<Vec<String>>,
+    image: Option<String>,
+    secret: Option<String>,
     control_plane_definition: Option<NameRef>,
     kubernetes_runtime_instance: Option<NameRef>,
     labels: Option<Labels>,
@@ -622,16 +625,20 @@ fn fields_of(key: &str) -> Vec<&'static str> {
             "Name",
             "Namespace",
             "AuthEnabled",
+            "Controllers",
+            "Image",
+            "Secret",
             "OnboardParent",
             "KubernetesRuntimeInstance",
         ],
-        "ControlPlaneDefinition" => vec!["Name", "AuthEnabled"],
+        "ControlPlaneDefinition" => vec!["Name", "AuthEnabled", "Controllers", "Image"],
         "ControlPlaneInstance" => vec![
             "Name",
             "ControlPlaneDefinition",
             "KubernetesRuntimeInstance",
             "Namespace",
             "Genesis",
+            "Secret",
         ],
         _ => Vec::new(),
     };
@@ -2072,11 +2079,16 @@ impl Expander<'_> {
             "control planes are not onboarded to their parent yet",
         );
         let mut definition = self.part("ControlPlaneDefinition", &v.name, &v.labels);
-        definition.spec = spec(&[("auth_enabled", some(&v.auth_enabled))]);
+        definition.spec = spec(&[
+            ("auth_enabled", some(&v.auth_enabled)),
+            ("controllers", some(&v.controllers)),
+            ("image", some(&v.image)),
+        ]);
         let mut instance = self.part("ControlPlaneInstance", &v.name, &v.labels);
         instance.spec = spec(&[
             ("namespace", some(&v.namespace)),
             ("genesis", some(&v.genesis)),
+            ("secret", some(&v.secret)),
         ]);
         instance
             .links

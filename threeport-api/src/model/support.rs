@@ -354,11 +354,46 @@ pub struct ControlPlaneDefinition {
     /// Require authentication on its API.
     #[serde(default = "default_true")]
     pub auth_enabled: bool,
+    /// The controllers it runs (`threeport-server controller` names); empty: all of them.
+    #[serde(default)]
+    pub controllers: Vec<String>,
+    /// The threeport-server image (`registry/threeport-server:tag`); `None`: the chart's
+    /// default for this release. (Threeport's custom component images.)
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 impl ApiObject for ControlPlaneDefinition {
     const KIND: &'static str = "ControlPlaneDefinition";
     type Status = ();
+    fn validate(&self) -> Result<(), ValidationError> {
+        for (i, name) in self.controllers.iter().enumerate() {
+            dns_label(&format!("controllers[{i}]"), name)?;
+        }
+        if let Some(image) = &self.image
+            && (image.trim().is_empty() || image.contains(char::is_whitespace))
+        {
+            return Err(ValidationError::new(
+                "image",
+                "must be an image reference (`registry/threeport-server:tag`)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where a child control plane answers, and how to reach it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+pub struct ControlPlaneStatus {
+    /// Its API inside the runtime's cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// An API token for it, sealed (`sealed:v1:…`); only its hash went to the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The Helm workload instance that installs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
 }
 
 /// A threeport control plane deployed on a runtime.
@@ -377,12 +412,19 @@ pub struct ControlPlaneInstance {
     /// The first control plane, which created the others.
     #[serde(default)]
     pub genesis: bool,
+    /// A Secret in `namespace` holding the child's database URL (key `url`) and sealing key
+    /// (key `key`, 64 hex digits): threeport never stores either.
+    #[serde(default)]
+    pub secret: Option<String>,
 }
 
 impl ApiObject for ControlPlaneInstance {
     const KIND: &'static str = "ControlPlaneInstance";
-    type Status = ();
+    type Status = ControlPlaneStatus;
     fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(secret) = &self.secret {
+            dns_label("secret", secret)?;
+        }
         dns_label("namespace", &self.namespace)
     }
     fn references(&self) -> Vec<Reference> {

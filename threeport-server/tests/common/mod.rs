@@ -46,16 +46,21 @@ pub fn helm(args: &[&str]) {
     );
 }
 
-/// A chart repository on loopback serving the repository's test charts `charts` (name,
-/// version), packaged into `dir`; returns its URL.
+/// A chart repository on loopback serving the repository's test charts `charts` (name, or a
+/// chart directory's path; version), packaged into `dir`; returns its URL.
 pub async fn chart_repository(dir: &std::path::Path, charts: &[(&str, &str)]) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let repo = dir.to_str().unwrap();
     for (chart, version) in charts {
+        let source = if chart.contains('/') {
+            chart.to_string()
+        } else {
+            chart_dir(chart)
+        };
         helm(&[
             "package",
-            &chart_dir(chart),
+            &source,
             "--version",
             version,
             "--destination",
@@ -87,6 +92,52 @@ pub async fn install_external_secrets_crd(cluster: &threeport_k8s::MemoryCluster
             "names": {"kind": "ExternalSecret", "plural": "externalsecrets"},
             "versions": [{"name": "v1", "served": true, "storage": true}]}});
     cluster.apply(&crd, "operator").await.unwrap();
+}
+
+/// An existing cluster (no connection data: the tests' cluster providers need none) as the
+/// default runtime `here`.
+pub async fn default_existing_runtime<S: threeport_core::Store>(
+    store: &std::sync::Arc<S>,
+) -> threeport_core::Object<threeport_server::model::KubernetesRuntimeInstance> {
+    existing_runtime(store, "here", None).await
+}
+
+/// An existing cluster reached with `connection` as the default runtime `name`.
+pub async fn existing_runtime<S: threeport_core::Store>(
+    store: &std::sync::Arc<S>,
+    name: &str,
+    connection: Option<threeport_server::model::ConnectionData>,
+) -> threeport_core::Object<threeport_server::model::KubernetesRuntimeInstance> {
+    use threeport_core::Api;
+    use threeport_server::model::*;
+    let definition = Api::<KubernetesRuntimeDefinition>::new(store.clone())
+        .create(
+            "existing",
+            KubernetesRuntimeDefinition {
+                infra_provider: InfraProvider::Existing,
+                aws_account: None,
+                high_availability: false,
+                node_size: NodeSize::Medium,
+                node_profile: NodeProfile::Balanced,
+                node_maximum: 4,
+            },
+        )
+        .await
+        .unwrap();
+    Api::<KubernetesRuntimeInstance>::new(store.clone())
+        .create(
+            name,
+            KubernetesRuntimeInstance {
+                definition: definition.id(),
+                location: "Europe:Paris".into(),
+                default_runtime: true,
+                agent: None,
+                support_services: Vec::new(),
+                connection,
+            },
+        )
+        .await
+        .unwrap()
 }
 
 /// The `orders` PostgreSQL database definition the AWS tests use, in `account`.

@@ -88,6 +88,8 @@ class ConnectionData(TypedDict, total=False):
 class ControlPlaneDefinition(TypedDict, total=False):
     """A threeport control plane's configuration."""
     auth_enabled: bool
+    controllers: List[str]
+    image: Optional[str]
 
 
 class ControlPlaneInstance(TypedDict, total=False):
@@ -96,6 +98,7 @@ class ControlPlaneInstance(TypedDict, total=False):
     genesis: bool
     namespace: str
     runtime: str
+    secret: Optional[str]
 
 
 DatabaseEngine = Literal["mysql", "postgres", "mariadb"]

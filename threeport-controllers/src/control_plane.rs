@@ -1,0 +1,195 @@
+//! Control planes made by control planes: a `ControlPlaneInstance` installs threeport's own
+//! chart (`deploy/helm/threeport`) onto its runtime as a Helm workload it owns, with the
+//! definition's controllers, image and authentication, the database and sealing key from a
+//! Secret the instance names (never through threeport's store), and an API token minted for
+//! the parent: its hash goes to the child, the token itself sealed into the instance's status
+//! with the child's endpoint. Deleting the instance uninstalls the child.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use threeport_api::model::{
+    ControlPlaneDefinition, ControlPlaneInstance, HelmWorkloadDefinition, KubernetesRuntimeInstance,
+};
+use threeport_core::object::ConditionStatus;
+use threeport_core::{Action, ApiObject, Context, Object, ObjectRef, ReconcileError, Reconciler};
+
+use crate::deploy::{OwnedRelease, dns_name, get_by_name, release_owned};
+use crate::seal::Sealer;
+
+/// Condition of a control-plane instance: whether its chart is released.
+pub const INSTALLED: &str = "Installed";
+
+/// The field the parent's token for a child is sealed under.
+pub const TOKEN_FIELD: &str = "status.details.token";
+
+/// Where threeport's chart comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPlaneChart {
+    /// Chart repository (`https://…`) or OCI registry path (`oci://…`).
+    pub repo: String,
+    /// Chart name.
+    pub chart: String,
+    /// Chart version.
+    pub version: String,
+}
+
+impl Default for ControlPlaneChart {
+    fn default() -> Self {
+        ControlPlaneChart {
+            repo: "oci://ghcr.io/threeport/charts".to_owned(),
+            chart: "threeport".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+/// Reconciles `ControlPlaneInstance`.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneReconciler {
+    sealer: Arc<Sealer>,
+    chart: ControlPlaneChart,
+}
+
+impl ControlPlaneReconciler {
+    /// A controller minting tokens with `sealer`, installing `chart`.
+    pub fn new(sealer: Arc<Sealer>, chart: ControlPlaneChart) -> Self {
+        ControlPlaneReconciler { sealer, chart }
+    }
+}
+
+/// The parent's API token for child `instance`: derived from the server's key, so a reconcile
+/// that resumes mints the same one.
+fn child_token(sealer: &Sealer, instance: &Object<ControlPlaneInstance>) -> String {
+    let id = instance.id();
+    format!(
+        "tp_{}{}",
+        sealer.derive(&format!("control-plane-token:{id}:0")),
+        sealer.derive(&format!("control-plane-token:{id}:1"))
+    )
+}
+
+/// SHA-256 of `token`, hex: what an API's token file holds.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        token.as_bytes(),
+    ))
+}
+
+/// `registry/name:tag` → (`registry/name`, `tag`); no tag: `latest`.
+fn split_image(image: &str) -> (String, String) {
+    match image.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => (repository.to_owned(), tag.to_owned()),
+        _ => (image.to_owned(), "latest".to_owned()),
+    }
+}
+
+#[async_trait]
+impl Reconciler for ControlPlaneReconciler {
+    type Object = ControlPlaneInstance;
+
+    async fn reconcile(
+        &self,
+        instance: &mut Object<ControlPlaneInstance>,
+        ctx: &Context,
+    ) -> Result<Action, ReconcileError> {
+        let definition = ctx
+            .api::<ControlPlaneDefinition>()
+            .get(instance.spec.definition)
+            .await?
+            .spec;
+        let runtime = ctx
+            .api::<KubernetesRuntimeInstance>()
+            .get(instance.spec.runtime)
+            .await?;
+        let namespace = instance.spec.namespace.clone();
+        let Some(secret) = instance.spec.secret.clone() else {
+            return Err(ReconcileError::terminal(format!(
+                "secret: a control plane needs a Secret in namespace {namespace} with its \
+                 database URL (key `url`) and sealing key (key `key`), named in `secret`"
+            )));
+        };
+        let fullname = dns_name(&instance.meta.name, 36);
+        let token = child_token(&self.sealer, instance);
+        let mut values = json!({
+            "fullnameOverride": fullname,
+            "auth": {"enabled": definition.auth_enabled,
+                     "tokenHashes": [token_hash(&token)]},
+            "database": {"existingSecret": secret},
+            "encryption": {"existingSecret": secret},
+        });
+        if let Some(image) = &definition.image {
+            let (repository, tag) = split_image(image);
+            values["image"] = json!({"repository": repository, "tag": tag});
+        }
+        if !definition.controllers.is_empty() {
+            values["controllers"] =
+                json!({"groups": [{"name": "all", "controllers": definition.controllers}]});
+        }
+        let name = format!("control-plane-{}", instance.meta.name);
+        let owner = ObjectRef::new(ControlPlaneInstance::KIND, instance.id());
+        let release = OwnedRelease {
+            name: &name,
+            repo: &self.chart.repo,
+            chart: &self.chart.chart,
+            version: &self.chart.version,
+            values: &values,
+            additional: &[],
+            runtime: runtime.id(),
+            namespace: &namespace,
+            owner,
+        };
+        let before = get_by_name::<HelmWorkloadDefinition>(ctx, &name).await?;
+        let release = release_owned(ctx, release, before).await?;
+        let details = &mut instance.status.details;
+        details.release = Some(name.clone());
+        details.endpoint = Some(format!("http://{fullname}-api.{namespace}.svc:443"));
+        if details.token.is_none() {
+            details.token = Some(self.sealer.seal(TOKEN_FIELD, &token)?);
+        }
+        if release.is_reconciled() {
+            instance.status.set_condition(
+                INSTALLED,
+                ConditionStatus::True,
+                "Released",
+                format!("released on runtime {}", runtime.meta.name),
+            );
+            Ok(Action::Done)
+        } else {
+            // It follows the release it owns; the requeue is a fallback.
+            instance.status.set_condition(
+                INSTALLED,
+                ConditionStatus::False,
+                "Releasing",
+                format!("waiting for {name}"),
+            );
+            Ok(Action::RequeueAfter(Duration::from_secs(30)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_split_into_repository_and_tag() {
+        assert_eq!(
+            split_image("registry.example.com:5000/threeport-server:1.2.3"),
+            (
+                "registry.example.com:5000/threeport-server".to_owned(),
+                "1.2.3".to_owned()
+            )
+        );
+        assert_eq!(
+            split_image("registry.example.com:5000/threeport-server"),
+            (
+                "registry.example.com:5000/threeport-server".to_owned(),
+                "latest".to_owned()
+            )
+        );
+    }
+}
