@@ -370,7 +370,7 @@ pub async fn kubernetes_clusters(
 /// Hosted zones: not found before, created once (a second ensure finds it), found by name
 /// with or without the trailing dot, deleted, bad names refused.
 pub async fn dns_zones(zones: &dyn DnsZones, domain: &str) {
-    assert_eq!(zones.find_zone(domain).await.expect("look up"), None);
+    assert_eq!(zones.find_zone(domain, false).await.expect("look up"), None);
     let created = zones.ensure_zone(domain, None).await.expect("create");
     assert_eq!(created.name, domain);
     assert!(!created.private);
@@ -383,21 +383,40 @@ pub async fn dns_zones(zones: &dyn DnsZones, domain: &str) {
     assert_eq!(again, created, "found, not made twice");
     let dotted = format!("{domain}.");
     assert_eq!(
-        zones.find_zone(&dotted).await.expect("look up"),
+        zones.find_zone(&dotted, false).await.expect("look up"),
         Some(created)
+    );
+    assert_eq!(
+        zones.find_zone(domain, true).await.expect("look up"),
+        None,
+        "a public zone is not the private one"
     );
     let parent = domain.split_once('.').map(|(_, p)| p).unwrap_or(domain);
     assert_eq!(
         zones
-            .find_zone(&format!("other.{parent}"))
+            .find_zone(&format!("other.{parent}"), false)
             .await
             .expect("look up"),
         None,
         "only the exact name"
     );
-    assert!(zones.delete_zone(domain).await.expect("delete"));
-    assert!(!zones.delete_zone(domain).await.expect("delete again"));
-    assert_eq!(zones.find_zone(domain).await.expect("look up"), None);
-    let err = zones.find_zone("not a domain").await.expect_err("bad name");
+    assert!(
+        !zones
+            .delete_zone(domain, true)
+            .await
+            .expect("no private one")
+    );
+    assert!(zones.delete_zone(domain, false).await.expect("delete"));
+    assert!(
+        !zones
+            .delete_zone(domain, false)
+            .await
+            .expect("delete again")
+    );
+    assert_eq!(zones.find_zone(domain, false).await.expect("look up"), None);
+    let err = zones
+        .find_zone("not a domain", false)
+        .await
+        .expect_err("bad name");
     assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
 }

@@ -502,9 +502,9 @@ impl HostedZone {
 /// Route 53 hosted zones, found by their domain.
 #[async_trait]
 pub trait DnsZones: Send + Sync + std::fmt::Debug + 'static {
-    /// The zone of exactly `domain` (`example.com`; a trailing dot is ignored), if there is
-    /// one; a public zone wins over a private one of the same name.
-    async fn find_zone(&self, domain: &str) -> Result<Option<HostedZone>>;
+    /// The public (or, with `private`, private) zone of exactly `domain` (`example.com`; a
+    /// trailing dot is ignored), if there is one.
+    async fn find_zone(&self, domain: &str, private: bool) -> Result<Option<HostedZone>>;
 
     /// Creates a zone for `domain`, or returns the one already there (idempotent: the caller
     /// reference is derived from the domain). A private zone needs `vpc` (id and region).
@@ -514,9 +514,9 @@ pub trait DnsZones: Send + Sync + std::fmt::Debug + 'static {
         private_in: Option<(&str, &str)>,
     ) -> Result<HostedZone>;
 
-    /// Deletes the zone of `domain` (which must hold only its SOA and NS records); `false` if
-    /// there is none.
-    async fn delete_zone(&self, domain: &str) -> Result<bool>;
+    /// Deletes the public (or private) zone of `domain` (which must hold only its SOA and NS
+    /// records); `false` if there is none.
+    async fn delete_zone(&self, domain: &str, private: bool) -> Result<bool>;
 }
 
 /// Checks a domain as Route 53 takes it: dot-separated labels of letters, digits and `-`.

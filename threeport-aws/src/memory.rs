@@ -44,8 +44,8 @@ pub struct MemoryAws {
     subnet_groups: Mutex<HashMap<String, Vec<String>>>,
     roles: Mutex<HashMap<String, RoleRequest>>,
     oidc_providers: Mutex<HashSet<String>>,
-    /// Hosted zones by domain.
-    zones: Mutex<HashMap<String, HostedZone>>,
+    /// Hosted zones by domain and privacy.
+    zones: Mutex<HashMap<(String, bool), HostedZone>>,
     clusters: Mutex<HashMap<String, (ClusterRequest, Creating)>>,
     node_groups: Mutex<HashMap<(String, String), (NodeGroupRequest, Creating)>>,
     creation_polls: u32,
@@ -232,7 +232,7 @@ impl MemoryAws {
         self.zones
             .lock()
             .unwrap()
-            .insert(zone.name.clone(), zone.clone());
+            .insert((zone.name.clone(), false), zone.clone());
         zone
     }
 
@@ -506,9 +506,9 @@ impl Roles for MemoryAws {
 
 #[async_trait]
 impl DnsZones for MemoryAws {
-    async fn find_zone(&self, domain: &str) -> Result<Option<HostedZone>> {
+    async fn find_zone(&self, domain: &str, private: bool) -> Result<Option<HostedZone>> {
         let domain = crate::validate_domain(domain)?;
-        Ok(self.zones.lock().unwrap().get(&domain).cloned())
+        Ok(self.zones.lock().unwrap().get(&(domain, private)).cloned())
     }
 
     async fn ensure_zone(
@@ -517,19 +517,31 @@ impl DnsZones for MemoryAws {
         private_in: Option<(&str, &str)>,
     ) -> Result<HostedZone> {
         let domain = crate::validate_domain(domain)?;
-        if let Some(found) = self.find_zone(&domain).await? {
+        let private = private_in.is_some();
+        if let Some(found) = self.find_zone(&domain, private).await? {
             return Ok(found);
         }
-        let mut zone = self.add_zone(&domain);
-        zone.private = private_in.is_some();
-        self.zones.lock().unwrap().insert(domain, zone.clone());
+        let zone = HostedZone {
+            id: format!("Z{:012}", self.zones.lock().unwrap().len() + 1),
+            name: domain.clone(),
+            private,
+        };
+        self.zones
+            .lock()
+            .unwrap()
+            .insert((domain, private), zone.clone());
         self.answer("create_hosted_zone")?;
         Ok(zone)
     }
 
-    async fn delete_zone(&self, domain: &str) -> Result<bool> {
+    async fn delete_zone(&self, domain: &str, private: bool) -> Result<bool> {
         let domain = crate::validate_domain(domain)?;
-        Ok(self.zones.lock().unwrap().remove(&domain).is_some())
+        Ok(self
+            .zones
+            .lock()
+            .unwrap()
+            .remove(&(domain, private))
+            .is_some())
     }
 }
 

@@ -35,7 +35,7 @@ fn zone(zone: &aws_sdk_route53::types::HostedZone) -> HostedZone {
 
 #[async_trait]
 impl DnsZones for Route53Zones {
-    async fn find_zone(&self, domain: &str) -> Result<Option<HostedZone>> {
+    async fn find_zone(&self, domain: &str, private: bool) -> Result<Option<HostedZone>> {
         let domain = validate_domain(domain)?;
         // Zones come sorted by name from `dns_name` on: the exact ones are first.
         let listed = self
@@ -46,14 +46,11 @@ impl DnsZones for Route53Zones {
             .send()
             .await
             .map_err(|e| sdk_error("hosted_zone", e))?;
-        let mut exact: Vec<HostedZone> = listed
+        Ok(listed
             .hosted_zones()
             .iter()
             .map(zone)
-            .filter(|z| z.name == domain)
-            .collect();
-        exact.sort_by_key(|z| z.private);
-        Ok(exact.into_iter().next())
+            .find(|z| z.name == domain && z.private == private))
     }
 
     async fn ensure_zone(
@@ -62,7 +59,8 @@ impl DnsZones for Route53Zones {
         private_in: Option<(&str, &str)>,
     ) -> Result<HostedZone> {
         let domain = validate_domain(domain)?;
-        if let Some(found) = self.find_zone(&domain).await? {
+        let private = private_in.is_some();
+        if let Some(found) = self.find_zone(&domain, private).await? {
             return Ok(found);
         }
         // A caller reference may be used once ever: a fresh one per attempt; the look-up
@@ -82,7 +80,7 @@ impl DnsZones for Route53Zones {
             .hosted_zone_config(
                 HostedZoneConfig::builder()
                     .comment("made by threeport")
-                    .private_zone(private_in.is_some())
+                    .private_zone(private)
                     .build(),
             );
         if let Some((vpc, region)) = private_in {
@@ -97,10 +95,10 @@ impl DnsZones for Route53Zones {
             Ok(created) => Ok(created.hosted_zone().map(zone).unwrap_or(HostedZone {
                 id: String::new(),
                 name: domain,
-                private: private_in.is_some(),
+                private,
             })),
             Err(err) if err.code() == Some("HostedZoneAlreadyExists") => {
-                self.find_zone(&domain).await?.ok_or_else(|| {
+                self.find_zone(&domain, private).await?.ok_or_else(|| {
                     threeport_core::Error::unavailable(format!(
                         "hosted zone {domain}: reported to exist but not found"
                     ))
@@ -110,8 +108,8 @@ impl DnsZones for Route53Zones {
         }
     }
 
-    async fn delete_zone(&self, domain: &str) -> Result<bool> {
-        let Some(found) = self.find_zone(domain).await? else {
+    async fn delete_zone(&self, domain: &str, private: bool) -> Result<bool> {
+        let Some(found) = self.find_zone(domain, private).await? else {
             return Ok(false);
         };
         match self.client.delete_hosted_zone().id(&found.id).send().await {

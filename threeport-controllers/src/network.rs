@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use threeport_api::model::{
     DomainNameDefinition, DomainNameInstance, GatewayDefinition, GatewayInstance,
-    KubernetesRuntimeInstance, SupportService, WorkloadInstance,
+    KubernetesRuntimeInstance, SupportService, WorkloadInstance, Zone,
 };
 use threeport_core::object::{ConditionStatus, EventType};
 use threeport_core::store::ListQuery;
@@ -420,7 +420,8 @@ impl Reconciler for DomainNameInstanceReconciler {
         let domain = definition.spec.domain.trim_end_matches('.').to_owned();
         let (services, region) =
             account_services(self.support.aws(), ctx, definition.spec.aws_account).await?;
-        let zone = match services.zones.find_zone(&domain).await? {
+        let private = definition.spec.zone == Zone::Private;
+        let zone = match services.zones.find_zone(&domain, private).await? {
             Some(zone) => zone,
             None if definition.spec.create_zone => {
                 let zone = services.zones.ensure_zone(&domain, None).await?;
@@ -436,10 +437,12 @@ impl Reconciler for DomainNameInstanceReconciler {
                 zone
             }
             None => {
+                let visibility = if private { "private" } else { "public" };
                 return Err(ReconcileError::terminal(format!(
-                    "hosted zone {domain} does not exist in Route 53 (domain name definition \
-                     {}): create it, or set create_zone",
-                    definition.meta.name
+                    "hosted zone {domain} does not exist in Route 53 as a {visibility} zone \
+                     (domain name definition {}): create it{}",
+                    definition.meta.name,
+                    if private { "" } else { ", or set create_zone" }
                 )));
             }
         };

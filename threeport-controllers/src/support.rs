@@ -511,7 +511,12 @@ impl Support {
                 .await?;
             let (services, region) =
                 account_services(&self.aws, ctx, definition.spec.aws_account).await?;
-            if let Some(zone) = services.zones.find_zone(&definition.spec.domain).await? {
+            let private = definition.spec.zone == threeport_api::model::Zone::Private;
+            if let Some(zone) = services
+                .zones
+                .find_zone(&definition.spec.domain, private)
+                .await?
+            {
                 domains.push(DomainInUse {
                     definition: definition.spec,
                     zone,

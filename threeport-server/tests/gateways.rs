@@ -979,7 +979,11 @@ async fn a_workload_with_a_gateway_and_a_domain_gets_support_services_routes_and
         assert!(found.is_err(), "role {role} deleted with the cluster");
     }
     assert!(
-        zones.find_zone("example.com").await.unwrap().is_some(),
+        zones
+            .find_zone("example.com", false)
+            .await
+            .unwrap()
+            .is_some(),
         "a zone threeport did not make stays"
     );
     shutdown.cancel();
