@@ -51,12 +51,24 @@ impl Default for ControlPlaneChart {
 pub struct ControlPlaneReconciler {
     sealer: Arc<Sealer>,
     chart: ControlPlaneChart,
+    public_url: Option<String>,
 }
 
 impl ControlPlaneReconciler {
     /// A controller minting tokens with `sealer`, installing `chart`.
     pub fn new(sealer: Arc<Sealer>, chart: ControlPlaneChart) -> Self {
-        ControlPlaneReconciler { sealer, chart }
+        ControlPlaneReconciler {
+            sealer,
+            chart,
+            public_url: None,
+        }
+    }
+
+    /// This control plane's API as its children reach it (`threeport-server --public-url`):
+    /// each child is told it with the instance that made it (its `/version` shows both).
+    pub fn with_public_url(mut self, url: Option<String>) -> Self {
+        self.public_url = url;
+        self
     }
 }
 
@@ -120,6 +132,9 @@ impl Reconciler for ControlPlaneReconciler {
                      "tokenHashes": [token_hash(&token)]},
             "database": {"existingSecret": secret},
             "encryption": {"existingSecret": secret},
+            // The child's side of the link: who made it.
+            "parent": {"apiUrl": self.public_url.clone().unwrap_or_default(),
+                       "controlPlaneInstance": instance.id().to_string()},
         });
         if let Some(image) = &definition.image {
             let (repository, tag) = split_image(image);

@@ -108,6 +108,8 @@ pub struct Providers {
     /// DNS, secrets, autoscaling).
     #[cfg(feature = "aws")]
     pub support_charts: support::SupportCharts,
+    /// This control plane's API as others reach it (given to the control planes it makes).
+    pub public_url: Option<String>,
 }
 
 /// Starts one controller: its reconciler, made from the providers, on the backends,
@@ -227,7 +229,8 @@ const CONTROLLERS: &[(&str, Follows, Start)] = &[
             let reconciler = control_plane::ControlPlaneReconciler::new(
                 p.sealer.clone(),
                 control_plane::ControlPlaneChart::default(),
-            );
+            )
+            .with_public_url(p.public_url.clone());
             run(reconciler, b, c, s)
         },
     ),

@@ -209,6 +209,10 @@ struct PlaneArgs {
     /// cert-manager, external-dns, external-secrets, cluster-autoscaler).
     #[arg(long = "support-chart", value_parser = parse_support_chart)]
     support_charts: Vec<(SupportService, SupportChart)>,
+    /// This control plane's API as others reach it (`https://threeport.example.com`): the
+    /// control planes it makes are told it as their parent.
+    #[arg(long, env = "THREEPORT_PUBLIC_URL")]
+    public_url: Option<String>,
 }
 
 /// One `--support-chart` override.
@@ -233,6 +237,7 @@ impl PlaneArgs {
                     .clone()
                     .unwrap_or_else(|| self.data_dir.join("charts")),
             )),
+            public_url: self.public_url.clone(),
             support_charts: self
                 .support_charts
                 .iter()

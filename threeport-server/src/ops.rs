@@ -66,8 +66,19 @@ pub fn routes(ops: Ops) -> Router {
 }
 
 /// `{"version": "0.1.0"}`: the server's release, for clients to report (`tptctl version`).
+/// The release, and for a control plane made by another one (its chart sets
+/// `THREEPORT_PARENT_API_URL` and `THREEPORT_PARENT_INSTANCE`) its parent: the child's side of
+/// the link, the parent's `ControlPlaneInstance` being the other.
 async fn version() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }))
+    let mut body = serde_json::json!({ "version": env!("CARGO_PKG_VERSION") });
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if let Some(instance) = var("THREEPORT_PARENT_INSTANCE") {
+        body["parent"] = serde_json::json!({
+            "api_url": var("THREEPORT_PARENT_API_URL"),
+            "control_plane_instance": instance,
+        });
+    }
+    axum::Json(body)
 }
 
 /// How long `/readyz` waits for a probe: an orchestrator needs a quick "not ready" while a

@@ -261,7 +261,7 @@ async fn the_binary_becomes_ready_with_the_charts_arguments_and_environment() {
     let (api_port, metrics_port) = (nats::free_port(), nats::free_port());
     let minted = threeport_server::auth::mint_token().unwrap();
     let manifests = render(&format!(
-        "database:\n  url: {database}\nencryption:\n  key: {KEY}\nauth:\n  tokenHashes: ['{}']\nnats:\n  url: {}\napi:\n  port: {api_port}\ncontrollers:\n  metricsPort: {metrics_port}\n",
+        "database:\n  url: {database}\nencryption:\n  key: {KEY}\nauth:\n  tokenHashes: ['{}']\nnats:\n  url: {}\napi:\n  port: {api_port}\ncontrollers:\n  metricsPort: {metrics_port}\nparent:\n  apiUrl: https://parent.example.com\n  controlPlaneInstance: 01a2-parent\n",
         minted.hash, nats.url
     ))
     .unwrap();
@@ -300,6 +300,19 @@ async fn the_binary_becomes_ready_with_the_charts_arguments_and_environment() {
         &id,
     )
     .await;
+    // A child made by a parent says so.
+    let version: Value = http
+        .get(format!("http://127.0.0.1:{api_port}/version"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        version["parent"],
+        json!({"api_url": "https://parent.example.com", "control_plane_instance": "01a2-parent"})
+    );
     // The chart's test hook's check, by the binary itself.
     let probe = tokio::process::Command::new(env!("CARGO_BIN_EXE_threeport-server"))
         .args(["probe", &format!("http://127.0.0.1:{api_port}/readyz")])
@@ -397,7 +410,8 @@ async fn a_control_plane_instance_installs_a_child_from_the_chart_and_delete_uni
     };
     let planes = declared(
         "control-plane-instance",
-        ControlPlaneReconciler::new(sealer.clone(), chart),
+        ControlPlaneReconciler::new(sealer.clone(), chart)
+            .with_public_url(Some("https://parent.example.com".into())),
         memory.backends(),
     )
     .unwrap();
@@ -484,6 +498,21 @@ async fn a_control_plane_instance_installs_a_child_from_the_chart_and_delete_uni
     );
     let env = container(&api)["env"].to_string();
     assert!(env.contains("team-a-plane"), "{env}");
+    // The child's side of the link: its parent and the instance that made it.
+    let vars = container(&api)["env"].as_array().unwrap().clone();
+    let var = |name: &str| {
+        vars.iter()
+            .find(|v| v["name"] == name)
+            .map(|v| v["value"].clone())
+    };
+    assert_eq!(
+        var("THREEPORT_PARENT_INSTANCE"),
+        Some(json!(child.id().to_string()))
+    );
+    assert_eq!(
+        var("THREEPORT_PARENT_API_URL"),
+        Some(json!("https://parent.example.com"))
+    );
     let controllers = get("Deployment", "apps/v1", "team-a-all")
         .await
         .expect("the controllers");

@@ -162,6 +162,7 @@ impl Plane {
             sealer: sealer.clone(),
             health: Default::default(),
             support_charts: Default::default(),
+            public_url: None,
             charts: Arc::new(threeport_server::controllers::helm::HelmCli::from_path()),
         };
         let violations = Arc::new(Mutex::new(Vec::new()));
