@@ -301,14 +301,8 @@ async fn the_binary_becomes_ready_with_the_charts_arguments_and_environment() {
     )
     .await;
     // A child made by a parent says so.
-    let version: Value = http
-        .get(format!("http://127.0.0.1:{api_port}/version"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, version) =
+        common::process::send(http.get(format!("http://127.0.0.1:{api_port}/version"))).await;
     assert_eq!(
         version["parent"],
         json!({"api_url": "https://parent.example.com", "control_plane_instance": "01a2-parent"})
