@@ -91,6 +91,29 @@ pub fn token_hash(token: &str) -> String {
     ))
 }
 
+/// The chart's controller groups for `definition`: each controller with an image of its own
+/// alone in a group running that image, the rest together (all of them when the definition
+/// lists none).
+fn controller_groups(definition: &ControlPlaneDefinition) -> Vec<serde_json::Value> {
+    let listed: Vec<String> = if definition.controllers.is_empty() {
+        crate::available().map(str::to_owned).collect()
+    } else {
+        definition.controllers.clone()
+    };
+    let mut groups = Vec::new();
+    let shared: Vec<&String> = listed
+        .iter()
+        .filter(|c| !definition.controller_images.contains_key(*c))
+        .collect();
+    if !shared.is_empty() {
+        groups.push(json!({"name": "all", "controllers": shared}));
+    }
+    for (controller, image) in &definition.controller_images {
+        groups.push(json!({"name": controller, "controllers": [controller], "image": image}));
+    }
+    groups
+}
+
 /// `registry/name:tag` → (`registry/name`, `tag`); no tag: `latest`.
 fn split_image(image: &str) -> (String, String) {
     match image.rsplit_once(':') {
@@ -140,9 +163,8 @@ impl Reconciler for ControlPlaneReconciler {
             let (repository, tag) = split_image(image);
             values["image"] = json!({"repository": repository, "tag": tag});
         }
-        if !definition.controllers.is_empty() {
-            values["controllers"] =
-                json!({"groups": [{"name": "all", "controllers": definition.controllers}]});
+        if !definition.controllers.is_empty() || !definition.controller_images.is_empty() {
+            values["controllers"] = json!({"groups": controller_groups(&definition)});
         }
         let name = format!("control-plane-{}", instance.meta.name);
         let owner = ObjectRef::new(ControlPlaneInstance::KIND, instance.id());

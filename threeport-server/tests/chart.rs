@@ -424,6 +424,11 @@ async fn a_control_plane_instance_installs_a_child_from_the_chart_and_delete_uni
                 auth_enabled: true,
                 controllers: vec!["workload-definition".into(), "workload-instance".into()],
                 image: Some("registry.example.com/threeport-server:1.2.3".into()),
+                controller_images: [(
+                    "workload-instance".to_owned(),
+                    "registry.example.com/custom-workloads:7".to_owned(),
+                )]
+                .into(),
             },
         )
         .await
@@ -515,13 +520,21 @@ async fn a_control_plane_instance_installs_a_child_from_the_chart_and_delete_uni
         json!([
             "controller",
             "workload-definition",
-            "workload-instance",
             "--metrics-listen",
             "0.0.0.0:9090",
             "--concurrency",
             "8"
         ])
     );
+    // A controller with an image of its own runs alone with it.
+    let custom = get("Deployment", "apps/v1", "team-a-workload-instance")
+        .await
+        .expect("the custom component");
+    assert_eq!(
+        container(&custom)["image"],
+        "registry.example.com/custom-workloads:7"
+    );
+    assert_eq!(container(&custom)["args"][1], "workload-instance");
 
     // Deleting the instance uninstalls the child.
     planes.delete(child.id()).await.unwrap();

@@ -186,7 +186,7 @@ fn cases(cluster: &str) -> Vec<Case> {
         case("observability-stack", "obs", "ObservabilityStack:\n  Name: obs\n  MetricsEnabled: true\n  LoggingEnabled: false\n  GrafanaHelmValuesDocument: values.yaml\n".into(), ("LoggingEnabled: false", "LoggingEnabled: true"), true),
         case("observability-stack-definition", "obsd", "ObservabilityStackDefinition:\n  Name: obsd\n  MetricsEnabled: false\n".into(), ("MetricsEnabled: false", "MetricsEnabled: true"), true),
         case("observability-stack-instance", "obsi", "ObservabilityStackInstance:\n  Name: obsi\n  ObservabilityStackDefinition:\n    Name: obsd\n  PromtailHelmValues: |\n    a: 1\n".into(), ("a: 1", "a: 2"), true),
-        case("control-plane", "cp", "ControlPlane:\n  Name: cp\n  Namespace: threeport-cp\n  AuthEnabled: true\n  Controllers: [workload-definition]\n  Image: registry.example.com/threeport-server:1.0\n  Secret: cp-plane\n".into(), ("AuthEnabled: true", "AuthEnabled: false"), true),
+        case("control-plane", "cp", "ControlPlane:\n  Name: cp\n  Namespace: threeport-cp\n  AuthEnabled: true\n  Controllers: [workload-definition]\n  Image: registry.example.com/threeport-server:1.0\n  ControllerImages:\n    workload-definition: registry.example.com/custom:1\n  Secret: cp-plane\n".into(), ("AuthEnabled: true", "AuthEnabled: false"), true),
         case("control-plane-definition", "cpd", "ControlPlaneDefinition:\n  Name: cpd\n  AuthEnabled: false\n".into(), ("AuthEnabled: false", "AuthEnabled: true"), true),
         case("control-plane-instance", "cpi", "ControlPlaneInstance:\n  Name: cpi\n  ControlPlaneDefinition:\n    Name: cpd\n  Namespace: second\n  Secret: second-plane\n".into(), ("Namespace: second", "Namespace: third"), true),
     ]

@@ -270,6 +270,7 @@ struct ControlPlaneValues {
     genesis: Option<bool>,
     controllers: Option<Vec<String>>,
     image: Option<String>,
+    controller_images: Option<BTreeMap<String, String>>,
     secret: Option<String>,
     control_plane_definition: Option<NameRef>,
     kubernetes_runtime_instance: Option<NameRef>,
@@ -627,11 +628,18 @@ fn fields_of(key: &str) -> Vec<&'static str> {
             "AuthEnabled",
             "Controllers",
             "Image",
+            "ControllerImages",
             "Secret",
             "OnboardParent",
             "KubernetesRuntimeInstance",
         ],
-        "ControlPlaneDefinition" => vec!["Name", "AuthEnabled", "Controllers", "Image"],
+        "ControlPlaneDefinition" => vec![
+            "Name",
+            "AuthEnabled",
+            "Controllers",
+            "Image",
+            "ControllerImages",
+        ],
         "ControlPlaneInstance" => vec![
             "Name",
             "ControlPlaneDefinition",
@@ -2083,6 +2091,7 @@ impl Expander<'_> {
             ("auth_enabled", some(&v.auth_enabled)),
             ("controllers", some(&v.controllers)),
             ("image", some(&v.image)),
+            ("controller_images", some(&v.controller_images)),
         ]);
         let mut instance = self.part("ControlPlaneInstance", &v.name, &v.labels);
         instance.spec = spec(&[

@@ -358,9 +358,13 @@ pub struct ControlPlaneDefinition {
     #[serde(default)]
     pub controllers: Vec<String>,
     /// The threeport-server image (`registry/threeport-server:tag`); `None`: the chart's
-    /// default for this release. (Threeport's custom component images.)
+    /// default for this release.
     #[serde(default)]
     pub image: Option<String>,
+    /// Images of single controllers, by controller name (Threeport's custom component
+    /// images): each runs in a Deployment of its own with that image.
+    #[serde(default)]
+    pub controller_images: BTreeMap<String, String>,
 }
 
 impl ApiObject for ControlPlaneDefinition {
@@ -370,13 +374,21 @@ impl ApiObject for ControlPlaneDefinition {
         for (i, name) in self.controllers.iter().enumerate() {
             dns_label(&format!("controllers[{i}]"), name)?;
         }
-        if let Some(image) = &self.image
-            && (image.trim().is_empty() || image.contains(char::is_whitespace))
-        {
-            return Err(ValidationError::new(
-                "image",
-                "must be an image reference (`registry/threeport-server:tag`)",
-            ));
+        let images = self.image.iter().map(|i| ("image".to_owned(), i)).chain(
+            self.controller_images
+                .iter()
+                .map(|(name, image)| (format!("controller_images.{name}"), image)),
+        );
+        for (field, image) in images {
+            if image.trim().is_empty() || image.contains(char::is_whitespace) {
+                return Err(ValidationError::new(
+                    field,
+                    "must be an image reference (`registry/threeport-server:tag`)",
+                ));
+            }
+        }
+        for name in self.controller_images.keys() {
+            dns_label(&format!("controller_images.{name}"), name)?;
         }
         Ok(())
     }

@@ -88,6 +88,7 @@ class ConnectionData(TypedDict, total=False):
 class ControlPlaneDefinition(TypedDict, total=False):
     """A threeport control plane's configuration."""
     auth_enabled: bool
+    controller_images: Dict[str, str]
     controllers: List[str]
     image: Optional[str]
 
