@@ -255,16 +255,28 @@ pub async fn deletion_plan(
         Propagation::Orphan => plan.orphans = direct,
         Propagation::Foreground => {
             plan.deletes.extend(direct);
+            let mut gone = Vec::new();
             let mut next = 1;
             while next < plan.deletes.len() {
                 let owner = plan.deletes[next].clone();
                 next += 1;
-                for dependent in store.dependents(&owner.kind, owner.id).await? {
+                let dependents = match store.dependents(&owner.kind, owner.id).await {
+                    Ok(dependents) => dependents,
+                    // Removed while the plan was being made (a controller replacing its
+                    // records): nothing of it is left to delete.
+                    Err(err) if err.kind() == crate::ErrorKind::NotFound => {
+                        gone.push(owner);
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                };
+                for dependent in dependents {
                     if !plan.deletes.contains(&dependent) {
                         plan.deletes.push(dependent);
                     }
                 }
             }
+            plan.deletes.retain(|part| !gone.contains(part));
         }
     }
     Ok(plan)

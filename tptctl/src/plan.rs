@@ -164,6 +164,11 @@ fn unchanged(wanted: &Value, current: &Value) -> bool {
         (Value::Object(wanted), Value::Object(current)) => wanted
             .iter()
             .all(|(key, value)| current.get(key).is_some_and(|c| unchanged(value, c))),
+        // Items the server filled defaults into (a gateway's ports) compare item by item.
+        (Value::Array(wanted), Value::Array(current)) => {
+            wanted.len() == current.len()
+                && wanted.iter().zip(current).all(|(w, c)| unchanged(w, c))
+        }
         (wanted, current) => wanted == current,
     }
 }
@@ -287,5 +292,9 @@ mod tests {
         assert!(unchanged(&json!({"a": 1, "b": {"c": 2}}), &current));
         assert!(!unchanged(&json!({"a": 2}), &current));
         assert!(!unchanged(&json!({"x": 1}), &current));
+        let ports = json!({"ports": [{"port": 443, "service_port": null, "tls": false}]});
+        assert!(unchanged(&json!({"ports": [{"port": 443}]}), &ports));
+        assert!(!unchanged(&json!({"ports": [{"port": 80}]}), &ports));
+        assert!(!unchanged(&json!({"ports": []}), &ports));
     }
 }
