@@ -136,6 +136,16 @@ pub(crate) fn applied(live: &[Value], previous: &[AppliedResource]) -> Vec<Appli
         .collect()
 }
 
+/// Deletes every resource `applied` records (in [`delete_all`]'s order).
+pub(crate) async fn delete_applied(
+    cluster: &dyn Cluster,
+    applied: &[AppliedResource],
+) -> Result<(), ReconcileError> {
+    let resources: Vec<ResourceRef> = applied.iter().map(reference).collect();
+    delete_all(cluster, &resources).await?;
+    Ok(())
+}
+
 /// Deletes what `previous` applied and `now` no longer has; returns what went (for an event).
 pub(crate) async fn prune(
     cluster: &dyn Cluster,

@@ -21,10 +21,10 @@ use threeport_api::model::{
 use threeport_core::object::{ConditionStatus, EventType};
 use threeport_core::store::ListQuery;
 use threeport_core::{Action, Context, Object, ObjectId, ReconcileError, Reconciler};
-use threeport_k8s::{ResourceRef, apply_all, delete_all};
+use threeport_k8s::apply_all;
 
 use crate::clusters::ClusterProvider;
-use crate::deploy::{FIELD_MANAGER, applied, dns_name, prune, reference, runtime_cluster};
+use crate::deploy::{FIELD_MANAGER, applied, delete_applied, dns_name, prune, runtime_cluster};
 use crate::support::{
     GATEWAY_CLASS, Readiness, Support, account_services, cluster_issuer_name, workload_runtime,
 };
@@ -377,14 +377,7 @@ impl Reconciler for GatewayInstanceReconciler {
             Err(err) => return Err(err.into()),
         };
         let cluster = self.clusters.cluster(&runtime).await?;
-        let resources: Vec<ResourceRef> = gateway
-            .status
-            .details
-            .resources
-            .iter()
-            .map(reference)
-            .collect();
-        delete_all(cluster.as_ref(), &resources).await?;
+        delete_applied(cluster.as_ref(), &gateway.status.details.resources).await?;
         gateway.status.details.resources.clear();
         Ok(Action::Done)
     }

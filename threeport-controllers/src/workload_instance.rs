@@ -10,13 +10,13 @@ use serde_json::{Value, json};
 use threeport_api::model::{WorkloadDefinition, WorkloadInstance};
 use threeport_core::object::EventType;
 use threeport_core::{Action, Context, Object, ReconcileError, Reconciler};
-use threeport_k8s::{ResourceRef, apply_all, delete_all};
+use threeport_k8s::apply_all;
 
 use crate::attached::{Attachments, Target};
 use crate::clusters::ClusterProvider;
 use crate::deploy::{
-    FIELD_MANAGER, applied, find_runtime, generated_namespace, is_namespaced, label,
-    namespace_manifest, operators_ready, prune, reference, runtime_cluster,
+    FIELD_MANAGER, applied, delete_applied, find_runtime, generated_namespace, is_namespaced,
+    label, namespace_manifest, operators_ready, prune, runtime_cluster,
 };
 use crate::seal::Sealer;
 use crate::workload_definition::split_manifests;
@@ -160,14 +160,7 @@ impl Reconciler for WorkloadInstanceReconciler {
         let named = instance.spec.runtime.or(instance.status.details.runtime);
         let runtime = find_runtime(ctx, named).await?;
         let cluster = self.clusters.cluster(&runtime).await?;
-        let resources: Vec<ResourceRef> = instance
-            .status
-            .details
-            .resources
-            .iter()
-            .map(reference)
-            .collect();
-        delete_all(cluster.as_ref(), &resources).await?;
+        delete_applied(cluster.as_ref(), &instance.status.details.resources).await?;
         instance.status.details.resources.clear();
         Ok(Action::Done)
     }

@@ -128,58 +128,26 @@ async fn released(memory: &MemoryBackends, name: &str) -> Object<HelmWorkloadIns
     }
 }
 
+/// Prints the status of every object of kind `T`.
+async fn dump_kind<T: ApiObject>(memory: &MemoryBackends) {
+    for object in Api::<T>::new(memory.store.clone())
+        .list_all(&Default::default())
+        .await
+        .unwrap()
+    {
+        eprintln!("{} {}: {:?}", T::KIND, object.meta.name, object.status);
+    }
+}
+
 /// Prints the objects a failed wait may be about.
 async fn dump(memory: &MemoryBackends) {
-    let store = memory.store.clone();
-    for runtime in Api::<KubernetesRuntimeInstance>::new(store.clone())
-        .list_all(&Default::default())
-        .await
-        .unwrap()
-    {
-        eprintln!("runtime {}: {:?}", runtime.meta.name, runtime.status);
-    }
-    for eks in Api::<AwsEksKubernetesRuntimeInstance>::new(store.clone())
-        .list_all(&Default::default())
-        .await
-        .unwrap()
-    {
-        eprintln!("eks {}: {:?}", eks.meta.name, eks.status);
-    }
-    for helm in Api::<HelmWorkloadInstance>::new(store.clone())
-        .list_all(&Default::default())
-        .await
-        .unwrap()
-    {
-        eprintln!("helm {}: {:?}", helm.meta.name, helm.status);
-    }
-    for gateway in Api::<GatewayInstance>::new(store.clone())
-        .list_all(&Default::default())
-        .await
-        .unwrap()
-    {
-        eprintln!("gateway {}: {:?}", gateway.meta.name, gateway.status);
-    }
-    for workload in Api::<WorkloadInstance>::new(store.clone())
-        .list_all(&Default::default())
-        .await
-        .unwrap()
-    {
-        eprintln!("workload {}: {:?}", workload.meta.name, workload.status);
-    }
-    for secret in Api::<SecretInstance>::new(store.clone())
-        .list_all(&Default::default())
-        .await
-        .unwrap()
-    {
-        eprintln!("secret {}: {:?}", secret.meta.name, secret.status);
-    }
-    for domain in Api::<DomainNameInstance>::new(store.clone())
-        .list_all(&Default::default())
-        .await
-        .unwrap()
-    {
-        eprintln!("domain {}: {:?}", domain.meta.name, domain.status);
-    }
+    dump_kind::<KubernetesRuntimeInstance>(memory).await;
+    dump_kind::<AwsEksKubernetesRuntimeInstance>(memory).await;
+    dump_kind::<HelmWorkloadInstance>(memory).await;
+    dump_kind::<GatewayInstance>(memory).await;
+    dump_kind::<WorkloadInstance>(memory).await;
+    dump_kind::<SecretInstance>(memory).await;
+    dump_kind::<DomainNameInstance>(memory).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
