@@ -159,6 +159,17 @@ impl Reconciler for ControlPlaneReconciler {
             "parent": {"apiUrl": self.public_url.clone().unwrap_or_default(),
                        "controlPlaneInstance": instance.id().to_string()},
         });
+        if let Some(tls_secret) = &instance.spec.tls_secret {
+            values["tls"] = json!({"enabled": true, "existingSecret": tls_secret});
+        } else if let Some(issuer) = &instance.spec.tls_issuer {
+            let service = format!("{fullname}-api");
+            values["tls"] = json!({"enabled": true, "certManager": {
+                "enabled": true,
+                "issuerRef": {"kind": "ClusterIssuer", "name": issuer},
+                // The chart adds `<service>.<namespace>.svc`.
+                "dnsNames": [service.clone(), format!("{service}.{namespace}.svc.cluster.local")],
+            }});
+        }
         if let Some(image) = &definition.image {
             let (repository, tag) = split_image(image);
             values["image"] = json!({"repository": repository, "tag": tag});
@@ -183,7 +194,8 @@ impl Reconciler for ControlPlaneReconciler {
         let release = release_owned(ctx, release, before).await?;
         let details = &mut instance.status.details;
         details.release = Some(name.clone());
-        details.endpoint = Some(format!("http://{fullname}-api.{namespace}.svc:443"));
+        let scheme = if instance.spec.tls() { "https" } else { "http" };
+        details.endpoint = Some(format!("{scheme}://{fullname}-api.{namespace}.svc:443"));
         if details.token.is_none() {
             details.token = Some(self.sealer.seal(TOKEN_FIELD, &token)?);
         }

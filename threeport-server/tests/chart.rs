@@ -382,6 +382,16 @@ async fn a_control_plane_instance_installs_a_child_from_the_chart_and_delete_uni
     memory.spawn_relay(shutdown.clone());
     let sealer = Arc::new(Sealer::ephemeral().unwrap());
     let cluster = MemoryCluster::new();
+    // cert-manager is on this runtime (a child's `tls_issuer` needs it, as the README says).
+    let certificates = json!({"apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "certificates.cert-manager.io"},
+        "spec": {"group": "cert-manager.io", "scope": "Namespaced",
+            "names": {"kind": "Certificate", "plural": "certificates"},
+            "versions": [{"name": "v1", "served": true, "storage": true}]}});
+    threeport_k8s::Cluster::apply(&cluster, &certificates, "cert-manager")
+        .await
+        .unwrap();
     let scratch = common::process::temp_dir();
     let repo_dir = scratch.join("repo");
     std::fs::create_dir_all(&repo_dir).unwrap();
@@ -443,6 +453,8 @@ async fn a_control_plane_instance_installs_a_child_from_the_chart_and_delete_uni
                 namespace: "team-a".into(),
                 genesis: false,
                 secret: Some("team-a-plane".into()),
+                tls_secret: None,
+                tls_issuer: Some("cluster-ca".into()),
             },
         )
         .await
@@ -459,7 +471,7 @@ async fn a_control_plane_instance_installs_a_child_from_the_chart_and_delete_uni
     let status = &installed.status.details;
     assert_eq!(
         status.endpoint.as_deref(),
-        Some("http://team-a-api.team-a.svc:443")
+        Some("https://team-a-api.team-a.svc:443")
     );
     let token = sealer
         .open(TOKEN_FIELD, status.token.as_deref().unwrap())
@@ -535,6 +547,20 @@ async fn a_control_plane_instance_installs_a_child_from_the_chart_and_delete_uni
         "registry.example.com/custom-workloads:7"
     );
     assert_eq!(container(&custom)["args"][1], "workload-instance");
+    // Its API serves HTTPS with a certificate cert-manager issues for the Service's names.
+    let certificate = get("Certificate", "cert-manager.io/v1", "team-a")
+        .await
+        .expect("the child's certificate");
+    assert_eq!(certificate["spec"]["issuerRef"]["name"], "cluster-ca");
+    assert!(
+        certificate["spec"]["dnsNames"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("team-a-api.team-a.svc")),
+        "{certificate}"
+    );
+    let args = container(&api)["args"].to_string();
+    assert!(args.contains("--tls-cert"), "{args}");
 
     // Deleting the instance uninstalls the child.
     planes.delete(child.id()).await.unwrap();

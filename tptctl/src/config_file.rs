@@ -272,6 +272,8 @@ struct ControlPlaneValues {
     image: Option<String>,
     controller_images: Option<BTreeMap<String, String>>,
     secret: Option<String>,
+    tls_secret: Option<String>,
+    tls_issuer: Option<String>,
     control_plane_definition: Option<NameRef>,
     kubernetes_runtime_instance: Option<NameRef>,
     labels: Option<Labels>,
@@ -630,6 +632,8 @@ fn fields_of(key: &str) -> Vec<&'static str> {
             "Image",
             "ControllerImages",
             "Secret",
+            "TlsSecret",
+            "TlsIssuer",
             "OnboardParent",
             "KubernetesRuntimeInstance",
         ],
@@ -647,6 +651,8 @@ fn fields_of(key: &str) -> Vec<&'static str> {
             "Namespace",
             "Genesis",
             "Secret",
+            "TlsSecret",
+            "TlsIssuer",
         ],
         _ => Vec::new(),
     };
@@ -2098,6 +2104,8 @@ impl Expander<'_> {
             ("namespace", some(&v.namespace)),
             ("genesis", some(&v.genesis)),
             ("secret", some(&v.secret)),
+            ("tls_secret", some(&v.tls_secret)),
+            ("tls_issuer", some(&v.tls_issuer)),
         ]);
         instance
             .links

@@ -428,6 +428,20 @@ pub struct ControlPlaneInstance {
     /// (key `key`, 64 hex digits): threeport never stores either.
     #[serde(default)]
     pub secret: Option<String>,
+    /// Serve the child's API over HTTPS with this `kubernetes.io/tls` Secret in `namespace`.
+    #[serde(default)]
+    pub tls_secret: Option<String>,
+    /// Serve the child's API over HTTPS with a certificate from this cert-manager
+    /// ClusterIssuer, for the API Service's cluster DNS names.
+    #[serde(default)]
+    pub tls_issuer: Option<String>,
+}
+
+impl ControlPlaneInstance {
+    /// Whether its API is served over HTTPS.
+    pub fn tls(&self) -> bool {
+        self.tls_secret.is_some() || self.tls_issuer.is_some()
+    }
 }
 
 impl ApiObject for ControlPlaneInstance {
@@ -436,6 +450,19 @@ impl ApiObject for ControlPlaneInstance {
     fn validate(&self) -> Result<(), ValidationError> {
         if let Some(secret) = &self.secret {
             dns_label("secret", secret)?;
+        }
+        if let Some(secret) = &self.tls_secret {
+            dns_label("tls_secret", secret)?;
+        }
+        if let Some(issuer) = &self.tls_issuer {
+            dns_label("tls_issuer", issuer)?;
+            if self.tls_secret.is_some() {
+                return Err(ValidationError::new(
+                    "tls_issuer",
+                    "give either tls_secret (a certificate of your own) or tls_issuer \
+                     (cert-manager makes one), not both",
+                ));
+            }
         }
         dns_label("namespace", &self.namespace)
     }
