@@ -26,6 +26,7 @@
 //! ```
 
 mod client;
+pub mod hcl;
 pub mod model;
 
 pub use client::{

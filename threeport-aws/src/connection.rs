@@ -159,4 +159,43 @@ impl AwsConnection {
             .credentials_provider(SharedCredentialsProvider::new(assumed))
             .build())
     }
+
+    /// The environment a tool that speaks to AWS itself (Terraform's AWS provider) is given to
+    /// act for this connection: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN` (a role's short-lived credentials, assumed now), `AWS_REGION`,
+    /// `AWS_DEFAULT_REGION` and `AWS_ENDPOINT_URL` (with an endpoint override). Values are
+    /// secrets: hand them to a child process, never to a log or a file.
+    ///
+    /// Errors: as [`sdk_config`](Self::sdk_config); `Unavailable` when credentials cannot be
+    /// had (the role cannot be assumed, no credentials in the standard chain).
+    pub async fn environment(&self) -> Result<Vec<(String, String)>> {
+        use aws_credential_types::provider::ProvideCredentials;
+        let config = self.sdk_config().await?;
+        let provider = config
+            .credentials_provider()
+            .ok_or_else(|| Error::unavailable("no AWS credentials are configured"))?;
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| Error::unavailable(format!("AWS credentials: {e}")))?;
+        let mut env = vec![
+            ("AWS_REGION".to_owned(), self.region.clone()),
+            ("AWS_DEFAULT_REGION".to_owned(), self.region.clone()),
+            (
+                "AWS_ACCESS_KEY_ID".to_owned(),
+                credentials.access_key_id().to_owned(),
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_owned(),
+                credentials.secret_access_key().to_owned(),
+            ),
+        ];
+        if let Some(token) = credentials.session_token() {
+            env.push(("AWS_SESSION_TOKEN".to_owned(), token.to_owned()));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            env.push(("AWS_ENDPOINT_URL".to_owned(), endpoint.clone()));
+        }
+        Ok(env)
+    }
 }

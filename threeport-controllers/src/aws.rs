@@ -75,6 +75,21 @@ impl AwsServices {
 pub trait AwsProvider: Send + Sync + std::fmt::Debug + 'static {
     /// The services of `account` in `region`.
     async fn services(&self, account: &Object<AwsAccount>, region: &str) -> Result<AwsServices>;
+
+    /// The environment a tool speaking to AWS itself (Terraform) gets to act as `account` in
+    /// `region` ([`AwsConnection::environment`]). The default has no credentials to give:
+    /// `Unavailable`.
+    async fn environment(
+        &self,
+        account: &Object<AwsAccount>,
+        region: &str,
+    ) -> Result<Vec<(String, String)>> {
+        let _ = region;
+        Err(threeport_core::Error::unavailable(format!(
+            "no AWS credentials can be handed out for account {}",
+            account.meta.name
+        )))
+    }
 }
 
 /// Real AWS through the SDK: the account's access keys (opened with the server's key), or its
@@ -105,9 +120,9 @@ impl SdkAws {
     }
 }
 
-#[async_trait]
-impl AwsProvider for SdkAws {
-    async fn services(&self, account: &Object<AwsAccount>, region: &str) -> Result<AwsServices> {
+impl SdkAws {
+    /// How to reach AWS as `account` in `region`.
+    fn connection(&self, account: &Object<AwsAccount>, region: &str) -> Result<AwsConnection> {
         let connection = match &account.spec.credentials {
             AwsCredentials::AccessKeys {
                 access_key_id,
@@ -136,13 +151,18 @@ impl AwsProvider for SdkAws {
                 }
             }
         };
-        let config = AwsConnection {
+        Ok(AwsConnection {
             region: region.to_owned(),
             endpoint: self.endpoint.clone(),
             ..connection
-        }
-        .sdk_config()
-        .await?;
+        })
+    }
+}
+
+#[async_trait]
+impl AwsProvider for SdkAws {
+    async fn services(&self, account: &Object<AwsAccount>, region: &str) -> Result<AwsServices> {
+        let config = self.connection(account, region)?.sdk_config().await?;
         Ok(AwsServices {
             storage: Arc::new(S3Storage::new(&config)),
             secrets: Arc::new(SecretsManagerStore::new(&config)),
@@ -152,6 +172,14 @@ impl AwsProvider for SdkAws {
             zones: Arc::new(Route53Zones::new(&config)),
             clusters: Arc::new(EksClusters::new(&config)),
         })
+    }
+
+    async fn environment(
+        &self,
+        account: &Object<AwsAccount>,
+        region: &str,
+    ) -> Result<Vec<(String, String)>> {
+        self.connection(account, region)?.environment().await
     }
 }
 

@@ -35,6 +35,7 @@ mod runtime;
 pub mod seal;
 #[cfg(feature = "aws")]
 pub mod support;
+pub mod terraform;
 mod workload_definition;
 #[cfg(feature = "kubernetes")]
 mod workload_instance;
@@ -51,7 +52,8 @@ use threeport_api::model::{
 };
 #[cfg(feature = "aws")]
 use threeport_api::model::{
-    DomainNameDefinition, GatewayDefinition, SecretDefinition, WorkloadInstance,
+    DomainNameDefinition, GatewayDefinition, SecretDefinition, TerraformDefinition,
+    WorkloadInstance,
 };
 #[cfg_attr(not(feature = "kubernetes"), allow(unused_imports))]
 use threeport_core::ApiObject;
@@ -110,6 +112,9 @@ pub struct Providers {
     pub support_charts: support::SupportCharts,
     /// This control plane's API as others reach it (given to the control planes it makes).
     pub public_url: Option<String>,
+    /// How Terraform is run.
+    #[cfg(feature = "aws")]
+    pub terraform: terraform::TerraformConfig,
 }
 
 /// Starts one controller: its reconciler, made from the providers, on the backends,
@@ -306,6 +311,51 @@ const CONTROLLERS: &[(&str, Follows, Start)] = &[
         |p, b, c, s| {
             let reconciler = SecretInstanceReconciler::default().with_support(support_of(p));
             run(reconciler, b, c, s)
+        },
+    ),
+    #[cfg(feature = "aws")]
+    (
+        "terraform-instance",
+        // Its definition changing.
+        &[(TerraformDefinition::KIND, Via::Referencing)],
+        |p, b, c, s| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let states = terraform::state::StateStore::new(
+                    b.store.clone(),
+                    p.sealer.clone(),
+                    p.terraform.lock_lease,
+                );
+                // The state records only need marking (their contents are the backend's).
+                let records = Controlled {
+                    config: ControllerConfig {
+                        name: "terraformstate-passive".into(),
+                        ..c.config.clone()
+                    },
+                    metrics: c.metrics.clone(),
+                    follows: &[],
+                    registry: c.registry.clone(),
+                };
+                let kind = terraform::state::TerraformState::KIND;
+                let records = run(PassiveReconciler::new(kind), b.clone(), records, s.clone());
+                let backend = terraform::backend::StateBackend::start(states, s.clone()).await?;
+                let reconciler = terraform::TerraformReconciler::new(
+                    p.aws.clone(),
+                    backend,
+                    p.sealer.clone(),
+                    &p.terraform,
+                );
+                match reconciler.cli().version().await {
+                    Ok(version) => tracing::info!(%version, "running Terraform"),
+                    Err(err) => tracing::warn!(error = %err, "Terraform cannot be run"),
+                }
+                run(reconciler, b, c, s).await.map_err(|e| {
+                    threeport_core::Error::backend(format!("terraform-instance: {e}"))
+                })??;
+                records.await.map_err(|e| {
+                    threeport_core::Error::backend(format!("terraform state records: {e}"))
+                })?
+            })
         },
     ),
     #[cfg(feature = "aws")]

@@ -8,7 +8,7 @@ use threeport_api::model::{
     AwsAccount, AwsEksKubernetesRuntimeDefinition, AwsObjectStorageBucketDefinition,
     AwsRelationalDatabaseDefinition, ControlPlaneDefinition, DomainNameDefinition,
     GatewayDefinition, HelmWorkloadDefinition, KubernetesRuntimeDefinition,
-    ObservabilityStackDefinition, WorkloadResourceDefinition,
+    ObservabilityStackDefinition, TerraformDefinition, WorkloadResourceDefinition,
 };
 #[cfg(not(feature = "kubernetes"))]
 use threeport_api::model::{ControlPlaneInstance, ObservabilityStackInstance};
@@ -29,6 +29,7 @@ pub const PASSIVE_KINDS: &[&str] = &[
     GatewayDefinition::KIND,
     ObservabilityStackDefinition::KIND,
     ControlPlaneDefinition::KIND,
+    TerraformDefinition::KIND,
     // Without the Kubernetes controllers nothing reconciles these; passively, they can go.
     #[cfg(not(feature = "kubernetes"))]
     ObservabilityStackInstance::KIND,

@@ -213,6 +213,19 @@ struct PlaneArgs {
     /// control planes it makes are told it as their parent.
     #[arg(long, env = "THREEPORT_PUBLIC_URL")]
     public_url: Option<String>,
+    /// The `terraform` command line (1.6+) the Terraform controller runs: a path, or a name
+    /// looked up on PATH.
+    #[arg(long, env = "THREEPORT_TERRAFORM_BIN", default_value = "terraform")]
+    terraform_bin: PathBuf,
+    /// Where Terraform runs' private working directories are made (each removed after its
+    /// run). Default: `<data-dir>/terraform`.
+    #[arg(long, env = "THREEPORT_TERRAFORM_WORK_DIR")]
+    terraform_work_dir: Option<PathBuf>,
+    /// Seconds a Terraform state lock outlives a run that stopped renewing it (a controller
+    /// that died mid-apply): then another replica takes the instance over.
+    #[arg(long, env = "THREEPORT_TERRAFORM_LOCK_LEASE", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    terraform_lock_lease: u64,
 }
 
 /// One `--support-chart` override.
@@ -238,6 +251,14 @@ impl PlaneArgs {
                     .unwrap_or_else(|| self.data_dir.join("charts")),
             )),
             public_url: self.public_url.clone(),
+            terraform: controllers::terraform::TerraformConfig {
+                bin: self.terraform_bin.clone(),
+                work_root: self
+                    .terraform_work_dir
+                    .clone()
+                    .unwrap_or_else(|| self.data_dir.join("terraform")),
+                lock_lease: std::time::Duration::from_secs(self.terraform_lock_lease),
+            },
             support_charts: self
                 .support_charts
                 .iter()

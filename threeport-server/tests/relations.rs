@@ -163,6 +163,7 @@ impl Plane {
             health: Default::default(),
             support_charts: Default::default(),
             public_url: None,
+            terraform: Default::default(),
             charts: Arc::new(threeport_server::controllers::helm::HelmCli::from_path()),
         };
         let violations = Arc::new(Mutex::new(Vec::new()));

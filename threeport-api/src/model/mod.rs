@@ -6,6 +6,7 @@ mod aws;
 mod network;
 mod runtime;
 mod support;
+mod terraform;
 mod workload;
 
 use threeport_core::object::Reference;
@@ -15,6 +16,7 @@ pub use aws::*;
 pub use network::*;
 pub use runtime::*;
 pub use support::*;
+pub use terraform::*;
 pub use workload::*;
 
 /// A reference from `field` to an object of kind `T`.

@@ -1,9 +1,8 @@
-//! Support services and the rest: observability, secrets, Terraform, control planes, events.
+//! Support services and the rest: observability, secrets, control planes, events.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use threeport_core::object::{EventType, Reference};
 use threeport_core::{ApiObject, ObjectId, ValidationError};
 use utoipa::ToSchema;
@@ -276,66 +275,6 @@ impl ApiObject for SecretInstance {
             self.helm_workload_instance,
         ));
         refs
-    }
-}
-
-/// A Terraform configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TerraformDefinition {
-    /// File name (`main.tf`) → content.
-    pub configuration_files: BTreeMap<String, String>,
-    /// The account it applies in.
-    #[schema(value_type = String, format = Uuid)]
-    pub aws_account: ObjectId,
-}
-
-impl ApiObject for TerraformDefinition {
-    const KIND: &'static str = "TerraformDefinition";
-    type Status = ();
-    fn validate(&self) -> Result<(), ValidationError> {
-        if self.configuration_files.is_empty() {
-            return Err(ValidationError::new(
-                "configuration_files",
-                "at least one file is required",
-            ));
-        }
-        for name in self.configuration_files.keys() {
-            let plain = !name.contains('/') && !name.starts_with('.');
-            if !plain || !(name.ends_with(".tf") || name.ends_with(".tf.json")) {
-                return Err(ValidationError::new(
-                    format!("configuration_files.{name}"),
-                    "must be a plain .tf or .tf.json file name",
-                ));
-            }
-        }
-        Ok(())
-    }
-    fn references(&self) -> Vec<Reference> {
-        vec![reference::<AwsAccount>("aws_account", self.aws_account)]
-    }
-}
-
-/// An applied Terraform configuration. Its state and outputs are the controller's status.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TerraformInstance {
-    /// Its definition.
-    #[schema(value_type = String, format = Uuid)]
-    pub definition: ObjectId,
-    /// Input variables.
-    #[serde(default)]
-    pub variables: BTreeMap<String, Value>,
-}
-
-impl ApiObject for TerraformInstance {
-    const KIND: &'static str = "TerraformInstance";
-    type Status = ();
-    fn references(&self) -> Vec<Reference> {
-        vec![reference::<TerraformDefinition>(
-            "definition",
-            self.definition,
-        )]
     }
 }
 
