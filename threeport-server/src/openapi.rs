@@ -375,6 +375,29 @@ pub fn document(kinds: &KindRegistry) -> Value {
         "responses": responses(200, "recorded",
             json!({"type": "object", "properties": {"recorded": {"type": "boolean"}}}),
             &[400, 401, 404, 503], false)}}));
+    let id_parameter = json!({"name": "id", "in": "path", "required": true,
+                              "schema": {"type": "string", "format": "uuid"}});
+    paths.insert("/v0/terraform-instances/{id}/approve".into(), json!({"post": {
+        "tags": ["TerraformInstance"],
+        "summary": "Apply the plan awaiting approval (manual approval): exactly that plan; 409 if no plan waits, another replaced it, or it is stale",
+        "parameters": [id_parameter.clone()],
+        "requestBody": json_body(json!({"type": "object", "required": ["plan"],
+            "additionalProperties": false,
+            "properties": {"plan": {"type": "string", "description": "status.details.plan.id"}}})),
+        "responses": responses(202, "approved: the controller applies it",
+            reference("TerraformInstanceObject"), &[400, 401, 404, 409], false)}}));
+    paths.insert(
+        "/v0/terraform-instances/{id}/outputs".into(),
+        json!({"get": {
+        "tags": ["TerraformInstance"],
+        "summary": "The outputs of the last apply; sensitive values only with sensitive=true",
+        "parameters": [id_parameter,
+            {"name": "sensitive", "in": "query", "required": false, "schema": {"type": "boolean"}}],
+        "responses": responses(200, "name → {sensitive, value}",
+            json!({"type": "object", "additionalProperties": {"type": "object",
+                "properties": {"sensitive": {"type": "boolean"}, "value": {}}}}),
+            &[400, 401, 404], false)}}),
+    );
     let mut workload_deleted = deletion_responses(reference("DeletionPlan"));
     workload_deleted["202"]["description"] = json!("deletion scheduled: what goes, and what stays");
     if let Some(headers) = workload_deleted["202"].as_object_mut() {

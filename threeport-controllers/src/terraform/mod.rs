@@ -32,3 +32,8 @@ pub fn inputs_digest(definition: &TerraformDefinition, instance: &TerraformInsta
     let digest = ring::digest::digest(&ring::digest::SHA256, inputs.to_string().as_bytes());
     hex::encode(&digest.as_ref()[..16])
 }
+
+/// The field a sensitive output `name` is sealed under (the sealing is bound to it).
+pub fn output_field(name: &str) -> String {
+    format!("status.details.outputs.{name}")
+}

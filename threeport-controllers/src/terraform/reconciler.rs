@@ -17,7 +17,7 @@ use super::backend::StateBackend;
 use super::cli::{
     BACKEND_OVERRIDE, PLAN_FILE, TerraformCli, VARIABLES_FILE, WorkDir, plan_changes,
 };
-use super::inputs_digest;
+use super::{inputs_digest, output_field};
 use crate::AwsProvider;
 use crate::seal::Sealer;
 
@@ -247,11 +247,6 @@ impl TerraformReconciler {
         }
         Ok(outputs)
     }
-}
-
-/// The field a sensitive output is sealed under.
-pub fn output_field(name: &str) -> String {
-    format!("status.details.outputs.{name}")
 }
 
 #[async_trait]
