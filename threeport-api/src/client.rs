@@ -429,6 +429,37 @@ impl Client {
         Ok(())
     }
 
+    /// Approves plan `plan` of Terraform instance `instance`
+    /// (`POST /v0/terraform-instances/{id}/approve`): the controller applies exactly that plan.
+    /// `Conflict` when no plan awaits approval, another replaced it, or it is stale.
+    pub async fn approve_terraform_plan(
+        &self,
+        instance: ObjectId,
+        plan: &str,
+    ) -> Result<threeport_core::Object<crate::model::TerraformInstance>, ClientError> {
+        let url = format!("{}/v0/terraform-instances/{instance}/approve", self.base);
+        let request = self
+            .request(Method::POST, &url)
+            .json(&serde_json::json!({ "plan": plan }));
+        // Approving the same plan twice is refused, never applied twice.
+        self.send(request, Repeat::Safe).await
+    }
+
+    /// The outputs of Terraform instance `instance`'s last apply, name → `{sensitive, value}`;
+    /// sensitive values only with `sensitive` (`GET /v0/terraform-instances/{id}/outputs`).
+    pub async fn terraform_outputs(
+        &self,
+        instance: ObjectId,
+        sensitive: bool,
+    ) -> Result<Value, ClientError> {
+        let url = format!(
+            "{}/v0/terraform-instances/{instance}/outputs?sensitive={sensitive}",
+            self.base
+        );
+        self.send(self.request(Method::GET, &url), Repeat::Safe)
+            .await
+    }
+
     /// The server's release (`GET /version`).
     pub async fn server_version(&self) -> Result<String, ClientError> {
         let request = self.request(Method::GET, &format!("{}/version", self.base));

@@ -180,9 +180,9 @@ fn cases(cluster: &str) -> Vec<Case> {
         case("helm-workload", "hw", "HelmWorkload:\n  Name: hw\n  Repo: http://127.0.0.1:9\n  Chart: web\n  ChartVersion: 1.0.0\n  DefinitionValuesDocument: values.yaml\n  InstanceValues: |\n    replicas: 2\n".into(), ("ChartVersion: 1.0.0", "ChartVersion: 1.1.0"), true),
         case("helm-workload-definition", "hwd", "HelmWorkloadDefinition:\n  Name: hwd\n  Repo: oci://127.0.0.1:9/charts\n  Chart: api\n  Values: |\n    a: 1\n".into(), ("a: 1", "a: 2"), true),
         case("helm-workload-instance", "hwi", "HelmWorkloadInstance:\n  Name: hwi\n  HelmWorkloadDefinition:\n    Name: hwd\n  ReleaseNamespace: api\n  ValuesDocument: values.yaml\n".into(), ("ReleaseNamespace: api", "ReleaseNamespace: api2"), true),
-        case("terraform", "tf", "Terraform:\n  Name: tf\n  ConfigDir: terraform\n  VarsDocument: terraform/vars.tfvars\n".into(), ("vars.tfvars", "vars2.tfvars"), false),
-        case("terraform-definition", "tfd", "TerraformDefinition:\n  Name: tfd\n  ConfigDir: terraform\n  AwsAccount:\n    Name: main\n".into(), ("Name: tfd", "Name: tfd\n  Labels: {a: b}"), false),
-        case("terraform-instance", "tfi", "TerraformInstance:\n  Name: tfi\n  TerraformDefinition:\n    Name: tfd\n  VarsDocument: terraform/vars.tfvars\n".into(), ("vars.tfvars", "vars2.tfvars"), false),
+        case("terraform", "tf", "Terraform:\n  Name: tf\n  ConfigDir: terraform\n  VarsDocument: terraform/vars.tfvars\n".into(), ("vars.tfvars", "vars2.tfvars"),true),
+        case("terraform-definition", "tfd", "TerraformDefinition:\n  Name: tfd\n  ConfigDir: terraform\n  AwsAccount:\n    Name: main\n".into(), ("Name: tfd", "Name: tfd\n  Labels: {a: b}"),true),
+        case("terraform-instance", "tfi", "TerraformInstance:\n  Name: tfi\n  TerraformDefinition:\n    Name: tfd\n  VarsDocument: terraform/vars.tfvars\n".into(), ("vars.tfvars", "vars2.tfvars"),true),
         case("observability-stack", "obs", "ObservabilityStack:\n  Name: obs\n  MetricsEnabled: true\n  LoggingEnabled: false\n  GrafanaHelmValuesDocument: values.yaml\n".into(), ("LoggingEnabled: false", "LoggingEnabled: true"), true),
         case("observability-stack-definition", "obsd", "ObservabilityStackDefinition:\n  Name: obsd\n  MetricsEnabled: false\n".into(), ("MetricsEnabled: false", "MetricsEnabled: true"), true),
         case("observability-stack-instance", "obsi", "ObservabilityStackInstance:\n  Name: obsi\n  ObservabilityStackDefinition:\n    Name: obsd\n  PromtailHelmValues: |\n    a: 1\n".into(), ("a: 1", "a: 2"), true),
@@ -359,7 +359,7 @@ async fn every_object_kind_goes_through_tptctl_from_threeport_config_files() {
     );
 
     // delete, newest first; what a controller of this build serves is gone afterwards. The
-    // default runtime and account stay: objects no controller serves yet keep using them.
+    // default runtime and account stay.
     let kept = ["parking", "main"];
     for case in cases.iter().rev().filter(|c| !kept.contains(&c.name)) {
         let mut args = vec!["delete", case.object, "-n", case.name];
@@ -405,10 +405,6 @@ async fn every_object_kind_goes_through_tptctl_from_threeport_config_files() {
         );
         assert!(gone.stderr.contains("no "), "{}", gone.stderr);
     }
-    let waiting = shell
-        .ok(&["describe", "terraform-instance", "-n", "tfi"])
-        .await;
-    assert!(waiting.contains("deletion_scheduled"), "{waiting}");
 
     // down stops it; up again finds the data.
     assert!(shell.down(&data).await.contains("stopped"));
@@ -568,18 +564,19 @@ async fn mistakes_get_one_line_naming_the_field_and_waiting_fails_with_the_reaso
     shell
         .ok(&["create", "aws-account", "-c", "account.yaml"])
         .await;
+    // An apply that takes longer than the wait.
     shell.write(
-        "terraform/main.tf",
-        "resource \"terraform_data\" \"x\" {}\n",
+        "slow/main.tf",
+        "resource \"terraform_data\" \"x\" {\n  provisioner \"local-exec\" {\n    command = \"sleep 20\"\n  }\n}\n",
     );
     shell.write(
         "slow.yaml",
-        "TerraformDefinition:\n  Name: slow\n  ConfigDir: terraform\n  AwsAccountName: slow\n",
+        "Terraform:\n  Name: slow\n  ConfigDir: slow\n  AwsAccountName: slow\n",
     );
     let ran = shell
         .run(&[
             "create",
-            "terraform-definition",
+            "terraform",
             "-c",
             "slow.yaml",
             "--wait",
@@ -589,8 +586,7 @@ async fn mistakes_get_one_line_naming_the_field_and_waiting_fails_with_the_reaso
         .await;
     assert_eq!(ran.code, 1);
     assert!(
-        ran.stderr.contains("timed out after 2s")
-            && ran.stderr.contains("TerraformDefinition/slow"),
+        ran.stderr.contains("timed out after 2s") && ran.stderr.contains("TerraformInstance/slow"),
         "{}",
         ran.stderr
     );
@@ -617,5 +613,74 @@ async fn mistakes_get_one_line_naming_the_field_and_waiting_fails_with_the_reaso
     shell.ok(&["config", "use", "local"]).await;
     shell.ok(&["config", "delete", "other"]).await;
     assert!(shell.ok(&["completion", "bash"]).await.contains("tptctl"));
+    shell.down(&data).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terraform_config_stops_at_a_plan_that_tptctl_shows_and_approves() {
+    let shell = Shell::new("http://127.0.0.1:9");
+    let data = shell.dir.join("data");
+    shell.up(&data).await;
+    shell.write(
+        "account.yaml",
+        "AwsAccount:\n  Name: tf\n  AccountID: \"123456789012\"\n  DefaultRegion: us-east-1\n  AccessKeyID: AKIATPTCTL\n  SecretAccessKey: not-a-real-secret\n",
+    );
+    shell
+        .ok(&["create", "aws-account", "-c", "account.yaml"])
+        .await;
+    // ConfigDir and VarsDocument are relative to the config file.
+    shell.write(
+        "infra/tf/main.tf",
+        "variable \"who\" {\n  type = string\n}\nresource \"terraform_data\" \"hello\" {\n  input = \"hello ${var.who}\"\n}\noutput \"hello\" {\n  value = terraform_data.hello.output\n}\n",
+    );
+    shell.write("infra/tf/prod.tfvars", "who = \"tptctl\"\n");
+    shell.write(
+        "infra/terraform.yaml",
+        "Terraform:\n  Name: greeter\n  ConfigDir: tf\n  VarsDocument: tf/prod.tfvars\n  AwsAccountName: tf\n  Approval: Manual\n",
+    );
+    shell
+        .ok(&["create", "terraform", "-c", "infra/terraform.yaml"])
+        .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let described = loop {
+        let out = shell
+            .ok(&["describe", "terraform-instance", "-n", "greeter"])
+            .await;
+        if out.contains("awaiting approval") {
+            break out;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no plan: {out}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        described.contains("1 to add, 0 to change, 0 to destroy"),
+        "{described}"
+    );
+    assert!(described.contains("terraform_data.hello"), "{described}");
+    let approved = shell
+        .ok(&["approve", "terraform-instance", "-n", "greeter"])
+        .await;
+    assert!(approved.contains("approved plan"), "{approved}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = shell
+            .ok(&["describe", "terraform-instance", "-n", "greeter"])
+            .await;
+        if out.contains("\"hello tptctl\"") {
+            assert!(out.contains("(applied)"), "{out}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not applied: {out}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let again = shell
+        .run(&["approve", "terraform-instance", "-n", "greeter"])
+        .await;
+    assert_eq!(again.code, 1);
+    assert!(
+        again.stderr.contains("no plan awaiting approval"),
+        "{}",
+        again.stderr
+    );
     shell.down(&data).await;
 }

@@ -237,6 +237,7 @@ struct TerraformValues {
     aws_account: Option<NameRef>,
     aws_account_name: Option<String>,
     vars_document: Option<String>,
+    approval: Option<String>,
     terraform_definition: Option<NameRef>,
     labels: Option<Labels>,
 }
@@ -610,8 +611,15 @@ fn fields_of(key: &str) -> Vec<&'static str> {
             "AwsAccount",
             "AwsAccountName",
             "VarsDocument",
+            "Approval",
         ],
-        "TerraformDefinition" => vec!["Name", "ConfigDir", "AwsAccount", "AwsAccountName"],
+        "TerraformDefinition" => vec![
+            "Name",
+            "ConfigDir",
+            "AwsAccount",
+            "AwsAccountName",
+            "Approval",
+        ],
         "TerraformInstance" => vec!["Name", "TerraformDefinition", "VarsDocument", "AwsAccount"],
         "ObservabilityStack" => [OBSERVABILITY_DEFINITION, &["KubernetesRuntimeInstance"]].concat(),
         "ObservabilityStackDefinition" => OBSERVABILITY_DEFINITION.to_vec(),
@@ -1921,10 +1929,16 @@ impl Expander<'_> {
         let mut definition = self.part("TerraformDefinition", &v.name, &v.labels);
         if self.file.key != "TerraformInstance" {
             let dir = self.required(&v.config_dir, "ConfigDir")?;
-            definition.spec = spec(&[(
-                "configuration_files",
-                Some(json!(self.terraform_files(dir)?)),
-            )]);
+            definition.spec = spec(&[
+                (
+                    "configuration_files",
+                    Some(json!(self.terraform_files(dir)?)),
+                ),
+                (
+                    "approval",
+                    some(&v.approval.as_ref().map(|a| a.to_lowercase())),
+                ),
+            ]);
             definition
                 .links
                 .push(self.account_link(&account, self.field("AwsAccountName")));

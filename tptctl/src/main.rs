@@ -133,6 +133,16 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// Applies the plan a Terraform instance (`terraform-instance`, or `terraform`) waits on
+    /// (manual approval): shows it, then approves exactly it.
+    Approve {
+        #[command(flatten)]
+        target: Target,
+        /// The plan's id, as `describe` shows it: refused if another plan replaced it.
+        /// Default: the plan awaiting approval now.
+        #[arg(long)]
+        plan: Option<String>,
+    },
     /// Lists objects (`workloads`, `workload-instances`, `aws-accounts`, …).
     Get {
         /// What to list.
@@ -280,6 +290,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             wait,
         } => delete(&overrides, target, orphan, wait).await,
         Command::Describe { target, output } => describe(&overrides, target, output).await,
+        Command::Approve { target, plan } => approve(&overrides, target, plan).await,
         Command::Get {
             what,
             output,
@@ -510,6 +521,41 @@ async fn describe(overrides: &Overrides, target: Target, format: Format) -> Resu
         }
         format => print!("{}", output::print_list(&client, &parts, format).await?),
     }
+    Ok(())
+}
+
+async fn approve(
+    overrides: &Overrides,
+    target: Target,
+    plan: Option<String>,
+) -> Result<(), CliError> {
+    let client = contexts::client(overrides)?;
+    let name = match (&target.config, &target.name) {
+        (Some(path), _) => read_config(&target.object, path)?.name()?,
+        (None, Some(name)) => name.clone(),
+        (None, None) => return Err(CliError::usage("give -c <config file> or -n <name>")),
+    };
+    if !matches!(target.object.as_str(), "terraform" | "terraform-instance") {
+        return Err(CliError::usage(
+            "only Terraform plans are approved: tptctl approve terraform-instance -n <name>",
+        ));
+    }
+    let instance = Lookup::new(&client)
+        .find("TerraformInstance", &name)
+        .await?
+        .ok_or_else(|| CliError::new(format!("no terraform-instance named {name:?}")))?;
+    let waiting = &instance.status.details["plan"];
+    if waiting["awaiting_approval"] != true {
+        return Err(CliError::new(format!(
+            "terraform-instance {name} has no plan awaiting approval"
+        )));
+    }
+    let plan = plan.unwrap_or_else(|| waiting["id"].as_str().unwrap_or_default().to_owned());
+    print!("{}", output::describe(&client, &instance).await);
+    client
+        .approve_terraform_plan(instance.meta.id, &plan)
+        .await?;
+    println!("approved plan {plan} of terraform-instance {name}: it is being applied");
     Ok(())
 }
 

@@ -300,6 +300,53 @@ pub async fn describe(client: &Client, object: &RawObject) -> String {
             &rows,
         )));
     }
+    if let Some(changes) = status.details["plan"]["changes"].as_array() {
+        // A Terraform plan: what applying it changes, and whether it waits for approval.
+        let plan = &status.details["plan"];
+        let verdict = if plan["applied"] == true {
+            "applied"
+        } else if plan["awaiting_approval"] == true {
+            "awaiting approval (tptctl approve terraform-instance …)"
+        } else {
+            "planned"
+        };
+        out.push_str(&format!(
+            "Plan: {} ({verdict}): {} to add, {} to change, {} to destroy\n",
+            plan["id"].as_str().unwrap_or_default(),
+            plan["add"],
+            plan["change"],
+            plan["destroy"]
+        ));
+        let rows: Vec<Vec<String>> = changes
+            .iter()
+            .map(|c| {
+                vec![
+                    c["action"].as_str().unwrap_or_default().to_owned(),
+                    c["address"].as_str().unwrap_or_default().to_owned(),
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            out.push_str(&indent(&table(&["ACTION", "ADDRESS"], &rows)));
+        }
+    }
+    if let Some(outputs) = status.details["outputs"].as_object()
+        && object.meta.kind == "TerraformInstance"
+    {
+        let rows: Vec<Vec<String>> = outputs
+            .iter()
+            .map(|(name, output)| {
+                let value = if output["sensitive"] == true {
+                    "(sensitive)".to_owned()
+                } else {
+                    output["value"].to_string()
+                };
+                vec![name.clone(), value]
+            })
+            .collect();
+        out.push_str("Outputs:\n");
+        out.push_str(&indent(&table(&["NAME", "VALUE"], &rows)));
+    }
     if !status.conditions.is_empty() {
         let rows: Vec<Vec<String>> = status
             .conditions

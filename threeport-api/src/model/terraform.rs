@@ -88,10 +88,10 @@ pub struct TerraformInstance {
     #[serde(default)]
     pub variables: BTreeMap<String, Value>,
     /// Overrides the definition's approval.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<TerraformApproval>,
     /// The plan someone approved (`status.details.plan.id`); set by `POST …/approve`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_plan: Option<String>,
 }
 
