@@ -85,7 +85,7 @@ async fn the_chart_renders_by_default_and_highly_available_and_refuses_bad_value
     find(&defaults, "PodDisruptionBudget", "tp-threeport-api");
     // Each controller group its own Deployment, every controller in one group.
     let mut all = Vec::new();
-    for group in ["workloads", "runtimes", "services"] {
+    for group in ["workloads", "runtimes", "services", "terraform"] {
         let deployment = find(&defaults, "Deployment", &format!("tp-threeport-{group}"));
         let args = container(deployment)["args"].as_array().unwrap().clone();
         assert_eq!(args[0], "controller");
@@ -190,7 +190,8 @@ async fn the_chart_renders_by_default_and_highly_available_and_refuses_bad_value
         .list("apps/v1", "Deployment", Some("threeport"))
         .await
         .unwrap();
-    assert_eq!(deployments.len(), 4);
+    // The API and the four controller groups.
+    assert_eq!(deployments.len(), 5);
 }
 
 /// The environment of `container`, its secret references resolved from `secret`'s data.

@@ -100,6 +100,8 @@ class ControlPlaneInstance(TypedDict, total=False):
     namespace: str
     runtime: str
     secret: Optional[str]
+    tls_issuer: Optional[str]
+    tls_secret: Optional[str]
 
 
 DatabaseEngine = Literal["mysql", "postgres", "mariadb"]
@@ -272,14 +274,21 @@ SupportService = Literal["envoy-gateway", "cert-manager", "external-dns", "exter
 """A support service threeport installs on a runtime (as a Helm workload instance the runtime owns) when a workload first needs it, or up front when the runtime lists it."""
 
 
+TerraformApproval = Literal["auto", "manual"]
+"""Whether a plan applies by itself or waits for someone to approve it."""
+
+
 class TerraformDefinition(TypedDict, total=False):
     """A Terraform configuration."""
+    approval: "TerraformApproval"
     aws_account: str
     configuration_files: Dict[str, str]
 
 
 class TerraformInstance(TypedDict, total=False):
-    """An applied Terraform configuration. Its state and outputs are the controller's status."""
+    """An applied Terraform configuration. Its state is kept by the control plane (Terraform's HTTP backend, sealed at rest); its plan and outputs are in status."""
+    approval: Optional["TerraformApproval"]
+    approved_plan: Optional[str]
     definition: str
     variables: Dict[str, Any]
 
@@ -348,6 +357,7 @@ __all__ = [
     "SecretDefinition",
     "SecretInstance",
     "SupportService",
+    "TerraformApproval",
     "TerraformDefinition",
     "TerraformInstance",
     "WorkloadDefinition",
