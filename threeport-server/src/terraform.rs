@@ -12,7 +12,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -93,24 +93,48 @@ async fn approve(
     Ok((StatusCode::ACCEPTED, axum::Json(updated.to_raw()?)).into_response())
 }
 
-#[derive(serde::Deserialize)]
-struct OutputsQuery {
-    #[serde(default)]
-    sensitive: bool,
+/// `?sensitive=true|false` (default false); anything else is a 400 naming the parameter.
+fn sensitive_asked(query: Option<&str>) -> ApiResult<bool> {
+    let mut asked = false;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match (key, value) {
+            ("sensitive", "true") => asked = true,
+            ("sensitive", "false") => asked = false,
+            ("sensitive", other) => {
+                return Err(ApiError(Error::invalid(
+                    "sensitive",
+                    format!("must be true or false, not {other:?}"),
+                )));
+            }
+            (other, _) => {
+                return Err(ApiError(Error::invalid(
+                    other,
+                    "unknown query parameter (only `sensitive`)",
+                )));
+            }
+        }
+    }
+    Ok(asked)
 }
 
 async fn outputs(
     State(state): State<ApiState>,
     Path(id): Path<String>,
-    Query(query): Query<OutputsQuery>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<Response> {
     let id = object_id(&id)?;
+    let sensitive = sensitive_asked(query.as_deref())?;
     let instance = Api::<TerraformInstance>::new(state.store.clone())
         .get(id)
         .await?;
     let mut outputs = Map::new();
     for (name, output) in &instance.status.details.outputs {
-        let value = match (&output.sealed, query.sensitive) {
+        let value = match (&output.sealed, sensitive) {
             (Some(sealed), true) => {
                 let opened = state.sealer.open(&output_field(name), sealed)?;
                 serde_json::from_str(&opened).unwrap_or(Value::String(opened))

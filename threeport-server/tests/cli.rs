@@ -182,7 +182,7 @@ fn cases(cluster: &str) -> Vec<Case> {
         case("helm-workload-instance", "hwi", "HelmWorkloadInstance:\n  Name: hwi\n  HelmWorkloadDefinition:\n    Name: hwd\n  ReleaseNamespace: api\n  ValuesDocument: values.yaml\n".into(), ("ReleaseNamespace: api", "ReleaseNamespace: api2"), true),
         case("terraform", "tf", "Terraform:\n  Name: tf\n  ConfigDir: terraform\n  VarsDocument: terraform/vars.tfvars\n".into(), ("vars.tfvars", "vars2.tfvars"),true),
         case("terraform-definition", "tfd", "TerraformDefinition:\n  Name: tfd\n  ConfigDir: terraform\n  AwsAccount:\n    Name: main\n".into(), ("Name: tfd", "Name: tfd\n  Labels: {a: b}"),true),
-        case("terraform-instance", "tfi", "TerraformInstance:\n  Name: tfi\n  TerraformDefinition:\n    Name: tfd\n  VarsDocument: terraform/vars.tfvars\n".into(), ("vars.tfvars", "vars2.tfvars"),true),
+        case("terraform-instance", "tfi", "TerraformInstance:\n  Name: tfi\n  TerraformDefinition:\n    Name: tfd\n  AwsAccount:\n    Name: main\n  VarsDocument: terraform/vars.tfvars\n".into(), ("vars.tfvars", "vars2.tfvars"),true),
         case("observability-stack", "obs", "ObservabilityStack:\n  Name: obs\n  MetricsEnabled: true\n  LoggingEnabled: false\n  GrafanaHelmValuesDocument: values.yaml\n".into(), ("LoggingEnabled: false", "LoggingEnabled: true"), true),
         case("observability-stack-definition", "obsd", "ObservabilityStackDefinition:\n  Name: obsd\n  MetricsEnabled: false\n".into(), ("MetricsEnabled: false", "MetricsEnabled: true"), true),
         case("observability-stack-instance", "obsi", "ObservabilityStackInstance:\n  Name: obsi\n  ObservabilityStackDefinition:\n    Name: obsd\n  PromtailHelmValues: |\n    a: 1\n".into(), ("a: 1", "a: 2"), true),

@@ -468,6 +468,11 @@ async fn a_killed_apply_resumes_from_the_stored_state() {
         details["plan"]["changes"],
         json!([{"address": "terraform_data.greeting", "action": "replace"}])
     );
+    // The killed run's working directory went with the run that took over.
+    let leftovers: Vec<_> = std::fs::read_dir(data.join("terraform"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert_eq!(leftovers, Vec::<PathBuf>::new());
 }
 
 /// Credentials for Terraform without AWS: fixed environment.
@@ -558,6 +563,7 @@ async fn two_replicas_never_apply_one_instance_at_once() {
                     ("delay".to_owned(), json!(4)),
                 ]
                 .into(),
+                aws_account: None,
                 approval: None,
                 approved_plan: None,
             },

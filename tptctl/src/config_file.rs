@@ -1960,11 +1960,12 @@ impl Expander<'_> {
                 self.push(definition);
             }
             "TerraformInstance" => {
-                self.ignore(
-                    v.aws_account.is_some(),
-                    "AwsAccount",
-                    "the account is the TerraformDefinition's",
-                );
+                if let Some(account) = &v.aws_account {
+                    // Its own account instead of the definition's.
+                    instance.links.push(
+                        self.account_link(&Some(account.name.clone()), self.field("AwsAccount")),
+                    );
+                }
                 instance.links.push(self.ref_link(
                     "definition",
                     "TerraformDefinition",

@@ -9,7 +9,7 @@ use threeport_core::object::Reference;
 use threeport_core::{ApiObject, ObjectId, ValidationError};
 use utoipa::ToSchema;
 
-use super::{AwsAccount, reference};
+use super::{AwsAccount, maybe_reference, reference};
 
 /// Whether a plan applies by itself or waits for someone to approve it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
@@ -87,6 +87,10 @@ pub struct TerraformInstance {
     /// Input variables (the CLI's `VarsDocument`, a `.tfvars` file, read into this).
     #[serde(default)]
     pub variables: BTreeMap<String, Value>,
+    /// The account it applies in, instead of its definition's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub aws_account: Option<ObjectId>,
     /// Overrides the definition's approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<TerraformApproval>,
@@ -96,6 +100,11 @@ pub struct TerraformInstance {
 }
 
 impl TerraformInstance {
+    /// The account it applies in: its own, else its definition's.
+    pub fn account(&self, definition: &TerraformDefinition) -> ObjectId {
+        self.aws_account.unwrap_or(definition.aws_account)
+    }
+
     /// The approval in force: the instance's, else the definition's.
     pub fn approval(&self, definition: &TerraformDefinition) -> TerraformApproval {
         self.approval.unwrap_or(definition.approval)
@@ -124,10 +133,15 @@ impl ApiObject for TerraformInstance {
         Ok(())
     }
     fn references(&self) -> Vec<Reference> {
-        vec![reference::<TerraformDefinition>(
+        let mut refs = vec![reference::<TerraformDefinition>(
             "definition",
             self.definition,
-        )]
+        )];
+        refs.extend(maybe_reference::<AwsAccount>(
+            "aws_account",
+            self.aws_account,
+        ));
+        refs
     }
 }
 

@@ -26,7 +26,7 @@ pub use reconciler::{APPLIED, TerraformConfig, TerraformReconciler};
 pub fn inputs_digest(definition: &TerraformDefinition, instance: &TerraformInstance) -> String {
     let inputs = serde_json::json!({
         "files": definition.configuration_files,
-        "account": definition.aws_account,
+        "account": instance.account(definition),
         "variables": instance.variables,
     });
     let digest = ring::digest::digest(&ring::digest::SHA256, inputs.to_string().as_bytes());

@@ -96,12 +96,16 @@ impl TerraformReconciler {
         definition: &TerraformDefinition,
         ctx: &Context,
     ) -> Result<Run, ReconcileError> {
-        let account = ctx.api::<AwsAccount>().get(definition.aws_account).await?;
+        let account = ctx
+            .api::<AwsAccount>()
+            .get(instance.spec.account(definition))
+            .await?;
         let mut env = self
             .aws
             .environment(&account, &account.spec.default_region)
             .await
             .map_err(|e| ReconcileError::retryable(format!("aws_account: {e}")))?;
+        self.sweep(instance.id()).await;
         let id = super::backend::random_hex()?;
         env.extend(self.backend.environment(instance.id(), &id));
         let io = |e: std::io::Error| ReconcileError::retryable(format!("working directory: {e}"));
@@ -127,6 +131,29 @@ impl TerraformReconciler {
         self.terraform(&run, &["init", "-input=false", "-no-color"])
             .await?;
         Ok(run)
+    }
+
+    /// Removes the working directories earlier runs of `instance` left behind (their
+    /// controller was killed): those whose run no longer holds the state's lock.
+    async fn sweep(&self, instance: ObjectId) {
+        let prefix = format!("{instance}-");
+        let Ok(entries) = std::fs::read_dir(&self.work_root) else {
+            return;
+        };
+        let holder = match self.backend.states().live_lock(instance).await {
+            Ok(lock) => lock.map(|lock| lock.holder),
+            Err(_) => return,
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(run) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            if holder.as_deref() != Some(run) {
+                tracing::info!(%instance, run, "removing the working directory of a dead run");
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
 
     /// Runs `terraform <args>` for `run`, renewing the run's state lock while it works.

@@ -289,6 +289,7 @@ class TerraformInstance(TypedDict, total=False):
     """An applied Terraform configuration. Its state is kept by the control plane (Terraform's HTTP backend, sealed at rest); its plan and outputs are in status."""
     approval: Optional["TerraformApproval"]
     approved_plan: Optional[str]
+    aws_account: Optional[str]
     definition: str
     variables: Dict[str, Any]
 
