@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use threeport_api::model::{
     AwsAccount, AwsEksKubernetesRuntimeDefinition, AwsObjectStorageBucketDefinition,
     AwsRelationalDatabaseDefinition, ControlPlaneDefinition, DomainNameDefinition,
-    GatewayDefinition, HelmWorkloadDefinition, KubernetesRuntimeDefinition,
+    GatewayDefinition, HelmWorkloadDefinition, KindDefinition, KubernetesRuntimeDefinition,
     ObservabilityStackDefinition, TerraformDefinition, WorkloadResourceDefinition,
 };
 #[cfg(not(feature = "kubernetes"))]
@@ -30,6 +30,7 @@ pub const PASSIVE_KINDS: &[&str] = &[
     ObservabilityStackDefinition::KIND,
     ControlPlaneDefinition::KIND,
     TerraformDefinition::KIND,
+    KindDefinition::KIND,
     // Without the Kubernetes controllers nothing reconciles these; passively, they can go.
     #[cfg(not(feature = "kubernetes"))]
     ObservabilityStackInstance::KIND,

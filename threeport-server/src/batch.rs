@@ -32,7 +32,6 @@ use threeport_core::object::{Labels, NewObject, ObjectId, ObjectRef};
 use threeport_core::{Error, SecretValues};
 
 use crate::ApiError;
-use crate::registry::plural_path;
 use crate::rest::{
     ApiResult, ApiState, Write, body_object, create_once, decode, hand_over_secret, mark_replayed,
     prepare, take_secret, within,
@@ -90,8 +89,8 @@ async fn create_batch(
         let at = format!("objects[{index}]");
         let entry = state
             .kinds
-            .by_plural(&plural_path(&object.kind))
-            .filter(|entry| entry.kind == object.kind)
+            .lookup_kind(&state.store, &object.kind)
+            .await?
             .ok_or_else(|| {
                 ApiError(Error::invalid(
                     format!("{at}.kind"),
@@ -105,6 +104,7 @@ async fn create_batch(
                 format!("{id} is given to another object of this batch"),
             )));
         }
+        let entry = &*entry;
         let secret = take_secret(entry, &mut object.spec)
             .map_err(|err| within(&format!("{at}.spec"), err))?;
         let checked = prepare(&state, entry, object.spec)

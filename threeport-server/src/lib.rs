@@ -41,6 +41,7 @@ pub mod agent;
 pub mod auth;
 pub mod batch;
 pub mod composite;
+pub mod custom;
 pub mod health;
 pub mod model;
 pub mod openapi;
@@ -80,7 +81,7 @@ pub use threeport_controllers::seal::{self, Sealer};
 /// (`http_requests_total`, `http_request_duration_seconds`, by method, route and status).
 pub fn app(api: ApiState, tokens: Option<Arc<TokenSet>>, ops: Ops) -> Router {
     let metrics = HttpMetrics::register(&mut ops.metrics.lock().unwrap());
-    let docs = openapi::routes(&api.kinds);
+    let docs = openapi::routes(&api.kinds, api.store.clone());
     let mut api_routes = router(api.clone())
         .merge(composite::routes(api.clone()))
         .merge(health::routes(api.clone()))

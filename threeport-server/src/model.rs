@@ -37,6 +37,8 @@ pub fn registry() -> KindRegistry {
         .serve::<ObservabilityStackInstance>()
         .serve::<SecretDefinition>()
         .serve::<SecretInstance>()
+        .serve::<KindDefinition>()
+        .defaulted::<KindDefinition>(crate::custom::admit_kind_definition)
         .serve::<TerraformDefinition>()
         .serve::<TerraformInstance>()
         .serve::<ControlPlaneDefinition>()
@@ -73,7 +75,7 @@ mod tests {
     #[test]
     fn every_kind_is_served_once() {
         let registry = registry();
-        assert_eq!(registry.entries().count(), 28);
+        assert_eq!(registry.entries().count(), 29);
         assert!(
             registry
                 .by_plural("aws-eks-kubernetes-runtime-instances")

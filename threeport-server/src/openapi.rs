@@ -5,25 +5,37 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::response::Html;
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use threeport_core::object::{MAX_NAME_LEN, MAX_OWNERS};
 use threeport_core::store::{MAX_FILTERS, MAX_PAGE_SIZE};
 
+use threeport_core::Store;
+
 use crate::KindRegistry;
 
-/// `/openapi.json` and `/docs` for `kinds`.
-pub fn routes(kinds: &KindRegistry) -> Router {
-    let document = Arc::new(document(kinds));
+/// `/openapi.json` and `/docs` for `kinds`, with the kinds of one's own registered in `store`
+/// (as they are at each request).
+pub fn routes(kinds: &KindRegistry, store: Arc<dyn Store>) -> Router {
+    let built_in = Arc::new(document(kinds));
     let page = Html(docs_page(kinds));
+    let kinds = kinds.clone();
     Router::new()
         .route(
             "/openapi.json",
             get(move || {
-                let document = document.clone();
-                async move { axum::Json((*document).clone()) }
+                let (built_in, kinds, store) = (built_in.clone(), kinds.clone(), store.clone());
+                async move {
+                    match kinds.custom_entries(&store).await {
+                        Ok(custom) if !custom.is_empty() => {
+                            axum::Json(document_with(&kinds, &custom)).into_response()
+                        }
+                        Ok(_) => axum::Json((*built_in).clone()).into_response(),
+                        Err(err) => crate::rest::ApiError(err).into_response(),
+                    }
+                }
             }),
         )
         .route("/docs", get(move || async move { page.clone() }))
@@ -154,6 +166,12 @@ fn repeated_query(name: &str, description: &str, item: Value) -> Value {
 /// reference must name an existing object; YAML must parse; some fields depend on others) are
 /// 400s naming the field.
 pub fn document(kinds: &KindRegistry) -> Value {
+    document_with(kinds, &[])
+}
+
+/// The OpenAPI document for `kinds` and the kinds of one's own `custom` (their spec schema
+/// is their definition's JSON Schema).
+pub fn document_with(kinds: &KindRegistry, custom: &[Arc<crate::KindEntry>]) -> Value {
     let mut schemas: Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::Schema>)> = Vec::new();
     let mut paths = Map::new();
     let mut components = Map::new();
@@ -230,11 +248,12 @@ pub fn document(kinds: &KindRegistry) -> Value {
             json!({"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE})
         ),
     ]);
-    for entry in kinds.entries() {
+    for entry in kinds.entries().chain(custom.iter().map(|entry| &**entry)) {
         let kind = entry.kind;
-        let spec = match entry.spec_schema(&mut schemas) {
-            Some(name) => reference(&name),
-            None => json!({"type": "object"}),
+        let spec = match (entry.spec_schema(&mut schemas), entry.custom_schema()) {
+            (Some(name), _) => reference(&name),
+            (None, Some(schema)) => schema.clone(),
+            (None, None) => json!({"type": "object"}),
         };
         let object = format!("{kind}Object");
         components.insert(

@@ -17,6 +17,22 @@ pub use threeport_api::plural_path;
 /// references it holds.
 type CheckSpec = fn(&Value) -> Result<CheckedSpec, Error>;
 
+/// How a kind's specs are checked: by their Rust type, or by a kind definition's schema.
+#[derive(Clone)]
+enum Checker {
+    Typed(CheckSpec),
+    Schema(Arc<crate::custom::SchemaCheck>),
+}
+
+impl std::fmt::Debug for Checker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Checker::Typed(_) => f.write_str("Typed"),
+            Checker::Schema(check) => write!(f, "Schema({})", check.definition),
+        }
+    }
+}
+
 /// A spec that passed its kind's checks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckedSpec {
@@ -37,8 +53,8 @@ pub struct KindEntry {
     /// the bus in memory and never stored.
     pub secret_field: Option<&'static str>,
     /// Dotted spec paths of values kept encrypted at rest (see [`crate::seal`]).
-    pub sealed_fields: &'static [&'static str],
-    check: CheckSpec,
+    pub sealed_fields: Vec<String>,
+    check: Checker,
     schema: Option<SpecSchema>,
     defaults: Option<Defaulter>,
 }
@@ -62,7 +78,36 @@ impl KindEntry {
     /// Decodes `spec` as this kind (unknown fields, wrong types and bad enum values are
     /// refused naming the field), validates it, and returns it normalized with its references.
     pub fn check(&self, spec: &Value) -> Result<CheckedSpec, Error> {
-        (self.check)(spec)
+        match &self.check {
+            Checker::Typed(check) => check(spec),
+            Checker::Schema(check) => check.check(spec),
+        }
+    }
+
+    /// The entry of a kind of one's own (a `KindDefinition`).
+    pub(crate) fn custom(
+        kind: &'static str,
+        plural: String,
+        sealed_fields: Vec<String>,
+        check: crate::custom::SchemaCheck,
+    ) -> KindEntry {
+        KindEntry {
+            kind,
+            plural,
+            secret_field: None,
+            sealed_fields,
+            check: Checker::Schema(Arc::new(check)),
+            schema: None,
+            defaults: None,
+        }
+    }
+
+    /// The JSON Schema of a kind of one's own, if this is one.
+    pub fn custom_schema(&self) -> Option<&Value> {
+        match &self.check {
+            Checker::Schema(check) => Some(&check.schema),
+            Checker::Typed(_) => None,
+        }
     }
 
     /// Fills in the kind's store-dependent defaults ([`KindRegistry::defaulted`]), if any.
@@ -100,7 +145,8 @@ impl KindEntry {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct KindRegistry {
-    by_plural: BTreeMap<String, KindEntry>,
+    by_plural: BTreeMap<String, Arc<KindEntry>>,
+    custom: Arc<crate::custom::CustomKinds>,
 }
 
 impl KindRegistry {
@@ -117,15 +163,15 @@ impl KindRegistry {
         let plural = plural_path(T::KIND);
         self.by_plural.insert(
             plural.clone(),
-            KindEntry {
+            Arc::new(KindEntry {
                 kind: T::KIND,
                 plural,
                 secret_field: T::SECRET_FIELD,
-                sealed_fields: T::SEALED_FIELDS,
-                check: check_spec::<T>,
+                sealed_fields: T::SEALED_FIELDS.iter().map(|f| f.to_string()).collect(),
+                check: Checker::Typed(check_spec::<T>),
                 schema: None,
                 defaults: None,
-            },
+            }),
         );
         self
     }
@@ -146,7 +192,7 @@ impl KindRegistry {
             .by_plural
             .get_mut(&plural_path(T::KIND))
             .unwrap_or_else(|| panic!("register {} before documenting it", T::KIND));
-        entry.schema = Some(spec_schema::<T>);
+        Arc::make_mut(entry).schema = Some(spec_schema::<T>);
         self
     }
 
@@ -160,18 +206,51 @@ impl KindRegistry {
             .by_plural
             .get_mut(&plural_path(T::KIND))
             .unwrap_or_else(|| panic!("register {} before defaulting it", T::KIND));
-        entry.defaults = Some(defaults);
+        Arc::make_mut(entry).defaults = Some(defaults);
         self
     }
 
-    /// The kind served at `plural`.
+    /// The built-in kind served at `plural`.
     pub fn by_plural(&self, plural: &str) -> Option<&KindEntry> {
-        self.by_plural.get(plural)
+        self.by_plural.get(plural).map(|entry| &**entry)
     }
 
-    /// Every served kind.
+    /// Every built-in kind.
     pub fn entries(&self) -> impl Iterator<Item = &KindEntry> {
-        self.by_plural.values()
+        self.by_plural.values().map(|entry| &**entry)
+    }
+
+    /// The kind served at `plural`: built in, or registered by a `KindDefinition` in `store`
+    /// (as it is now: a changed definition is seen by the next request).
+    pub async fn lookup(
+        &self,
+        store: &Arc<dyn Store>,
+        plural: &str,
+    ) -> Result<Option<Arc<KindEntry>>, Error> {
+        if let Some(entry) = self.by_plural.get(plural) {
+            return Ok(Some(entry.clone()));
+        }
+        self.custom.by_plural(store, plural).await
+    }
+
+    /// The kind named `kind`: built in, or registered by a `KindDefinition` in `store`.
+    pub async fn lookup_kind(
+        &self,
+        store: &Arc<dyn Store>,
+        kind: &str,
+    ) -> Result<Option<Arc<KindEntry>>, Error> {
+        if let Some(entry) = self.by_plural.values().find(|e| e.kind == kind) {
+            return Ok(Some(entry.clone()));
+        }
+        self.custom.by_kind(store, kind).await
+    }
+
+    /// Every kind registered by a `KindDefinition` in `store`.
+    pub async fn custom_entries(
+        &self,
+        store: &Arc<dyn Store>,
+    ) -> Result<Vec<Arc<KindEntry>>, Error> {
+        self.custom.all(store).await
     }
 }
 

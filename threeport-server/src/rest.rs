@@ -114,10 +114,12 @@ impl IntoResponse for ApiError {
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-fn entry<'a>(state: &'a ApiState, plural: &str) -> ApiResult<&'a KindEntry> {
+/// The kind served at `/v0/{plural}`: built in, or of one's own (a `KindDefinition`).
+async fn entry(state: &ApiState, plural: &str) -> ApiResult<Arc<KindEntry>> {
     state
         .kinds
-        .by_plural(plural)
+        .lookup(&state.store, plural)
+        .await?
         .ok_or_else(|| ApiError(Error::not_found("object kind", format!("/v0/{plural}"))))
 }
 
@@ -304,7 +306,7 @@ fn with_etag(status: StatusCode, obj: RawObject) -> Response {
 
 /// Seals the kind's sealed fields in `spec` that are still plain text.
 pub(crate) fn seal_fields(state: &ApiState, entry: &KindEntry, spec: &mut Value) -> ApiResult<()> {
-    for path in entry.sealed_fields {
+    for path in &entry.sealed_fields {
         let mut at = Some(&mut *spec);
         for part in path.split('.') {
             at = at.and_then(|v| v.get_mut(part));
@@ -397,7 +399,7 @@ async fn create(
     headers: HeaderMap,
     raw: Bytes,
 ) -> ApiResult<Response> {
-    let entry = entry(&state, &plural)?;
+    let entry = &*entry(&state, &plural).await?;
     let mut body: CreateBody = decode(body_object(&raw, Write::Create)?)?;
     let secret = take_secret(entry, &mut body.spec)?;
     let checked = prepare(&state, entry, body.spec).await?;
@@ -512,7 +514,7 @@ async fn list(
     Path(plural): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Response> {
-    let entry = entry(&state, &plural)?;
+    let entry = &*entry(&state, &plural).await?;
     let mut query = ListQuery::default();
     // Counted as sent: repeating a key still counts against the limit.
     let mut labels = 0;
@@ -576,7 +578,7 @@ async fn read(
     State(state): State<ApiState>,
     Path((plural, id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let entry = entry(&state, &plural)?;
+    let entry = &*entry(&state, &plural).await?;
     let obj = state.store.get(entry.kind, parse_id(&id)?).await?;
     Ok(with_etag(StatusCode::OK, obj))
 }
@@ -597,7 +599,7 @@ async fn replace(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let entry = entry(&state, &plural)?;
+    let entry = &*entry(&state, &plural).await?;
     let id = parse_id(&id)?;
     let body: ReplaceBody = decode(body_object(&body, Write::Change)?)?;
     let expected_version = expected_version(&state, entry, id, &headers, body.version).await?;
@@ -636,7 +638,7 @@ async fn patch(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let entry = entry(&state, &plural)?;
+    let entry = &*entry(&state, &plural).await?;
     let id = parse_id(&id)?;
     let mut patch = body_object(&body, Write::Change)?;
     let body_version = match patch.remove("version") {
@@ -749,7 +751,7 @@ async fn delete(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let entry = entry(&state, &plural)?;
+    let entry = &*entry(&state, &plural).await?;
     let id = parse_id(&id)?;
     let (propagation, dry_run) = delete_options(raw.as_deref())?;
     let expected = expected_version(&state, entry, id, &headers, None).await?;

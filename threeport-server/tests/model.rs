@@ -178,6 +178,11 @@ async fn one_of_each(client: &Client) -> Vec<(String, String)> {
         json!({"definition": control_plane, "runtime": runtime}),
     )
     .await;
+    create(
+        "kind-definitions",
+        json!({"kind": "Certificate", "schema": {"type": "object"}}),
+    )
+    .await;
     create("events", json!({"object_kind": "WorkloadInstance", "object_id": workload, "type": "Normal", "reason": "Created", "message": "ok"})).await;
     made
 }

@@ -3,6 +3,7 @@
 //! a definition and say where it runs.
 
 mod aws;
+mod custom;
 mod network;
 mod runtime;
 mod support;
@@ -13,6 +14,7 @@ use threeport_core::object::Reference;
 use threeport_core::{ApiObject, ObjectId, ValidationError};
 
 pub use aws::*;
+pub use custom::*;
 pub use network::*;
 pub use runtime::*;
 pub use support::*;

@@ -99,6 +99,11 @@ class KindResources:
         return self.resource("HelmWorkloadInstance")
 
     @property
+    def kind_definitions(self) -> "Resource[specs.KindDefinition]":
+        """``KindDefinition`` objects."""
+        return self.resource("KindDefinition")
+
+    @property
     def kubernetes_runtime_definitions(self) -> "Resource[specs.KubernetesRuntimeDefinition]":
         """``KubernetesRuntimeDefinition`` objects."""
         return self.resource("KubernetesRuntimeDefinition")
@@ -243,6 +248,11 @@ class AsyncKindResources:
     def helm_workload_instances(self) -> "AsyncResource[specs.HelmWorkloadInstance]":
         """``HelmWorkloadInstance`` objects."""
         return self.resource("HelmWorkloadInstance")
+
+    @property
+    def kind_definitions(self) -> "AsyncResource[specs.KindDefinition]":
+        """``KindDefinition`` objects."""
+        return self.resource("KindDefinition")
 
     @property
     def kubernetes_runtime_definitions(self) -> "AsyncResource[specs.KubernetesRuntimeDefinition]":

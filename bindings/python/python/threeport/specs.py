@@ -188,6 +188,15 @@ InfraProvider = Literal["kind", "eks", "existing"]
 """Who provides a runtime's cluster."""
 
 
+class KindDefinition(TypedDict, total=False):
+    """A kind of your own (Kubernetes' CustomResourceDefinition): its name, where it is served, the JSON Schema (2020-12) of its spec, and which spec fields reference other objects."""
+    kind: str
+    plural: Optional[str]
+    references: Dict[str, str]
+    schema: Any
+    sealed_fields: List[str]
+
+
 class KubernetesRuntimeDefinition(TypedDict, total=False):
     """A kind of Kubernetes cluster."""
     aws_account: Optional[str]
@@ -345,6 +354,7 @@ __all__ = [
     "HelmWorkloadDefinition",
     "HelmWorkloadInstance",
     "InfraProvider",
+    "KindDefinition",
     "KubernetesRuntimeDefinition",
     "KubernetesRuntimeInstance",
     "MachineSize",
