@@ -353,6 +353,16 @@ impl Client {
         }
     }
 
+    /// The objects of `kind` served at `/v0/{plural}`: a kind of one's own (a
+    /// `KindDefinition`) whose plural is not the default.
+    pub fn kind_at(&self, kind: &str, plural: &str) -> RawResource {
+        RawResource {
+            client: self.clone(),
+            kind: kind.to_owned(),
+            path: format!("{}/v0/{plural}", self.base),
+        }
+    }
+
     /// Creates a workload and its services in one transaction; returns the created objects by
     /// kind.
     pub async fn create_workload(

@@ -50,7 +50,11 @@ fn propagation(args: &Value) -> PyResult<Propagation> {
 
 /// Runs `op` on `kind` with `args`; answers JSON.
 async fn call(client: Client, op: String, kind: String, args: Value) -> PyResult<String> {
-    let objects = client.kind(&kind);
+    // A kind of one's own may be served at a plural of its own.
+    let objects = match args["_plural"].as_str() {
+        Some(plural) => client.kind_at(&kind, plural),
+        None => client.kind(&kind),
+    };
     let answer: Value = match op.as_str() {
         "create" => objects
             .create_owned(

@@ -18,11 +18,44 @@ CONFIG_MAP = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata
 def test_every_kind_is_an_attribute_and_lists(server):
     base, token = server
     client = Client(base, token)
-    assert len(threeport.KINDS) == 28
+    assert len(threeport.KINDS) == 29
     for kind, plural in threeport.KINDS.items():
         resource = getattr(client, plural.replace("-", "_"))
         assert resource.kind == kind
         assert isinstance(list(resource.list()), list)
+
+
+def test_kinds_of_ones_own(server):
+    base, token = server
+    client = Client(base, token)
+    client.kind_definitions.create(
+        "python-widgets",
+        {
+            "kind": "PythonWidget",
+            "plural": "python-widgets",
+            "schema": {
+                "type": "object",
+                "required": ["size"],
+                "properties": {"size": {"type": "integer", "minimum": 1}},
+            },
+        },
+    )
+    widgets = client.kind("PythonWidget")
+    made = widgets.create("w1", {"size": 2})
+    assert (made.kind, made.spec) == ("PythonWidget", {"size": 2})
+    assert [w.name for w in widgets.list()] == ["w1"]
+    with pytest.raises(threeport.ValidationError) as refused:
+        widgets.create("w2", {"size": 0})
+    assert refused.value.field == "spec.size"
+    with pytest.raises(ValueError):
+        client.kind("NoSuchKind")
+
+    async def through_asyncio():
+        async_client = AsyncClient(base, token)
+        resource = await async_client.kind("PythonWidget")
+        return (await resource.get(made.id)).spec
+
+    assert asyncio.run(through_asyncio()) == {"size": 2}
 
 
 def test_crud_with_typed_objects(server):

@@ -145,12 +145,15 @@ def _propagation(propagation: str) -> str:
 class Resource(Generic[SpecT]):
     """The objects of one kind (``client.workload_definitions``, ``client.resource(kind)``)."""
 
-    def __init__(self, core: ClientCore, kind: str) -> None:
+    def __init__(self, core: ClientCore, kind: str, plural: Optional[str] = None) -> None:
         self._core = core
         #: The kind's name (``WorkloadDefinition``).
         self.kind = kind
+        self._plural = plural
 
     def _call(self, op: str, args: Dict[str, Any]) -> Any:
+        if self._plural:
+            args = {**args, "_plural": self._plural}
         return json.loads(self._core.call(op, self.kind, json.dumps(args)))
 
     def create(
@@ -284,12 +287,15 @@ class Resource(Generic[SpecT]):
 class AsyncResource(Generic[SpecT]):
     """The objects of one kind, for asyncio (``await client.workload_definitions.get(id)``)."""
 
-    def __init__(self, core: ClientCore, kind: str) -> None:
+    def __init__(self, core: ClientCore, kind: str, plural: Optional[str] = None) -> None:
         self._core = core
         #: The kind's name (``WorkloadDefinition``).
         self.kind = kind
+        self._plural = plural
 
     async def _call(self, op: str, args: Dict[str, Any]) -> Any:
+        if self._plural:
+            args = {**args, "_plural": self._plural}
         return json.loads(await self._core.call_async(op, self.kind, json.dumps(args)))
 
     async def create(
@@ -433,6 +439,16 @@ class Client(_Connection, KindResources):
             raise ValueError(f"unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}")
         return Resource(self._core, kind)
 
+    def kind(self, kind: str) -> "Resource[Any]":
+        """The objects of ``kind``: a built-in kind, or one a ``KindDefinition`` registers
+        (looked up now); ``ValueError`` if there is none."""
+        if kind in KINDS:
+            return Resource(self._core, kind)
+        for definition in self.kind_definitions.list():
+            if definition.spec.get("kind") == kind:
+                return Resource(self._core, kind, definition.spec.get("plural"))
+        raise ValueError(f"no kind {kind!r}: neither built in nor registered by a KindDefinition")
+
     def create_workload(
         self,
         name: str,
@@ -513,6 +529,16 @@ class AsyncClient(_Connection, AsyncKindResources):
         if kind not in KINDS:
             raise ValueError(f"unknown kind {kind!r}; known: {', '.join(sorted(KINDS))}")
         return AsyncResource(self._core, kind)
+
+    async def kind(self, kind: str) -> "AsyncResource[Any]":
+        """The objects of ``kind``: a built-in kind, or one a ``KindDefinition`` registers
+        (looked up now); ``ValueError`` if there is none."""
+        if kind in KINDS:
+            return AsyncResource(self._core, kind)
+        async for definition in self.kind_definitions.list():
+            if definition.spec.get("kind") == kind:
+                return AsyncResource(self._core, kind, definition.spec.get("plural"))
+        raise ValueError(f"no kind {kind!r}: neither built in nor registered by a KindDefinition")
 
     async def create_workload(
         self,
