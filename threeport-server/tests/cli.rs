@@ -684,3 +684,72 @@ async fn a_terraform_config_stops_at_a_plan_that_tptctl_shows_and_approves() {
     );
     shell.down(&data).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_of_ones_own_goes_through_tptctl() {
+    let shell = Shell::new("http://127.0.0.1:9");
+    let data = shell.dir.join("data");
+    shell.up(&data).await;
+    // The kind is registered over HTTP, with the context `up` recorded.
+    let contexts: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(shell.dir.join("config.yaml")).unwrap())
+            .unwrap();
+    let local = &contexts["contexts"]["local"];
+    let (url, token) = (
+        local["url"].as_str().unwrap().to_owned(),
+        local["token"].as_str().unwrap_or_default().to_owned(),
+    );
+    let registered = common::http_client()
+        .post(format!("{url}/v0/kind-definitions"))
+        .bearer_auth(&token)
+        .json(
+            &serde_json::json!({"name": "certificates", "spec": {"kind": "Certificate",
+            "schema": {"type": "object", "required": ["domain"], "additionalProperties": false,
+                       "properties": {"domain": {"type": "string"},
+                                      "size": {"type": "integer", "minimum": 1}}}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), reqwest::StatusCode::CREATED);
+
+    shell.write(
+        "cert.yaml",
+        "Certificate:\n  Name: web\n  Labels: {tier: edge}\n  domain: web.example.com\n  size: 2\n",
+    );
+    let created = shell
+        .ok(&["create", "certificate", "-c", "cert.yaml"])
+        .await;
+    assert!(created.contains("Certificate/web created"), "{created}");
+    let listed = shell.ok(&["get", "certificates", "-l", "tier=edge"]).await;
+    assert!(listed.contains("web"), "{listed}");
+    let described = shell.ok(&["describe", "certificate", "-n", "web"]).await;
+    assert!(
+        described.contains("Certificate/web") && described.contains("domain: web.example.com"),
+        "{described}"
+    );
+    let unchanged = shell.ok(&["apply", "certificate", "-c", "cert.yaml"]).await;
+    assert!(
+        unchanged.contains("Certificate/web unchanged"),
+        "{unchanged}"
+    );
+    shell.write(
+        "cert.yaml",
+        "Certificate:\n  Name: web\n  Labels: {tier: edge}\n  domain: web.example.com\n  size: 3\n",
+    );
+    let updated = shell.ok(&["apply", "certificate", "-c", "cert.yaml"]).await;
+    assert!(updated.contains("Certificate/web updated"), "{updated}");
+    // The schema's refusal names the field.
+    shell.write(
+        "bad.yaml",
+        "Certificate:\n  Name: bad\n  domain: bad.example.com\n  size: 0\n",
+    );
+    let refused = shell
+        .run(&["create", "certificate", "-c", "bad.yaml"])
+        .await;
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("spec.size"), "{}", refused.stderr);
+    let deleted = shell.ok(&["delete", "certificate", "-n", "web"]).await;
+    assert!(deleted.contains("deleting"), "{deleted}");
+    shell.down(&data).await;
+}

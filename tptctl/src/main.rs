@@ -8,6 +8,7 @@
 mod aws_files;
 mod config_file;
 mod contexts;
+mod custom;
 mod error;
 mod local;
 mod output;
@@ -353,6 +354,27 @@ fn read_config(object: &str, path: &std::path::Path) -> Result<ConfigFile, CliEr
 }
 
 async fn write(overrides: &Overrides, args: FromFile, apply: bool) -> Result<(), CliError> {
+    if key_of_word(&args.object).is_none() {
+        let client = contexts::client(overrides)?;
+        if let Some(kind) = custom::find(&client, &args.object).await? {
+            let config = custom::read(&args.config, &kind)?;
+            let (object, verb) = match custom::write(&client, &kind, &config, apply).await? {
+                custom::Written::Created(object) => (object, "created"),
+                custom::Written::Updated(object) => (object, "updated"),
+                custom::Written::Unchanged(object) => (object, "unchanged"),
+            };
+            println!("{}/{} {verb}", object.meta.kind, object.meta.name);
+            if args.wait.wait {
+                let parts = wait::labelled([(
+                    object.meta.kind.clone(),
+                    object.meta.id,
+                    object.meta.name.clone(),
+                )]);
+                wait::wait(&client, &parts, Goal::Reconciled, args.wait.timeout).await?;
+            }
+            return Ok(());
+        }
+    }
     let file = read_config(&args.object, &args.config)?;
     let expansion = file.expand()?;
     for note in &expansion.notes {
@@ -428,11 +450,23 @@ async fn dropped_parts(
     Ok(())
 }
 
-/// The object a target names: the root of an abstraction, or the object itself.
+/// The object a target names: the root of an abstraction, or the object itself; with the
+/// config key it was found by (`None` for a kind of one's own).
 async fn find_target(
     client: &Client,
     target: &Target,
-) -> Result<(&'static str, RawObject), CliError> {
+) -> Result<(Option<&'static str>, RawObject), CliError> {
+    if key_of_word(&target.object).is_none()
+        && let Some(kind) = custom::find(client, &target.object).await?
+    {
+        // A kind of one's own: described and deleted as a plain object.
+        let name = match (&target.config, &target.name) {
+            (Some(path), _) => custom::read(path, &kind)?.name,
+            (None, Some(name)) => name.clone(),
+            (None, None) => return Err(CliError::usage("give -c <config file> or -n <name>")),
+        };
+        return Ok((None, custom::named(client, &kind, &name).await?));
+    }
     let (key, name) = match (&target.config, &target.name) {
         (Some(path), _) => {
             let file = read_config(&target.object, path)?;
@@ -446,7 +480,7 @@ async fn find_target(
         .find(kind, &name)
         .await?
         .ok_or_else(|| CliError::new(format!("no {} named {name:?}", kebab_case(key))))?;
-    Ok((key, object))
+    Ok((Some(key), object))
 }
 
 /// The objects deleting `root` would delete, root first.
@@ -506,7 +540,7 @@ async fn delete(
 async fn describe(overrides: &Overrides, target: Target, format: Format) -> Result<(), CliError> {
     let client = contexts::client(overrides)?;
     let (key, root) = find_target(&client, &target).await?;
-    let parts = if is_abstraction(key) {
+    let parts = if key.is_some_and(is_abstraction) {
         parts_of(&client, &root).await?
     } else {
         vec![root]
@@ -588,13 +622,19 @@ async fn get(
     format: Format,
     labels: Vec<(String, String)>,
 ) -> Result<(), CliError> {
-    let kind = kind_to_list(what)?;
     let client = contexts::client(overrides)?;
     let params = ListParams {
         labels: labels.into_iter().collect(),
         ..ListParams::default()
     };
-    let objects: Vec<RawObject> = client.kind(kind).list_all(&params).await?;
+    let objects: Vec<RawObject> = match kind_to_list(what) {
+        Ok(kind) => client.kind(kind).list_all(&params).await?,
+        // A kind of one's own, if one is registered by that name.
+        Err(unknown) => match custom::find(&client, what).await? {
+            Some(kind) => kind.resource(&client).list_all(&params).await?,
+            None => return Err(unknown),
+        },
+    };
     if objects.is_empty() && format == Format::Table {
         println!("no {what}");
         return Ok(());
