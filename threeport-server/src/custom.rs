@@ -149,11 +149,7 @@ impl CustomKinds {
         store: &Arc<dyn Store>,
         plural: &str,
     ) -> Result<Option<Arc<KindEntry>>, Error> {
-        Ok(self
-            .all(store)
-            .await?
-            .into_iter()
-            .find(|entry| entry.plural == plural))
+        self.find(store, |entry| entry.plural == plural).await
     }
 
     /// The kind named `kind`, if a definition registers it.
@@ -162,11 +158,19 @@ impl CustomKinds {
         store: &Arc<dyn Store>,
         kind: &str,
     ) -> Result<Option<Arc<KindEntry>>, Error> {
+        self.find(store, |entry| entry.kind == kind).await
+    }
+
+    async fn find(
+        &self,
+        store: &Arc<dyn Store>,
+        wanted: impl Fn(&KindEntry) -> bool,
+    ) -> Result<Option<Arc<KindEntry>>, Error> {
         Ok(self
             .all(store)
             .await?
             .into_iter()
-            .find(|entry| entry.kind == kind))
+            .find(|entry| wanted(entry)))
     }
 
     fn entry(&self, definition: &Object<KindDefinition>) -> Result<Arc<KindEntry>, Error> {
