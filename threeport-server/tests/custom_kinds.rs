@@ -22,7 +22,8 @@ fn schema(minimum_size: u32) -> Value {
             "domain": {"type": "string", "pattern": "^[a-z0-9.-]+$"},
             "size": {"type": "integer", "minimum": minimum_size},
             "runtime": {"type": "string"},
-            "issuer": {"type": "object", "properties": {"name": {"type": "string"}}}
+            "issuer": {"type": "object", "properties": {"name": {"type": "string"},
+                                                        "key": {"type": "string"}}}
         }
     })
 }
@@ -60,7 +61,8 @@ async fn a_kind_of_ones_own_is_served_validated_and_guarded() {
         url("kind-definitions"),
         &token,
         json!({"name": "certificates", "spec": {"kind": "Certificate", "schema": schema(1),
-               "references": {"runtime": "KubernetesRuntimeInstance"}}}),
+               "references": {"runtime": "KubernetesRuntimeInstance"},
+               "sealed_fields": ["issuer.key"]}}),
     )
     .await;
 
@@ -103,7 +105,8 @@ async fn a_kind_of_ones_own_is_served_validated_and_guarded() {
         url("certificates"),
         &token,
         json!({"name": "web", "labels": {"tier": "edge"},
-               "spec": {"domain": "web.example.com", "size": 2}}),
+               "spec": {"domain": "web.example.com", "size": 2,
+                        "issuer": {"name": "ca", "key": "do-not-store-me"}}}),
     )
     .await;
     let (status, got) = send(
@@ -113,6 +116,10 @@ async fn a_kind_of_ones_own_is_served_validated_and_guarded() {
     .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got["kind"], "Certificate");
+    // The sealed field is stored encrypted, never as given.
+    let sealed = got["spec"]["issuer"]["key"].as_str().unwrap_or_default();
+    assert!(sealed.starts_with("sealed:v1:"), "{got}");
+    assert_eq!(got["spec"]["issuer"]["name"], "ca");
     assert_eq!(got["references"][0]["field"], "$kind");
     assert_eq!(got["references"][0]["id"], definition.as_str());
     let (_, listed) = send(
