@@ -146,24 +146,7 @@ const CONTROLLERS: &[(&str, Follows, Start)] = &[
     ("passive", &[], |_, b, c, s| {
         let handles: Vec<_> = PASSIVE_KINDS
             .iter()
-            .map(|kind| {
-                let config = ControllerConfig {
-                    name: format!("{}-passive", kind.to_ascii_lowercase()),
-                    ..c.config.clone()
-                };
-                let controlled = Controlled {
-                    config,
-                    metrics: c.metrics.clone(),
-                    follows: c.follows,
-                    registry: c.registry.clone(),
-                };
-                run(
-                    PassiveReconciler::new(kind),
-                    b.clone(),
-                    controlled,
-                    s.clone(),
-                )
-            })
+            .map(|&kind| run_passive(kind, &b, &c, &s))
             .collect();
         tokio::spawn(async move {
             for handle in handles {
@@ -327,17 +310,7 @@ const CONTROLLERS: &[(&str, Follows, Start)] = &[
                     p.terraform.lock_lease,
                 );
                 // The state records only need marking (their contents are the backend's).
-                let records = Controlled {
-                    config: ControllerConfig {
-                        name: "terraformstate-passive".into(),
-                        ..c.config.clone()
-                    },
-                    metrics: c.metrics.clone(),
-                    follows: &[],
-                    registry: c.registry.clone(),
-                };
-                let kind = terraform::state::TerraformState::KIND;
-                let records = run(PassiveReconciler::new(kind), b.clone(), records, s.clone());
+                let records = run_passive(terraform::state::TerraformState::KIND, &b, &c, &s);
                 let backend = terraform::backend::StateBackend::start(states, s.clone()).await?;
                 let reconciler = terraform::TerraformReconciler::new(
                     p.aws.clone(),
@@ -364,6 +337,30 @@ const CONTROLLERS: &[(&str, Follows, Start)] = &[
         run(reconciler, b, c, s)
     }),
 ];
+
+/// Starts a passive controller of `kind` (named `<kind>-passive`) beside controller `c`.
+fn run_passive(
+    kind: &'static str,
+    backends: &Backends,
+    c: &Controlled,
+    shutdown: &CancellationToken,
+) -> JoinHandle<Result<()>> {
+    let controlled = Controlled {
+        config: ControllerConfig {
+            name: format!("{}-passive", kind.to_ascii_lowercase()),
+            ..c.config.clone()
+        },
+        metrics: c.metrics.clone(),
+        follows: &[],
+        registry: c.registry.clone(),
+    };
+    run(
+        PassiveReconciler::new(kind),
+        backends.clone(),
+        controlled,
+        shutdown.clone(),
+    )
+}
 
 /// How controllers install support services, from the providers.
 #[cfg(feature = "aws")]

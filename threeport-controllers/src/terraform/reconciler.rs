@@ -365,7 +365,7 @@ impl Reconciler for TerraformReconciler {
         ctx: &Context,
     ) -> Result<Action, ReconcileError> {
         let states = self.backend.states();
-        if states.read(instance.id()).await?.is_some() {
+        if states.has_state(instance.id()).await? {
             let definition = ctx
                 .api::<TerraformDefinition>()
                 .get(instance.spec.definition)

@@ -165,16 +165,7 @@ impl StateStore {
         state: &str,
     ) -> std::result::Result<(), StateRefusal> {
         let sealed = self.sealer.seal(STATE_FIELD, state)?;
-        self.modify(instance, |record| {
-            if let Some(lock) = live_lock(record)
-                && Some(lock.id.as_str()) != lock_id
-            {
-                return Err(StateRefusal::Locked(lock.info.clone()));
-            }
-            record.state = Some(sealed.clone());
-            Ok(())
-        })
-        .await
+        self.replace_state(instance, lock_id, Some(sealed)).await
     }
 
     /// Forgets the state of `instance` (Terraform's `DELETE`), under the same lock rule.
@@ -183,13 +174,31 @@ impl StateStore {
         instance: ObjectId,
         lock_id: Option<&str>,
     ) -> std::result::Result<(), StateRefusal> {
+        self.replace_state(instance, lock_id, None).await
+    }
+
+    /// Whether `instance` has a state (without opening it).
+    pub async fn has_state(&self, instance: ObjectId) -> Result<bool> {
+        Ok(self
+            .get(instance)
+            .await?
+            .is_some_and(|record| record.spec.state.is_some()))
+    }
+
+    /// Sets the sealed state of `instance` unless another lock than `lock_id` is live.
+    async fn replace_state(
+        &self,
+        instance: ObjectId,
+        lock_id: Option<&str>,
+        sealed: Option<String>,
+    ) -> std::result::Result<(), StateRefusal> {
         self.modify(instance, |record| {
             if let Some(lock) = live_lock(record)
                 && Some(lock.id.as_str()) != lock_id
             {
                 return Err(StateRefusal::Locked(lock.info.clone()));
             }
-            record.state = None;
+            record.state = sealed.clone();
             Ok(())
         })
         .await
