@@ -336,6 +336,11 @@ impl Client {
         }
     }
 
+    /// The HTTP client, the base URL and the token, for the remote engine backends.
+    pub(crate) fn parts(&self) -> (&reqwest::Client, &str, Option<&str>) {
+        (&self.http, &self.base, self.token.as_deref())
+    }
+
     /// The objects of kind `T`.
     pub fn api<T: ApiObject>(&self) -> Resource<T> {
         Resource {

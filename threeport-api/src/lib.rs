@@ -28,6 +28,7 @@
 mod client;
 pub mod hcl;
 pub mod model;
+pub mod remote;
 
 pub use client::{
     BatchObject, Client, ClientBuilder, ClientError, IDEMPOTENCY_KEY, ListParams, Page,

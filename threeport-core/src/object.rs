@@ -687,7 +687,7 @@ impl<T: ApiObject> Object<T> {
 }
 
 /// A request to create an object: everything but the store-assigned envelope fields.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewObject {
     /// Kind name.
     pub kind: String,

@@ -82,6 +82,10 @@ enum Command {
         /// Append the token's hash to this token file (created if missing).
         #[arg(long)]
         add_to: Option<PathBuf>,
+        /// Limit the token to reconciling these kinds (comma-separated): it reads the API and
+        /// writes only their objects, status and leases, through `/v0/engine`.
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<String>,
     },
 }
 
@@ -350,7 +354,7 @@ fn main() -> ExitCode {
                 metrics_listen,
             } => controller(&names, &plane, metrics_listen).await,
             Command::Agent(args) => agent(args).await,
-            Command::Token { add_to } => token(add_to.as_deref()),
+            Command::Token { add_to, kinds } => token(add_to.as_deref(), &kinds),
             Command::Probe { url, insecure } => probe(&url, insecure).await,
         }
     });
@@ -375,10 +379,20 @@ fn init_logs(format: LogFormat) {
     }
 }
 
-fn token(add_to: Option<&Path>) -> Result<(), String> {
+fn token(add_to: Option<&Path>, kinds: &[String]) -> Result<(), String> {
+    for kind in kinds {
+        threeport_core::object::validate_kind(kind).map_err(|e| format!("--kinds: {e}"))?;
+    }
     let minted = mint_token().map_err(|e| e.to_string())?;
     if let Some(path) = add_to {
-        append_hash(path, &minted.hash)?;
+        let line = if kinds.is_empty() {
+            minted.hash.clone()
+        } else {
+            format!("{} kinds={}", minted.hash, kinds.join(","))
+        };
+        append_hash(path, &line)?;
+    } else if !kinds.is_empty() {
+        return Err("--kinds needs --add-to: the limit is kept in the token file".into());
     }
     println!("{}", minted.token);
     Ok(())

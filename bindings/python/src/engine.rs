@@ -153,7 +153,8 @@ struct Registration {
 #[pyclass(module = "threeport._threeport", frozen)]
 pub struct EngineCore {
     backends: Backends,
-    outbox: Arc<dyn Outbox>,
+    /// The outbox to relay to the bus; `None` when the control plane relays (remote).
+    outbox: Option<Arc<dyn Outbox>>,
     kinds: Arc<KindRegistry>,
     registrations: Mutex<Vec<Registration>>,
     running: Mutex<Option<(CancellationToken, Vec<JoinHandle<()>>)>>,
@@ -168,13 +169,31 @@ impl EngineCore {
     pub(crate) fn on_memory(memory: &MemoryBackends, reserved: Vec<&'static str>) -> Self {
         EngineCore {
             backends: memory.backends(),
-            outbox: memory.store.clone(),
+            outbox: Some(memory.store.clone()),
             kinds: Arc::new(threeport_server::model::registry()),
             registrations: Mutex::new(Vec::new()),
             running: Mutex::new(None),
             description: "memory backends".to_owned(),
             reserved,
         }
+    }
+
+    /// An engine on the backends of the control plane at `url`, over its engine API.
+    fn remote(url: &str, token: Option<String>) -> PyResult<Self> {
+        let mut builder = threeport_api::Client::builder(url);
+        if let Some(token) = token {
+            builder = builder.token(token);
+        }
+        let client = builder.build().map_err(crate::errors::client_error)?;
+        Ok(EngineCore {
+            backends: threeport_api::remote::backends(&client),
+            outbox: None,
+            kinds: Arc::new(threeport_server::model::registry()),
+            registrations: Mutex::new(Vec::new()),
+            running: Mutex::new(None),
+            description: format!("the control plane at {}", client.base_url()),
+            reserved: Vec::new(),
+        })
     }
 
     fn block_on<F: std::future::Future + Send>(py: Python<'_>, future: F) -> F::Output
@@ -227,15 +246,31 @@ fn to_json(value: &impl serde::Serialize) -> PyResult<String> {
 #[pymethods]
 impl EngineCore {
     /// An engine on the memory backends, or on PostgreSQL/CockroachDB (`database_url`),
-    /// SQLite (in `data_dir`) and NATS JetStream (`nats_url`).
+    /// SQLite (in `data_dir`) and NATS JetStream (`nats_url`), or on a running control
+    /// plane's backends over its engine API (`url`, `token`).
     #[new]
-    #[pyo3(signature = (database_url=None, nats_url=None, data_dir=None))]
+    #[pyo3(signature = (database_url=None, nats_url=None, data_dir=None, url=None, token=None))]
     fn new(
         py: Python<'_>,
         database_url: Option<String>,
         nats_url: Option<String>,
         data_dir: Option<String>,
+        url: Option<String>,
+        token: Option<String>,
     ) -> PyResult<Self> {
+        if let Some(url) = url {
+            if database_url.is_some() || nats_url.is_some() || data_dir.is_some() {
+                return Err(validation(
+                    "url",
+                    "a remote engine uses the control plane's backends: give url (and token) \
+                     or database_url/nats_url/data_dir, not both",
+                ));
+            }
+            return Self::remote(&url, token);
+        }
+        if token.is_some() {
+            return Err(validation("token", "a token needs the control plane's url"));
+        }
         if database_url.is_none() && nats_url.is_none() && data_dir.is_none() {
             return Ok(Self::on_memory(&MemoryBackends::new(), Vec::new()));
         }
@@ -255,7 +290,7 @@ impl EngineCore {
                 bus: plane.bus,
                 locker: plane.locker,
             },
-            outbox: plane.outbox,
+            outbox: Some(plane.outbox),
             kinds: Arc::new(threeport_server::model::registry()),
             registrations: Mutex::new(Vec::new()),
             running: Mutex::new(None),
@@ -349,12 +384,14 @@ impl EngineCore {
         let shutdown = CancellationToken::new();
         let _guard = runtime().enter();
         let mut tasks = Vec::new();
-        let relay = OutboxRelay::new(
-            self.outbox.clone(),
-            self.backends.bus.clone(),
-            RelayConfig::default(),
-        );
-        tasks.push(tokio::spawn(relay.run(shutdown.clone())));
+        if let Some(outbox) = &self.outbox {
+            let relay = OutboxRelay::new(
+                outbox.clone(),
+                self.backends.bus.clone(),
+                RelayConfig::default(),
+            );
+            tasks.push(tokio::spawn(relay.run(shutdown.clone())));
+        }
         for registration in self.registrations.lock().unwrap().iter() {
             let controller = Controller::new(
                 PythonReconciler {

@@ -94,7 +94,7 @@ impl fmt::Debug for SecretValues {
 }
 
 /// How a consumer group receives notifications.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscribeOptions {
     /// Durable group name: the members of a group compete for its notifications.
     pub group: String,

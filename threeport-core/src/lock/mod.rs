@@ -15,7 +15,7 @@ pub use memory::MemoryLocker;
 use crate::error::Result;
 
 /// A held lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Lease {
     /// What is locked (the runtime uses `<kind>/<id>`).
     pub key: String,

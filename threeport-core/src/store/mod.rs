@@ -30,7 +30,7 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 pub const MAX_FILTERS: usize = 16;
 
 /// Filters and a cursor for [`Store::list`]. All filters must match (AND).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListQuery {
     /// Only the object with this exact name.
     pub name: Option<String>,
@@ -150,7 +150,7 @@ impl ListQuery {
 
 /// One page of a list, in ascending id (creation) order. Serializes as the API's list body,
 /// `{"items": [...], "next": id or null}`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ListPage<O = RawObject> {
     /// The objects.
     pub items: Vec<O>,
@@ -173,7 +173,7 @@ impl<O> ListPage<O> {
 }
 
 /// A replacement of an object's desired state ([`Store::update`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SpecUpdate {
     /// Write only if the stored version is this one.
     pub expected_version: Option<u64>,
@@ -203,7 +203,7 @@ pub const IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_se
 
 /// A client's idempotency key and what identifies the request it came with (a digest of the
 /// method, path and body), so a key reused for another request can be told apart.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdempotencyKey {
     /// The key the client chose (a UUID, typically).
     pub key: String,
@@ -229,7 +229,8 @@ impl IdempotencyKey {
 }
 
 /// What [`Store::create_all_once`] did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Once {
     /// The objects were created now.
     Created(Vec<RawObject>),
@@ -243,7 +244,7 @@ pub enum Once {
 }
 
 /// A status-only write ([`Store::update_status`]), made by the controller that holds the lease.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StatusWrite {
     /// Write only if the stored version is this one.
     pub expected_version: Option<u64>,

@@ -104,10 +104,15 @@ class Engine:
     With no arguments, on in-memory backends; ``database_url`` (``postgres://…``) and
     ``nats_url`` (``nats://…``) select PostgreSQL/CockroachDB and NATS JetStream, so several
     processes share the work (each object is reconciled by one of them at a time);
-    ``data_dir`` keeps an SQLite database there. The runtime's guarantees hold while Python
-    runs: one reconcile per object at a time (leased), notifications arriving meanwhile folded
-    into one more run, requeue, backoff with jitter, bounded retries, a per-reconcile timeout,
-    ``concurrency`` objects at once, and a graceful stop.
+    ``data_dir`` keeps an SQLite database there. With ``url`` (and ``token``) it runs against
+    a running control plane, with only its URL and a token (one limited to the kinds it
+    reconciles will do): its store, bus and leases over the engine API, shared with the
+    control plane's controllers and remote replicas in any language; replicas of one kind
+    share a group by ``name`` (Rust's default is ``<kind>-controller``). The runtime's
+    guarantees hold while Python runs: one reconcile per object at a time (leased),
+    notifications arriving meanwhile folded into one more run, requeue, backoff with jitter,
+    bounded retries, a per-reconcile timeout, ``concurrency`` objects at once, and a graceful
+    stop.
 
     A reconciler is a function (``def`` or ``async def``) of the object and, optionally, a
     :class:`Context`. It may change ``obj.status``, a dict written back as JSON (a value JSON
@@ -130,9 +135,11 @@ class Engine:
         nats_url: Optional[str] = None,
         data_dir: Optional[str] = None,
         *,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
         _core: Optional[EngineCore] = None,
     ) -> None:
-        self._core = _core or EngineCore(database_url, nats_url, data_dir)
+        self._core = _core or EngineCore(database_url, nats_url, data_dir, url, token)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[threading.Thread] = None
         self._stop_registered = False

@@ -35,6 +35,8 @@ class EngineCore:
         database_url: Optional[str] = None,
         nats_url: Optional[str] = None,
         data_dir: Optional[str] = None,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
     ) -> None: ...
     @property
     def description(self) -> str: ...
