@@ -94,16 +94,16 @@ impl SchemaCheck {
     }
 }
 
-/// Kind names live as long as the process (a registry's entries name their kind with a
+/// Kind and field names live as long as the process (a registry's entries name them with a
 /// `&'static str`): each distinct name is kept once.
-fn intern(kind: &str) -> &'static str {
+fn intern(name: &str) -> &'static str {
     static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
     let mut names = NAMES.lock().unwrap();
     let names = names.get_or_insert_with(HashSet::new);
-    if let Some(known) = names.get(kind) {
+    if let Some(known) = names.get(name) {
         return known;
     }
-    let leaked: &'static str = Box::leak(kind.to_owned().into_boxed_str());
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
     names.insert(leaked);
     leaked
 }
@@ -184,6 +184,7 @@ impl CustomKinds {
         let entry = Arc::new(KindEntry::custom(
             intern(&spec.kind),
             spec.plural(),
+            spec.secret_field.as_deref().map(intern),
             spec.sealed_fields.clone(),
             SchemaCheck::compile(id, spec)?,
         ));

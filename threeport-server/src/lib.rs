@@ -87,7 +87,7 @@ pub fn app(api: ApiState, tokens: Option<Arc<TokenSet>>, ops: Ops) -> Router {
         .merge(composite::routes(api.clone()))
         .merge(health::routes(api.clone()))
         .merge(terraform::routes(api.clone()))
-        .merge(remote::routes(api.clone()))
+        .merge(remote::routes(api.clone(), ops.stopping.clone()))
         .merge(batch::routes(api));
     if let Some(tokens) = tokens {
         api_routes = api_routes.layer(middleware::from_fn_with_state(tokens, auth::require_token));

@@ -463,6 +463,7 @@ async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
     let ops = Ops {
         probes: plane.probes.clone(),
         metrics: Arc::new(Mutex::new(prometheus_client::registry::Registry::default())),
+        stopping: CancellationToken::new(),
     };
     let relay = spawn_relay(&plane, &ops, &shutdown);
     let providers = args.plane.providers(sealer.clone());
@@ -485,11 +486,16 @@ async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
         "try: curl -H 'Authorization: Bearer <token>' {scheme}://{address}/v0/workload-definitions"
     );
     tracing::info!(%address, backends = %plane.description, "serving");
+    let stopping = ops.stopping.clone();
+    let stop = async move {
+        stop_signal().await;
+        stopping.cancel();
+    };
     let app = app(state, tokens, ops);
     match tls {
-        Some(config) => serve_tls(listener, config, app, stop_signal()).await,
+        Some(config) => serve_tls(listener, config, app, stop).await,
         None => axum::serve(listener, app)
-            .with_graceful_shutdown(stop_signal())
+            .with_graceful_shutdown(stop)
             .await
             .map_err(|e| format!("serving failed: {e}"))?,
     }
@@ -523,6 +529,7 @@ async fn controller(
     let ops = Ops {
         probes: plane.probes.clone(),
         metrics: Arc::new(Mutex::new(prometheus_client::registry::Registry::default())),
+        stopping: CancellationToken::new(),
     };
     let shutdown = CancellationToken::new();
     // Controllers write too (objects they own, follow-up notifications): relaying those here,

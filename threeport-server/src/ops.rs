@@ -53,6 +53,9 @@ pub struct Ops {
     pub probes: Vec<Probe>,
     /// Exported by `/metrics`: the controllers' and the server's metrics.
     pub metrics: Arc<Mutex<Registry>>,
+    /// Cancelled when the server starts to stop: long-polls (the engine API's) answer at once
+    /// instead of holding the graceful shutdown up.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// The `/healthz`, `/readyz`, `/metrics` and `/version` routes.

@@ -88,13 +88,14 @@ impl KindEntry {
     pub(crate) fn custom(
         kind: &'static str,
         plural: String,
+        secret_field: Option<&'static str>,
         sealed_fields: Vec<String>,
         check: crate::custom::SchemaCheck,
     ) -> KindEntry {
         KindEntry {
             kind,
             plural,
-            secret_field: None,
+            secret_field,
             sealed_fields,
             check: Checker::Schema(Arc::new(check)),
             schema: None,

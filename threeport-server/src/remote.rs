@@ -34,14 +34,16 @@ use threeport_api::remote::wire::{
     LockCall, MAX_WAIT, Publish, RemoteDelivery, Settle, StoreCall, Subscribed,
 };
 use threeport_core::{Delivery, Error, NewObject, SpecUpdate, SubscribeOptions, Subscription};
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Scope, forbidden};
 use crate::rest::{ApiError, ApiState, prepare, take_secret};
 
-/// The engine API's routes on `api`'s backends.
-pub fn routes(api: ApiState) -> Router {
+/// The engine API's routes on `api`'s backends; long-polls end when `stopping` is cancelled.
+pub fn routes(api: ApiState, stopping: CancellationToken) -> Router {
     let engine = Arc::new(EngineApi {
         api,
+        stopping,
         subscriptions: Mutex::default(),
         deliveries: Mutex::default(),
         last_sweep: Mutex::new(Instant::now()),
@@ -60,6 +62,7 @@ pub fn routes(api: ApiState) -> Router {
 /// The backends, and what the server holds for remote members of consumer groups.
 struct EngineApi {
     api: ApiState,
+    stopping: CancellationToken,
     subscriptions: Mutex<HashMap<String, Arc<HeldSubscription>>>,
     deliveries: Mutex<HashMap<String, Arc<HeldDelivery>>>,
     last_sweep: Mutex<Instant>,
@@ -362,7 +365,14 @@ async fn next(
     *held.touched.lock().unwrap() = Instant::now();
     let taken = {
         let mut subscription = held.subscription.lock().await;
-        tokio::time::timeout(wait, subscription.next()).await
+        tokio::select! {
+            taken = tokio::time::timeout(wait, subscription.next()) => taken,
+            // The server is stopping: do not hold the shutdown up; the member asks again
+            // (another replica, or this one once it is back).
+            _ = engine.stopping.cancelled() => {
+                return Err(Error::unavailable("the control plane is stopping").into());
+            }
+        }
     };
     *held.touched.lock().unwrap() = Instant::now();
     let delivery = match taken {

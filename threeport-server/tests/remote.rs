@@ -16,7 +16,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use threeport_api::{Client, remote};
 use threeport_core::conformance::{self, Timing};
-use threeport_core::{ErrorKind, Locker, NewObject, Store};
+use threeport_core::{ErrorKind, NewObject};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -105,9 +105,12 @@ async fn remote_backends_pass_the_core_conformance_suites() {
     conformance::bus::run(backends.bus.clone(), timing).await;
 }
 
-/// Who reconciled what, when, from the replicas' logs: per object, `(start, end, replica)`,
-/// with `end` open (`None`) for a reconcile its replica never finished.
-fn reconciles(logs: &[&Path]) -> HashMap<String, Vec<(u128, Option<u128>, String)>> {
+/// One reconcile: start, end (`None`: its replica never finished it) and the replica, in
+/// nanoseconds since the Unix epoch.
+type Run = (u128, Option<u128>, String);
+
+/// Who reconciled what, when, from the replicas' logs, by object.
+fn reconciles(logs: &[&Path]) -> HashMap<String, Vec<Run>> {
     let mut events: Vec<(u128, String, String, String)> = Vec::new();
     for log in logs {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -120,7 +123,7 @@ fn reconciles(logs: &[&Path]) -> HashMap<String, Vec<(u128, Option<u128>, String
         }
     }
     events.sort();
-    let mut by_object: HashMap<String, Vec<(u128, Option<u128>, String)>> = HashMap::new();
+    let mut by_object: HashMap<String, Vec<Run>> = HashMap::new();
     for (at, event, id, replica) in events {
         let runs = by_object.entry(id).or_default();
         if event == "start" {
@@ -139,10 +142,7 @@ fn reconciles(logs: &[&Path]) -> HashMap<String, Vec<(u128, Option<u128>, String
 
 /// Asserts that no two reconciles of one object overlapped; an unfinished one (its replica
 /// was killed at `killed`) counts as running until then.
-fn assert_one_at_a_time(
-    runs: &HashMap<String, Vec<(u128, Option<u128>, String)>>,
-    killed: Option<u128>,
-) {
+fn assert_one_at_a_time(runs: &HashMap<String, Vec<Run>>, killed: Option<u128>) {
     for (id, runs) in runs {
         for pair in runs.windows(2) {
             let (_, end, by) = &pair[0];
@@ -384,5 +384,100 @@ async fn remote_replicas_share_a_kind_of_ones_own() {
         }
         assert!(tokio::time::Instant::now() < deadline, "never removed");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The replica's long-poll does not hold up a stopping server (at most 10 s).
+    let status = server.terminate().await;
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_values_reach_a_remote_reconciler_and_are_never_stored() {
+    let data = temp_dir();
+    let token = mint(&data, None);
+    let server = serve(&data, &[]).await;
+    let base = server.base.clone();
+    let http = common::http_client();
+    create(
+        &http,
+        format!("{base}/v0/kind-definitions"),
+        &token,
+        json!({"name": "vaults", "spec": {"kind": "Vault", "secret_field": "credentials",
+               "schema": {"type": "object", "additionalProperties": false,
+                          "properties": {"address": {"type": "string"}}}}}),
+    )
+    .await;
+    let (status, body) = send(
+        http.post(format!("{base}/v0/kind-definitions"))
+            .bearer_auth(&token)
+            .json(
+                &json!({"name": "bad", "spec": {"kind": "Bad", "secret_field": "a.b",
+                          "schema": {"type": "object"}}}),
+            ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "spec.secret_field");
+
+    let client = Client::builder(&base).token(token.clone()).build().unwrap();
+    let backends = remote::backends(&client);
+    let mut subscription = backends
+        .bus
+        .subscribe(threeport_core::SubscribeOptions::new(
+            "vault-controller",
+            "Vault",
+        ))
+        .await
+        .unwrap();
+    let id = create(
+        &http,
+        format!("{base}/v0/vaults"),
+        &token,
+        json!({"name": "main", "spec": {"address": "https://vault.example.com",
+                                        "credentials": {"password": "hunter2-secret"}}}),
+    )
+    .await;
+    let secret = loop {
+        let delivery = tokio::time::timeout(Duration::from_secs(15), subscription.next())
+            .await
+            .expect("a delivery")
+            .unwrap()
+            .expect("the bus is open");
+        assert_eq!(delivery.notification.id.to_string(), id);
+        let secret = delivery.notification.secret.clone();
+        delivery.ack().await.unwrap();
+        if let Some(secret) = secret {
+            break secret;
+        }
+    };
+    assert_eq!(secret.0["password"], "hunter2-secret");
+    let stored = backends
+        .store
+        .get("Vault", id.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stored.spec, json!({"address": "https://vault.example.com"}));
+    // Through the engine API too, secret values are not taken (they would be stored).
+    let refused = backends
+        .store
+        .create(NewObject::new(
+            "Vault",
+            "other",
+            json!({"credentials": {"password": "x"}}),
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().starts_with("invalid spec.credentials"),
+        "{refused}"
+    );
+    drop(subscription);
+    drop(server);
+    for file in std::fs::read_dir(&data).unwrap() {
+        let bytes = std::fs::read(file.unwrap().path()).unwrap_or_default();
+        assert!(
+            !bytes.windows(14).any(|w| w == b"hunter2-secret"),
+            "a secret value reached the data directory"
+        );
     }
 }

@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 import pytest
 
@@ -35,11 +35,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _mint(data_dir: str, *args: str) -> str:
+    """A token minted into the data directory's token file with the server's own command."""
+    tokens = os.path.join(data_dir, "tokens")
+    out = subprocess.run(
+        [_server_binary(), "token", "--add-to", tokens, *args],
+        check=True, capture_output=True, text=True,
+    )
+    return out.stdout.strip()
+
+
 @contextlib.contextmanager
-def _serve() -> Iterator[Tuple[str, str]]:
+def _serve(data_dir: Optional[str] = None) -> Iterator[Tuple[str, str]]:
     """`threeport-server serve` on the embedded default in a fresh data directory: (base URL,
-    token)."""
-    data_dir = tempfile.mkdtemp(prefix="threeport-py-")
+    token). In a given `data_dir` with tokens already minted, the token is `""`."""
+    minted = data_dir is not None
+    data_dir = data_dir or tempfile.mkdtemp(prefix="threeport-py-")
     env = dict(os.environ, THREEPORT_AWS_ENDPOINT="http://127.0.0.1:9")
     process = subprocess.Popen(
         [_server_binary(), "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
@@ -58,9 +69,9 @@ def _serve() -> Iterator[Tuple[str, str]]:
             token = line[line.index("tp_"):].strip()
         if line.startswith("try:") or time.monotonic() > deadline:
             break
-    assert base and token, "the server printed its address and a token"
+    assert base and (token or minted), "the server printed its address and a token"
     try:
-        yield base, token
+        yield base, token or ""
     finally:
         process.terminate()
         process.wait(timeout=15)
@@ -79,6 +90,27 @@ def own_server() -> Iterator[Tuple[str, str]]:
     """A server of the test's own (for tests that fill it with objects)."""
     with _serve() as running:
         yield running
+
+
+@pytest.fixture
+def remote_server() -> Iterator[Tuple[str, str, str]]:
+    """A server of the test's own with two tokens: (base URL, a token for everything, a
+    token limited to reconciling `Certificate`)."""
+    data_dir = tempfile.mkdtemp(prefix="threeport-py-")
+    admin = _mint(data_dir)
+    reconciler = _mint(data_dir, "--kinds", "Certificate")
+    with _serve(data_dir) as (base, _):
+        yield base, admin, reconciler
+
+
+@pytest.fixture
+def replica_binary() -> str:
+    """The `remote_reconciler` example (a Rust replica run against a control plane's engine
+    API), built beside the server."""
+    binary = str(pathlib.Path(_server_binary()).with_name("remote_reconciler"))
+    if not os.path.exists(binary):
+        pytest.fail(f"remote_reconciler not built at {binary} (./scripts/test builds it)")
+    return binary
 
 
 @pytest.fixture

@@ -31,6 +31,11 @@ pub struct KindDefinition {
     /// Dotted spec paths whose values are kept encrypted at rest (`credentials.password`).
     #[serde(default)]
     pub sealed_fields: Vec<String>,
+    /// A top-level spec field for secret values (an object of strings), outside the schema:
+    /// accepted on create, taken out of the spec before it is checked and stored, and handed
+    /// to the kind's reconcilers with the creation's notification, in memory only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_field: Option<String>,
 }
 
 impl KindDefinition {
@@ -90,6 +95,29 @@ impl ApiObject for KindDefinition {
                 return Err(ValidationError::new(
                     format!("references.{field}"),
                     "must be a kind name (`KubernetesRuntimeInstance`)",
+                ));
+            }
+        }
+        if let Some(field) = &self.secret_field {
+            let field_ok =
+                !field.is_empty() && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !field_ok {
+                return Err(ValidationError::new(
+                    "secret_field",
+                    "must name a top-level spec field (letters, digits and `_`)",
+                ));
+            }
+            let taken = self.references.contains_key(field)
+                || self
+                    .sealed_fields
+                    .iter()
+                    .any(|p| p.split('.').next() == Some(field.as_str()));
+            if taken {
+                return Err(ValidationError::new(
+                    "secret_field",
+                    format!(
+                        "{field:?} is a reference or sealed field: secret values are never stored"
+                    ),
                 ));
             }
         }

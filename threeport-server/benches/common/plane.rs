@@ -92,6 +92,11 @@ impl Plane {
         }
     }
 
+    /// The nats-server of a distributed plane.
+    pub fn nats_url(&self) -> Option<String> {
+        self.nats.as_ref().map(|nats| nats.url.clone())
+    }
+
     /// Peak resident memory (`VmHWM`, MB) of each process, by role.
     pub fn peak_rss(&self) -> Vec<(String, f64)> {
         self.processes
