@@ -195,6 +195,7 @@ class KindDefinition(TypedDict, total=False):
     references: Dict[str, str]
     schema: Any
     sealed_fields: List[str]
+    secret_field: Optional[str]
 
 
 class KubernetesRuntimeDefinition(TypedDict, total=False):
