@@ -6,7 +6,8 @@
 //! bus, leases), so the runtime's guarantees hold as they do in-process: one reconcile per
 //! object at a time (leases with fencing tokens, checked by the store on every status write),
 //! redelivery after ack-wait when a replica dies, requeue with a delay. Deliveries are pulled
-//! by long-polling (no busy polling), one request per delivery a worker is free to take.
+//! by long-polling (no busy polling), one request at a time and one delivery ahead of the
+//! workers.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -608,6 +609,11 @@ impl Subscription for RemoteSubscription {
             })?;
             match answer {
                 Ok(Some(delivery)) => {
+                    // One request ahead: while this delivery is worked on, the next one is on
+                    // its way (a member holds at most one it has not started, as a NATS pull
+                    // consumer holds its batch), so a backlog does not wait a round trip per
+                    // delivery.
+                    self.pending = Some(self.poll());
                     let handle = RemoteDeliveryHandle {
                         engine: self.engine.clone(),
                         id: delivery.id,

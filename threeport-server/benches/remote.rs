@@ -2,8 +2,8 @@
 //! kind of one's own (a `KindDefinition`) on the distributed control plane (an `api` process
 //! on PostgreSQL and NATS JetStream, a nats-server of its own).
 //!
-//! For each way, `BENCH_OBJECTS` objects (default 2,000) of a kind registered for it are
-//! created through the API first; then two replicas (controllers of 8 workers each) start in
+//! For each way, `BENCH_OBJECTS` objects (default 5,000) of a kind registered for it are
+//! created through the API first (and their notifications relayed to NATS); then two replicas (controllers of 8 workers each) start in
 //! this process and reconcile them all; the rate is objects over the time from start to the
 //! last reconcile written:
 //! - direct (the baseline): the replicas open PostgreSQL and NATS themselves, as a
@@ -67,8 +67,24 @@ impl Reconciler for Noop {
     }
 }
 
-/// Registers `kind` and creates `n` objects of it through the API.
+/// Notifications the API's outbox relay has handed to the bus so far.
+async fn relayed(base: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|line| line.strip_prefix("threeport_outbox_relayed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Registers `kind` and creates `n` objects of it through the API; returns once their
+/// notifications are on the bus (so the replicas do not wait for the relay).
 async fn prepare(client: &Client, kind: &str, n: usize) {
+    let before = relayed(client.base_url()).await;
     let schema = json!({"type": "object", "required": ["n"],
                         "properties": {"n": {"type": "integer"}}});
     client
@@ -95,6 +111,11 @@ async fn prepare(client: &Client, kind: &str, n: usize) {
             })
             .collect();
         client.create_batch(&batch).await.expect("create objects");
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while relayed(client.base_url()).await < before + n as f64 {
+        assert!(Instant::now() < deadline, "the relay never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -163,7 +184,26 @@ async fn measured<F: std::future::Future<Output = f64>>(api_pid: u32, phase: F) 
     )
 }
 
+/// Median and 99th percentile (ms) of 500 sequential reads of one object from `store`.
+async fn read_latency(store: &Arc<dyn threeport_core::Store>, kind: &str) -> (f64, f64) {
+    let page = store
+        .list(kind, &threeport_core::ListQuery::default().limit(1))
+        .await
+        .expect("list");
+    let id = page.items[0].meta.id;
+    let mut took = Vec::with_capacity(500);
+    for _ in 0..500 {
+        let started = Instant::now();
+        store.get(kind, id).await.expect("get");
+        took.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    took.sort_by(f64::total_cmp);
+    (took[took.len() / 2], took[took.len() * 99 / 100])
+}
+
 fn main() {
+    // reqwest's TLS stack needs a process-wide crypto provider even for plain HTTP.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -173,7 +213,7 @@ fn main() {
         let n: usize = std::env::var("BENCH_OBJECTS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(2000);
+            .unwrap_or(5000);
         let plane = plane::Plane::distributed(&[]).await;
         let client = Client::builder(&plane.base)
             .token(plane.token.clone())
@@ -207,6 +247,12 @@ fn main() {
         let (remote_s, cpu) = measured(api_pid, reconcile_all(remote, "BenchRemote", n)).await;
         let remote_per_s = n as f64 / remote_s;
         println!("remote: {n} no-op reconciles by 2 replicas over the engine API in {remote_s:.2} s: {remote_per_s:.0}/s ({cpu})");
+
+        let (direct_p50, direct_p99) = read_latency(&direct_plane.store, "BenchRemote").await;
+        let (remote_p50, remote_p99) = read_latency(&remote::backends(&client).store, "BenchRemote").await;
+        println!(
+            "one read: direct p50 {direct_p50:.3} ms, p99 {direct_p99:.3} ms; over the engine API p50 {remote_p50:.3} ms, p99 {remote_p99:.3} ms"
+        );
 
         plane.stop().await;
         println!(

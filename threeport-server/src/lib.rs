@@ -78,8 +78,9 @@ pub use threeport_controllers::seal::{self, Sealer};
 
 /// The control plane's HTTP surface: the API (behind `tokens` unless `None`, which disables
 /// authentication) and the unauthenticated `/healthz`, `/readyz`, `/metrics`, `/version`,
-/// `/openapi.json` and `/docs`. Every request is logged and counted in `ops.metrics`
-/// (`http_requests_total`, `http_request_duration_seconds`, by method, route and status).
+/// `/openapi.json` and `/docs`. Every request is logged (the engine API's at debug level) and
+/// counted in `ops.metrics` (`http_requests_total`, `http_request_duration_seconds`, by method,
+/// route and status).
 pub fn app(api: ApiState, tokens: Option<Arc<TokenSet>>, ops: Ops) -> Router {
     let metrics = HttpMetrics::register(&mut ops.metrics.lock().unwrap());
     let docs = openapi::routes(&api.kinds, api.store.clone());
@@ -161,12 +162,13 @@ async fn observe_request(
         .duration
         .get_or_create(&labels)
         .observe(took.as_secs_f64());
-    tracing::info!(
-        %method,
-        path,
-        status = labels.status,
-        ms = took.as_secs_f64() * 1000.0,
-        "request"
-    );
+    let ms = took.as_secs_f64() * 1000.0;
+    if path.starts_with("/v0/engine/") && labels.status < 500 {
+        // Remote replicas' traffic, several requests per reconcile: counted and timed above,
+        // logged only when asked for (their reconciles are logged where they run).
+        tracing::debug!(%method, path, status = labels.status, ms, "request");
+    } else {
+        tracing::info!(%method, path, status = labels.status, ms, "request");
+    }
     response
 }

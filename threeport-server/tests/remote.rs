@@ -324,8 +324,9 @@ async fn remote_replicas_share_a_kind_of_ones_own() {
     assert_eq!(runs.len(), 500, "every object was reconciled");
     assert_one_at_a_time(&runs, None);
 
-    // Replica a is killed mid-reconcile: b finishes its object once the lease runs out.
-    let slow: Vec<String> = (0..4).map(|i| format!("slow-{i}")).collect();
+    // Replica a is killed mid-reconcile: b finishes its object once the lease runs out. More
+    // slow objects than one replica has workers, so both take some.
+    let slow: Vec<String> = (0..20).map(|i| format!("slow-{i}")).collect();
     for name in &slow {
         create(
             &http,
