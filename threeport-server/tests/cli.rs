@@ -690,28 +690,22 @@ async fn a_kind_of_ones_own_goes_through_tptctl() {
     let shell = Shell::new("http://127.0.0.1:9");
     let data = shell.dir.join("data");
     shell.up(&data).await;
-    // The kind is registered over HTTP, with the context `up` recorded.
-    let contexts: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(shell.dir.join("config.yaml")).unwrap())
-            .unwrap();
-    let local = &contexts["contexts"]["local"];
-    let (url, token) = (
-        local["url"].as_str().unwrap().to_owned(),
-        local["token"].as_str().unwrap_or_default().to_owned(),
+    // The kind is registered from a config file, with the definition's own fields.
+    shell.write(
+        "kind.yaml",
+        "KindDefinition:\n  Name: certificates\n  kind: Certificate\n  schema:\n    type: object\n    \
+         required: [domain]\n    additionalProperties: false\n    properties:\n      \
+         domain: {type: string}\n      size: {type: integer, minimum: 1}\n",
     );
-    let registered = common::http_client()
-        .post(format!("{url}/v0/kind-definitions"))
-        .bearer_auth(&token)
-        .json(
-            &serde_json::json!({"name": "certificates", "spec": {"kind": "Certificate",
-            "schema": {"type": "object", "required": ["domain"], "additionalProperties": false,
-                       "properties": {"domain": {"type": "string"},
-                                      "size": {"type": "integer", "minimum": 1}}}}}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), reqwest::StatusCode::CREATED);
+    let registered = shell
+        .ok(&["create", "kind-definition", "-c", "kind.yaml"])
+        .await;
+    assert!(
+        registered.contains("KindDefinition/certificates created"),
+        "{registered}"
+    );
+    let kinds = shell.ok(&["get", "kind-definitions"]).await;
+    assert!(kinds.contains("certificates"), "{kinds}");
 
     shell.write(
         "cert.yaml",

@@ -1,7 +1,9 @@
 //! Kinds of one's own (registered by a `KindDefinition`): a config file whose top-level key is
 //! the kind, with `Name`, optional `Labels`, and the spec's fields as the kind's schema names
 //! them. `create`, `apply`, `get`, `describe` and `delete` take them by the kind's name in kebab
-//! case (`certificate`) or its plural.
+//! case (`certificate`) or its plural. `KindDefinition` itself goes the same way: its config's
+//! fields are the definition's (`kind`, `plural`, `schema`, `references`, `sealed_fields`,
+//! `secret_field`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,8 +30,16 @@ impl CustomKind {
     }
 }
 
-/// The registered kind `word` names (`certificate`, `certificates`, `Certificate`), if any.
+/// The registered kind `word` names (`certificate`, `certificates`, `Certificate`), if any;
+/// `KindDefinition` (`kind-definition`, `kind-definitions`) itself too.
 pub async fn find(client: &Client, word: &str) -> Result<Option<CustomKind>, CliError> {
+    const DEFINITION: &str = "KindDefinition";
+    if word == DEFINITION || kebab_case(DEFINITION) == word || plural_path(DEFINITION) == word {
+        return Ok(Some(CustomKind {
+            kind: DEFINITION.to_owned(),
+            plural: plural_path(DEFINITION),
+        }));
+    }
     let definitions: Vec<RawObject> = client
         .kind("KindDefinition")
         .list_all(&ListParams::default())
