@@ -337,7 +337,17 @@ async fn resource_request(
     let result = match (method.as_str(), name) {
         ("GET", None) if is_true(&params.watch) => {
             let from = params.resource_version.as_deref().unwrap_or_default();
-            return watch(cluster, kind, &selector, from, is_true(&params.allow_watch_bookmarks));
+            let events = match cluster.watch_sync(&selector, from) {
+                Ok(events) => events,
+                Err(err) => return from_error(&err),
+            };
+            // Looked at again now that the watch is registered: a `set_available(false)`
+            // between the first look and the registration closed the watches before this one
+            // existed, and it would stay open through the outage.
+            if let Some(refusal) = refused(&served, &headers) {
+                return refusal;
+            }
+            return watch(events, kind, is_true(&params.allow_watch_bookmarks));
         }
         ("GET", None) => cluster.list_selected_sync(&selector).map(|list| {
             let list = json!({"apiVersion": kind.api_version, "kind": format!("{}List", kind.kind),
@@ -434,17 +444,12 @@ fn parse_body(body: &Bytes) -> Result<Value, Error> {
         .map_err(|e| Error::invalid("body", format!("not JSON or YAML: {e}")))
 }
 
+/// A watch's events as Kubernetes streams them: one JSON event per line.
 fn watch(
-    cluster: &MemoryCluster,
+    events: impl futures::Stream<Item = Result<WatchEvent, Error>> + Send + 'static,
     kind: &KindInfo,
-    selector: &Selector,
-    from: &str,
     bookmarks: bool,
 ) -> Response {
-    let events = match cluster.watch_sync(selector, from) {
-        Ok(events) => events,
-        Err(err) => return from_error(&err),
-    };
     let (api_version, kind) = (kind.api_version.clone(), kind.kind.clone());
     let lines = events.filter_map(move |event| {
         let line = match event {
