@@ -306,6 +306,14 @@ impl Engine {
         }
         Err(error_from(status, &bytes))
     }
+
+    /// Joins the consumer group `options` describe; returns the subscription's id.
+    async fn join(&self, options: &SubscribeOptions) -> Result<String> {
+        let subscribed: Subscribed = self
+            .call(Method::POST, "/subscriptions", Some(options), None)
+            .await?;
+        Ok(subscribed.id)
+    }
 }
 
 /// The core error an error answer of the API stands for.
@@ -547,14 +555,11 @@ impl Bus for RemoteBus {
 
     async fn subscribe(&self, options: SubscribeOptions) -> Result<Box<dyn Subscription>> {
         options.validate()?;
-        let subscribed: Subscribed = self
-            .0
-            .call(Method::POST, "/subscriptions", Some(&options), None)
-            .await?;
+        let id = self.0.join(&options).await?;
         Ok(Box::new(RemoteSubscription {
             engine: self.0.clone(),
             options,
-            id: subscribed.id,
+            id,
             pending: None,
         }))
     }
@@ -629,11 +634,7 @@ impl Subscription for RemoteSubscription {
                 // The control plane forgot the subscription (it restarted, or this process
                 // did not ask for a long time): join the group again.
                 Err(err) if err.kind() == threeport_core::ErrorKind::NotFound => {
-                    let subscribed: Subscribed = self
-                        .engine
-                        .call(Method::POST, "/subscriptions", Some(&self.options), None)
-                        .await?;
-                    self.id = subscribed.id;
+                    self.id = self.engine.join(&self.options).await?;
                 }
                 Err(err) => return Err(err),
             }

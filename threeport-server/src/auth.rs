@@ -50,7 +50,7 @@ impl Scope {
     /// `Ok` if objects of `kind` may be written; else why not, for a 403.
     pub fn check_write(&self, kind: &str) -> Result<(), String> {
         match self {
-            Scope::Reconcile(kinds) if !kinds.contains(kind) => Err(format!(
+            Scope::Reconcile(kinds) if !self.may_write(kind) => Err(format!(
                 "this token reconciles {} only: it cannot write {kind} objects",
                 kinds.iter().cloned().collect::<Vec<_>>().join(", ")
             )),

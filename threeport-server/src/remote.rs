@@ -33,7 +33,8 @@ use serde_json::Value;
 use threeport_api::remote::wire::{
     LockCall, MAX_WAIT, Publish, RemoteDelivery, Settle, StoreCall, Subscribed,
 };
-use threeport_core::{Delivery, Error, NewObject, SpecUpdate, SubscribeOptions, Subscription};
+use threeport_core::object::Reference;
+use threeport_core::{Delivery, Error, NewObject, ObjectId, SubscribeOptions, Subscription};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Scope, forbidden};
@@ -178,23 +179,34 @@ fn json(value: impl serde::Serialize) -> Answer {
         .map_err(|e| Refusal::from(Error::invalid("answer", e.to_string())))
 }
 
-/// An object of a served kind as the REST API would store it; others as they are.
-async fn admit(state: &ApiState, mut object: NewObject) -> Answer<NewObject> {
-    if let Some(entry) = state.kinds.lookup_kind(&state.store, &object.kind).await? {
-        let checked = admit_spec(state, &entry, object.spec).await?;
-        object.spec = checked.spec;
-        object.references = checked.references;
-    }
-    Ok(object)
+/// A spec of `kind` as the REST API would store it, with the references it holds, if `kind`
+/// is served; `None` for other kinds (taken as they are).
+async fn admit(state: &ApiState, kind: &str, spec: &mut Value) -> Answer<Option<Vec<Reference>>> {
+    let Some(entry) = state.kinds.lookup_kind(&state.store, kind).await? else {
+        return Ok(None);
+    };
+    let checked = admit_spec(state, &entry, std::mem::take(spec)).await?;
+    *spec = checked.spec;
+    Ok(Some(checked.references))
 }
 
-async fn admit_update(state: &ApiState, kind: &str, mut update: SpecUpdate) -> Answer<SpecUpdate> {
-    if let Some(entry) = state.kinds.lookup_kind(&state.store, kind).await? {
-        let checked = admit_spec(state, &entry, update.spec).await?;
-        update.spec = checked.spec;
-        update.references = checked.references;
+/// `object` as the REST API would store it.
+async fn admit_object(state: &ApiState, object: &mut NewObject) -> Answer<()> {
+    if let Some(references) = admit(state, &object.kind, &mut object.spec).await? {
+        object.references = references;
     }
-    Ok(update)
+    Ok(())
+}
+
+/// `objects` as the REST API would store them.
+async fn admit_all(
+    state: &ApiState,
+    mut objects: Vec<(ObjectId, NewObject)>,
+) -> Answer<Vec<(ObjectId, NewObject)>> {
+    for (_, object) in &mut objects {
+        admit_object(state, object).await?;
+    }
+    Ok(objects)
 }
 
 async fn admit_spec(
@@ -224,25 +236,28 @@ async fn store_call(
     let state = &engine.api;
     let store = &state.store;
     match call {
-        StoreCall::Create { object } => json(store.create(admit(state, object).await?).await?),
+        StoreCall::Create { mut object } => {
+            admit_object(state, &mut object).await?;
+            json(store.create(object).await?)
+        }
         StoreCall::CreateAll { objects } => {
-            let mut admitted = Vec::with_capacity(objects.len());
-            for (id, object) in objects {
-                admitted.push((id, admit(state, object).await?));
-            }
-            json(store.create_all(admitted).await?)
+            json(store.create_all(admit_all(state, objects).await?).await?)
         }
-        StoreCall::CreateAllOnce { key, objects } => {
-            let mut admitted = Vec::with_capacity(objects.len());
-            for (id, object) in objects {
-                admitted.push((id, admit(state, object).await?));
-            }
-            json(store.create_all_once(&key, admitted).await?)
-        }
+        StoreCall::CreateAllOnce { key, objects } => json(
+            store
+                .create_all_once(&key, admit_all(state, objects).await?)
+                .await?,
+        ),
         StoreCall::Get { kind, id } => json(store.get(&kind, id).await?),
         StoreCall::List { kind, query } => json(store.list(&kind, &query).await?),
-        StoreCall::Update { kind, id, update } => {
-            let update = admit_update(state, &kind, update).await?;
+        StoreCall::Update {
+            kind,
+            id,
+            mut update,
+        } => {
+            if let Some(references) = admit(state, &kind, &mut update.spec).await? {
+                update.references = references;
+            }
             json(store.update(&kind, id, update).await?)
         }
         StoreCall::UpdateStatus {

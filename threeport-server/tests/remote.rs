@@ -157,34 +157,24 @@ fn assert_one_at_a_time(runs: &HashMap<String, Vec<Run>>, killed: Option<u128>) 
     }
 }
 
-async fn all_certificates(http: &reqwest::Client, base: &str, token: &str) -> Vec<Value> {
-    let mut all = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut url = format!("{base}/v0/certificates?limit=1000");
-        if let Some(after) = &after {
-            url.push_str(&format!("&after={after}"));
-        }
-        let (status, page) = send(http.get(url).bearer_auth(token)).await;
-        assert_eq!(status, StatusCode::OK, "{page}");
-        all.extend(page["items"].as_array().unwrap().iter().cloned());
-        match page["next"].as_str() {
-            Some(next) => after = Some(next.to_owned()),
-            None => return all,
-        }
-    }
+async fn all_certificates(base: &str, token: &str) -> Vec<Value> {
+    let client = Client::builder(base).token(token).build().unwrap();
+    let params = threeport_api::ListParams {
+        limit: Some(1000),
+        ..Default::default()
+    };
+    client
+        .kind_at("Certificate", "certificates")
+        .list_all(&params)
+        .await
+        .unwrap()
 }
 
 /// Waits until the certificates named by `names` (all, if `None`) are reconciled.
-async fn wait_all_reconciled(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    names: Option<&[String]>,
-) -> Vec<Value> {
+async fn wait_all_reconciled(base: &str, token: &str, names: Option<&[String]>) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let all: Vec<Value> = all_certificates(http, base, token)
+        let all: Vec<Value> = all_certificates(base, token)
             .await
             .into_iter()
             .filter(|c| names.is_none_or(|n| n.iter().any(|n| c["name"] == n.as_str())))
@@ -308,7 +298,7 @@ async fn remote_replicas_share_a_kind_of_ones_own() {
         .collect()
         .await;
     assert_eq!(created.len(), 500);
-    let all = wait_all_reconciled(&http, &base, &admin, None).await;
+    let all = wait_all_reconciled(&base, &admin, None).await;
     let mut per_replica = BTreeMap::<String, usize>::new();
     for cert in &all {
         let by = cert["status"]["details"]["reconciled_by"].as_str().unwrap();
@@ -356,7 +346,7 @@ async fn remote_replicas_share_a_kind_of_ones_own() {
     };
     a.kill().await.unwrap();
     let killed = unix_nanos();
-    let finished = wait_all_reconciled(&http, &base, &admin, Some(&slow)).await;
+    let finished = wait_all_reconciled(&base, &admin, Some(&slow)).await;
     let handed_over = finished
         .iter()
         .find(|c| c["id"] == taken_by_a.as_str())
