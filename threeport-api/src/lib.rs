@@ -26,6 +26,7 @@
 //! ```
 
 mod client;
+pub mod config;
 pub mod hcl;
 pub mod model;
 pub mod remote;

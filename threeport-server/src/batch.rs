@@ -67,7 +67,8 @@ struct BatchObject {
     spec: Value,
 }
 
-async fn create_batch(
+/// `POST /v0/batch` (also what `/v0/configs` creates a config's parts with).
+pub(crate) async fn create_batch(
     State(state): State<ApiState>,
     headers: HeaderMap,
     raw: Bytes,

@@ -53,6 +53,11 @@ impl SchemaCheck {
         })
     }
 
+    /// The spec fields that reference other objects.
+    pub fn reference_fields(&self) -> impl Iterator<Item = &str> {
+        self.references.keys().map(String::as_str)
+    }
+
     /// Checks `spec`: the schema's first violation is refused naming its field; each
     /// reference field must hold an object id.
     pub fn check(&self, spec: &Value) -> Result<CheckedSpec, Error> {

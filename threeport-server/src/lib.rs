@@ -41,6 +41,8 @@ pub mod agent;
 pub mod auth;
 pub mod batch;
 pub mod composite;
+pub mod configs;
+pub mod console;
 pub mod custom;
 pub mod health;
 pub mod model;
@@ -53,6 +55,8 @@ pub mod rest;
 pub mod terraform;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod views;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -78,7 +82,8 @@ pub use threeport_controllers::seal::{self, Sealer};
 
 /// The control plane's HTTP surface: the API (behind `tokens` unless `None`, which disables
 /// authentication) and the unauthenticated `/healthz`, `/readyz`, `/metrics`, `/version`,
-/// `/openapi.json` and `/docs`. Every request is logged (the engine API's at debug level) and
+/// `/openapi.json`, `/docs` and the web console's page and assets (`/console/`, [`console`]:
+/// its data comes from the API, with the token its user signs in with). Every request is logged (the engine API's at debug level) and
 /// counted in `ops.metrics` (`http_requests_total`, `http_request_duration_seconds`, by method,
 /// route and status).
 pub fn app(api: ApiState, tokens: Option<Arc<TokenSet>>, ops: Ops) -> Router {
@@ -89,6 +94,9 @@ pub fn app(api: ApiState, tokens: Option<Arc<TokenSet>>, ops: Ops) -> Router {
         .merge(health::routes(api.clone()))
         .merge(terraform::routes(api.clone()))
         .merge(remote::routes(api.clone(), ops.stopping.clone()))
+        .merge(views::routes(api.clone()))
+        .merge(configs::routes(api.clone()))
+        .merge(watch::routes(ops.changes.clone(), ops.stopping.clone()))
         .merge(batch::routes(api));
     if let Some(tokens) = tokens {
         api_routes = api_routes.layer(middleware::from_fn_with_state(tokens, auth::require_token));
@@ -96,6 +104,7 @@ pub fn app(api: ApiState, tokens: Option<Arc<TokenSet>>, ops: Ops) -> Router {
     api_routes
         .merge(ops::routes(ops))
         .merge(docs)
+        .merge(console::routes())
         .layer(middleware::from_fn_with_state(metrics, observe_request))
 }
 

@@ -25,6 +25,7 @@ use threeport_server::controllers::{KubeClusters, Providers, SdkAws};
 use threeport_server::model::SupportService;
 use threeport_server::plane::{self, PlaneConfig};
 use threeport_server::tls::{TlsFiles, serve_tls, server_config};
+use threeport_server::watch::ChangeFeed;
 use threeport_server::{ApiState, Ops, Sealer, app, controllers, model, ops};
 use tokio_util::sync::CancellationToken;
 
@@ -449,9 +450,17 @@ async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
     let (tokens, auth_line) = tokens(&args)?;
     let tls = args.tls()?;
     let sealer = Arc::new(args.plane.sealer()?);
-    let plane = plane::open(&args.plane.config())
+    let mut plane = plane::open(&args.plane.config())
         .await
         .map_err(|e| e.to_string())?;
+    // Watchers (the console) see every write made through this process at once; controllers
+    // running elsewhere write status this process does not see: watchers look again sooner.
+    let changes = ChangeFeed::new(if controllers.is_empty() {
+        std::time::Duration::from_secs(5)
+    } else {
+        std::time::Duration::from_secs(30)
+    });
+    plane.store = changes.observe(plane.store);
     let shutdown = CancellationToken::new();
     let state = ApiState {
         store: plane.store.clone(),
@@ -464,6 +473,7 @@ async fn serve(args: ServeArgs, controllers: &[&str]) -> Result<(), String> {
         probes: plane.probes.clone(),
         metrics: Arc::new(Mutex::new(prometheus_client::registry::Registry::default())),
         stopping: CancellationToken::new(),
+        changes,
     };
     let relay = spawn_relay(&plane, &ops, &shutdown);
     let providers = args.plane.providers(sealer.clone());
@@ -530,6 +540,7 @@ async fn controller(
         probes: plane.probes.clone(),
         metrics: Arc::new(Mutex::new(prometheus_client::registry::Registry::default())),
         stopping: CancellationToken::new(),
+        changes: ChangeFeed::default(),
     };
     let shutdown = CancellationToken::new();
     // Controllers write too (objects they own, follow-up notifications): relaying those here,

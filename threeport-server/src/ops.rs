@@ -56,6 +56,10 @@ pub struct Ops {
     /// Cancelled when the server starts to stop: long-polls (the engine API's) answer at once
     /// instead of holding the graceful shutdown up.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// The changes written through this process's store, for `/v0/watch` (the console's live
+    /// updates): wrap the store in [`ChangeFeed::observe`](crate::watch::ChangeFeed::observe)
+    /// to fill it.
+    pub changes: crate::watch::ChangeFeed,
 }
 
 /// The `/healthz`, `/readyz`, `/metrics` and `/version` routes.

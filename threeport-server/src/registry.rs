@@ -119,6 +119,34 @@ impl KindEntry {
         }
     }
 
+    /// The spec fields that may hold a reference to another object, for finding what
+    /// references an object: a kind of one's own declares them; a built-in kind's are the
+    /// top-level fields its schema documents as UUIDs (all references are ids).
+    pub fn reference_fields(&self) -> Vec<String> {
+        if let Checker::Schema(check) = &self.check {
+            return check.reference_fields().map(str::to_owned).collect();
+        }
+        let mut schemas = Vec::new();
+        let Some(name) = self.spec_schema(&mut schemas) else {
+            return Vec::new();
+        };
+        let Some((_, schema)) = schemas.iter().find(|(n, _)| *n == name) else {
+            return Vec::new();
+        };
+        let schema = serde_json::to_value(schema).unwrap_or_default();
+        let Some(properties) = schema["properties"].as_object() else {
+            return Vec::new();
+        };
+        properties
+            .iter()
+            .filter(|(_, property)| {
+                let text = property.to_string();
+                text.contains(r#""format":"uuid""#)
+            })
+            .map(|(field, _)| field.clone())
+            .collect()
+    }
+
     /// Adds the spec's OpenAPI schema and those it refers to; returns its name, or `None` if
     /// the kind was registered without one (its spec is then documented as any object).
     pub fn spec_schema(&self, schemas: &mut Vec<(String, RefOr<Schema>)>) -> Option<String> {

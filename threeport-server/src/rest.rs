@@ -9,6 +9,7 @@
 //! | `PUT` | `/v0/<plural>/<id>` | replace `{"labels"?, "spec", "version"?}` |
 //! | `PATCH` | `/v0/<plural>/<id>` | JSON merge patch (RFC 7396) of `{"labels", "spec"}` |
 //! | `DELETE` | `/v0/<plural>/<id>` | schedule deletion (two-phase) → 202 |
+//! | `POST` | `/v0/<plural>/<id>/retry` | reconcile a failed or interrupted object again → 200 |
 //!
 //! Writes take the expected version from `If-Match` or a `version` field; a mismatch is 409.
 //! Every desired-state change notifies controllers through the store's outbox.
@@ -71,6 +72,7 @@ pub fn router(state: ApiState) -> Router {
             "/v0/{plural}/{id}",
             get(read).put(replace).patch(patch).delete(delete),
         )
+        .route("/v0/{plural}/{id}/retry", axum::routing::post(retry))
         .with_state(state)
 }
 
@@ -486,7 +488,7 @@ pub(crate) fn mark_replayed(response: &mut Response) {
 
 /// The query string's `name=value` pairs, percent-decoded (`+` is a space); a parameter that is
 /// not UTF-8 once decoded is an error naming it.
-fn query_pairs(raw: Option<&str>) -> ApiResult<Vec<(String, String)>> {
+pub(crate) fn query_pairs(raw: Option<&str>) -> ApiResult<Vec<(String, String)>> {
     let decode = |part: &str, field: &str| -> ApiResult<String> {
         let spaced = part.replace('+', " ");
         percent_encoding::percent_decode_str(&spaced)
@@ -615,6 +617,20 @@ async fn write_spec(
     labels: Labels,
     spec: Value,
 ) -> ApiResult<Response> {
+    let updated = replace_spec(state, entry, id, expected_version, labels, spec).await?;
+    Ok(with_etag(StatusCode::OK, updated))
+}
+
+/// What `PUT /v0/<plural>/<id>` does once the request is read: the spec checked (defaults,
+/// sealing, validation), then written with `labels` if the object is at `expected_version`.
+pub(crate) async fn replace_spec(
+    state: &ApiState,
+    entry: &KindEntry,
+    id: ObjectId,
+    expected_version: Option<u64>,
+    labels: Labels,
+    spec: Value,
+) -> ApiResult<RawObject> {
     let checked = prepare(state, entry, spec).await?;
     let updated = state
         .store
@@ -626,6 +642,67 @@ async fn write_spec(
                 labels,
                 references: checked.references,
                 spec: checked.spec,
+            },
+        )
+        .await?;
+    Ok(updated)
+}
+
+/// A body's `version` field: absent or `null` (any version), else an object version.
+fn version_field(value: Option<Value>) -> ApiResult<Option<u64>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            ApiError(Error::invalid(
+                "version",
+                "must be an object version number",
+            ))
+        }),
+    }
+}
+
+/// Reconciles a stopped object (`CreationFailed`, `Interrupted`) again: its desired state is
+/// written anew, unchanged, which moves its generation on, so its controller takes it up as
+/// it would a change. Any other state: 409 naming it (a running object needs no retry; one
+/// being deleted is not reconciled). `If-Match` or `{"version"}` guard as for writes.
+async fn retry(
+    State(state): State<ApiState>,
+    Path((plural, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let entry = &*entry(&state, &plural).await?;
+    let id = parse_id(&id)?;
+    let body_version = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let mut fields = body_object(&body, Write::Change)?;
+        if let Some(field) = fields.keys().find(|k| *k != "version") {
+            return Err(ApiError(Error::invalid(
+                field.as_str(),
+                "unknown field: a retry takes only version",
+            )));
+        }
+        version_field(fields.remove("version"))?
+    };
+    let expected = expected_version(&state, entry, id, &headers, body_version).await?;
+    let current = state.store.get(entry.kind, id).await?;
+    if !current.status.state.is_stopped() || current.meta.deletion_scheduled_at.is_some() {
+        return Err(ApiError(Error::conflict(format!(
+            "{} {} is {:?}: only a failed or interrupted object is retried",
+            entry.kind, current.meta.name, current.status.state
+        ))));
+    }
+    let updated = state
+        .store
+        .update(
+            entry.kind,
+            id,
+            SpecUpdate {
+                expected_version: Some(expected.unwrap_or(current.meta.version)),
+                labels: current.meta.labels,
+                references: current.meta.references,
+                spec: current.spec,
             },
         )
         .await?;
@@ -641,15 +718,7 @@ async fn patch(
     let entry = &*entry(&state, &plural).await?;
     let id = parse_id(&id)?;
     let mut patch = body_object(&body, Write::Change)?;
-    let body_version = match patch.remove("version") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| {
-            ApiError(Error::invalid(
-                "version",
-                "must be an object version number",
-            ))
-        })?),
-    };
+    let body_version = version_field(patch.remove("version"))?;
     if let Some(field) = patch.keys().find(|k| *k != "labels" && *k != "spec") {
         return Err(ApiError(Error::invalid(
             field.as_str(),

@@ -5,15 +5,11 @@
 //! `apply`, waits with `--wait`, lists and describes every kind, keeps control-plane contexts,
 //! and starts a local control plane (`tptctl up`). Exit status: 0 success, 1 error, 2 usage.
 
-mod aws_files;
-mod config_file;
 mod contexts;
 mod custom;
 mod error;
 mod local;
 mod output;
-mod plan;
-mod tfvars;
 mod wait;
 
 use std::path::PathBuf;
@@ -26,12 +22,14 @@ use threeport_core::object::RawObject;
 use threeport_core::relation::DeletionPlan;
 use threeport_core::{ObjectRef, Propagation};
 
-use crate::config_file::{ConfigFile, is_abstraction, key_of_word, root_kind};
 use crate::contexts::{Context, Contexts, Overrides};
 use crate::error::CliError;
 use crate::output::Format;
-use crate::plan::{Lookup, Outcome};
 use crate::wait::Goal;
+use threeport_api::config::plan::{self, Lookup, Outcome};
+use threeport_api::config::{
+    self as config_file, ConfigFile, is_abstraction, key_of_word, root_kind,
+};
 use threeport_api::kebab_case;
 
 #[derive(Parser)]
@@ -377,23 +375,15 @@ async fn write(overrides: &Overrides, args: FromFile, apply: bool) -> Result<(),
     }
     let file = read_config(&args.object, &args.config)?;
     let expansion = file.expand()?;
-    for note in &expansion.notes {
-        eprintln!("note: {note}");
-    }
     let client = contexts::client(overrides)?;
-    let mut lookup = Lookup::new(&client);
-    let resolved = plan::resolve(&expansion, &mut lookup, apply).await?;
-    if !apply
-        && let Some(first) = expansion.parts.first()
-        && let Some(existing) = lookup.find(first.kind, &first.name).await?
-    {
-        return Err(CliError::new(format!(
-            "{}/{} exists already: use `tptctl apply` to change it",
-            existing.meta.kind, existing.meta.name
-        )));
-    }
-    let mut notes = Vec::new();
-    let done = plan::execute(&client, resolved, &mut notes).await?;
+    let (done, notes) = plan::write(&client, &expansion, apply)
+        .await
+        .map_err(
+            |err| match err.message.strip_suffix("apply the config to change it") {
+                Some(start) => CliError::new(format!("{start}use `tptctl apply` to change it")),
+                None => err,
+            },
+        )?;
     for note in notes {
         eprintln!("note: {note}");
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::config_file::resolve_path;
+use crate::config::resolve_path;
 
 /// What a profile of the AWS files says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

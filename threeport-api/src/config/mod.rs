@@ -7,7 +7,9 @@
 //! them in one transaction. Other objects are named (`AwsAccountName: default`,
 //! `WorkloadInstance: {Name: web}`) and resolved to ids later ([`Target::Named`]); file fields
 //! (`YAMLDocument`, `…ValuesDocument`, `VarsDocument`, `ConfigDir`, …) are read relative to
-//! the file's directory.
+//! the file's directory; a config given as text ([`ConfigFile::from_text`]) reads none.
+//! [`plan`] turns an expansion into writes, through the HTTP [`Client`](crate::Client) or any
+//! other [`plan::Objects`].
 //!
 //! Strictness: a field no config of that key has is an error with its line (serde's
 //! `deny_unknown_fields`); so is a field of the family a key does not take (a
@@ -19,8 +21,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::error::CliError;
-use threeport_api::kebab_case;
+pub mod aws_files;
+mod error;
+pub mod plan;
+pub mod tfvars;
+
+use crate::kebab_case;
+pub use error::ConfigError;
 
 /// `{Name: web}`: another object, by name.
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +45,9 @@ struct WorkloadValues {
     name: String,
     #[serde(rename = "YAMLDocument")]
     yaml_document: Option<String>,
+    /// The manifests inline (instead of `YAMLDocument`).
+    #[serde(rename = "YAML")]
+    yaml: Option<String>,
     workload_definition: Option<NameRef>,
     kubernetes_runtime_instance: Option<NameRef>,
     domain_name: Option<DomainNameValues>,
@@ -468,6 +478,7 @@ fn fields_of(key: &str) -> Vec<&'static str> {
         "Workload" => vec![
             "Name",
             "YAMLDocument",
+            "YAML",
             "KubernetesRuntimeInstance",
             "DomainName",
             "Gateway",
@@ -475,7 +486,7 @@ fn fields_of(key: &str) -> Vec<&'static str> {
             "AwsObjectStorageBucket",
             "Secret",
         ],
-        "WorkloadDefinition" => vec!["Name", "YAMLDocument"],
+        "WorkloadDefinition" => vec!["Name", "YAMLDocument", "YAML"],
         "WorkloadInstance" => vec!["Name", "WorkloadDefinition", "KubernetesRuntimeInstance"],
         "HelmWorkload" => vec![
             "Name",
@@ -739,11 +750,14 @@ pub struct Expansion {
 
 /// A config file, read: its key and directory, not yet expanded.
 pub struct ConfigFile {
-    /// The path it was read from.
+    /// The path it was read from (for a config given as text, a name for its errors).
     pub path: PathBuf,
     text: String,
     /// The config key.
     pub key: &'static str,
+    /// Whether its file fields may be read (relative to its directory): not for a config
+    /// given as text (the API's `/v0/configs`), where every file field is refused.
+    files: bool,
 }
 
 /// The config key written `word` on the command line (`workload`, `aws-account`), if any.
@@ -798,19 +812,35 @@ fn line_of(text: &str, field: &str) -> Option<usize> {
 impl ConfigFile {
     /// Reads `path` and finds its config key.
     #[cfg(test)]
-    pub fn read(path: &Path) -> Result<ConfigFile, CliError> {
+    pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
         Self::read_as(path, None)
     }
 
     /// Reads `path`, a config of `expected` (if given: otherwise a usage error saying what it
     /// holds), and finds its config key.
-    pub fn read_as(path: &Path, expected: Option<&str>) -> Result<ConfigFile, CliError> {
+    pub fn read_as(path: &Path, expected: Option<&str>) -> Result<ConfigFile, ConfigError> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| CliError::new(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| ConfigError::new(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(path, text, expected, true)
+    }
+
+    /// A config given as text (pasted into the console, sent to the API), named `name` in its
+    /// errors. It reads no file: file fields (`YAMLDocument`, `ValuesDocument`, `ConfigDir`,
+    /// `LocalCredentials`, …) are refused; their inline forms (`YAML`, `Values`, …) work.
+    pub fn from_text(name: &str, text: String) -> Result<ConfigFile, ConfigError> {
+        Self::parse(Path::new(name), text, None, false)
+    }
+
+    fn parse(
+        path: &Path,
+        text: String,
+        expected: Option<&str>,
+        files: bool,
+    ) -> Result<ConfigFile, ConfigError> {
         let value: serde_yaml::Value = serde_yaml::from_str(&text)
-            .map_err(|e| CliError::new(format!("{}: not valid YAML: {e}", path.display())))?;
+            .map_err(|e| ConfigError::new(format!("{}: not valid YAML: {e}", path.display())))?;
         let serde_yaml::Value::Mapping(top) = value else {
-            return Err(CliError::new(format!(
+            return Err(ConfigError::new(format!(
                 "{}: a config is a mapping with one key naming the object (Workload:, AwsAccount:, …)",
                 path.display()
             )));
@@ -820,7 +850,7 @@ impl ConfigFile {
             .map(|k| k.as_str().unwrap_or("?").to_owned())
             .collect();
         let [name] = names.as_slice() else {
-            return Err(CliError::new(format!(
+            return Err(ConfigError::new(format!(
                 "{}: a config holds one object under one key, found {}: {}",
                 path.display(),
                 names.len(),
@@ -828,7 +858,7 @@ impl ConfigFile {
             )));
         };
         let key = keys().find(|k| k == name).ok_or_else(|| {
-            CliError::new(format!(
+            ConfigError::new(format!(
                 "{}:{}: unknown object {name:?}; one of: {}",
                 path.display(),
                 line_of(&text, name).unwrap_or(1),
@@ -838,7 +868,7 @@ impl ConfigFile {
         if let Some(expected) = expected
             && expected != key
         {
-            return Err(CliError::usage(format!(
+            return Err(ConfigError::usage(format!(
                 "{} holds a {key}, not a {expected}: run `tptctl … {} -c {}`",
                 path.display(),
                 kebab_case(key),
@@ -850,18 +880,31 @@ impl ConfigFile {
             path: path.to_owned(),
             text,
             key,
+            files,
         })
     }
 
-    fn dir(&self) -> PathBuf {
-        self.path
+    /// The directory file field `field` is read relative to; an error if this config may
+    /// read no file.
+    fn dir(&self, field: &str) -> Result<PathBuf, ConfigError> {
+        if !self.files {
+            return Err(ConfigError::new(format!(
+                "{}:{}: {}.{field} names a file, and a config given as text reads no file: \
+                 give the content inline (YAML for YAMLDocument, Values for ValuesDocument, …)",
+                self.path.display(),
+                line_of(&self.text, field).unwrap_or(1),
+                self.key
+            )));
+        }
+        Ok(self
+            .path
             .parent()
             .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."))
+            .unwrap_or_else(|| PathBuf::from(".")))
     }
 
     /// The body under the key, decoded as the family's struct; errors name field and line.
-    fn body<T: serde::de::DeserializeOwned>(&self) -> Result<T, CliError> {
+    fn body<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
         let mut all: BTreeMap<String, T> = serde_yaml::from_str(&self.text).map_err(|e| {
             // serde_yaml says "Workload.Gateway: unknown field `Foo`, expected … at line 7
             // column 5": put the file and line first.
@@ -874,13 +917,13 @@ impl ConfigFile {
                 Some(at) => message[..at].to_owned(),
                 None => message,
             };
-            CliError::new(format!("{}{location}: {message}", self.path.display()))
+            ConfigError::new(format!("{}{location}: {message}", self.path.display()))
         })?;
         Ok(all.remove(self.key).expect("the key was found"))
     }
 
     /// What the config asks for.
-    pub fn expand(&self) -> Result<Expansion, CliError> {
+    pub fn expand(&self) -> Result<Expansion, ConfigError> {
         let family = family_of(self.key);
         let mut x = Expander {
             file: self,
@@ -910,21 +953,21 @@ impl ConfigFile {
     }
 
     /// The name of the config's object (its `Name`), without expanding it.
-    pub fn name(&self) -> Result<String, CliError> {
+    pub fn name(&self) -> Result<String, ConfigError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase")]
         struct Named {
             name: Option<String>,
         }
         let all: BTreeMap<String, Named> = serde_yaml::from_str(&self.text)
-            .map_err(|e| CliError::new(format!("{}: {e}", self.path.display())))?;
+            .map_err(|e| ConfigError::new(format!("{}: {e}", self.path.display())))?;
         all.get(self.key)
             .and_then(|named| named.name.clone())
             .ok_or_else(|| self.missing("Name"))
     }
 
-    fn missing(&self, field: &str) -> CliError {
-        CliError::new(format!(
+    fn missing(&self, field: &str) -> ConfigError {
+        ConfigError::new(format!(
             "{}: {}.{field} is required",
             self.path.display(),
             self.key
@@ -938,9 +981,9 @@ fn check_fields(
     text: &str,
     key: &str,
     top: &serde_yaml::Mapping,
-) -> Result<(), CliError> {
+) -> Result<(), ConfigError> {
     let Some(serde_yaml::Value::Mapping(body)) = top.get(key) else {
-        return Err(CliError::new(format!(
+        return Err(ConfigError::new(format!(
             "{}: {key} must hold the object's fields (Name: …)",
             path.display()
         )));
@@ -971,8 +1014,8 @@ fn check_fields(
     Ok(())
 }
 
-fn unknown_field(path: &Path, text: &str, at: &str, field: &str, allowed: &[&str]) -> CliError {
-    CliError::new(format!(
+fn unknown_field(path: &Path, text: &str, at: &str, field: &str, allowed: &[&str]) -> ConfigError {
+    ConfigError::new(format!(
         "{}:{}: {at}: unknown field `{field}`, expected one of {}",
         path.display(),
         line_of(text, field).unwrap_or(1),
@@ -1043,15 +1086,15 @@ impl Expander<'_> {
         format!("{}.{name}", self.file.key)
     }
 
-    fn required<'v, T>(&self, value: &'v Option<T>, field: &str) -> Result<&'v T, CliError> {
+    fn required<'v, T>(&self, value: &'v Option<T>, field: &str) -> Result<&'v T, ConfigError> {
         value.as_ref().ok_or_else(|| self.file.missing(field))
     }
 
     /// The content of file field `field`, relative to the config's directory.
-    fn document(&self, field: &str, path: &str) -> Result<String, CliError> {
-        let full = resolve_path(&self.file.dir(), path);
+    fn document(&self, field: &str, path: &str) -> Result<String, ConfigError> {
+        let full = resolve_path(&self.file.dir(field)?, path);
         std::fs::read_to_string(&full).map_err(|e| {
-            CliError::new(format!(
+            ConfigError::new(format!(
                 "{}:{}: {}: cannot read {}: {e}",
                 self.file.path.display(),
                 line_of(&self.file.text, field).unwrap_or(1),
@@ -1062,11 +1105,11 @@ impl Expander<'_> {
     }
 
     /// The chart archive at `path` (relative to the config's directory), base64-encoded.
-    fn archive(&self, path: &str) -> Result<String, CliError> {
+    fn archive(&self, path: &str) -> Result<String, ConfigError> {
         use base64::Engine as _;
-        let full = resolve_path(&self.file.dir(), path);
+        let full = resolve_path(&self.file.dir("ChartArchive")?, path);
         let bytes = std::fs::read(&full).map_err(|e| {
-            CliError::new(format!(
+            ConfigError::new(format!(
                 "{}:{}: {}: cannot read {}: {e}",
                 self.file.path.display(),
                 line_of(&self.file.text, "ChartArchive").unwrap_or(1),
@@ -1084,9 +1127,9 @@ impl Expander<'_> {
         document: &Option<String>,
         inline_field: &str,
         document_field: &str,
-    ) -> Result<Option<String>, CliError> {
+    ) -> Result<Option<String>, ConfigError> {
         match (inline, document) {
-            (Some(_), Some(_)) => Err(CliError::new(format!(
+            (Some(_), Some(_)) => Err(ConfigError::new(format!(
                 "{}: {} and {} cannot both be set",
                 self.file.path.display(),
                 self.field(inline_field),
@@ -1145,7 +1188,7 @@ impl Expander<'_> {
         kind: &'static str,
         value: &Option<NameRef>,
         config_field: &str,
-    ) -> Result<Link, CliError> {
+    ) -> Result<Link, ConfigError> {
         let value = self.required(value, config_field)?;
         Ok(Self::named(
             field,
@@ -1175,16 +1218,15 @@ impl Expander<'_> {
         (d, self.push(instance))
     }
 
-    fn workload(&mut self, v: WorkloadValues) -> Result<(), CliError> {
+    fn workload(&mut self, v: WorkloadValues) -> Result<(), ConfigError> {
         let key = self.file.key;
         let labels = v.labels.clone();
-        let definition = |x: &Self| -> Result<Part, CliError> {
-            let path = x.required(&v.yaml_document, "YAMLDocument")?;
+        let definition = |x: &Self| -> Result<Part, ConfigError> {
+            let manifests = x
+                .inline_or_document(&v.yaml, &v.yaml_document, "YAML", "YAMLDocument")?
+                .ok_or_else(|| x.file.missing("YAMLDocument (or YAML)"))?;
             let mut part = x.part("WorkloadDefinition", &v.name, &labels);
-            part.spec = spec(&[(
-                "yaml_document",
-                Some(Value::String(x.document("YAMLDocument", path)?)),
-            )]);
+            part.spec = spec(&[("yaml_document", Some(Value::String(manifests)))]);
             Ok(part)
         };
         let instance = |x: &Self| -> Part {
@@ -1274,7 +1316,7 @@ impl Expander<'_> {
         Ok(())
     }
 
-    fn helm(&mut self, v: HelmWorkloadValues) -> Result<(), CliError> {
+    fn helm(&mut self, v: HelmWorkloadValues) -> Result<(), ConfigError> {
         let key = self.file.key;
         let definition_values = match key {
             "HelmWorkload" => self.inline_or_document(
@@ -1352,7 +1394,7 @@ impl Expander<'_> {
         Ok(())
     }
 
-    fn runtime_definition_part(&mut self, v: &RuntimeValues) -> Result<Part, CliError> {
+    fn runtime_definition_part(&mut self, v: &RuntimeValues) -> Result<Part, ConfigError> {
         let mut part = self.part("KubernetesRuntimeDefinition", &v.name, &v.labels);
         let provider = enum_value(&v.infra_provider).unwrap_or_else(|| json!("existing"));
         part.spec = spec(&[
@@ -1371,7 +1413,7 @@ impl Expander<'_> {
         Ok(part)
     }
 
-    fn runtime_instance_part(&mut self, v: &RuntimeValues) -> Result<Part, CliError> {
+    fn runtime_instance_part(&mut self, v: &RuntimeValues) -> Result<Part, ConfigError> {
         self.ignore(
             v.threeport_agent_image.is_some(),
             "ThreeportAgentImage",
@@ -1407,7 +1449,7 @@ impl Expander<'_> {
         Ok(part)
     }
 
-    fn runtime(&mut self, v: RuntimeValues) -> Result<(), CliError> {
+    fn runtime(&mut self, v: RuntimeValues) -> Result<(), ConfigError> {
         match self.file.key {
             "KubernetesRuntimeDefinition" => {
                 let part = self.runtime_definition_part(&v)?;
@@ -1432,14 +1474,24 @@ impl Expander<'_> {
         Ok(())
     }
 
-    fn account(&mut self, v: AccountValues) -> Result<(), CliError> {
-        let local = crate::aws_files::Profile::read(
-            &self.file.dir(),
+    fn account(&mut self, v: AccountValues) -> Result<(), ConfigError> {
+        let dir = if v.local_config.is_some() || v.local_credentials.is_some() {
+            let field = if v.local_config.is_some() {
+                "LocalConfig"
+            } else {
+                "LocalCredentials"
+            };
+            self.file.dir(field)?
+        } else {
+            PathBuf::new()
+        };
+        let local = crate::config::aws_files::Profile::read(
+            &dir,
             v.local_config.as_deref(),
             v.local_credentials.as_deref(),
             v.local_profile.as_deref(),
         )
-        .map_err(|e| CliError::new(format!("{}: {e}", self.file.path.display())))?;
+        .map_err(|e| ConfigError::new(format!("{}: {e}", self.file.path.display())))?;
         let region = v
             .default_region
             .clone()
@@ -1462,7 +1514,7 @@ impl Expander<'_> {
                 .as_ref()
                 .and_then(|p| p.access_key_id.clone().zip(p.secret_access_key.clone())),
             _ => {
-                return Err(CliError::new(format!(
+                return Err(ConfigError::new(format!(
                     "{}: {} and {} go together",
                     self.file.path.display(),
                     self.field("AccessKeyID"),
@@ -1478,7 +1530,7 @@ impl Expander<'_> {
                 json!({"access_keys": {"access_key_id": id, "secret_access_key": secret}})
             }
             (None, None) => {
-                return Err(CliError::new(format!(
+                return Err(ConfigError::new(format!(
                     "{}: {} needs credentials: AccessKeyID and SecretAccessKey, a RoleArn, or \
                      LocalConfig/LocalCredentials/LocalProfile naming a profile that has them",
                     self.file.path.display(),
@@ -1523,7 +1575,7 @@ impl Expander<'_> {
         part
     }
 
-    fn eks(&mut self, v: EksValues) -> Result<(), CliError> {
+    fn eks(&mut self, v: EksValues) -> Result<(), ConfigError> {
         match self.file.key {
             "AwsEksKubernetesRuntimeDefinition" => {
                 let part = self.eks_definition_part(&v);
@@ -1532,9 +1584,9 @@ impl Expander<'_> {
             "AwsEksKubernetesRuntimeInstance" => {
                 let region = match (&v.region, &v.location) {
                     (Some(region), _) => region.clone(),
-                    (None, Some(location)) => threeport_api::model::aws_region_of(location)
+                    (None, Some(location)) => crate::model::aws_region_of(location)
                         .ok_or_else(|| {
-                            CliError::new(format!(
+                            ConfigError::new(format!(
                                 "{}: {}: no AWS region is known for {location:?}: give Region",
                                 self.file.path.display(),
                                 self.field("Location")
@@ -1598,12 +1650,12 @@ impl Expander<'_> {
         default_name: &str,
         labels: &Option<Labels>,
         at: &str,
-    ) -> Result<Part, CliError> {
+    ) -> Result<Part, ConfigError> {
         let name = v.name.clone().unwrap_or_else(|| default_name.to_owned());
         let mut part = self.part("AwsRelationalDatabaseDefinition", &name, labels);
         let required = |value: &Option<Value>, field: &str| {
             value.clone().ok_or_else(|| {
-                CliError::new(format!(
+                ConfigError::new(format!(
                     "{}: {}.{field} is required",
                     self.file.path.display(),
                     qualified(self.file.key, at)
@@ -1645,7 +1697,7 @@ impl Expander<'_> {
         Ok(part)
     }
 
-    fn database(&mut self, v: DatabaseValues) -> Result<(), CliError> {
+    fn database(&mut self, v: DatabaseValues) -> Result<(), ConfigError> {
         let name = self.required(&v.name, "Name")?.clone();
         self.service_family(
             "AwsRelationalDatabaseInstance",
@@ -1664,7 +1716,7 @@ impl Expander<'_> {
         default_name: &str,
         labels: &Option<Labels>,
         at: &str,
-    ) -> Result<Part, CliError> {
+    ) -> Result<Part, ConfigError> {
         let name = v.name.clone().unwrap_or_else(|| default_name.to_owned());
         let mut part = self.part("AwsObjectStorageBucketDefinition", &name, labels);
         part.spec = spec(&[
@@ -1682,7 +1734,7 @@ impl Expander<'_> {
         Ok(part)
     }
 
-    fn bucket(&mut self, v: BucketValues) -> Result<(), CliError> {
+    fn bucket(&mut self, v: BucketValues) -> Result<(), ConfigError> {
         let name = self.required(&v.name, "Name")?.clone();
         self.service_family(
             "AwsObjectStorageBucketInstance",
@@ -1740,7 +1792,7 @@ impl Expander<'_> {
         part
     }
 
-    fn gateway(&mut self, v: GatewayValues) -> Result<(), CliError> {
+    fn gateway(&mut self, v: GatewayValues) -> Result<(), ConfigError> {
         let name = self.required(&v.name, "Name")?.clone();
         let domain = v.domain_name_definition.as_ref().map(|d| {
             Self::named(
@@ -1792,7 +1844,7 @@ impl Expander<'_> {
         part
     }
 
-    fn domain_name(&mut self, v: DomainNameValues) -> Result<(), CliError> {
+    fn domain_name(&mut self, v: DomainNameValues) -> Result<(), ConfigError> {
         let name = self.required(&v.name, "Name")?.clone();
         self.ignore_runtime(&v.kubernetes_runtime_instance);
         self.service_family(
@@ -1823,7 +1875,7 @@ impl Expander<'_> {
         part
     }
 
-    fn secret(&mut self, v: SecretValues) -> Result<(), CliError> {
+    fn secret(&mut self, v: SecretValues) -> Result<(), ConfigError> {
         let name = self.required(&v.name, "Name")?.clone();
         self.ignore_runtime(&v.kubernetes_runtime_instance);
         if self.file.key == "SecretDefinition" {
@@ -1845,7 +1897,7 @@ impl Expander<'_> {
                 self.field("HelmWorkloadInstance"),
             ),
             _ => {
-                return Err(CliError::new(format!(
+                return Err(ConfigError::new(format!(
                     "{}: {} needs exactly one of WorkloadInstance and HelmWorkloadInstance",
                     self.file.path.display(),
                     self.file.key
@@ -1888,8 +1940,8 @@ impl Expander<'_> {
         workload: &Option<NameRef>,
         definition_ref: &Option<NameRef>,
         definition_field: &str,
-        definition: impl FnOnce(&Self) -> Result<Part, CliError>,
-    ) -> Result<(), CliError> {
+        definition: impl FnOnce(&Self) -> Result<Part, ConfigError>,
+    ) -> Result<(), ConfigError> {
         let key = self.file.key;
         if key.ends_with("Definition") {
             let part = definition(self)?;
@@ -1921,7 +1973,7 @@ impl Expander<'_> {
         Ok(())
     }
 
-    fn terraform(&mut self, v: TerraformValues) -> Result<(), CliError> {
+    fn terraform(&mut self, v: TerraformValues) -> Result<(), ConfigError> {
         let account = v
             .aws_account_name
             .clone()
@@ -1946,13 +1998,14 @@ impl Expander<'_> {
         let mut instance = self.part("TerraformInstance", &v.name, &v.labels);
         if let Some(path) = &v.vars_document {
             let text = self.document("VarsDocument", path)?;
-            let vars = crate::tfvars::parse(&text, path.ends_with(".json")).map_err(|e| {
-                CliError::new(format!(
-                    "{}: {}: {e}",
-                    self.file.path.display(),
-                    self.field("VarsDocument")
-                ))
-            })?;
+            let vars =
+                crate::config::tfvars::parse(&text, path.ends_with(".json")).map_err(|e| {
+                    ConfigError::new(format!(
+                        "{}: {}: {e}",
+                        self.file.path.display(),
+                        self.field("VarsDocument")
+                    ))
+                })?;
             instance.spec = spec(&[("variables", Some(Value::Object(vars)))]);
         }
         match self.file.key {
@@ -1982,10 +2035,10 @@ impl Expander<'_> {
     }
 
     /// The `*.tf` and `*.tf.json` files of `ConfigDir`, name → content.
-    fn terraform_files(&self, dir: &str) -> Result<BTreeMap<String, String>, CliError> {
-        let full = resolve_path(&self.file.dir(), dir);
+    fn terraform_files(&self, dir: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+        let full = resolve_path(&self.file.dir("ConfigDir")?, dir);
         let fail = |e: std::io::Error| {
-            CliError::new(format!(
+            ConfigError::new(format!(
                 "{}: {}: cannot read {}: {e}",
                 self.file.path.display(),
                 self.field("ConfigDir"),
@@ -2001,7 +2054,7 @@ impl Expander<'_> {
             }
         }
         if files.is_empty() {
-            return Err(CliError::new(format!(
+            return Err(ConfigError::new(format!(
                 "{}: {}: {} holds no .tf files",
                 self.file.path.display(),
                 self.field("ConfigDir"),
@@ -2011,7 +2064,7 @@ impl Expander<'_> {
         Ok(files)
     }
 
-    fn observability(&mut self, v: ObservabilityValues) -> Result<(), CliError> {
+    fn observability(&mut self, v: ObservabilityValues) -> Result<(), ConfigError> {
         let mut definition = self.part("ObservabilityStackDefinition", &v.name, &v.labels);
         let metrics = self.inline_or_document(
             &v.kube_prometheus_stack_helm_values,
@@ -2101,7 +2154,7 @@ impl Expander<'_> {
         Ok(())
     }
 
-    fn control_plane(&mut self, v: ControlPlaneValues) -> Result<(), CliError> {
+    fn control_plane(&mut self, v: ControlPlaneValues) -> Result<(), ConfigError> {
         self.ignore(
             v.onboard_parent.is_some(),
             "OnboardParent",

@@ -4,43 +4,108 @@
 
 use std::collections::HashMap;
 
+use async_trait::async_trait;
 use serde_json::Value;
-use threeport_api::{BatchObject, Client, ListParams};
-use threeport_core::object::RawObject;
+use threeport_core::object::{Labels, RawObject};
 use threeport_core::{ObjectId, ObjectRef};
 
-use crate::config_file::{Expansion, Target};
-use crate::error::CliError;
+use crate::{BatchObject, Client, ClientError, ListParams};
 
-/// Finds objects by name, asking the API once per (kind, name).
+use crate::config::ConfigError;
+use crate::config::{Expansion, Target};
+
+/// Where a config's objects are looked up and written: the API over HTTP ([`Client`]), or the
+/// API server's own handlers (its `/v0/configs`).
+#[async_trait]
+pub trait Objects: Send + Sync {
+    /// The object of `kind` named `name`, if there is one.
+    async fn named(&self, kind: &str, name: &str) -> Result<Option<RawObject>, ConfigError>;
+    /// Every object of `kind`.
+    async fn all(&self, kind: &str) -> Result<Vec<RawObject>, ConfigError>;
+    /// The object `kind`/`id`.
+    async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject, ConfigError>;
+    /// Creates `objects` in one transaction, all or none (`POST /v0/batch`); errors name an
+    /// object by its index (`objects[1].spec.location`).
+    async fn create_batch(&self, objects: &[BatchObject]) -> Result<Vec<RawObject>, ConfigError>;
+    /// Replaces `current`'s labels and spec if it is still at its version; `None` if it moved
+    /// on (a version conflict).
+    async fn replace(
+        &self,
+        current: &RawObject,
+        labels: &Labels,
+        spec: &Value,
+    ) -> Result<Option<RawObject>, ConfigError>;
+}
+
+#[async_trait]
+impl Objects for Client {
+    async fn named(&self, kind: &str, name: &str) -> Result<Option<RawObject>, ConfigError> {
+        let params = ListParams {
+            name: Some(name.to_owned()),
+            ..ListParams::default()
+        };
+        let (mut items, _) = self.kind(kind).list::<RawObject>(&params).await?;
+        Ok(items.pop())
+    }
+
+    async fn all(&self, kind: &str) -> Result<Vec<RawObject>, ConfigError> {
+        Ok(self.kind(kind).list_all(&ListParams::default()).await?)
+    }
+
+    async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject, ConfigError> {
+        Ok(self.kind(kind).get(id).await?)
+    }
+
+    async fn create_batch(&self, objects: &[BatchObject]) -> Result<Vec<RawObject>, ConfigError> {
+        Client::create_batch(self, objects).await.map_err(|err| {
+            let mut error = ConfigError::new(err.to_string());
+            error.causes.push(format!("{err:?}"));
+            error
+        })
+    }
+
+    async fn replace(
+        &self,
+        current: &RawObject,
+        labels: &Labels,
+        spec: &Value,
+    ) -> Result<Option<RawObject>, ConfigError> {
+        match self
+            .kind(&current.meta.kind)
+            .replace::<RawObject>(current.meta.id, current.meta.version, labels, spec)
+            .await
+        {
+            Ok(updated) => Ok(Some(updated)),
+            Err(ClientError::Conflict { .. }) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+}
+
+/// Finds objects by name, asking once per (kind, name).
 pub struct Lookup<'a> {
-    client: &'a Client,
+    objects: &'a dyn Objects,
     found: HashMap<(String, String), Option<RawObject>>,
     flagged: HashMap<(String, String), Option<ObjectId>>,
 }
 
 impl<'a> Lookup<'a> {
-    /// A lookup through `client`.
-    pub fn new(client: &'a Client) -> Self {
+    /// A lookup through `objects`.
+    pub fn new(objects: &'a dyn Objects) -> Self {
         Lookup {
-            client,
+            objects,
             found: HashMap::new(),
             flagged: HashMap::new(),
         }
     }
 
     /// The object of `kind` named `name`, if there is one.
-    pub async fn find(&mut self, kind: &str, name: &str) -> Result<Option<RawObject>, CliError> {
+    pub async fn find(&mut self, kind: &str, name: &str) -> Result<Option<RawObject>, ConfigError> {
         let key = (kind.to_owned(), name.to_owned());
         if let Some(found) = self.found.get(&key) {
             return Ok(found.clone());
         }
-        let params = ListParams {
-            name: Some(name.to_owned()),
-            ..ListParams::default()
-        };
-        let (mut items, _) = self.client.kind(kind).list::<RawObject>(&params).await?;
-        let found = items.pop();
+        let found = self.objects.named(kind, name).await?;
         self.found.insert(key, found.clone());
         Ok(found)
     }
@@ -51,22 +116,23 @@ impl<'a> Lookup<'a> {
         kind: &str,
         name: &str,
         field: &str,
-    ) -> Result<RawObject, CliError> {
+    ) -> Result<RawObject, ConfigError> {
         self.find(kind, name)
             .await?
-            .ok_or_else(|| CliError::new(format!("{field}: no {kind} named {name:?}")))
+            .ok_or_else(|| ConfigError::new(format!("{field}: no {kind} named {name:?}")))
     }
 
     /// The first object of `kind` whose spec has `flag: true` (the default account or runtime),
     /// looked for once per lookup however many parts fall back on it.
-    async fn flagged(&mut self, kind: &str, flag: &str, field: &str) -> Result<ObjectId, CliError> {
+    async fn flagged(
+        &mut self,
+        kind: &str,
+        flag: &str,
+        field: &str,
+    ) -> Result<ObjectId, ConfigError> {
         let key = (kind.to_owned(), flag.to_owned());
         if !self.flagged.contains_key(&key) {
-            let all: Vec<RawObject> = self
-                .client
-                .kind(kind)
-                .list_all(&ListParams::default())
-                .await?;
+            let all = self.objects.all(kind).await?;
             let found = all
                 .into_iter()
                 .find(|o| o.spec[flag] == Value::Bool(true))
@@ -74,7 +140,7 @@ impl<'a> Lookup<'a> {
             self.flagged.insert(key.clone(), found);
         }
         self.flagged[&key].ok_or_else(|| {
-            CliError::new(format!(
+            ConfigError::new(format!(
                 "{field}: none given, and no {kind} has {flag}: true"
             ))
         })
@@ -95,7 +161,7 @@ pub async fn resolve(
     expansion: &Expansion,
     lookup: &mut Lookup<'_>,
     reuse: bool,
-) -> Result<Vec<Resolved>, CliError> {
+) -> Result<Vec<Resolved>, ConfigError> {
     let mut existing = Vec::with_capacity(expansion.parts.len());
     for part in &expansion.parts {
         existing.push(if reuse {
@@ -187,10 +253,10 @@ pub enum Outcome {
 /// Creates every part in one batch; with `apply`, parts that exist are replaced if they
 /// differ instead. Returns each part's object and what happened to it.
 pub async fn execute(
-    client: &Client,
+    objects: &dyn Objects,
     parts: Vec<Resolved>,
     secret_notes: &mut Vec<String>,
-) -> Result<Vec<(RawObject, Outcome)>, CliError> {
+) -> Result<Vec<(RawObject, Outcome)>, ConfigError> {
     let new: Vec<BatchObject> = parts
         .iter()
         .filter(|p| p.existing.is_none())
@@ -199,7 +265,7 @@ pub async fn execute(
     let mut created = if new.is_empty() {
         Vec::new()
     } else {
-        client
+        objects
             .create_batch(&new)
             .await
             .map_err(|e| batch_error(e, &new))?
@@ -223,7 +289,7 @@ pub async fn execute(
                 }
                 let label = format!("{}/{}", part.object.kind, part.object.name);
                 done.push(
-                    replace(client, current, &part.object.labels, &spec)
+                    replace(objects, current, &part.object.labels, &spec)
                         .await
                         .map_err(|e| e.context(label))?,
                 );
@@ -237,35 +303,52 @@ pub async fn execute(
 /// status too (each write moves the version `If-Match` compares): on a conflict, read it again
 /// and retry, a few times.
 async fn replace(
-    client: &Client,
+    objects: &dyn Objects,
     mut current: RawObject,
-    labels: &threeport_core::Labels,
+    labels: &Labels,
     spec: &Value,
-) -> Result<(RawObject, Outcome), CliError> {
-    let resource = client.kind(&current.meta.kind);
+) -> Result<(RawObject, Outcome), ConfigError> {
     for _ in 0..5 {
         if unchanged(spec, &current.spec) && *labels == current.meta.labels {
             return Ok((current, Outcome::Unchanged));
         }
-        match resource
-            .replace::<RawObject>(current.meta.id, current.meta.version, labels, spec)
-            .await
-        {
-            Ok(updated) => return Ok((updated, Outcome::Updated)),
-            Err(threeport_api::ClientError::Conflict { .. }) => {
-                current = resource.get(current.meta.id).await?;
-            }
-            Err(err) => return Err(err.into()),
+        match objects.replace(&current, labels, spec).await? {
+            Some(updated) => return Ok((updated, Outcome::Updated)),
+            None => current = objects.get(&current.meta.kind, current.meta.id).await?,
         }
     }
-    Err(CliError::new(
+    Err(ConfigError::new(
         "it kept changing while being replaced (5 conflicts in a row): try again",
     ))
 }
 
+/// What `tptctl create` (`apply: false`) and `apply` do with a config's expansion: resolve
+/// its links; for a create, refuse if its first part exists already; then [`execute`].
+/// Returns each part's object and outcome, and notes for the user.
+pub async fn write(
+    objects: &dyn Objects,
+    expansion: &Expansion,
+    apply: bool,
+) -> Result<(Vec<(RawObject, Outcome)>, Vec<String>), ConfigError> {
+    let mut lookup = Lookup::new(objects);
+    let resolved = resolve(expansion, &mut lookup, apply).await?;
+    if !apply
+        && let Some(first) = expansion.parts.first()
+        && let Some(existing) = lookup.find(first.kind, &first.name).await?
+    {
+        return Err(ConfigError::new(format!(
+            "{}/{} exists already: apply the config to change it",
+            existing.meta.kind, existing.meta.name
+        )));
+    }
+    let mut notes = expansion.notes.clone();
+    let done = execute(objects, resolved, &mut notes).await?;
+    Ok((done, notes))
+}
+
 /// A batch error, with `objects[i]` replaced by the object's kind and name.
-fn batch_error(err: threeport_api::ClientError, objects: &[BatchObject]) -> CliError {
-    let mut message = err.to_string();
+fn batch_error(err: ConfigError, objects: &[BatchObject]) -> ConfigError {
+    let mut message = err.message.clone();
     if let Some(start) = message.find("objects[")
         && let Some(len) = message[start..].find(']')
         && let Ok(index) = message[start + 8..start + len].parse::<usize>()
@@ -276,8 +359,8 @@ fn batch_error(err: threeport_api::ClientError, objects: &[BatchObject]) -> CliE
             &format!("{}/{}", object.kind, object.name),
         );
     }
-    let mut error = CliError::new(message);
-    error.causes.push(format!("{err:?}"));
+    let mut error = ConfigError::new(message);
+    error.causes = err.causes;
     error
 }
 
