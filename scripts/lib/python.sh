@@ -8,6 +8,8 @@ MATURIN_VERSION=1.16.0
 # The property-based check of the OpenAPI document against the server, and the type check.
 SCHEMATHESIS_VERSION=4.32.5
 MYPY_VERSION=2.4.1
+# Drives Debian's headless Chromium (through its chromedriver) in the console's browser tests.
+SELENIUM_VERSION=4.51.0
 
 python_tests() { # absolute target directory
   local target_dir="$1" venv python
@@ -22,7 +24,7 @@ python_tests() { # absolute target directory
     python3 -m venv "$venv" || return
   fi
   python="$venv/bin/python"
-  "$python" -m pip install -q --disable-pip-version-check "pytest==$PYTEST_VERSION" "maturin==$MATURIN_VERSION" "schemathesis==$SCHEMATHESIS_VERSION" "mypy==$MYPY_VERSION" || return
+  "$python" -m pip install -q --disable-pip-version-check "pytest==$PYTEST_VERSION" "maturin==$MATURIN_VERSION" "schemathesis==$SCHEMATHESIS_VERSION" "mypy==$MYPY_VERSION" "selenium==$SELENIUM_VERSION" || return
   # The package's own build: maturin through pip, into the shared target directory with the
   # dev profile, so only the extension module and what its features change are compiled.
   # maturin's build backend runs `maturin` from PATH: the environment's own comes first.

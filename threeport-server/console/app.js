@@ -11,6 +11,8 @@
   const live = document.getElementById("live");
   const kindsNav = document.getElementById("kinds-nav");
   const mainNav = document.getElementById("main-nav");
+  const wide = window.matchMedia("(min-width: 761px)");
+  let kindsOpenNarrow = false; // whether a person opened the folded kinds list
 
   // What tests and curious people can read: the API calls the current page made.
   const report = { page: "", calls: 0, renders: 0 };
@@ -40,6 +42,10 @@
 
   function table(caption, headers, rows, empty) {
     if (rows.length === 0) return h("p", { class: "empty" }, empty);
+    // On a phone each row is a card: every cell says which column it is.
+    for (const row of rows) {
+      [...row.children].forEach((cell, i) => { cell.dataset.label = headers[i].replace(/^~/, ""); });
+    }
     return h("div", { class: "scroll" },
       h("table", {},
         h("caption", { class: "skip" }, caption),
@@ -64,13 +70,15 @@
 
   // Lifecycle states as the API writes them (snake_case).
   const STOPPED = new Set(["creation_failed", "interrupted"]);
-  function stateBadge(state, deleting) {
+  function stateBadge(state, deleting, failures) {
+    const retrying = failures > 0 && !STOPPED.has(state);
     const cls = STOPPED.has(state) ? "bad"
-      : state === "reconciled" || state === "creation_confirmed" ? "ok"
-      : deleting || state.startsWith("deletion") ? "warn" : "";
-    const text = state.replace(/_/g, " ");
-    return h("span", { class: "badge " + cls, "data-state": state },
-      deleting && !state.startsWith("deletion") ? text + " · deleting" : text);
+      : retrying || deleting || state.startsWith("deletion") ? "warn"
+      : state === "reconciled" || state === "creation_confirmed" ? "ok" : "";
+    let text = state.replace(/_/g, " ");
+    if (deleting && !state.startsWith("deletion")) text += " · deleting";
+    if (retrying) text += ` · retrying (${failures})`;
+    return h("span", { class: "badge " + cls, "data-state": state }, text);
   }
 
   function healthBadge(health) {
@@ -270,10 +278,17 @@
       items.forEach((k) => placed.add(k.kind));
       if (items.length === 0) return null;
       return [h("h2", {}, title), h("ul", {}, items.map((k) => h("li", {},
-        h("a", { href: `#/kinds/${k.plural}`, "aria-current": k.plural === current ? "page" : null },
-          h("span", {}, k.kind), h("span", { class: "count" }, String(k.total))))))];
+        h("a", { href: `#/kinds/${k.plural}`, "aria-current": k.plural === current ? "page" : null,
+          title: k.kind },
+        h("span", { class: "kind" }, k.kind), h("span", { class: "count" }, String(k.total))))))];
     });
-    kindsNav.replaceChildren(...sections.filter(Boolean).flat());
+    // On a phone the list folds away behind one line; on a wide screen it is always open.
+    const details = h("details", { open: wide.matches || kindsOpenNarrow },
+      h("summary", {}, `All kinds (${kinds.length})`), sections.filter(Boolean).flat());
+    details.addEventListener("toggle", () => {
+      if (!wide.matches) kindsOpenNarrow = details.open;
+    });
+    kindsNav.replaceChildren(details);
   }
 
   function page(name, title) {
@@ -296,15 +311,15 @@
       const data = await loadKinds();
       report.renders += 1;
       const attention = data.attention.map((o) => h("tr", {},
-        h("td", {}, o.kind), h("td", {}, objectLink(o)), h("td", {}, stateBadge(o.state, o.deleting)),
+        h("td", {}, o.kind), h("td", {}, objectLink(o)), h("td", {}, stateBadge(o.state, o.deleting, o.failures)),
         h("td", {}, healthBadge(o.health)), h("td", { class: "reason" }, o.reason || "")));
       const runtimes = data.runtimes.map((o) => h("tr", {},
-        h("td", {}, objectLink(o)), h("td", {}, stateBadge(o.state, o.deleting)),
+        h("td", {}, objectLink(o)), h("td", {}, stateBadge(o.state, o.deleting, o.failures)),
         h("td", { class: "hide-narrow" }, o.conditions.join(", ")),
         h("td", { class: "reason" }, o.reason || "")));
       const workloads = data.workloads.map((o) => h("tr", {},
         h("td", {}, objectLink(o)), h("td", { class: "hide-narrow" }, o.kind),
-        h("td", {}, stateBadge(o.state, o.deleting)), h("td", {}, healthBadge(o.health)),
+        h("td", {}, stateBadge(o.state, o.deleting, o.failures)), h("td", {}, healthBadge(o.health)),
         h("td", { class: "reason" }, o.reason || "")));
       const counts = data.kinds.filter((k) => k.total > 0).map((k) => h("tr", {},
         h("td", {}, h("a", { href: `#/kinds/${k.plural}` }, k.kind)), h("td", {}, String(k.total)),
@@ -366,7 +381,7 @@
       report.renders += 1;
       const rows = data.items.map((o) => h("tr", {},
         h("td", {}, objectLink({ plural, id: o.id, name: o.name })),
-        h("td", {}, stateBadge(o.status.state, !!o.deletion_scheduled_at)),
+        h("td", {}, stateBadge(o.status.state, !!o.deletion_scheduled_at, o.status.failures)),
         h("td", {}, healthBadge(o.status.details && o.status.details.health)),
         h("td", { class: "hide-narrow" }, Object.entries(o.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ")),
         h("td", { class: "hide-narrow" }, new Date(o.updated_at).toLocaleString()),
@@ -406,7 +421,7 @@
     if (links.length === 0) return null;
     return [h("h3", {}, title), h("ul", {}, links.map((l) => h("li", {},
       l.field ? h("span", { class: "field" }, l.field + ": ") : null,
-      `${l.kind} `, objectLink(l), " ", stateBadge(l.state, l.deleting))))];
+      `${l.kind} `, objectLink(l), " ", stateBadge(l.state, l.deleting, l.failures))))];
   }
 
   async function detailPage(plural, id) {
@@ -462,7 +477,7 @@
       ].filter(Boolean);
       body.replaceChildren(
         h("h1", {}, `${obj.kind} `, h("span", { class: "name" }, obj.name), " ",
-          stateBadge(status.state, deleting)),
+          stateBadge(status.state, deleting, status.failures)),
         actions,
         h("section", { "aria-labelledby": "h-summary" }, h("h2", { id: "h-summary" }, "Summary"),
           h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])),
@@ -639,6 +654,7 @@
   }
 
   document.getElementById("sign-out").addEventListener("click", () => signOut());
+  wide.addEventListener("change", () => { if (kinds) renderKindsNav(); });
   window.addEventListener("hashchange", () => {
     if (mainNav.hidden) return;
     route().catch(showError(content));

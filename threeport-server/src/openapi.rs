@@ -212,6 +212,24 @@ pub fn document_with(kinds: &KindRegistry, custom: &[Arc<crate::KindEntry>]) -> 
             "orphans": {"type": "array", "items": reference("ObjectRef"),
                         "description": "what would lose it as an owner and stay"}}}),
     );
+    components.insert(
+        "Summary".into(),
+        json!({"type": "object", "required": ["kind", "plural", "id", "name", "state", "failures", "conditions", "deleting"],
+               "properties": {"kind": {"type": "string"}, "plural": {"type": "string"}, "id": uuid_schema(),
+                   "name": {"type": "string"}, "state": {"type": "string"}, "reason": {"type": "string"},
+                   "failures": {"type": "integer"}, "health": {"type": "object"},
+                   "conditions": {"type": "array", "items": {"type": "string"}, "description": "`type=status`"},
+                   "deleting": {"type": "boolean"},
+                   "field": {"type": "string", "description": "the spec field of the reference (in `related`)"}}}),
+    );
+    components.insert(
+        "Related".into(),
+        json!({"type": "object", "required": ["references", "owners", "owns", "referenced_by"], "properties": {
+            "references": {"type": "array", "items": reference("Summary")},
+            "owners": {"type": "array", "items": reference("Summary")},
+            "owns": {"type": "array", "items": reference("Summary")},
+            "referenced_by": {"type": "array", "items": reference("Summary")}}}),
+    );
     let delete_parameters = json!([
         if_match(),
         query(
@@ -318,7 +336,32 @@ pub fn document_with(kinds: &KindRegistry, custom: &[Arc<crate::KindEntry>]) -> 
             "delete": {"tags": [kind], "summary": format!("Schedule a {kind}'s deletion, and of what it owns"), "parameters": delete_parameters.clone(),
                        "responses": deletion_responses(reference(&object))}
         }));
+        paths.insert(format!("/v0/{}/{{id}}/retry", entry.plural), json!({"post": {
+            "tags": [kind], "summary": format!("Reconcile a failed or interrupted {kind} again (409 in any other state)"),
+            "parameters": [id, if_match()],
+            "requestBody": {"required": false, "content": {"application/json": {"schema":
+                {"type": "object", "additionalProperties": false,
+                 "properties": {"version": {"type": "integer", "minimum": 0}}}}}},
+            "responses": responses(200, "its desired state written anew: its controller takes it up", reference(&object), &[400, 401, 404, 409, 503], true)}}));
+        paths.insert(format!("/v0/{}/{{id}}/related", entry.plural), json!({"get": {
+            "tags": [kind], "summary": format!("What a {kind} references, who owns it, what it owns, what references it"),
+            "parameters": [id],
+            "responses": responses(200, "related objects", reference("Related"), &[400, 401, 404, 503], false)}}));
     }
+    paths.insert("/v0/overview".into(), json!({"get": {
+        "tags": ["Views"], "summary": "Every kind's count by state; what needs attention (interrupted, failed, unhealthy, retrying), worst first; runtimes; workload instances",
+        "responses": responses(200, "the overview", json!({"type": "object", "required": ["kinds", "attention", "runtimes", "workloads"],
+            "properties": {"kinds": {"type": "array", "items": {"type": "object"}},
+                "attention": {"type": "array", "items": reference("Summary")},
+                "runtimes": {"type": "array", "items": reference("Summary")},
+                "workloads": {"type": "array", "items": reference("Summary")}}}), &[401, 503], false)}}));
+    paths.insert("/v0/configs".into(), json!({"post": {
+        "tags": ["Views"], "summary": "Create (or with apply=true, apply) a Threeport config as tptctl reads it, sent as text; file fields are refused",
+        "parameters": [{"name": "apply", "in": "query", "required": false, "schema": {"type": "boolean"}}],
+        "requestBody": {"required": true, "content": {"application/yaml": {"schema": {"type": "string"}}}},
+        "responses": responses(200, "each part and what happened to it", json!({"type": "object",
+            "properties": {"items": {"type": "array", "items": {"type": "object"}},
+                           "notes": {"type": "array", "items": {"type": "string"}}}}), &[400, 401, 409, 503], false)}}));
     let mut created = responses(
         201,
         "the created objects by kind",
