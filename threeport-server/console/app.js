@@ -307,8 +307,13 @@
     const body = h("div", {});
     content.replaceChildren(h("h1", {}, "Overview"), body);
     focusHeading();
+    let shown = null;
     const refresh = async () => {
       const data = await loadKinds();
+      // Redraw only what changed: a redraw under a person's pointer loses their click.
+      const key = JSON.stringify(data);
+      if (key === shown) return;
+      shown = key;
       report.renders += 1;
       const attention = data.attention.map((o) => h("tr", {},
         h("td", {}, o.kind), h("td", {}, objectLink(o)), h("td", {}, stateBadge(o.state, o.deleting, o.failures)),
@@ -369,6 +374,7 @@
     h("button", { type: "submit" }, "Filter"));
     const body = h("div", { "aria-live": "polite" });
     const cursors = [null];
+    let shown = null;
     content.replaceChildren(h("h1", {}, kindName), filters, body);
     focusHeading();
     const refresh = async () => {
@@ -378,6 +384,11 @@
       const after = cursors[cursors.length - 1];
       if (after) query.set("after", after);
       const data = await api("GET", `/v0/${plural}?${query}`);
+      const key = JSON.stringify([after, data.next, data.items.map((o) => [o.id, o.name, o.labels,
+        o.deletion_scheduled_at, o.status.state, o.status.failures, o.status.reason,
+        o.status.details && o.status.details.health])]);
+      if (key === shown) return;
+      shown = key;
       report.renders += 1;
       const rows = data.items.map((o) => h("tr", {},
         h("td", {}, objectLink({ plural, id: o.id, name: o.name })),
@@ -429,6 +440,7 @@
     page("detail", kind.kind);
     const body = h("div", {});
     content.replaceChildren(body);
+    let shown = null;
     const refresh = async () => {
       let obj;
       try {
@@ -444,6 +456,9 @@
         throw err;
       }
       const related = await api("GET", `/v0/${plural}/${id}/related`);
+      const key = JSON.stringify([obj, related]);
+      if (key === shown) return;
+      shown = key;
       report.renders += 1;
       const ids = new Set([id]);
       for (const group of Object.values(related)) group.forEach((l) => ids.add(l.id));
@@ -452,7 +467,7 @@
       const deleting = !!obj.deletion_scheduled_at;
       const status = obj.status;
       const actions = h("div", { class: "actions" },
-        STOPPED.has(status.state) && !deleting
+        STOPPED.has(status.state)
           ? h("button", { type: "button", class: "primary", onclick: () => retry(plural, obj) }, "Retry")
           : null,
         !deleting ? h("button", { type: "button", class: "danger", onclick: () => remove(plural, obj) }, "Delete")

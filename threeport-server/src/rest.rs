@@ -24,8 +24,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use threeport_core::object::{EventType, LifecycleState};
 use threeport_core::object::{Labels, NewObject, ObjectId, ObjectRef, RawObject};
-use threeport_core::store::{ListQuery, MAX_FILTERS, MAX_PAGE_SIZE, SpecUpdate};
+use threeport_core::store::{ListQuery, MAX_FILTERS, MAX_PAGE_SIZE, SpecUpdate, StatusWrite};
 use threeport_core::{
     Bus, Error, ErrorKind, IdempotencyKey, Notification, Once, Operation, Propagation,
     SecretValues, Store,
@@ -663,8 +664,10 @@ fn version_field(value: Option<Value>) -> ApiResult<Option<u64>> {
 
 /// Reconciles a stopped object (`CreationFailed`, `Interrupted`) again: its desired state is
 /// written anew, unchanged, which moves its generation on, so its controller takes it up as
-/// it would a change. Any other state: 409 naming it (a running object needs no retry; one
-/// being deleted is not reconciled). `If-Match` or `{"version"}` guard as for writes.
+/// it would a change; one whose cleanup stopped (being deleted) goes back to
+/// `DeletionScheduled` and its controller is notified, so the cleanup runs again. Any other
+/// state: 409 naming it (a running object needs no retry). `If-Match` or `{"version"}` guard
+/// as for writes.
 async fn retry(
     State(state): State<ApiState>,
     Path((plural, id)): Path<(String, String)>,
@@ -687,11 +690,35 @@ async fn retry(
     };
     let expected = expected_version(&state, entry, id, &headers, body_version).await?;
     let current = state.store.get(entry.kind, id).await?;
-    if !current.status.state.is_stopped() || current.meta.deletion_scheduled_at.is_some() {
+    if !current.status.state.is_stopped() {
         return Err(ApiError(Error::conflict(format!(
             "{} {} is {:?}: only a failed or interrupted object is retried",
             entry.kind, current.meta.name, current.status.state
         ))));
+    }
+    let expected_version = Some(expected.unwrap_or(current.meta.version));
+    if current.meta.deletion_scheduled_at.is_some() {
+        // Its cleanup stopped: its desired state (deletion) cannot be written again, so its
+        // status goes back to "deletion scheduled" and its controller is told to look again.
+        let mut status = current.status;
+        status.state = LifecycleState::DeletionScheduled;
+        status.reason = None;
+        status.failures = 0;
+        status.record_event(
+            EventType::Normal,
+            "RetryRequested",
+            "cleanup retried by request",
+        );
+        let write = StatusWrite {
+            expected_version,
+            fence: None,
+            status,
+        };
+        let written = state.store.update_status(entry.kind, id, write).await?;
+        let notification =
+            Notification::new(entry.kind, id, Operation::Deleted, written.meta.version);
+        state.bus.publish(notification).await?;
+        return Ok(with_etag(StatusCode::OK, written));
     }
     let updated = state
         .store
@@ -699,7 +726,7 @@ async fn retry(
             entry.kind,
             id,
             SpecUpdate {
-                expected_version: Some(expected.unwrap_or(current.meta.version)),
+                expected_version,
                 labels: current.meta.labels,
                 references: current.meta.references,
                 spec: current.spec,

@@ -115,7 +115,8 @@ impl ChangeFeed {
         })
     }
 
-    /// Changes from now on. A receiver that falls [`BACKLOG`] behind gets `Lagged`.
+    /// Changes from now on. A receiver that falls 1,024 changes behind gets `Lagged` (the
+    /// stream then tells its watcher to resync).
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.sender.subscribe()
     }

@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use threeport_core::object::{LifecycleState, ObjectId, Status};
 use threeport_core::store::StatusWrite;
-use threeport_core::{MemoryBus, MemoryStore, Store};
+use threeport_core::{Bus, MemoryBus, MemoryStore, Operation, Store, SubscribeOptions};
 use threeport_server::watch::ChangeFeed;
 use threeport_server::{ApiState, Ops, Sealer, app, model};
 use tokio_util::sync::CancellationToken;
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 struct Plane {
     base: String,
     store: Arc<dyn Store>,
+    bus: Arc<MemoryBus>,
     http: reqwest::Client,
     stopping: CancellationToken,
 }
@@ -27,9 +28,10 @@ struct Plane {
 async fn plane() -> Plane {
     let changes = ChangeFeed::new(Duration::from_secs(60));
     let store = changes.observe(Arc::new(MemoryStore::new()));
+    let bus = Arc::new(MemoryBus::new());
     let state = ApiState {
         store: store.clone(),
-        bus: Arc::new(MemoryBus::new()),
+        bus: bus.clone(),
         locker: Arc::new(threeport_core::MemoryLocker::new()),
         kinds: Arc::new(model::registry()),
         sealer: Arc::new(Sealer::ephemeral().unwrap()),
@@ -47,6 +49,7 @@ async fn plane() -> Plane {
     Plane {
         base: format!("http://{addr}"),
         store,
+        bus,
         http: common::http_client(),
         stopping,
     }
@@ -229,6 +232,40 @@ async fn retry_takes_up_a_stopped_object_again_and_refuses_others() {
         retried["spec"]["location"], "Europe:Paris",
         "the spec unchanged"
     );
+
+    // Stopped while being deleted (its cleanup gave up): back to "deletion scheduled", and its
+    // controller is told.
+    let mut notified = p
+        .bus
+        .subscribe(SubscribeOptions::new("test", "KubernetesRuntimeInstance"))
+        .await
+        .unwrap();
+    let url_object = format!("{}/v0/kubernetes-runtime-instances/{edge}", p.base);
+    let (status, _) = p.call(p.http.delete(&url_object)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    p.stop(
+        "KubernetesRuntimeInstance",
+        &edge,
+        LifecycleState::Interrupted,
+        "cleanup gave up",
+    )
+    .await;
+    let (status, retried) = p.call(p.http.post(&url)).await;
+    assert_eq!(status, StatusCode::OK, "{retried}");
+    assert_eq!(retried["status"]["state"], "deletion_scheduled");
+    assert!(
+        retried["deletion_scheduled_at"].is_string(),
+        "still being deleted"
+    );
+    let delivery = tokio::time::timeout(Duration::from_secs(5), notified.next())
+        .await
+        .expect("the controller is notified")
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivery.notification.id.to_string(), edge);
+    assert_eq!(delivery.notification.operation, Operation::Deleted);
+    let (status, _) = p.call(p.http.post(&url)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "no longer stopped");
 }
 
 #[tokio::test]

@@ -30,6 +30,7 @@ selenium = pytest.importorskip("selenium", reason="./scripts/test installs selen
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYCONSOLETEST"
@@ -93,7 +94,7 @@ class Widgets:
         obj.status["built"] = True
 
     def cleanup(self, obj: Any) -> None:
-        if obj.spec.get("mode") == "stuck":
+        if obj.spec.get("mode") == "stuck" and obj.name not in self.mended:
             raise threeport.TerminalError("the widget is welded to the floor: remove it by hand")
 
 
@@ -158,7 +159,20 @@ def browser(tmp_path_factory: Any) -> Iterator[Any]:
 
 
 def _wait(driver: Any, condition: Any, timeout: float = 15, what: str = "") -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition, what)
+    # A live page redraws itself: an element found a moment ago may be gone; look again.
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=[StaleElementReferenceException]).until(condition, what)
+
+
+def _click(driver: Any, find: Any, what: str = "") -> None:
+    """Clicks what `find(driver)` finds, finding it again if the live page redrew it."""
+    for attempt in range(5):
+        try:
+            _wait(driver, find, what=what).click()
+            return
+        except StaleElementReferenceException:
+            if attempt == 4:
+                raise
 
 
 def _text_of(driver: Any, css: str) -> str:
@@ -238,9 +252,9 @@ def test_a_workload_instance_links_to_its_definition_and_runtime_and_back(
     plane: Dict[str, Any], browser: Any
 ) -> None:
     _go(browser, plane, "#/kinds/workload-instances")
-    link = _wait(browser, lambda d: d.find_element(By.LINK_TEXT, "shop"), what="the instance list")
+    _wait(browser, lambda d: d.find_element(By.LINK_TEXT, "shop"), what="the instance list")
     _calls(browser, "list")
-    link.click()
+    _click(browser, lambda d: d.find_element(By.LINK_TEXT, "shop"))
     _wait(browser, lambda d: "References" in d.find_element(By.ID, "content").text, what="detail")
     related = _text_of(browser, ".related")
     assert "definition: WorkloadDefinition shop" in related, related
@@ -249,16 +263,43 @@ def test_a_workload_instance_links_to_its_definition_and_runtime_and_back(
     assert "Conditions" in _text_of(browser, "main") and "RuntimeReady" in _text_of(browser, "main")
     _calls(browser, "detail")
     browser.save_screenshot(str(_output_dir() / "workload-instance.png"))
-    browser.find_element(By.CSS_SELECTOR, ".related").find_element(By.LINK_TEXT, "edge").click()
+    _click(browser, lambda d: d.find_element(By.CSS_SELECTOR, ".related").find_element(By.LINK_TEXT, "edge"))
     _wait(browser, lambda d: "Referenced by" in d.find_element(By.ID, "content").text,
           what="the runtime's back links")
     assert "runtime: WorkloadInstance shop" in _text_of(browser, ".related")
     assert "needs connection data" in _text_of(browser, "main")
 
 
+def _rows(browser: Any) -> list:
+    """The names in the list shown (read in one go: the live page may redraw meanwhile)."""
+    return browser.execute_script(
+        "return [...document.querySelectorAll('main tbody tr')].map(r => r.cells[0].textContent)")
+
+
+def test_lists_filter_and_follow_changes(plane: Dict[str, Any], browser: Any) -> None:
+    _go(browser, plane, "#/kinds/widgets")
+    _wait(browser, lambda d: "w-ok" in _rows(d), what="the widget list")
+    browser.execute_script("window.stillTheSamePage = true")
+    plane["client"].kind("Widget").create("w-labelled", {"mode": "ok"}, labels={"team": "blue"})
+    _wait(browser, lambda d: "w-labelled" in _rows(d), what="a new widget, live")
+    assert browser.execute_script("return window.stillTheSamePage") is True
+    name = browser.find_element(By.ID, "f-name")
+    name.send_keys("w-ok")
+    browser.find_element(By.XPATH, "//button[text()='Filter']").click()
+    _wait(browser, lambda d: _rows(d) == ["w-ok"], what="the name filter")
+    assert browser.current_url.endswith("#/kinds/widgets?name=w-ok")
+    _go(browser, plane, "#/kinds/widgets")
+    label = _wait(browser, lambda d: d.find_element(By.ID, "f-label"))
+    label.send_keys("team=blue")
+    browser.find_element(By.XPATH, "//button[text()='Filter']").click()
+    _wait(browser, lambda d: _rows(d) == ["w-labelled"], what="the label filter")
+    _go(browser, plane, "#/kinds/widgets?label=team%3Dred")
+    _wait(browser, lambda d: "No object matches." in _text_of(d, "main"), what="an empty match")
+
+
 def test_secret_and_sealed_values_are_not_shown(plane: Dict[str, Any], browser: Any) -> None:
     _go(browser, plane, "#/kinds/aws-accounts")
-    _wait(browser, lambda d: d.find_element(By.LINK_TEXT, "main")).click()
+    _click(browser, lambda d: d.find_element(By.LINK_TEXT, "main"))
     spec = _wait(browser, lambda d: d.find_element(By.ID, "spec"), what="the account's spec")
     assert '"secret_access_key": "(sealed)"' in spec.text, spec.text
     assert SECRET_KEY not in browser.page_source
@@ -280,11 +321,23 @@ def test_a_status_change_appears_without_reload(plane: Dict[str, Any], browser: 
 def test_retry_a_failed_object(plane: Dict[str, Any], browser: Any) -> None:
     failed = plane["made"]["w-failed"]
     _go(browser, plane, f"#/kinds/widgets/{failed.id}")
-    retry = _wait(browser, lambda d: d.find_element(By.XPATH, "//button[text()='Retry']"))
+    _wait(browser, lambda d: d.find_element(By.XPATH, "//button[text()='Retry']"))
     plane["widgets"].mended.add("w-failed")  # what a person fixed before retrying
-    retry.click()
+    _click(browser, lambda d: d.find_element(By.XPATH, "//button[text()='Retry']"))
     _wait(browser, lambda d: "reconciled" in _text_of(d, "main h1"), what="the retried widget")
     assert not browser.find_elements(By.XPATH, "//button[text()='Retry']")
+
+
+def test_retry_an_interrupted_cleanup(plane: Dict[str, Any], browser: Any) -> None:
+    stuck = plane["made"]["w-stuck"]
+    _go(browser, plane, f"#/kinds/widgets/{stuck.id}")
+    _wait(browser, lambda d: "interrupted" in _text_of(d, "main h1"), what="the interrupted widget")
+    assert "welded to the floor" in _text_of(browser, "main")
+    plane["widgets"].mended.add("w-stuck")
+    _click(browser, lambda d: d.find_element(By.XPATH, "//button[text()='Retry']"))
+    _wait(browser, lambda d: "gone" in _text_of(d, "main h1"), what="the cleanup, run again")
+    with pytest.raises(threeport.NotFound):
+        plane["client"].kind("Widget").get(stuck.id)
 
 
 def _submit(browser: Any, text: str, mode: str) -> str:
@@ -329,7 +382,7 @@ def test_delete_shows_what_the_cascade_removes(plane: Dict[str, Any], browser: A
         time.sleep(0.2)
     _go(browser, plane, f"#/kinds/workload-definitions/{definition}")
     _wait(browser, lambda d: "Owns" in d.find_element(By.ID, "content").text, what="its resources")
-    browser.find_element(By.XPATH, "//main//button[text()='Delete']").click()
+    _click(browser, lambda d: d.find_element(By.XPATH, "//main//button[text()='Delete']"))
     dialog = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "dialog[open]"), what="confirm")
     cascade = dialog.find_element(By.ID, "cascade").text.splitlines()
     assert cascade[0] == "WorkloadDefinition cms", cascade
@@ -338,7 +391,7 @@ def test_delete_shows_what_the_cascade_removes(plane: Dict[str, Any], browser: A
     assert "This deletes 3 objects" in dialog.text
     dialog.find_element(By.ID, "confirm-cancel").click()
     assert not plane["client"].kind("WorkloadDefinition").get(definition).deleting
-    browser.find_element(By.XPATH, "//main//button[text()='Delete']").click()
+    _click(browser, lambda d: d.find_element(By.XPATH, "//main//button[text()='Delete']"))
     dialog = _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, "dialog[open]"))
     dialog.find_element(By.ID, "confirm-ok").click()
     _wait(browser, lambda d: "gone" in _text_of(d, "main h1"), timeout=30, what="the deletion")
