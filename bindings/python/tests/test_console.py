@@ -175,6 +175,17 @@ def _click(driver: Any, find: Any, what: str = "") -> None:
                 raise
 
 
+def _assert_labelled(driver: Any) -> None:
+    """Every field has a label and every button a name (what a screen reader reads out)."""
+    unlabelled = driver.execute_script("""
+        return [...document.querySelectorAll('main input, main textarea, main select')]
+                 .filter(f => f.labels.length === 0).map(f => f.id || f.outerHTML)
+          .concat([...document.querySelectorAll('button')]
+                 .filter(b => !b.textContent.trim() && !b.getAttribute('aria-label'))
+                 .map(b => b.outerHTML));""")
+    assert unlabelled == [], unlabelled
+
+
 def _text_of(driver: Any, css: str) -> str:
     return driver.find_element(By.CSS_SELECTOR, css).text
 
@@ -283,6 +294,7 @@ def test_lists_filter_and_follow_changes(plane: Dict[str, Any], browser: Any) ->
     plane["client"].kind("Widget").create("w-labelled", {"mode": "ok"}, labels={"team": "blue"})
     _wait(browser, lambda d: "w-labelled" in _rows(d), what="a new widget, live")
     assert browser.execute_script("return window.stillTheSamePage") is True
+    _assert_labelled(browser)
     name = browser.find_element(By.ID, "f-name")
     name.send_keys("w-ok")
     browser.find_element(By.XPATH, "//button[text()='Filter']").click()
@@ -354,6 +366,7 @@ def _submit(browser: Any, text: str, mode: str) -> str:
 def test_create_and_apply_from_a_pasted_config(plane: Dict[str, Any], browser: Any) -> None:
     _go(browser, plane, "#/create")
     _wait(browser, lambda d: d.find_element(By.ID, "config"))
+    _assert_labelled(browser)
     _calls(browser, "create (before submitting)")
     config = _config("Workload", "blog", runtime="edge")
     done = _submit(browser, config, "create")
