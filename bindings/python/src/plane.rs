@@ -46,14 +46,21 @@ impl PlaneCore {
         } else {
             (None, None)
         };
+        // What the API writes (and engines attached over HTTP) is announced at once to
+        // `/v0/watch`; the in-process controllers' writes reach watchers at the next resync.
+        let changes = threeport_server::watch::ChangeFeed::new(std::time::Duration::from_secs(5));
         let state = ApiState {
-            store: memory.store.clone(),
+            store: changes.observe(memory.store.clone()),
             bus: memory.bus.clone(),
             locker: memory.locker.clone(),
             kinds: Arc::new(threeport_server::model::registry()),
             sealer: Arc::new(Sealer::ephemeral().map_err(core_error)?),
         };
-        let app = threeport_server::app(state, tokens, Ops::default());
+        let ops = Ops {
+            changes,
+            ..Ops::default()
+        };
+        let app = threeport_server::app(state, tokens, ops);
         let relay_memory = memory.clone();
         let stop = shutdown.clone();
         let url = py.detach(|| {
