@@ -140,12 +140,20 @@
 
   // Whether the API lets us in as we are: a token in this tab, a client certificate, or no
   // authentication at all (development mode).
+  // `refused`: the credentials were (401, 403); anything else that is not `ok` means the
+  // control plane did not answer as it should (down, restarting), which says nothing of them.
   async function probe(token) {
     const headers = token ? { Authorization: "Bearer " + token } : {};
-    const response = await fetch("/v0/kubernetes-runtime-instances?limit=1", { headers });
+    let response;
+    try {
+      response = await fetch("/v0/kubernetes-runtime-instances?limit=1", { headers });
+    } catch (err) {
+      return { ok: false, refused: false, why: `it could not be reached (${err.message})` };
+    }
     let body = null;
     try { body = await response.json(); } catch (_) { /* not JSON */ }
-    return { ok: response.ok, status: response.status, body };
+    const why = (body && body.message) || `HTTP ${response.status}`;
+    return { ok: response.ok, refused: response.status === 401 || response.status === 403, why };
   }
 
   function signOut(message) {
@@ -172,9 +180,9 @@
       const token = input.value.trim();
       const answer = await probe(token);
       if (!answer.ok) {
-        const why = (answer.body && answer.body.message) || `HTTP ${answer.status}`;
-        error.append(h("div", { class: "error", role: "alert" },
-          `The control plane refused this token: ${why}`));
+        error.append(h("div", { class: "error", role: "alert" }, answer.refused
+          ? `The control plane refused this token: ${answer.why}`
+          : `The control plane did not answer: ${answer.why}. Try again in a moment.`));
         input.focus();
         return;
       }
@@ -688,7 +696,15 @@
     const token = sessionStorage.getItem(TOKEN_KEY);
     const answer = await probe(token);
     if (answer.ok) return enter();
-    if (token) return signOut("Your token was refused: sign in again.");
+    if (!answer.refused) {
+      // Keep the token: the control plane is down or restarting, not refusing it.
+      content.replaceChildren(h("h1", {}, "The control plane does not answer"),
+        h("p", {}, `${answer.why}.`),
+        h("div", { class: "actions" },
+          h("button", { type: "button", onclick: () => location.reload() }, "Try again")));
+      return undefined;
+    }
+    if (token) return signOut(`Your token was refused (${answer.why}): sign in again.`);
     return signInPage();
   })();
 })();
