@@ -96,7 +96,11 @@ pub fn app(api: ApiState, tokens: Option<Arc<TokenSet>>, ops: Ops) -> Router {
         .merge(remote::routes(api.clone(), ops.stopping.clone()))
         .merge(views::routes(api.clone()))
         .merge(configs::routes(api.clone()))
-        .merge(watch::routes(ops.changes.clone(), ops.stopping.clone()))
+        .merge(watch::routes(
+            ops.changes.clone(),
+            ops.stopping.clone(),
+            &mut ops.metrics.lock().unwrap(),
+        ))
         .merge(batch::routes(api));
     if let Some(tokens) = tokens {
         api_routes = api_routes.layer(middleware::from_fn_with_state(tokens, auth::require_token));

@@ -23,6 +23,8 @@ use axum::extract::{RawQuery, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use futures::Stream;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 use threeport_core::object::{ObjectId, ObjectRef, RawObject};
 use threeport_core::store::{IdempotencyKey, ListPage, ListQuery, Once, SpecUpdate, StatusWrite};
@@ -262,14 +264,34 @@ impl Store for ObservedStore {
 struct WatchState {
     feed: ChangeFeed,
     stopping: CancellationToken,
+    open: Gauge,
 }
 
 /// The `GET /v0/watch` route. Streams end when `stopping` is cancelled, so an open console
-/// does not hold a graceful shutdown up.
-pub fn routes(feed: ChangeFeed, stopping: CancellationToken) -> Router {
+/// does not hold a graceful shutdown up. `metrics` gets `watch_streams` (streams open now).
+pub fn routes(feed: ChangeFeed, stopping: CancellationToken, metrics: &mut Registry) -> Router {
+    let open = Gauge::default();
+    metrics.register(
+        "watch_streams",
+        "Change streams (/v0/watch: open consoles) open now",
+        open.clone(),
+    );
     Router::new()
         .route("/v0/watch", get(watch))
-        .with_state(WatchState { feed, stopping })
+        .with_state(WatchState {
+            feed,
+            stopping,
+            open,
+        })
+}
+
+/// Counts a stream as open while it lives.
+struct Open(Gauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// What one stream is at.
@@ -279,6 +301,7 @@ struct Watcher {
     resync: tokio::time::Interval,
     stopping: CancellationToken,
     opened: bool,
+    _open: Open,
 }
 
 async fn watch(
@@ -312,6 +335,10 @@ async fn watch(
         resync,
         stopping: state.stopping,
         opened: false,
+        _open: {
+            state.open.inc();
+            Open(state.open)
+        },
     };
     let stream = futures::stream::unfold(watcher, |mut w| async move {
         if !w.opened {

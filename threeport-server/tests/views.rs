@@ -382,6 +382,14 @@ async fn the_watch_stream_announces_writes_and_ends_when_the_server_stops() {
         next_event(&mut response, &mut buffer).await.unwrap().0,
         "ready"
     );
+    let metrics = p
+        .http
+        .get(format!("{}/metrics", p.base))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.contains("watch_streams 1"), "{metrics}");
     let (_, runtime) = p.config(RUNTIME, false).await;
     let edge = id_of(&runtime, "KubernetesRuntimeInstance");
     // Only the kind asked for: the definition created first is not announced.
@@ -410,4 +418,12 @@ async fn the_watch_stream_announces_writes_and_ends_when_the_server_stops() {
         next_event(&mut response, &mut buffer).await.is_none(),
         "the stream ends when the server stops"
     );
+    let metrics = p
+        .http
+        .get(format!("{}/metrics", p.base))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.contains("watch_streams 0"), "{metrics}");
 }
