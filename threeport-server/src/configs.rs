@@ -55,13 +55,12 @@ async fn write_config(
     let text = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError(Error::invalid("config", "is not UTF-8 text")))?;
     let refused = |err: ConfigError| {
-        let conflict = err.message.contains("exists already");
-        let err = if conflict {
-            Error::conflict(err.message)
-        } else {
-            Error::invalid("config", err.message)
-        };
-        ApiError(err)
+        ApiError(match err.kind {
+            Some(ErrorKind::AlreadyExists | ErrorKind::Conflict) => Error::conflict(err.message),
+            Some(ErrorKind::Unavailable) => Error::unavailable(err.message),
+            // A missing object a config names, a bad field: the config's fault.
+            _ => Error::invalid("config", err.message),
+        })
     };
     let expansion = ConfigFile::from_text("config", text)
         .and_then(|file| file.expand())
@@ -99,7 +98,7 @@ struct StoreObjects {
 }
 
 fn config_error(err: Error) -> ConfigError {
-    ConfigError::new(err.to_string())
+    ConfigError::new(err.to_string()).of_kind(err.kind())
 }
 
 #[async_trait]

@@ -378,12 +378,14 @@ async fn write(overrides: &Overrides, args: FromFile, apply: bool) -> Result<(),
     let client = contexts::client(overrides)?;
     let (done, notes) = plan::write(&client, &expansion, apply)
         .await
-        .map_err(
-            |err| match err.message.strip_suffix("apply the config to change it") {
-                Some(start) => CliError::new(format!("{start}use `tptctl apply` to change it")),
-                None => err,
-            },
-        )?;
+        .map_err(|mut err| {
+            if err.kind == Some(threeport_core::ErrorKind::AlreadyExists) {
+                err.message = err
+                    .message
+                    .replace("apply the config", "use `tptctl apply`");
+            }
+            err
+        })?;
     for note in notes {
         eprintln!("note: {note}");
     }

@@ -12,6 +12,9 @@ pub struct ConfigError {
     pub causes: Vec<String>,
     /// Exit status: 1 for errors, 2 for usage.
     pub code: u8,
+    /// What kind of failure it is, when that is known: `AlreadyExists` (a create found the
+    /// object), `Unavailable` (the store or API did not answer), … An API answers with it.
+    pub kind: Option<threeport_core::ErrorKind>,
 }
 
 impl ConfigError {
@@ -21,6 +24,7 @@ impl ConfigError {
             message: message.into(),
             causes: Vec::new(),
             code: 1,
+            kind: None,
         }
     }
 
@@ -30,6 +34,12 @@ impl ConfigError {
             code: 2,
             ..ConfigError::new(message)
         }
+    }
+
+    /// The same error, of kind `kind`.
+    pub fn of_kind(mut self, kind: threeport_core::ErrorKind) -> Self {
+        self.kind = Some(kind);
+        self
     }
 
     /// The same error, explained by `context` first: `context: message`.

@@ -339,7 +339,8 @@ pub async fn write(
         return Err(ConfigError::new(format!(
             "{}/{} exists already: apply the config to change it",
             existing.meta.kind, existing.meta.name
-        )));
+        ))
+        .of_kind(threeport_core::ErrorKind::AlreadyExists));
     }
     let mut notes = expansion.notes.clone();
     let done = execute(objects, resolved, &mut notes).await?;
@@ -361,13 +362,110 @@ fn batch_error(err: ConfigError, objects: &[BatchObject]) -> ConfigError {
     }
     let mut error = ConfigError::new(message);
     error.causes = err.causes;
+    error.kind = err.kind;
     error
 }
 
 #[cfg(test)]
 mod tests {
-    use super::unchanged;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::ConfigFile;
     use serde_json::json;
+
+    /// Objects in a vector: what a create or apply reads and writes.
+    #[derive(Default)]
+    struct Stored {
+        stored: Mutex<Vec<RawObject>>,
+    }
+
+    fn raw(kind: &str, id: ObjectId, name: &str, spec: Value) -> RawObject {
+        serde_json::from_value(json!({
+            "id": id, "kind": kind, "name": name, "version": 1, "generation": 1,
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "spec": spec, "status": {}
+        }))
+        .unwrap()
+    }
+
+    #[async_trait]
+    impl Objects for Stored {
+        async fn named(&self, kind: &str, name: &str) -> Result<Option<RawObject>, ConfigError> {
+            let stored = self.stored.lock().unwrap();
+            Ok(stored
+                .iter()
+                .find(|o| o.meta.kind == kind && o.meta.name == name)
+                .cloned())
+        }
+        async fn all(&self, kind: &str) -> Result<Vec<RawObject>, ConfigError> {
+            let stored = self.stored.lock().unwrap();
+            Ok(stored
+                .iter()
+                .filter(|o| o.meta.kind == kind)
+                .cloned()
+                .collect())
+        }
+        async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject, ConfigError> {
+            let stored = self.stored.lock().unwrap();
+            let found = stored
+                .iter()
+                .find(|o| o.meta.kind == kind && o.meta.id == id);
+            found.cloned().ok_or_else(|| ConfigError::new("not found"))
+        }
+        async fn create_batch(
+            &self,
+            objects: &[BatchObject],
+        ) -> Result<Vec<RawObject>, ConfigError> {
+            let made: Vec<RawObject> = objects
+                .iter()
+                .map(|o| raw(&o.kind, o.id.unwrap(), &o.name, o.spec.clone()))
+                .collect();
+            self.stored.lock().unwrap().extend(made.clone());
+            Ok(made)
+        }
+        async fn replace(
+            &self,
+            current: &RawObject,
+            _labels: &Labels,
+            spec: &Value,
+        ) -> Result<Option<RawObject>, ConfigError> {
+            let mut stored = self.stored.lock().unwrap();
+            let at = stored
+                .iter_mut()
+                .find(|o| o.meta.id == current.meta.id)
+                .unwrap();
+            at.spec = spec.clone();
+            at.meta.version += 1;
+            Ok(Some(at.clone()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_create_finds_what_exists_and_an_apply_changes_it() {
+        let objects = Stored::default();
+        let text = |yaml: &str| {
+            let config = format!("WorkloadDefinition:\n  Name: web\n  YAML: \"{yaml}\"\n");
+            ConfigFile::from_text("config", config)
+                .unwrap()
+                .expand()
+                .unwrap()
+        };
+        let (done, _) = write(&objects, &text("a: 1"), false).await.unwrap();
+        assert_eq!(done[0].1, Outcome::Created);
+        let err = write(&objects, &text("a: 1"), false).await.err().unwrap();
+        assert_eq!(err.kind, Some(threeport_core::ErrorKind::AlreadyExists));
+        assert!(
+            err.message
+                .contains("WorkloadDefinition/web exists already"),
+            "{err}"
+        );
+        let (done, _) = write(&objects, &text("a: 1"), true).await.unwrap();
+        assert_eq!(done[0].1, Outcome::Unchanged);
+        let (done, _) = write(&objects, &text("a: 2"), true).await.unwrap();
+        assert_eq!(done[0].1, Outcome::Updated);
+        assert_eq!(done[0].0.spec["yaml_document"], "a: 2");
+    }
 
     #[test]
     fn unchanged_ignores_what_the_server_added() {
