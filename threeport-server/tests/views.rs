@@ -62,6 +62,13 @@ impl Plane {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// What `/metrics` says.
+    async fn metrics(&self) -> String {
+        let url = format!("{}/metrics", self.base);
+        let response = self.http.get(url).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     async fn config(&self, text: &str, apply: bool) -> (StatusCode, Value) {
         let url = format!("{}/v0/configs?apply={apply}", self.base);
         self.call(self.http.post(url).body(text.to_owned())).await
@@ -382,13 +389,7 @@ async fn the_watch_stream_announces_writes_and_ends_when_the_server_stops() {
         next_event(&mut response, &mut buffer).await.unwrap().0,
         "ready"
     );
-    let metrics = p
-        .http
-        .get(format!("{}/metrics", p.base))
-        .send()
-        .await
-        .unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = p.metrics().await;
     assert!(metrics.contains("watch_streams 1"), "{metrics}");
     let (_, runtime) = p.config(RUNTIME, false).await;
     let edge = id_of(&runtime, "KubernetesRuntimeInstance");
@@ -418,12 +419,6 @@ async fn the_watch_stream_announces_writes_and_ends_when_the_server_stops() {
         next_event(&mut response, &mut buffer).await.is_none(),
         "the stream ends when the server stops"
     );
-    let metrics = p
-        .http
-        .get(format!("{}/metrics", p.base))
-        .send()
-        .await
-        .unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = p.metrics().await;
     assert!(metrics.contains("watch_streams 0"), "{metrics}");
 }
