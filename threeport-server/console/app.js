@@ -289,7 +289,7 @@
       ["Other", /./],
     ];
     const placed = new Set();
-    const current = location.hash.split("/")[2];
+    const current = location.hash.split("?")[0].split("/")[2];
     const sections = groups.map(([title, pattern]) => {
       const items = kinds.filter((k) => !placed.has(k.kind) && pattern.test(k.kind));
       items.forEach((k) => placed.add(k.kind));

@@ -300,6 +300,8 @@ def test_lists_filter_and_follow_changes(plane: Dict[str, Any], browser: Any) ->
     browser.find_element(By.XPATH, "//button[text()='Filter']").click()
     _wait(browser, lambda d: _rows(d) == ["w-ok"], what="the name filter")
     assert browser.current_url.endswith("#/kinds/widgets?name=w-ok")
+    current = browser.find_element(By.CSS_SELECTOR, "#kinds-nav a[aria-current=page]")
+    assert current.get_attribute("href").endswith("#/kinds/widgets"), "the side bar marks the kind"
     _go(browser, plane, "#/kinds/widgets")
     label = _wait(browser, lambda d: d.find_element(By.ID, "f-label"))
     label.send_keys("team=blue")
