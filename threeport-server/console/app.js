@@ -365,7 +365,7 @@
           table("Objects by kind", ["Kind", "Objects", "~By state"], counts, "No objects yet.")));
     };
     view = { refresh: () => refresh().catch(showError(body)), wants: () => true, every: 2000 };
-    await refresh();
+    await refresh().catch(showError(body));
   }
 
   function showError(into) {
@@ -672,12 +672,13 @@
     const parts = path.split("/").filter(Boolean);
     const params = new URLSearchParams(query || "");
     if (parts[0] === "signin") return signOut();
+    // The overview loads the kinds itself (one request, not two).
+    if (parts.length === 0) return overviewPage();
     if (!kinds) {
       try { await loadKinds(); } catch (err) { return showError(content)(err); }
     } else {
       renderKindsNav();
     }
-    if (parts.length === 0) return overviewPage();
     if (parts[0] === "create") return createPage();
     if (parts[0] === "kinds" && parts.length === 2) return listPage(parts[1], params);
     if (parts[0] === "kinds" && parts.length === 3) return detailPage(parts[1], parts[2]);

@@ -67,13 +67,32 @@ struct BatchObject {
     spec: Value,
 }
 
-/// `POST /v0/batch` (also what `/v0/configs` creates a config's parts with).
-pub(crate) async fn create_batch(
+async fn create_batch(
     State(state): State<ApiState>,
     headers: HeaderMap,
     raw: Bytes,
 ) -> ApiResult<Response> {
-    let request: BatchRequest = decode(body_object(&raw, Write::Create)?)?;
+    let (created, replayed) = create_objects(&state, &headers, &raw).await?;
+    let mut response = (
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({ "items": created })),
+    )
+        .into_response();
+    if replayed {
+        mark_replayed(&mut response);
+    }
+    Ok(response)
+}
+
+/// What `POST /v0/batch` does with its body `raw` (`{"objects": [..]}`): the objects created
+/// in request order, and whether an `Idempotency-Key` replayed an earlier request's. Also how
+/// `/v0/configs` creates a config's parts.
+pub(crate) async fn create_objects(
+    state: &ApiState,
+    headers: &HeaderMap,
+    raw: &Bytes,
+) -> ApiResult<(Vec<threeport_core::object::RawObject>, bool)> {
+    let request: BatchRequest = decode(body_object(raw, Write::Create)?)?;
     if request.objects.is_empty() || request.objects.len() > MAX_BATCH {
         return Err(ApiError(Error::invalid(
             "objects",
@@ -108,7 +127,7 @@ pub(crate) async fn create_batch(
         let entry = &*entry;
         let secret = take_secret(entry, &mut object.spec)
             .map_err(|err| within(&format!("{at}.spec"), err))?;
-        let checked = prepare(&state, entry, object.spec)
+        let checked = prepare(state, entry, object.spec)
             .await
             .map_err(|err| within(&format!("{at}.spec"), err))?;
         if let Some(secret) = secret {
@@ -127,7 +146,7 @@ pub(crate) async fn create_batch(
         ));
     }
     let ids: Vec<ObjectId> = objects.iter().map(|(id, _)| *id).collect();
-    let (created, replayed) = create_once(&state, &headers, "POST /v0/batch", &raw, objects)
+    let (created, replayed) = create_once(state, headers, "POST /v0/batch", raw, objects)
         .await
         .map_err(|ApiError(err)| match err {
             // The store names a taken id in `ids`: name the object that asked for it.
@@ -140,16 +159,8 @@ pub(crate) async fn create_batch(
         })?;
     for (id, secret) in secrets {
         if let Some(object) = created.iter().find(|o| o.meta.id == id) {
-            hand_over_secret(&state, object, secret).await?;
+            hand_over_secret(state, object, secret).await?;
         }
     }
-    let mut response = (
-        StatusCode::CREATED,
-        axum::Json(serde_json::json!({ "items": created })),
-    )
-        .into_response();
-    if replayed {
-        mark_replayed(&mut response);
-    }
-    Ok(response)
+    Ok((created, replayed))
 }

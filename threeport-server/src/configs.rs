@@ -22,7 +22,7 @@ use threeport_api::config::plan::{self, Objects, Outcome};
 use threeport_api::config::{ConfigError, ConfigFile};
 use threeport_core::object::{Labels, ObjectId, RawObject};
 use threeport_core::store::ListQuery;
-use threeport_core::{Error, ErrorKind};
+use threeport_core::{Api, Dynamic, Error, ErrorKind};
 
 use crate::rest::{ApiError, ApiResult, ApiState, query_pairs, replace_spec};
 
@@ -114,21 +114,15 @@ impl Objects for StoreObjects {
     }
 
     async fn all(&self, kind: &str) -> Result<Vec<RawObject>, ConfigError> {
-        let mut query = ListQuery::default().limit(threeport_core::store::MAX_PAGE_SIZE);
-        let mut all = Vec::new();
-        loop {
-            let page = self
-                .state
-                .store
-                .list(kind, &query)
-                .await
-                .map_err(config_error)?;
-            all.extend(page.items);
-            match page.next {
-                Some(next) => query.after = Some(next),
-                None => return Ok(all),
-            }
-        }
+        let objects =
+            Api::<Dynamic>::of_kind(self.state.store.clone(), kind).map_err(config_error)?;
+        let all = objects
+            .list_all(&ListQuery::default().limit(threeport_core::store::MAX_PAGE_SIZE))
+            .await
+            .map_err(config_error)?;
+        all.iter()
+            .map(|o| o.to_raw().map_err(config_error))
+            .collect()
     }
 
     async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject, ConfigError> {
@@ -137,20 +131,10 @@ impl Objects for StoreObjects {
 
     async fn create_batch(&self, objects: &[BatchObject]) -> Result<Vec<RawObject>, ConfigError> {
         let body = serde_json::to_vec(&json!({ "objects": objects })).expect("objects serialize");
-        let response = crate::batch::create_batch(
-            State(self.state.clone()),
-            HeaderMap::new(),
-            Bytes::from(body),
-        )
-        .await
-        .map_err(|ApiError(err)| config_error(err))?;
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        crate::batch::create_objects(&self.state, &HeaderMap::new(), &Bytes::from(body))
             .await
-            .map_err(|e| ConfigError::new(format!("reading the created objects: {e}")))?;
-        let mut created: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ConfigError::new(format!("reading the created objects: {e}")))?;
-        serde_json::from_value(created["items"].take())
-            .map_err(|e| ConfigError::new(format!("reading the created objects: {e}")))
+            .map(|(created, _)| created)
+            .map_err(|ApiError(err)| config_error(err))
     }
 
     async fn replace(

@@ -54,6 +54,11 @@ pub struct KindEntry {
     pub secret_field: Option<&'static str>,
     /// Dotted spec paths of values kept encrypted at rest (see [`crate::seal`]).
     pub sealed_fields: Vec<String>,
+    /// The spec fields that may hold a reference to another object, for finding what
+    /// references an object: a kind of one's own declares them; a built-in kind's are the
+    /// top-level fields its schema documents as UUIDs (all references are ids). Derived once,
+    /// when the kind is registered or documented.
+    pub reference_fields: Vec<String>,
     check: Checker,
     schema: Option<SpecSchema>,
     defaults: Option<Defaulter>,
@@ -66,6 +71,19 @@ pub type Defaulter =
 
 /// Adds a kind's spec schema (and the schemas it refers to) to a list; returns its name.
 type SpecSchema = fn(&mut Vec<(String, RefOr<Schema>)>) -> String;
+
+/// The top-level properties of `T`'s schema documented as UUIDs.
+fn uuid_fields<T: ToSchema>() -> Vec<String> {
+    let schema = serde_json::to_value(T::schema()).unwrap_or_default();
+    let Some(properties) = schema["properties"].as_object() else {
+        return Vec::new();
+    };
+    properties
+        .iter()
+        .filter(|(_, property)| property.to_string().contains(r#""format":"uuid""#))
+        .map(|(field, _)| field.clone())
+        .collect()
+}
 
 fn spec_schema<T: ToSchema>(schemas: &mut Vec<(String, RefOr<Schema>)>) -> String {
     let name = T::name().into_owned();
@@ -97,6 +115,7 @@ impl KindEntry {
             plural,
             secret_field,
             sealed_fields,
+            reference_fields: check.reference_fields().map(str::to_owned).collect(),
             check: Checker::Schema(Arc::new(check)),
             schema: None,
             defaults: None,
@@ -117,34 +136,6 @@ impl KindEntry {
             Some(defaults) => defaults(store.clone(), spec).await,
             None => Ok(spec),
         }
-    }
-
-    /// The spec fields that may hold a reference to another object, for finding what
-    /// references an object: a kind of one's own declares them; a built-in kind's are the
-    /// top-level fields its schema documents as UUIDs (all references are ids).
-    pub fn reference_fields(&self) -> Vec<String> {
-        if let Checker::Schema(check) = &self.check {
-            return check.reference_fields().map(str::to_owned).collect();
-        }
-        let mut schemas = Vec::new();
-        let Some(name) = self.spec_schema(&mut schemas) else {
-            return Vec::new();
-        };
-        let Some((_, schema)) = schemas.iter().find(|(n, _)| *n == name) else {
-            return Vec::new();
-        };
-        let schema = serde_json::to_value(schema).unwrap_or_default();
-        let Some(properties) = schema["properties"].as_object() else {
-            return Vec::new();
-        };
-        properties
-            .iter()
-            .filter(|(_, property)| {
-                let text = property.to_string();
-                text.contains(r#""format":"uuid""#)
-            })
-            .map(|(field, _)| field.clone())
-            .collect()
     }
 
     /// Adds the spec's OpenAPI schema and those it refers to; returns its name, or `None` if
@@ -197,6 +188,7 @@ impl KindRegistry {
                 plural,
                 secret_field: T::SECRET_FIELD,
                 sealed_fields: T::SEALED_FIELDS.iter().map(|f| f.to_string()).collect(),
+                reference_fields: Vec::new(),
                 check: Checker::Typed(check_spec::<T>),
                 schema: None,
                 defaults: None,
@@ -221,7 +213,9 @@ impl KindRegistry {
             .by_plural
             .get_mut(&plural_path(T::KIND))
             .unwrap_or_else(|| panic!("register {} before documenting it", T::KIND));
-        Arc::make_mut(entry).schema = Some(spec_schema::<T>);
+        let entry = Arc::make_mut(entry);
+        entry.schema = Some(spec_schema::<T>);
+        entry.reference_fields = uuid_fields::<T>();
         self
     }
 
@@ -272,6 +266,15 @@ impl KindRegistry {
             return Ok(Some(entry.clone()));
         }
         self.custom.by_kind(store, kind).await
+    }
+
+    /// Every kind served: the built-in ones by kind name, then those registered by a
+    /// `KindDefinition` in `store`.
+    pub async fn served(&self, store: &Arc<dyn Store>) -> Result<Vec<Arc<KindEntry>>, Error> {
+        let mut kinds: Vec<Arc<KindEntry>> = self.by_plural.values().cloned().collect();
+        kinds.sort_by_key(|entry| entry.kind);
+        kinds.extend(self.custom_entries(store).await?);
+        Ok(kinds)
     }
 
     /// Every kind registered by a `KindDefinition` in `store`.

@@ -8,7 +8,6 @@
 //! Objects appear as [`Summary`]: kind, plural, id, name, state, reason, health.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::routing::get;
@@ -19,7 +18,6 @@ use threeport_core::object::{LifecycleState, ObjectId, RawObject};
 use threeport_core::store::ListQuery;
 use threeport_core::{Error, ErrorKind};
 
-use crate::registry::KindEntry;
 use crate::rest::{ApiError, ApiResult, ApiState};
 
 /// Most objects the overview reads per kind; past it the counts say `truncated`.
@@ -128,18 +126,6 @@ struct Overview {
     workloads: Vec<Summary>,
 }
 
-/// Every served kind: the built-in ones, then those of one's own.
-async fn all_kinds(state: &ApiState) -> ApiResult<Vec<Arc<KindEntry>>> {
-    let mut kinds: Vec<Arc<KindEntry>> = state
-        .kinds
-        .entries()
-        .map(|entry| Arc::new(entry.clone()))
-        .collect();
-    kinds.sort_by_key(|entry| entry.kind);
-    kinds.extend(state.kinds.custom_entries(&state.store).await?);
-    Ok(kinds)
-}
-
 async fn overview(State(state): State<ApiState>) -> ApiResult<Json<Value>> {
     let mut view = Overview {
         kinds: Vec::new(),
@@ -147,7 +133,7 @@ async fn overview(State(state): State<ApiState>) -> ApiResult<Json<Value>> {
         runtimes: Vec::new(),
         workloads: Vec::new(),
     };
-    for entry in all_kinds(&state).await? {
+    for entry in state.kinds.served(&state.store).await? {
         let mut count = KindCount {
             kind: entry.kind.to_owned(),
             plural: entry.plural.clone(),
@@ -278,8 +264,8 @@ async fn related(
     }
     // Whatever may reference it: every kind's reference fields, asked at once.
     let mut asks = Vec::new();
-    for other in all_kinds(&state).await? {
-        for field in other.reference_fields() {
+    for other in state.kinds.served(&state.store).await? {
+        for field in other.reference_fields.clone() {
             let store = state.store.clone();
             let other = other.clone();
             asks.push(async move {

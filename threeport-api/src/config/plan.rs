@@ -57,11 +57,7 @@ impl Objects for Client {
     }
 
     async fn create_batch(&self, objects: &[BatchObject]) -> Result<Vec<RawObject>, ConfigError> {
-        Client::create_batch(self, objects).await.map_err(|err| {
-            let mut error = ConfigError::new(err.to_string());
-            error.causes.push(format!("{err:?}"));
-            error
-        })
+        Ok(Client::create_batch(self, objects).await?)
     }
 
     async fn replace(
