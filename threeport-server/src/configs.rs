@@ -22,7 +22,7 @@ use threeport_api::config::plan::{self, Objects, Outcome};
 use threeport_api::config::{ConfigError, ConfigFile};
 use threeport_core::object::{Labels, ObjectId, RawObject};
 use threeport_core::store::ListQuery;
-use threeport_core::{Api, Dynamic, Error, ErrorKind};
+use threeport_core::{Api, Dynamic, Error, ErrorKind, Object};
 
 use crate::rest::{ApiError, ApiResult, ApiState, query_pairs, replace_spec};
 
@@ -97,36 +97,23 @@ struct StoreObjects {
     state: ApiState,
 }
 
-fn config_error(err: Error) -> ConfigError {
-    ConfigError::new(err.to_string()).of_kind(err.kind())
-}
-
 #[async_trait]
 impl Objects for StoreObjects {
     async fn named(&self, kind: &str, name: &str) -> Result<Option<RawObject>, ConfigError> {
-        let page = self
-            .state
-            .store
-            .list(kind, &ListQuery::named(name))
-            .await
-            .map_err(config_error)?;
+        let page = self.state.store.list(kind, &ListQuery::named(name)).await?;
         Ok(page.items.into_iter().next())
     }
 
     async fn all(&self, kind: &str) -> Result<Vec<RawObject>, ConfigError> {
-        let objects =
-            Api::<Dynamic>::of_kind(self.state.store.clone(), kind).map_err(config_error)?;
+        let objects = Api::<Dynamic>::of_kind(self.state.store.clone(), kind)?;
         let all = objects
             .list_all(&ListQuery::default().limit(threeport_core::store::MAX_PAGE_SIZE))
-            .await
-            .map_err(config_error)?;
-        all.iter()
-            .map(|o| o.to_raw().map_err(config_error))
-            .collect()
+            .await?;
+        Ok(all.iter().map(Object::to_raw).collect::<Result<_, _>>()?)
     }
 
     async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject, ConfigError> {
-        self.state.store.get(kind, id).await.map_err(config_error)
+        Ok(self.state.store.get(kind, id).await?)
     }
 
     async fn create_batch(&self, objects: &[BatchObject]) -> Result<Vec<RawObject>, ConfigError> {
@@ -134,7 +121,7 @@ impl Objects for StoreObjects {
         crate::batch::create_objects(&self.state, &HeaderMap::new(), &Bytes::from(body))
             .await
             .map(|(created, _)| created)
-            .map_err(|ApiError(err)| config_error(err))
+            .map_err(|ApiError(err)| err.into())
     }
 
     async fn replace(
@@ -147,8 +134,7 @@ impl Objects for StoreObjects {
             .state
             .kinds
             .lookup_kind(&self.state.store, &current.meta.kind)
-            .await
-            .map_err(config_error)?
+            .await?
             .ok_or_else(|| ConfigError::new(format!("{} is not served", current.meta.kind)))?;
         match replace_spec(
             &self.state,
@@ -162,7 +148,7 @@ impl Objects for StoreObjects {
         {
             Ok(updated) => Ok(Some(updated)),
             Err(ApiError(err)) if err.kind() == ErrorKind::Conflict => Ok(None),
-            Err(ApiError(err)) => Err(config_error(err)),
+            Err(ApiError(err)) => Err(err.into()),
         }
     }
 }

@@ -63,3 +63,10 @@ impl From<ClientError> for ConfigError {
         error
     }
 }
+
+impl From<threeport_core::Error> for ConfigError {
+    /// A store's or engine's error, its kind kept (an API answers with it).
+    fn from(err: threeport_core::Error) -> Self {
+        ConfigError::new(err.to_string()).of_kind(err.kind())
+    }
+}
