@@ -28,6 +28,7 @@
 //! `postgres://user@db.example.com/threeport?sslmode=verify-full&sslrootcert=/etc/ca.pem`.
 
 mod bus;
+mod coalesce;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -36,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use bus::{SqlBus, SqlBusConfig};
-pub use postgres::PgStore;
+pub use postgres::{PgStore, batched_writes};
 pub use sql::transaction_retries;
 pub use sqlite::SqliteStore;
 use threeport_core::{Bus, Error, Locker, Outbox, Result, Store};

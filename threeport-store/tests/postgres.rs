@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use common::fresh_postgres;
 use threeport_core::conformance::{self, Timing};
-use threeport_core::{ErrorKind, Labels, NewObject, Outbox, Reference, SpecUpdate, Store};
-use threeport_store::{ConnectOptions, PgStore, connect, transaction_retries};
+use threeport_core::{
+    ErrorKind, Labels, NewObject, Outbox, Reference, SpecUpdate, Status, StatusWrite, Store,
+};
+use threeport_store::{ConnectOptions, PgStore, batched_writes, connect, transaction_retries};
 
 async fn store() -> Arc<PgStore> {
     Arc::new(
@@ -377,4 +379,178 @@ async fn label_reference_and_owner_filters_use_the_path_indexes() {
         let plan = plan.join("\n");
         assert!(plan.contains(index), "{filter} must use {index}:\n{plan}");
     }
+}
+
+/// Creates and status writes made at once go to the database in batches (group commit), and
+/// every caller still gets its own answer: its object, or its own error (a name taken by an
+/// earlier object or by another create of the same batch, a stale version, an older fencing
+/// token), with one notification per object written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_are_batched_and_each_gets_its_own_answer() {
+    let store = store().await;
+    let batched_before = batched_writes();
+    store.create(new("Widget", "taken")).await.unwrap();
+    let mut names: Vec<String> = (0..120).map(|n| format!("w-{n}")).collect();
+    names.extend(["taken".to_owned(), "twice".to_owned(), "twice".to_owned()]);
+    let creates: Vec<_> = names
+        .iter()
+        .map(|name| {
+            let (store, name) = (store.clone(), name.clone());
+            tokio::spawn(async move { (name.clone(), store.create(new("Widget", &name)).await) })
+        })
+        .collect();
+    let mut created = Vec::new();
+    let mut twice = 0;
+    for create in creates {
+        match create.await.unwrap() {
+            (name, Ok(object)) => {
+                assert_eq!(object.meta.name, name);
+                assert_eq!(object.meta.version, 1);
+                twice += usize::from(name == "twice");
+                created.push(object);
+            }
+            (name, Err(err)) => {
+                assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{name}: {err}");
+                assert!(name == "taken" || name == "twice", "{name}: {err}");
+            }
+        }
+    }
+    assert_eq!(twice, 1, "one of the two creates named twice wins");
+    assert_eq!(created.len(), 121);
+    let notified = store
+        .claim("test", 1000, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(notified.len(), 122, "one creation notification per object");
+
+    // Status writes: each at its object's version, a second one at the same version for one
+    // object, and one with an older fencing token than the object's own earlier write.
+    let fenced = created[0].meta.id;
+    let write = |expected, fence, state: &str| StatusWrite {
+        expected_version: expected,
+        fence,
+        status: Status {
+            details: serde_json::json!({"state": state}),
+            ..Status::default()
+        },
+    };
+    store
+        .update_status("Widget", fenced, write(None, Some(9), "fenced"))
+        .await
+        .unwrap();
+    let writes: Vec<_> = created[1..]
+        .iter()
+        .map(|object| (object.meta.id, write(Some(1), Some(3), &object.meta.name)))
+        .chain([
+            // Same version as the write above for this object: one of the two loses.
+            (
+                created[1].meta.id,
+                write(Some(1), None, &created[1].meta.name),
+            ),
+            (fenced, write(None, Some(5), "older token")),
+        ])
+        .map(|(id, write)| {
+            let store = store.clone();
+            tokio::spawn(async move { (id, store.update_status("Widget", id, write).await) })
+        })
+        .collect();
+    let (mut written, mut refused) = (0, 0);
+    for write in writes {
+        match write.await.unwrap() {
+            (id, Ok(object)) => {
+                assert_eq!(object.meta.id, id);
+                assert_eq!(object.meta.version, 2);
+                assert_eq!(object.status.details["state"], object.meta.name.as_str());
+                written += 1;
+            }
+            (_, Err(err)) => {
+                assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((written, refused), (120, 2));
+    let stored = store.get("Widget", created[7].meta.id).await.unwrap();
+    assert_eq!(stored.status.details["state"], "w-7");
+    let fenced = store.get("Widget", fenced).await.unwrap();
+    assert_eq!(fenced.status.details["state"], "fenced");
+    assert!(
+        batched_writes() > batched_before,
+        "243 concurrent writes all went one at a time"
+    );
+}
+
+/// Creates with owners made at once go in batches too: each is written only if its owner
+/// exists with the kind named and is not being deleted, and each caller gets its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_owned_creates_are_batched_and_checked_one_by_one() {
+    let store = store().await;
+    let batched_before = batched_writes();
+    let owner = store.create(new("Definition", "owner")).await.unwrap();
+    let leaving = store.create(new("Definition", "leaving")).await.unwrap();
+    store
+        .schedule_deletion("Definition", leaving.meta.id, None)
+        .await
+        .unwrap();
+    let owned_by = |name: &str, kind: &str, id| NewObject {
+        owners: vec![threeport_core::ObjectRef::new(kind, id)],
+        ..new("Record", name)
+    };
+    let mut requests: Vec<(&str, NewObject)> = (0..80)
+        .map(|n| {
+            (
+                "ok",
+                owned_by(&format!("r-{n}"), "Definition", owner.meta.id),
+            )
+        })
+        .collect();
+    requests.extend([
+        (
+            "leaving",
+            owned_by("r-leaving", "Definition", leaving.meta.id),
+        ),
+        (
+            "missing",
+            owned_by("r-missing", "Definition", threeport_core::ObjectId::new()),
+        ),
+        ("wrong kind", owned_by("r-kind", "Instance", owner.meta.id)),
+        ("taken", owned_by("r-3", "Definition", owner.meta.id)),
+    ]);
+    let creates: Vec<_> = requests
+        .into_iter()
+        .map(|(case, object)| {
+            let store = store.clone();
+            tokio::spawn(async move { (case, store.create(object).await) })
+        })
+        .collect();
+    let mut created = 0;
+    for create in creates {
+        match create.await.unwrap() {
+            ("ok", Ok(object)) => {
+                assert_eq!(object.meta.owners[0].id, owner.meta.id);
+                created += 1;
+            }
+            // Either of the two creates named r-3 may win; the other is refused.
+            ("ok" | "taken", Err(err)) => {
+                assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+            }
+            ("taken", Ok(_)) => created += 1,
+            (case, Err(err)) => assert_eq!(err.kind(), ErrorKind::Invalid, "{case}: {err}"),
+            (case, Ok(object)) => panic!("{case}: created {object:?}"),
+        }
+    }
+    assert_eq!(created, 80);
+    assert!(
+        batched_writes() > batched_before,
+        "84 concurrent creates all went one at a time"
+    );
+    let dependents = store.dependents("Definition", owner.meta.id).await.unwrap();
+    assert_eq!(dependents.len(), 80);
+    assert!(
+        store
+            .dependents("Definition", leaving.meta.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

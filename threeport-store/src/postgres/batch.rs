@@ -1,0 +1,482 @@
+//! Group commit on PostgreSQL: the creates (a plain POST, a record a controller makes for
+//! its object), status writes (every reconcile ends with one) and reads by id that this
+//! process makes concurrently go to the database as one statement per batch
+//! ([`crate::coalesce`]), with the same checks and notifications each would have had alone.
+//! A request whose row the batch did not write (a name taken, a link missing, a version
+//! moved on, a fence passed), or a batch that failed, runs alone, so every caller gets the
+//! answer and the error it would have got without batching.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value;
+
+use sqlx::PgPool;
+use sqlx::types::Json;
+use threeport_core::{Error, NewObject, ObjectId, RawObject, Result, Status, StatusWrite};
+use uuid::Uuid;
+
+use super::{create_linked, create_plain, get_alone, links_of, update_status_alone};
+use crate::coalesce::Coalescer;
+use crate::sql::{ObjectRow, as_i64, with_retry};
+
+/// Requests written in a batch with others, since the process started (diagnostics, tests).
+static BATCHED: AtomicU64 = AtomicU64::new(0);
+
+/// How many creates and status writes this process made on PostgreSQL in one statement with
+/// others (group commit), since it started.
+pub fn batched_writes() -> u64 {
+    BATCHED.load(Ordering::Relaxed)
+}
+
+/// Lanes per kind of request: batches in flight at once (each holds one of the keyed
+/// connections while it runs).
+const LANES: usize = 1;
+/// Most requests in one statement.
+const MAX_BATCH: usize = 64;
+
+/// A create.
+pub(super) struct NewCreate {
+    id: ObjectId,
+    new: NewObject,
+}
+
+/// A status write.
+pub(super) struct StatusChange {
+    kind: String,
+    id: ObjectId,
+    write: StatusWrite,
+}
+
+/// The coalescers of one store's pool.
+#[derive(Debug)]
+pub(super) struct Batches {
+    creates: Coalescer<NewCreate, Result<RawObject>>,
+    linked_creates: Coalescer<NewCreate, Result<RawObject>>,
+    statuses: Coalescer<StatusChange, Result<RawObject>>,
+    gets: Coalescer<(String, ObjectId), Result<RawObject>>,
+}
+
+impl Batches {
+    /// Starts the lanes on the current runtime; they hold `pool` (not the store).
+    pub(super) fn start(pool: &PgPool) -> Self {
+        let creates = {
+            let pool = pool.clone();
+            Coalescer::start(LANES, MAX_BATCH, move |batch| {
+                let pool = pool.clone();
+                async move { create_batch(&pool, batch).await }
+            })
+        };
+        let statuses = {
+            let pool = pool.clone();
+            Coalescer::start(LANES, MAX_BATCH, move |batch| {
+                let pool = pool.clone();
+                async move { update_status_batch(&pool, batch).await }
+            })
+        };
+        let linked_creates = {
+            let pool = pool.clone();
+            Coalescer::start(LANES, MAX_BATCH, move |batch| {
+                let pool = pool.clone();
+                async move { create_linked_batch(&pool, batch).await }
+            })
+        };
+        let gets = {
+            let pool = pool.clone();
+            Coalescer::start(LANES, MAX_BATCH, move |batch| {
+                let pool = pool.clone();
+                async move { get_batch(&pool, batch).await }
+            })
+        };
+        Batches {
+            creates,
+            linked_creates,
+            statuses,
+            gets,
+        }
+    }
+
+    /// Creates `new` (no references, no owners) with id `id`, in a batch when others wait.
+    pub(super) async fn create(
+        &self,
+        pool: &PgPool,
+        id: ObjectId,
+        new: NewObject,
+    ) -> Result<RawObject> {
+        match self.creates.submit(NewCreate { id, new }).await {
+            Ok(answer) => answer,
+            Err(Some(request)) => create_plain(pool, request.id, &request.new).await,
+            Err(None) => Err(interrupted()),
+        }
+    }
+
+    /// Creates `new` (with references or owners) with id `id`, in a batch when others wait.
+    pub(super) async fn create_linked(
+        &self,
+        pool: &PgPool,
+        id: ObjectId,
+        new: NewObject,
+    ) -> Result<RawObject> {
+        match self.linked_creates.submit(NewCreate { id, new }).await {
+            Ok(answer) => answer,
+            Err(Some(request)) => create_linked(pool, request.id, &request.new).await,
+            Err(None) => Err(interrupted()),
+        }
+    }
+
+    /// Writes a status, in a batch when others wait.
+    pub(super) async fn update_status(
+        &self,
+        pool: &PgPool,
+        kind: &str,
+        id: ObjectId,
+        write: StatusWrite,
+    ) -> Result<RawObject> {
+        let change = StatusChange {
+            kind: kind.to_owned(),
+            id,
+            write,
+        };
+        match self.statuses.submit(change).await {
+            Ok(answer) => answer,
+            Err(Some(change)) => {
+                update_status_alone(pool, &change.kind, change.id, &change.write).await
+            }
+            Err(None) => Err(interrupted()),
+        }
+    }
+}
+
+impl Batches {
+    /// Reads one object, in a batch when others wait.
+    pub(super) async fn get(&self, pool: &PgPool, kind: &str, id: ObjectId) -> Result<RawObject> {
+        match self.gets.submit((kind.to_owned(), id)).await {
+            Ok(answer) => answer,
+            Err(Some((kind, id))) => get_alone(pool, &kind, id).await,
+            Err(None) => Err(interrupted()),
+        }
+    }
+}
+
+fn interrupted() -> Error {
+    Error::unavailable("the write was interrupted (the process is stopping); it may have been made")
+}
+
+/// A request and its place in its batch.
+type Placed<T> = (usize, T);
+
+/// Splits off the requests whose key came earlier in the batch: one statement must not
+/// write one row twice. They run alone afterwards.
+fn split_repeats<T, K: std::hash::Hash + Eq>(
+    batch: Vec<T>,
+    key: impl Fn(&T) -> K,
+) -> (Vec<Placed<T>>, Vec<Placed<T>>) {
+    let mut seen = HashSet::new();
+    batch
+        .into_iter()
+        .enumerate()
+        .partition(|(_, request)| seen.insert(key(request)))
+}
+
+/// Answers in request order from the rows a batch wrote (by id); each request whose row is
+/// missing, or every request when the batch failed, runs `alone`.
+async fn answer<T, F, Fut>(
+    total: usize,
+    batched: Vec<Placed<T>>,
+    repeats: Vec<Placed<T>>,
+    written: Result<Vec<ObjectRow>>,
+    id_of: impl Fn(&T) -> ObjectId,
+    alone: F,
+) -> Vec<Result<RawObject>>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<RawObject>>,
+{
+    let mut rows: HashMap<Uuid, RawObject> = match written {
+        Ok(rows) => {
+            BATCHED.fetch_add(rows.len() as u64, Ordering::Relaxed);
+            rows.into_iter()
+                .map(|row| {
+                    let raw = RawObject::from(row);
+                    (raw.meta.id.0, raw)
+                })
+                .collect()
+        }
+        Err(err) => {
+            tracing::debug!(error = %err, "a batched write failed; its requests run alone");
+            HashMap::new()
+        }
+    };
+    let mut answers: Vec<Option<Result<RawObject>>> = (0..total).map(|_| None).collect();
+    for (at, request) in batched.into_iter().chain(repeats) {
+        answers[at] = Some(match rows.remove(&id_of(&request).0) {
+            Some(raw) => Ok(raw),
+            None => alone(request).await,
+        });
+    }
+    answers
+        .into_iter()
+        .map(|answer| answer.expect("every request is answered"))
+        .collect()
+}
+
+async fn create_batch(pool: &PgPool, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
+    if let [_] = batch.as_slice() {
+        let request = batch.into_iter().next().expect("one request");
+        return vec![create_plain(pool, request.id, &request.new).await];
+    }
+    const SQL: &str = concat!(
+        "WITH written AS (INSERT INTO threeport_objects \
+         (id, kind, name, version, generation, created_at, updated_at, labels, refs, owners, spec, status) \
+         SELECT i.id, i.kind, i.name, 1, 1, now(), now(), i.labels, i.refs, i.owners, i.spec, $7 \
+         FROM unnest($1::UUID[], $2::TEXT[], $3::TEXT[], $4::JSONB[], $5::JSONB[], $6::JSONB[], $8::JSONB[]) \
+         WITH ORDINALITY AS i(id, kind, name, labels, refs, spec, owners, n) ORDER BY i.n \
+         ON CONFLICT DO NOTHING RETURNING ",
+        created!()
+    );
+    let total = batch.len();
+    let (batched, repeats) = split_repeats(batch, |r| r.id);
+    let requests: Vec<&NewCreate> = batched.iter().map(|(_, r)| r).collect();
+    let status = Json(Status::<Value>::default());
+    let written = with_retry("create", || async {
+        Ok(sqlx::query_as::<_, ObjectRow>(SQL)
+            .bind(requests.iter().map(|r| r.id.0).collect::<Vec<_>>())
+            .bind(requests.iter().map(|r| &r.new.kind).collect::<Vec<_>>())
+            .bind(requests.iter().map(|r| &r.new.name).collect::<Vec<_>>())
+            .bind(
+                requests
+                    .iter()
+                    .map(|r| Json(&r.new.labels))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                requests
+                    .iter()
+                    .map(|r| Json(&r.new.references))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                requests
+                    .iter()
+                    .map(|r| Json(&r.new.spec))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(&status)
+            .bind(
+                requests
+                    .iter()
+                    .map(|r| Json(&r.new.owners))
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(pool)
+            .await?)
+    })
+    .await;
+    answer(
+        total,
+        batched,
+        repeats,
+        written,
+        |r| r.id,
+        |r| async move { create_plain(pool, r.id, &r.new).await },
+    )
+    .await
+}
+
+// As the single write (`update_status_alone`), for a set of rows: `before` reads them as
+// they were before the statement, so a change of state, conditions or details notifies
+// the followers.
+const STATUS_BATCH_SQL: &str = concat!(
+    "WITH input AS (SELECT * FROM unnest($1::TEXT[], $2::UUID[], $3::JSONB[], $4::BIGINT[], $5::BIGINT[]) \
+     AS i(kind, id, status, expected, fence)), \
+     before AS (SELECT o.id, o.status FROM threeport_objects o JOIN input i ON o.kind = i.kind AND o.id = i.id), \
+     written AS (UPDATE threeport_objects o SET status = i.status, version = o.version + 1, \
+     updated_at = now(), fence = GREATEST(o.fence, COALESCE(i.fence, o.fence)) FROM input i \
+     WHERE o.kind = i.kind AND o.id = i.id AND (i.expected IS NULL OR o.version = i.expected) \
+     AND (i.fence IS NULL OR o.fence <= i.fence) RETURNING o.id, o.kind, o.name, o.version, \
+     o.generation, o.created_at, o.updated_at, o.deletion_scheduled_at, o.labels, o.refs, \
+     o.owners, o.spec, o.status), ",
+    follow!(
+        "EXISTS (SELECT 1 FROM before b WHERE b.id = w.id AND ( \
+         b.status->'state' IS DISTINCT FROM w.status->'state' \
+         OR b.status->'conditions' IS DISTINCT FROM w.status->'conditions' \
+         OR b.status->'details' IS DISTINCT FROM w.status->'details'))"
+    ),
+    " SELECT ",
+    columns!(),
+    " FROM written"
+);
+
+/// As [`create_linked`] for several: each row is inserted only if every object it links to
+/// exists with the kind named and is not being deleted (all of them locked `FOR SHARE`).
+async fn create_linked_batch(pool: &PgPool, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
+    if let [_] = batch.as_slice() {
+        let request = batch.into_iter().next().expect("one request");
+        return vec![create_linked(pool, request.id, &request.new).await];
+    }
+    const SQL: &str = concat!(
+        "WITH input AS (SELECT * FROM unnest($1::UUID[], $2::TEXT[], $3::TEXT[], $4::JSONB[], \
+         $5::JSONB[], $6::JSONB[], $8::JSONB[]) WITH ORDINALITY AS i(id, kind, name, labels, refs, spec, owners, n)), \
+         links AS (SELECT * FROM unnest($9::BIGINT[], $10::UUID[], $11::TEXT[]) AS l(n, id, kind)), \
+         targets AS (SELECT id, kind, deletion_scheduled_at IS NOT NULL AS deleting \
+         FROM threeport_objects WHERE id = ANY($10) ORDER BY id FOR SHARE), \
+         written AS (INSERT INTO threeport_objects \
+         (id, kind, name, version, generation, created_at, updated_at, labels, refs, owners, spec, status) \
+         SELECT i.id, i.kind, i.name, 1, 1, now(), now(), i.labels, i.refs, i.owners, i.spec, $7 \
+         FROM input i WHERE NOT EXISTS (SELECT 1 FROM links l LEFT JOIN targets t \
+         ON t.id = l.id AND t.kind = l.kind WHERE l.n = i.n AND (t.id IS NULL OR t.deleting)) \
+         ORDER BY i.n ON CONFLICT DO NOTHING RETURNING ",
+        created!()
+    );
+    let total = batch.len();
+    let (batched, repeats) = split_repeats(batch, |r| r.id);
+    let requests: Vec<&NewCreate> = batched.iter().map(|(_, r)| r).collect();
+    let (mut link_rows, mut link_ids, mut link_kinds) = (Vec::new(), Vec::new(), Vec::new());
+    for (n, request) in (1i64..).zip(&requests) {
+        for (id, kind) in links_of(&request.new) {
+            link_rows.push(n);
+            link_ids.push(id);
+            link_kinds.push(kind);
+        }
+    }
+    let status = Json(Status::<Value>::default());
+    let written = with_retry("create", || async {
+        Ok(sqlx::query_as::<_, ObjectRow>(SQL)
+            .bind(requests.iter().map(|r| r.id.0).collect::<Vec<_>>())
+            .bind(requests.iter().map(|r| &r.new.kind).collect::<Vec<_>>())
+            .bind(requests.iter().map(|r| &r.new.name).collect::<Vec<_>>())
+            .bind(
+                requests
+                    .iter()
+                    .map(|r| Json(&r.new.labels))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                requests
+                    .iter()
+                    .map(|r| Json(&r.new.references))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                requests
+                    .iter()
+                    .map(|r| Json(&r.new.spec))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(&status)
+            .bind(
+                requests
+                    .iter()
+                    .map(|r| Json(&r.new.owners))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(&link_rows)
+            .bind(&link_ids)
+            .bind(&link_kinds)
+            .fetch_all(pool)
+            .await?)
+    })
+    .await;
+    answer(
+        total,
+        batched,
+        repeats,
+        written,
+        |r| r.id,
+        |r| async move { create_linked(pool, r.id, &r.new).await },
+    )
+    .await
+}
+
+async fn update_status_batch(pool: &PgPool, batch: Vec<StatusChange>) -> Vec<Result<RawObject>> {
+    if let [_] = batch.as_slice() {
+        let change = batch.into_iter().next().expect("one request");
+        return vec![update_status_alone(pool, &change.kind, change.id, &change.write).await];
+    }
+    let total = batch.len();
+    let (batched, repeats) = split_repeats(batch, |c| c.id);
+    let changes: Vec<&StatusChange> = batched.iter().map(|(_, c)| c).collect();
+    let numbers = |of: fn(&StatusWrite) -> Option<u64>| -> Result<Vec<Option<i64>>> {
+        changes
+            .iter()
+            .map(|c| of(&c.write).map(as_i64).transpose())
+            .collect()
+    };
+    let written = match (numbers(|w| w.expected_version), numbers(|w| w.fence)) {
+        (Ok(expected), Ok(fences)) => {
+            with_retry("update_status", || async {
+                Ok(sqlx::query_as::<_, ObjectRow>(STATUS_BATCH_SQL)
+                    .bind(changes.iter().map(|c| &c.kind).collect::<Vec<_>>())
+                    .bind(changes.iter().map(|c| c.id.0).collect::<Vec<_>>())
+                    .bind(
+                        changes
+                            .iter()
+                            .map(|c| Json(&c.write.status))
+                            .collect::<Vec<_>>(),
+                    )
+                    .bind(&expected)
+                    .bind(&fences)
+                    .fetch_all(pool)
+                    .await?)
+            })
+            .await
+        }
+        // A number out of range: each request gets its own error alone.
+        (Err(err), _) | (_, Err(err)) => Err(err),
+    };
+    answer(
+        total,
+        batched,
+        repeats,
+        written,
+        |c| c.id,
+        |c| async move { update_status_alone(pool, &c.kind, c.id, &c.write).await },
+    )
+    .await
+}
+
+/// Reads are answered from one `id = ANY(…)` lookup: a row missing from it is missing (or
+/// of another kind).
+async fn get_batch(pool: &PgPool, batch: Vec<(String, ObjectId)>) -> Vec<Result<RawObject>> {
+    if let [(kind, id)] = batch.as_slice() {
+        return vec![get_alone(pool, kind, *id).await];
+    }
+    const SQL: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM threeport_objects WHERE id = ANY($1)"
+    );
+    let ids: Vec<Uuid> = batch.iter().map(|(_, id)| id.0).collect();
+    let read = with_retry("get", || async {
+        Ok(sqlx::query_as::<_, ObjectRow>(SQL)
+            .bind(&ids)
+            .fetch_all(pool)
+            .await?)
+    })
+    .await;
+    let rows: HashMap<Uuid, RawObject> = match read {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|row| {
+                let raw = RawObject::from(row);
+                (raw.meta.id.0, raw)
+            })
+            .collect(),
+        Err(err) => {
+            tracing::debug!(error = %err, "a batched read failed; its requests run alone");
+            let mut answers = Vec::with_capacity(batch.len());
+            for (kind, id) in batch {
+                answers.push(get_alone(pool, &kind, id).await);
+            }
+            return answers;
+        }
+    };
+    BATCHED.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    batch
+        .into_iter()
+        .map(|(kind, id)| match rows.get(&id.0) {
+            Some(raw) if raw.meta.kind == kind => Ok(raw.clone()),
+            _ => Err(Error::not_found(&kind, id)),
+        })
+        .collect()
+}
