@@ -214,7 +214,7 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(5000);
-        let plane = plane::Plane::distributed(&[]).await;
+        let plane = plane::Plane::distributed(&[], &[]).await;
         let client = Client::builder(&plane.base)
             .token(plane.token.clone())
             .build()

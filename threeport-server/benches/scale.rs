@@ -181,7 +181,7 @@ async fn run_once(mode: Mode, n: usize) -> Measured {
         .expect("fake API server");
     let plane = match mode {
         Mode::Embedded => Plane::embedded().await,
-        Mode::Distributed => Plane::distributed(&[CONTROLLERS, CONTROLLERS]).await,
+        Mode::Distributed => Plane::distributed(&[CONTROLLERS, CONTROLLERS], &[]).await,
     };
     let api = Api::of(&plane);
     api.register_runtime(&kube.url).await;

@@ -29,7 +29,7 @@ async fn restart_under_load(mode: StopMode) {
     let nats = nats::NatsServer::start().await;
     let data = temp_dir();
     let url = pg.url();
-    let (mut api, plane) = distributed_api(&data, &url, &nats.url).await;
+    let (mut api, plane) = distributed_api(&data, &url, &nats.url, &[]).await;
     let (mut first, _) = controllers(&["workload-definition"], &plane).await;
     let (mut second, _) = controllers(&["workload-definition"], &plane).await;
     let client = Client::builder(&api.base)

@@ -53,8 +53,9 @@ impl Plane {
     }
 
     /// An `api` and one `controller` process per entry of `controllers` (the controller
-    /// names it runs), on a new PostgreSQL database and a nats-server of its own.
-    pub async fn distributed(controllers: &[&[&str]]) -> Plane {
+    /// names it runs), on a new PostgreSQL database and a nats-server of its own; `flags`
+    /// go to every process.
+    pub async fn distributed(controllers: &[&[&str]], flags: &[&str]) -> Plane {
         let admin_url = std::env::var("THREEPORT_TEST_POSTGRES_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
         let database = format!("threeport_bench_{}", uuid::Uuid::now_v7().simple());
@@ -71,7 +72,7 @@ impl Plane {
         };
         let nats = nats::NatsServer::start().await;
         let data = process::temp_dir();
-        let (api, plane) = process::distributed_api(&data, &url, &nats.url).await;
+        let (api, plane) = process::distributed_api(&data, &url, &nats.url, flags).await;
         let token = api.token.clone().expect("the api's token");
         let mut processes = vec![("api".to_owned(), api)];
         let mut controller_metrics = Vec::new();

@@ -95,6 +95,7 @@ pub async fn distributed_api(
     data: &Path,
     database_url: &str,
     nats_url: &str,
+    extra: &[&str],
 ) -> (Server, Vec<String>) {
     let minted = threeport_server::auth::mint_token().unwrap();
     let tokens = data.join("tokens");
@@ -108,8 +109,10 @@ pub async fn distributed_api(
         "--encryption-key-file",
         key.to_str().unwrap(),
     ]
+    .into_iter()
+    .chain(extra.iter().copied())
     .map(str::to_owned)
-    .into();
+    .collect();
     let mut api_flags: Vec<&str> = plane.iter().map(String::as_str).collect();
     api_flags.extend(["--token-file", tokens.to_str().unwrap()]);
     let mut api = start("api", data, &api_flags).await;
