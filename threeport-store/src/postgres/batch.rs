@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
-use sqlx::PgPool;
+use sqlx::postgres::PgArguments;
 use sqlx::types::Json;
+use sqlx::{PgPool, Postgres};
 use threeport_core::{Error, NewObject, ObjectId, RawObject, Result, Status, StatusWrite};
 use uuid::Uuid;
 
@@ -96,29 +97,23 @@ impl Batches {
         }
     }
 
-    /// Creates `new` (no references, no owners) with id `id`, in a batch when others wait.
+    /// Creates `new` with id `id`, in a batch with the other creates waiting of its sort
+    /// (with links to check, or without).
     pub(super) async fn create(
         &self,
         pool: &PgPool,
         id: ObjectId,
         new: NewObject,
     ) -> Result<RawObject> {
-        match self.creates.submit(NewCreate { id, new }).await {
+        let plain = new.references.is_empty() && new.owners.is_empty();
+        let coalescer = if plain {
+            &self.creates
+        } else {
+            &self.linked_creates
+        };
+        match coalescer.submit(NewCreate { id, new }).await {
             Ok(answer) => answer,
-            Err(Some(request)) => create_plain(pool, request.id, &request.new).await,
-            Err(None) => Err(interrupted()),
-        }
-    }
-
-    /// Creates `new` (with references or owners) with id `id`, in a batch when others wait.
-    pub(super) async fn create_linked(
-        &self,
-        pool: &PgPool,
-        id: ObjectId,
-        new: NewObject,
-    ) -> Result<RawObject> {
-        match self.linked_creates.submit(NewCreate { id, new }).await {
-            Ok(answer) => answer,
+            Err(Some(request)) if plain => create_plain(pool, request.id, &request.new).await,
             Err(Some(request)) => create_linked(pool, request.id, &request.new).await,
             Err(None) => Err(interrupted()),
         }
@@ -220,6 +215,47 @@ where
         .collect()
 }
 
+/// A statement that returns object rows.
+type RowsQuery<'q> = sqlx::query::QueryAs<'q, Postgres, ObjectRow, PgArguments>;
+
+/// Binds a batch of creates as `$1`–`$8` of a batch create statement: one array per column,
+/// in request order, and the new objects' status.
+fn bind_creates<'q>(
+    query: RowsQuery<'q>,
+    requests: &[&'q NewCreate],
+    status: &'q Json<Status<Value>>,
+) -> RowsQuery<'q> {
+    query
+        .bind(requests.iter().map(|r| r.id.0).collect::<Vec<_>>())
+        .bind(requests.iter().map(|r| &r.new.kind).collect::<Vec<_>>())
+        .bind(requests.iter().map(|r| &r.new.name).collect::<Vec<_>>())
+        .bind(
+            requests
+                .iter()
+                .map(|r| Json(&r.new.labels))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            requests
+                .iter()
+                .map(|r| Json(&r.new.references))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            requests
+                .iter()
+                .map(|r| Json(&r.new.spec))
+                .collect::<Vec<_>>(),
+        )
+        .bind(status)
+        .bind(
+            requests
+                .iter()
+                .map(|r| Json(&r.new.owners))
+                .collect::<Vec<_>>(),
+        )
+}
+
 async fn create_batch(pool: &PgPool, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
     if let [_] = batch.as_slice() {
         let request = batch.into_iter().next().expect("one request");
@@ -239,35 +275,7 @@ async fn create_batch(pool: &PgPool, batch: Vec<NewCreate>) -> Vec<Result<RawObj
     let requests: Vec<&NewCreate> = batched.iter().map(|(_, r)| r).collect();
     let status = Json(Status::<Value>::default());
     let written = with_retry("create", || async {
-        Ok(sqlx::query_as::<_, ObjectRow>(SQL)
-            .bind(requests.iter().map(|r| r.id.0).collect::<Vec<_>>())
-            .bind(requests.iter().map(|r| &r.new.kind).collect::<Vec<_>>())
-            .bind(requests.iter().map(|r| &r.new.name).collect::<Vec<_>>())
-            .bind(
-                requests
-                    .iter()
-                    .map(|r| Json(&r.new.labels))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                requests
-                    .iter()
-                    .map(|r| Json(&r.new.references))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                requests
-                    .iter()
-                    .map(|r| Json(&r.new.spec))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(&status)
-            .bind(
-                requests
-                    .iter()
-                    .map(|r| Json(&r.new.owners))
-                    .collect::<Vec<_>>(),
-            )
+        Ok(bind_creates(sqlx::query_as(SQL), &requests, &status)
             .fetch_all(pool)
             .await?)
     })
@@ -341,35 +349,7 @@ async fn create_linked_batch(pool: &PgPool, batch: Vec<NewCreate>) -> Vec<Result
     }
     let status = Json(Status::<Value>::default());
     let written = with_retry("create", || async {
-        Ok(sqlx::query_as::<_, ObjectRow>(SQL)
-            .bind(requests.iter().map(|r| r.id.0).collect::<Vec<_>>())
-            .bind(requests.iter().map(|r| &r.new.kind).collect::<Vec<_>>())
-            .bind(requests.iter().map(|r| &r.new.name).collect::<Vec<_>>())
-            .bind(
-                requests
-                    .iter()
-                    .map(|r| Json(&r.new.labels))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                requests
-                    .iter()
-                    .map(|r| Json(&r.new.references))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                requests
-                    .iter()
-                    .map(|r| Json(&r.new.spec))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(&status)
-            .bind(
-                requests
-                    .iter()
-                    .map(|r| Json(&r.new.owners))
-                    .collect::<Vec<_>>(),
-            )
+        Ok(bind_creates(sqlx::query_as(SQL), &requests, &status)
             .bind(&link_rows)
             .bind(&link_ids)
             .bind(&link_kinds)

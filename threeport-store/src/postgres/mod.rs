@@ -467,15 +467,12 @@ async fn kinds_of(
 
 /// The objects whose references point at `id`.
 async fn referrers(conn: &mut PgConnection, id: ObjectId) -> OpResult<Vec<ObjectRef>> {
-    let rows: Vec<(String, Uuid)> = sqlx::query_as(concat!(
+    const SQL: &str = concat!(
         "SELECT kind, id FROM threeport_objects WHERE ",
         contains!("refs", "$1", "[]"),
         " ORDER BY id"
-    ))
-    .bind(Json(json!([{"id": id}])))
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(sql::object_refs(rows))
+    );
+    linking(&mut *conn, SQL, id).await
 }
 
 /// The objects `id` owns directly, in id order.
@@ -483,29 +480,36 @@ async fn dependents_of<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     id: ObjectId,
 ) -> OpResult<Vec<ObjectRef>> {
-    let rows: Vec<(String, Uuid)> = sqlx::query_as(concat!(
+    const SQL: &str = concat!(
         "SELECT kind, id FROM threeport_objects WHERE ",
         contains!("owners", "$1", "[]"),
         " ORDER BY id"
-    ))
-    .bind(Json(json!([{"id": id}])))
-    .fetch_all(executor)
-    .await?;
+    );
+    linking(executor, SQL, id).await
+}
+
+/// The objects `query` finds linking to `id` (`$1`: `[{"id": id}]`), as kinds and ids.
+async fn linking<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    query: &'static str,
+    id: ObjectId,
+) -> OpResult<Vec<ObjectRef>> {
+    let rows: Vec<(String, Uuid)> = sqlx::query_as(query)
+        .bind(Json(json!([{"id": id}])))
+        .fetch_all(executor)
+        .await?;
     Ok(sql::object_refs(rows))
 }
 
 /// The objects `id` owns directly, in id order, locked `FOR UPDATE` for a deletion's cascade
 /// (see [`BEGIN`]).
 async fn lock_dependents_of(conn: &mut PgConnection, id: ObjectId) -> OpResult<Vec<ObjectRef>> {
-    let rows: Vec<(String, Uuid)> = sqlx::query_as(concat!(
+    const SQL: &str = concat!(
         "SELECT kind, id FROM threeport_objects WHERE ",
         contains!("owners", "$1", "[]"),
         " ORDER BY id FOR UPDATE"
-    ))
-    .bind(Json(json!([{"id": id}])))
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(sql::object_refs(rows))
+    );
+    linking(&mut *conn, SQL, id).await
 }
 
 /// Why a conditional write matched no row.
@@ -664,15 +668,11 @@ async fn get_alone(pool: &PgPool, kind: &str, id: ObjectId) -> Result<RawObject>
 impl Store for PgStore {
     async fn create(&self, new: NewObject) -> Result<RawObject> {
         new.validate()?;
-        let id = ObjectId::new();
-        // Without references one autocommitted statement suffices, shared with the other
-        // creates waiting at the time.
-        if new.references.is_empty() && new.owners.is_empty() {
-            let raw = self.batches.create(&self.keyed, id, new).await?;
-            self.wrote();
-            return Ok(raw);
-        }
-        let raw = self.batches.create_linked(&self.keyed, id, new).await?;
+        // One autocommitted statement, shared with the other creates waiting at the time.
+        let raw = self
+            .batches
+            .create(&self.keyed, ObjectId::new(), new)
+            .await?;
         self.wrote();
         Ok(raw)
     }
