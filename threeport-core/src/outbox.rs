@@ -51,6 +51,22 @@ pub trait Outbox: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes published entries.
     async fn complete(&self, seqs: &[u64]) -> Result<()>;
 
+    /// [`complete`](Outbox::complete)s `published`, then [`claim`](Outbox::claim)s as it
+    /// does (never returning an entry of `published`). A relay's every round does both: a
+    /// backend may do them in one round trip (the default makes two).
+    async fn complete_and_claim(
+        &self,
+        published: &[u64],
+        claimer: &str,
+        limit: usize,
+        claim_for: Duration,
+    ) -> Result<Vec<OutboxEntry>> {
+        if !published.is_empty() {
+            self.complete(published).await?;
+        }
+        self.claim(claimer, limit, claim_for).await
+    }
+
     /// Waits until new entries may be pending, at most `timeout`. The default just sleeps;
     /// backends that learn of their own writes wake up early.
     async fn wait_for_entries(&self, timeout: Duration) {
@@ -205,9 +221,14 @@ impl OutboxRelay {
     }
 
     /// Relays until `shutdown` is cancelled. Failures are logged and retried, never fatal.
+    ///
+    /// A round's published entries are deleted by the next round's claim, in the same round
+    /// trip; the next round comes at once after a round that relayed anything, and a round
+    /// that finds nothing new has deleted them.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut published = Vec::new();
         while !shutdown.is_cancelled() {
-            let round = self.relay_once().await;
+            let round = self.relay_round(&mut published).await;
             self.metrics.round(
                 round.as_ref().map(|n| *n).map_err(|_| ()),
                 self.config.batch,
@@ -215,7 +236,7 @@ impl OutboxRelay {
             let delay = match round {
                 Ok(0) => {
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => break,
                         _ = self.outbox.wait_for_entries(self.config.poll_interval) => {}
                     }
                     continue;
@@ -227,22 +248,43 @@ impl OutboxRelay {
                 }
             };
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
             }
+        }
+        // What the last round published is deleted now, not re-published after its claim
+        // times out.
+        if !published.is_empty()
+            && let Err(err) = self.outbox.complete(&published).await
+        {
+            tracing::debug!(error = %err, "completing the last relayed entries failed; they are relayed again later");
         }
     }
 
     /// One round: claim, publish, complete. Returns how many entries were relayed.
     pub async fn relay_once(&self) -> Result<usize> {
+        let mut published = Vec::new();
+        let relayed = self.relay_round(&mut published).await?;
+        if !published.is_empty() {
+            self.outbox.complete(&published).await?;
+        }
+        Ok(relayed)
+    }
+
+    /// Completes `published` (the previous round's entries) and claims new ones in one call,
+    /// publishes those and leaves their seqs in `published` for the next round. A failed
+    /// round keeps what it had to complete.
+    async fn relay_round(&self, published: &mut Vec<u64>) -> Result<usize> {
         let entries = self
             .outbox
-            .claim(
+            .complete_and_claim(
+                published,
                 &self.config.claimer,
                 self.config.batch,
                 self.config.claim_for,
             )
             .await?;
+        published.clear();
         if entries.is_empty() {
             return Ok(0);
         }
@@ -252,7 +294,7 @@ impl OutboxRelay {
         self.bus
             .publish_all(entries.into_iter().map(|e| e.notification).collect())
             .await?;
-        self.outbox.complete(&seqs).await?;
-        Ok(seqs.len())
+        *published = seqs;
+        Ok(published.len())
     }
 }

@@ -17,6 +17,7 @@ pub async fn run(store: Arc<dyn Store>, outbox: Arc<dyn Outbox>, timing: Timing)
     desired_state_writes_record_notifications(&*store, &*outbox).await;
     failed_writes_record_nothing(&*store, &*outbox).await;
     claims_are_exclusive_until_they_time_out(&*store, &*outbox, timing).await;
+    completing_and_claiming_at_once_never_returns_the_completed(&*store, &*outbox).await;
 }
 
 /// Every entry of `kind` a fresh claimer can see now, claimed for a moment.
@@ -176,4 +177,54 @@ pub async fn claims_are_exclusive_until_they_time_out(
             .expect("claim after complete"),
     );
     assert!(left.is_empty(), "completed entries must be gone: {left:?}");
+}
+
+/// `complete_and_claim` deletes what it is given and claims as `claim` does, never handing
+/// back an entry it was asked to delete (even one its claimer holds).
+pub async fn completing_and_claiming_at_once_never_returns_the_completed(
+    store: &dyn Store,
+    outbox: &dyn Outbox,
+) {
+    let kind = unique_name("Conf");
+    for name in ["a", "b", "c"] {
+        store.create(new(&kind, name)).await.expect("create");
+    }
+    let claimer = unique_name("conformance-relay-");
+    let claim_for = std::time::Duration::from_secs(30);
+    let of_kind = |entries: Vec<OutboxEntry>| -> Vec<u64> {
+        entries
+            .into_iter()
+            .filter(|e| e.notification.kind == kind)
+            .map(|e| e.seq)
+            .collect()
+    };
+    let claimed = of_kind(
+        outbox
+            .complete_and_claim(&[], &claimer, 10_000, claim_for)
+            .await
+            .expect("claim"),
+    );
+    assert_eq!(claimed.len(), 3, "three creates, three entries");
+    let again = of_kind(
+        outbox
+            .complete_and_claim(&claimed[..1], &claimer, 10_000, claim_for)
+            .await
+            .expect("complete and claim"),
+    );
+    assert_eq!(
+        again,
+        claimed[1..].to_vec(),
+        "the completed entry is gone; the claimer's others come back"
+    );
+    let left = of_kind(
+        outbox
+            .complete_and_claim(&claimed[1..], &claimer, 10_000, claim_for)
+            .await
+            .expect("complete and claim"),
+    );
+    assert!(left.is_empty(), "all completed: {left:?}");
+    assert!(
+        entries_of(outbox, &kind).await.is_empty(),
+        "completed entries are gone for good"
+    );
 }

@@ -1077,19 +1077,39 @@ impl Outbox for PgStore {
         limit: usize,
         claim_for: Duration,
     ) -> Result<Vec<OutboxEntry>> {
+        self.complete_and_claim(&[], claimer, limit, claim_for)
+            .await
+    }
+
+    async fn complete_and_claim(
+        &self,
+        published: &[u64],
+        claimer: &str,
+        limit: usize,
+        claim_for: Duration,
+    ) -> Result<Vec<OutboxEntry>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let published: Vec<i64> = published
+            .iter()
+            .map(|s| as_i64(*s))
+            .collect::<Result<_>>()?;
+        // One round trip: the published entries go, and the claim skips them (a statement's
+        // parts see one snapshot, in which they are still there).
         let rows = with_retry("outbox claim", || async {
             let rows = sqlx::query_as::<_, OutboxRow>(
-                "UPDATE threeport_outbox SET claimed_by = $1, \
+                "WITH done AS (DELETE FROM threeport_outbox WHERE seq = ANY($4)) \
+                 UPDATE threeport_outbox SET claimed_by = $1, \
                  claimed_until = now() + $3::BIGINT * INTERVAL '1 microsecond' \
                  WHERE seq IN (SELECT seq FROM threeport_outbox \
-                   WHERE claimed_until IS NULL OR claimed_until <= now() OR claimed_by = $1 \
+                   WHERE (claimed_until IS NULL OR claimed_until <= now() OR claimed_by = $1) \
+                   AND seq <> ALL($4) \
                    ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED) \
                  RETURNING seq, kind, object_id, operation, version",
             )
             .bind(claimer)
             .bind(limit)
             .bind(micros(claim_for))
+            .bind(&published)
             .fetch_all(&self.pool)
             .await?;
             Ok(rows)
