@@ -31,8 +31,10 @@ pub fn batched_writes() -> u64 {
 }
 
 /// Lanes per kind of request: batches in flight at once (each holds one of the keyed
-/// connections while it runs).
-const LANES: usize = 1;
+/// connections while it runs). Few, so that requests wait for a lane and go together; more
+/// than one, so that a batch waiting on a row lock (a deletion's) does not hold up every other
+/// write of its kind in the process.
+const LANES: usize = 2;
 /// Most requests in one statement.
 const MAX_BATCH: usize = 64;
 
