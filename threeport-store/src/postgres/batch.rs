@@ -155,8 +155,11 @@ impl Batches {
     }
 }
 
+/// A request a lane took and never answered: its runtime stopped mid-batch.
 fn interrupted() -> Error {
-    Error::unavailable("the write was interrupted (the process is stopping); it may have been made")
+    Error::unavailable(
+        "the request was interrupted (the process is stopping); a write may have been made",
+    )
 }
 
 /// A request and its place in its batch.
