@@ -10,22 +10,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
-
-use sqlx::postgres::PgArguments;
+use sqlx::PgPool;
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres};
 use threeport_core::{Error, NewObject, ObjectId, RawObject, Result, Status, StatusWrite};
 use uuid::Uuid;
 
-use super::{create_linked, create_plain, get_alone, links_of, update_status_alone};
+use super::{RowsQuery, create_linked, create_plain, get_alone, links_of, update_status_alone};
 use crate::coalesce::Coalescer;
 use crate::sql::{ObjectRow, as_i64, with_retry};
 
-/// Requests written in a batch with others, since the process started (diagnostics, tests).
+/// Requests served in a batch with others, since the process started (diagnostics, tests).
 static BATCHED: AtomicU64 = AtomicU64::new(0);
 
-/// How many creates and status writes this process made on PostgreSQL in one statement with
-/// others (group commit), since it started.
+/// How many creates, status writes and reads by id this process made on PostgreSQL in one
+/// statement with others (group commit), since it started.
 pub fn batched_writes() -> u64 {
     BATCHED.load(Ordering::Relaxed)
 }
@@ -58,55 +56,39 @@ pub(super) struct Batches {
     linked_creates: Coalescer<NewCreate, Result<RawObject>>,
     statuses: Coalescer<StatusChange, Result<RawObject>>,
     gets: Coalescer<(String, ObjectId), Result<RawObject>>,
+    /// Where a request runs alone when no lane can take it.
+    pool: PgPool,
+}
+
+/// Lanes that run their batches through `run` on `pool`.
+fn lanes<Req, Fut>(
+    pool: &PgPool,
+    run: fn(PgPool, Vec<Req>) -> Fut,
+) -> Coalescer<Req, Result<RawObject>>
+where
+    Req: Send + 'static,
+    Fut: std::future::Future<Output = Vec<Result<RawObject>>> + Send + 'static,
+{
+    let pool = pool.clone();
+    Coalescer::start(LANES, MAX_BATCH, move |batch| run(pool.clone(), batch))
 }
 
 impl Batches {
-    /// Starts the lanes on the current runtime; they hold `pool` (not the store).
+    /// Starts the lanes on the current runtime; they hold `pool` (not the store), and so
+    /// does the coalescers' owner for the requests no lane can take.
     pub(super) fn start(pool: &PgPool) -> Self {
-        let creates = {
-            let pool = pool.clone();
-            Coalescer::start(LANES, MAX_BATCH, move |batch| {
-                let pool = pool.clone();
-                async move { create_batch(&pool, batch).await }
-            })
-        };
-        let statuses = {
-            let pool = pool.clone();
-            Coalescer::start(LANES, MAX_BATCH, move |batch| {
-                let pool = pool.clone();
-                async move { update_status_batch(&pool, batch).await }
-            })
-        };
-        let linked_creates = {
-            let pool = pool.clone();
-            Coalescer::start(LANES, MAX_BATCH, move |batch| {
-                let pool = pool.clone();
-                async move { create_linked_batch(&pool, batch).await }
-            })
-        };
-        let gets = {
-            let pool = pool.clone();
-            Coalescer::start(LANES, MAX_BATCH, move |batch| {
-                let pool = pool.clone();
-                async move { get_batch(&pool, batch).await }
-            })
-        };
         Batches {
-            creates,
-            linked_creates,
-            statuses,
-            gets,
+            creates: lanes(pool, create_batch),
+            linked_creates: lanes(pool, create_linked_batch),
+            statuses: lanes(pool, update_status_batch),
+            gets: lanes(pool, get_batch),
+            pool: pool.clone(),
         }
     }
 
     /// Creates `new` with id `id`, in a batch with the other creates waiting of its sort
     /// (with links to check, or without).
-    pub(super) async fn create(
-        &self,
-        pool: &PgPool,
-        id: ObjectId,
-        new: NewObject,
-    ) -> Result<RawObject> {
+    pub(super) async fn create(&self, id: ObjectId, new: NewObject) -> Result<RawObject> {
         let plain = new.references.is_empty() && new.owners.is_empty();
         let coalescer = if plain {
             &self.creates
@@ -115,8 +97,8 @@ impl Batches {
         };
         match coalescer.submit(NewCreate { id, new }).await {
             Ok(answer) => answer,
-            Err(Some(request)) if plain => create_plain(pool, request.id, &request.new).await,
-            Err(Some(request)) => create_linked(pool, request.id, &request.new).await,
+            Err(Some(request)) if plain => create_plain(&self.pool, request.id, &request.new).await,
+            Err(Some(request)) => create_linked(&self.pool, request.id, &request.new).await,
             Err(None) => Err(interrupted()),
         }
     }
@@ -124,7 +106,6 @@ impl Batches {
     /// Writes a status, in a batch when others wait.
     pub(super) async fn update_status(
         &self,
-        pool: &PgPool,
         kind: &str,
         id: ObjectId,
         write: StatusWrite,
@@ -137,19 +118,17 @@ impl Batches {
         match self.statuses.submit(change).await {
             Ok(answer) => answer,
             Err(Some(change)) => {
-                update_status_alone(pool, &change.kind, change.id, &change.write).await
+                update_status_alone(&self.pool, &change.kind, change.id, &change.write).await
             }
             Err(None) => Err(interrupted()),
         }
     }
-}
 
-impl Batches {
     /// Reads one object, in a batch when others wait.
-    pub(super) async fn get(&self, pool: &PgPool, kind: &str, id: ObjectId) -> Result<RawObject> {
+    pub(super) async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject> {
         match self.gets.submit((kind.to_owned(), id)).await {
             Ok(answer) => answer,
-            Err(Some((kind, id))) => get_alone(pool, &kind, id).await,
+            Err(Some((kind, id))) => get_alone(&self.pool, &kind, id).await,
             Err(None) => Err(interrupted()),
         }
     }
@@ -220,9 +199,6 @@ where
         .collect()
 }
 
-/// A statement that returns object rows.
-type RowsQuery<'q> = sqlx::query::QueryAs<'q, Postgres, ObjectRow, PgArguments>;
-
 /// Binds a batch of creates as `$1`–`$8` of a batch create statement: one array per column,
 /// in request order, and the new objects' status.
 fn bind_creates<'q>(
@@ -261,7 +237,8 @@ fn bind_creates<'q>(
         )
 }
 
-async fn create_batch(pool: &PgPool, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
+async fn create_batch(pool: PgPool, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
+    let pool = &pool;
     if let [_] = batch.as_slice() {
         let request = batch.into_iter().next().expect("one request");
         return vec![create_plain(pool, request.id, &request.new).await];
@@ -322,7 +299,8 @@ const STATUS_BATCH_SQL: &str = concat!(
 
 /// As [`create_linked`] for several: each row is inserted only if every object it links to
 /// exists with the kind named and is not being deleted (all of them locked `FOR SHARE`).
-async fn create_linked_batch(pool: &PgPool, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
+async fn create_linked_batch(pool: PgPool, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
+    let pool = &pool;
     if let [_] = batch.as_slice() {
         let request = batch.into_iter().next().expect("one request");
         return vec![create_linked(pool, request.id, &request.new).await];
@@ -373,7 +351,8 @@ async fn create_linked_batch(pool: &PgPool, batch: Vec<NewCreate>) -> Vec<Result
     .await
 }
 
-async fn update_status_batch(pool: &PgPool, batch: Vec<StatusChange>) -> Vec<Result<RawObject>> {
+async fn update_status_batch(pool: PgPool, batch: Vec<StatusChange>) -> Vec<Result<RawObject>> {
+    let pool = &pool;
     if let [_] = batch.as_slice() {
         let change = batch.into_iter().next().expect("one request");
         return vec![update_status_alone(pool, &change.kind, change.id, &change.write).await];
@@ -422,7 +401,8 @@ async fn update_status_batch(pool: &PgPool, batch: Vec<StatusChange>) -> Vec<Res
 
 /// Reads are answered from one `id = ANY(…)` lookup: a row missing from it is missing (or
 /// of another kind).
-async fn get_batch(pool: &PgPool, batch: Vec<(String, ObjectId)>) -> Vec<Result<RawObject>> {
+async fn get_batch(pool: PgPool, batch: Vec<(String, ObjectId)>) -> Vec<Result<RawObject>> {
+    let pool = &pool;
     if let [(kind, id)] = batch.as_slice() {
         return vec![get_alone(pool, kind, *id).await];
     }

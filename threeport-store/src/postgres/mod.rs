@@ -120,7 +120,7 @@ pub struct PgStore {
     /// writes, an owner's dependents): their plans are made once and always use an index
     /// ([`keyed_plans`]).
     keyed: PgPool,
-    /// Group commit of plain creates and status writes (on `keyed`).
+    /// Group commit of creates, status writes and reads by id (on `keyed`).
     batches: Arc<batch::Batches>,
 }
 
@@ -327,13 +327,16 @@ macro_rules! created {
     };
 }
 
+/// A statement that returns object rows.
+type RowsQuery<'q> = sqlx::query::QueryAs<'q, Postgres, ObjectRow, sqlx::postgres::PgArguments>;
+
 /// Inserts a new object and its creation notification in one statement (a CTE); no row
 /// back means the name or the id is taken ([`created_or_taken`] says which).
 fn insert_query<'q>(
     id: ObjectId,
     new: &'q NewObject,
     status: &'q Json<Status<Value>>,
-) -> sqlx::query::QueryAs<'q, Postgres, ObjectRow, sqlx::postgres::PgArguments> {
+) -> RowsQuery<'q> {
     const SQL: &str = concat!(
         "WITH written AS (INSERT INTO threeport_objects \
          (id, kind, name, version, generation, created_at, updated_at, labels, refs, owners, spec, status) \
@@ -354,7 +357,7 @@ fn linked_insert_query<'q>(
     status: &'q Json<Status<Value>>,
     link_ids: &'q [Uuid],
     link_kinds: &'q [String],
-) -> sqlx::query::QueryAs<'q, Postgres, ObjectRow, sqlx::postgres::PgArguments> {
+) -> RowsQuery<'q> {
     const SQL: &str = concat!(
         "WITH targets AS (SELECT id, kind, deletion_scheduled_at IS NOT NULL AS deleting \
          FROM threeport_objects WHERE id = ANY($9) ORDER BY id FOR SHARE), \
@@ -374,11 +377,11 @@ fn linked_insert_query<'q>(
 
 /// Binds a new object's columns as `$1`–`$8` of a create statement.
 fn bind_new<'q>(
-    query: sqlx::query::QueryAs<'q, Postgres, ObjectRow, sqlx::postgres::PgArguments>,
+    query: RowsQuery<'q>,
     id: ObjectId,
     new: &'q NewObject,
     status: &'q Json<Status<Value>>,
-) -> sqlx::query::QueryAs<'q, Postgres, ObjectRow, sqlx::postgres::PgArguments> {
+) -> RowsQuery<'q> {
     query
         .bind(id.0)
         .bind(&new.kind)
@@ -669,10 +672,7 @@ impl Store for PgStore {
     async fn create(&self, new: NewObject) -> Result<RawObject> {
         new.validate()?;
         // One autocommitted statement, shared with the other creates waiting at the time.
-        let raw = self
-            .batches
-            .create(&self.keyed, ObjectId::new(), new)
-            .await?;
+        let raw = self.batches.create(ObjectId::new(), new).await?;
         self.wrote();
         Ok(raw)
     }
@@ -687,7 +687,7 @@ impl Store for PgStore {
             && new.owners.is_empty()
         {
             let (id, new) = objects.into_iter().next().expect("one object");
-            let raw = self.batches.create(&self.keyed, id, new).await?;
+            let raw = self.batches.create(id, new).await?;
             self.wrote();
             return Ok(vec![raw]);
         }
@@ -781,7 +781,7 @@ impl Store for PgStore {
     }
 
     async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject> {
-        self.batches.get(&self.keyed, kind, id).await
+        self.batches.get(kind, id).await
     }
 
     async fn list(&self, kind: &str, query: &ListQuery) -> Result<ListPage> {
@@ -879,9 +879,7 @@ impl Store for PgStore {
         id: ObjectId,
         write: StatusWrite,
     ) -> Result<RawObject> {
-        self.batches
-            .update_status(&self.keyed, kind, id, write)
-            .await
+        self.batches.update_status(kind, id, write).await
     }
 
     async fn schedule_deletion_with(
