@@ -50,9 +50,23 @@ impl<Req: Send + 'static, Out: Send + 'static> Coalescer<Req, Out> {
                 let mut batch = Vec::with_capacity(max_batch);
                 loop {
                     // One lane at a time waits at the queue; it leaves with what is there.
-                    let taken = receiver.lock().await.recv_many(&mut batch, max_batch).await;
-                    if taken == 0 {
-                        return;
+                    {
+                        let mut receiver = receiver.lock().await;
+                        if receiver.recv_many(&mut batch, max_batch).await == 0 {
+                            return;
+                        }
+                        // Woken by the first request, a lane would run before the other
+                        // tasks already woken with it (tokio runs the task just woken next):
+                        // once behind them, it finds their requests queued too.
+                        if batch.len() < max_batch {
+                            tokio::task::yield_now().await;
+                            while batch.len() < max_batch {
+                                match receiver.try_recv() {
+                                    Ok(request) => batch.push(request),
+                                    Err(_) => break,
+                                }
+                            }
+                        }
                     }
                     let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Out>>) =
                         batch.drain(..).unzip();
@@ -120,6 +134,37 @@ mod tests {
             largest.load(Ordering::SeqCst) <= 16,
             "a batch is at most max_batch"
         );
+    }
+
+    /// Requests made by tasks woken together go together even when a lane is free: on one
+    /// worker thread the lane woken by the first request runs next, and takes the others
+    /// only because it lets them run first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn requests_of_tasks_woken_together_share_a_batch() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let coalescer = {
+            let sizes = sizes.clone();
+            Arc::new(Coalescer::start(2, 16, move |requests: Vec<u32>| {
+                sizes.lock().unwrap().push(requests.len());
+                async move { requests }
+            }))
+        };
+        let go = Arc::new(tokio::sync::Barrier::new(9));
+        let calls: Vec<_> = (0..8u32)
+            .map(|n| {
+                let (coalescer, go) = (coalescer.clone(), go.clone());
+                tokio::spawn(async move {
+                    go.wait().await;
+                    coalescer.submit(n).await.ok()
+                })
+            })
+            .collect();
+        go.wait().await;
+        for (n, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.await.unwrap(), Some(n as u32));
+        }
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(sizes, [8], "8 requests made together took these batches");
     }
 
     /// A lone request runs at once, not after a timer.
