@@ -9,7 +9,8 @@ use std::time::Duration;
 use common::fresh_postgres;
 use threeport_core::conformance::{self, Timing};
 use threeport_core::{
-    ErrorKind, Labels, NewObject, Outbox, Reference, SpecUpdate, Status, StatusWrite, Store,
+    ErrorKind, Labels, NewObject, Operation, Outbox, Reference, Relation, SpecUpdate, Status,
+    StatusWrite, Store, Via,
 };
 use threeport_store::{ConnectOptions, PgStore, batched_writes, connect, transaction_retries};
 
@@ -478,6 +479,103 @@ async fn concurrent_writes_are_batched_and_each_gets_its_own_answer() {
         batched_writes() > batched_before,
         "243 concurrent writes all went one at a time"
     );
+}
+
+/// Creates and status writes of a kind no relation follows leave the followers' part out
+/// of their statement; a relation another process registers afterwards is honoured by the
+/// very next writes all the same (the statement keeps rows of a followed kind out, and they
+/// are written again with their followers notified), not once this process looks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_followed_since_this_process_looked_still_notifies_its_followers() {
+    let url = fresh_postgres().await;
+    let writer = Arc::new(
+        PgStore::connect(&url, &ConnectOptions::default())
+            .await
+            .unwrap(),
+    );
+    let elsewhere = PgStore::connect(&url, &ConnectOptions::default())
+        .await
+        .unwrap();
+    let create_all = |names: Vec<String>| {
+        let writer = writer.clone();
+        async move {
+            let creates: Vec<_> = names
+                .into_iter()
+                .map(|name| {
+                    let writer = writer.clone();
+                    tokio::spawn(async move { writer.create(new("Gadget", &name)).await })
+                })
+                .collect();
+            let mut created = Vec::new();
+            for create in creates {
+                created.push(create.await.unwrap().unwrap());
+            }
+            created
+        }
+    };
+    // Nobody follows gadgets yet: the writer writes them without the followers' part.
+    let before = create_all((0..20).map(|n| format!("before-{n}")).collect()).await;
+    let notified = writer
+        .claim("test", 1000, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(notified.len(), 20, "one creation notification each");
+    writer
+        .complete(&notified.iter().map(|e| e.seq).collect::<Vec<_>>())
+        .await
+        .unwrap();
+
+    elsewhere
+        .register_relations(&[Relation::new("Watcher", "Gadget", Via::Mapped)])
+        .await
+        .unwrap();
+    let after = create_all((0..20).map(|n| format!("after-{n}")).collect()).await;
+    let writes: Vec<_> = before
+        .iter()
+        .map(|gadget| {
+            let (writer, id) = (writer.clone(), gadget.meta.id);
+            tokio::spawn(async move {
+                let status = Status {
+                    details: serde_json::json!({"ready": true}),
+                    ..Status::default()
+                };
+                let write = StatusWrite {
+                    expected_version: None,
+                    fence: None,
+                    status,
+                };
+                writer.update_status("Gadget", id, write).await
+            })
+        })
+        .collect();
+    for write in writes {
+        assert_eq!(write.await.unwrap().unwrap().meta.version, 2);
+    }
+    let notified = writer
+        .claim("test", 1000, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let followed: std::collections::HashSet<_> = notified
+        .iter()
+        .filter(|e| e.notification.kind == "Watcher")
+        .map(|e| {
+            assert_eq!(e.notification.operation, Operation::Followed);
+            e.notification.id
+        })
+        .collect();
+    let created = notified.iter().filter(|e| e.notification.kind == "Gadget");
+    assert_eq!(
+        created.count(),
+        20,
+        "one creation notification per new gadget"
+    );
+    for gadget in before.iter().chain(&after) {
+        assert!(
+            followed.contains(&gadget.meta.id),
+            "{}: the watcher was not told of its write",
+            gadget.meta.name
+        );
+    }
 }
 
 /// Creates with owners made at once go in batches too: each is written only if its owner

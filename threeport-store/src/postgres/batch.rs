@@ -7,7 +7,9 @@
 //! answer and the error it would have got without batching.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sqlx::PgPool;
@@ -58,32 +60,48 @@ pub(super) struct Batches {
     gets: Coalescer<(String, ObjectId), Result<RawObject>>,
     /// Where a request runs alone when no lane can take it.
     pool: PgPool,
+    followed: Arc<Followed>,
 }
 
-/// Lanes that run their batches through `run` on `pool`.
-fn lanes<Req, Fut>(
-    pool: &PgPool,
-    run: fn(PgPool, Vec<Req>) -> Fut,
-) -> Coalescer<Req, Result<RawObject>>
+/// What a lane's batches run on.
+#[derive(Clone)]
+struct Db {
+    pool: PgPool,
+    followed: Arc<Followed>,
+}
+
+/// Lanes that run their batches through `run` on `db`.
+fn lanes<Req, Fut>(db: &Db, run: fn(Db, Vec<Req>) -> Fut) -> Coalescer<Req, Result<RawObject>>
 where
     Req: Send + 'static,
     Fut: std::future::Future<Output = Vec<Result<RawObject>>> + Send + 'static,
 {
-    let pool = pool.clone();
-    Coalescer::start(LANES, MAX_BATCH, move |batch| run(pool.clone(), batch))
+    let db = db.clone();
+    Coalescer::start(LANES, MAX_BATCH, move |batch| run(db.clone(), batch))
 }
 
 impl Batches {
     /// Starts the lanes on the current runtime; they hold `pool` (not the store), and so
     /// does the coalescers' owner for the requests no lane can take.
     pub(super) fn start(pool: &PgPool) -> Self {
-        Batches {
-            creates: lanes(pool, create_batch),
-            linked_creates: lanes(pool, create_linked_batch),
-            statuses: lanes(pool, update_status_batch),
-            gets: lanes(pool, get_batch),
+        let db = Db {
             pool: pool.clone(),
+            followed: Arc::default(),
+        };
+        Batches {
+            creates: lanes(&db, create_batch),
+            linked_creates: lanes(&db, create_linked_batch),
+            statuses: lanes(&db, update_status_batch),
+            gets: lanes(&db, get_batch),
+            pool: pool.clone(),
+            followed: db.followed,
         }
+    }
+
+    /// Relations were registered through this store: the kinds followed are read again
+    /// before the next batch.
+    pub(super) fn relations_changed(&self) {
+        self.followed.forget();
     }
 
     /// Creates `new` with id `id`, in a batch with the other creates waiting of its sort
@@ -139,6 +157,56 @@ fn interrupted() -> Error {
     Error::unavailable(
         "the request was interrupted (the process is stopping); a write may have been made",
     )
+}
+
+/// How long the kinds followed, once read, decide which statement a batch tries first.
+const FOLLOWED_FOR: Duration = Duration::from_secs(5);
+
+/// The kinds some registered relation follows, as last read: whether a batch of creates or
+/// status writes of a kind goes without the followers' part of the statement (most of what
+/// PostgreSQL spends starting one). Only a hint: that statement itself writes no row of a
+/// kind followed when it runs (`NOT EXISTS` on the relations, in the statement's snapshot,
+/// as the followers' part reads them), and such a row runs alone with every check. A
+/// relation registered by another process is seen here after at most [`FOLLOWED_FOR`], or
+/// at the first row it keeps out.
+#[derive(Debug, Default)]
+struct Followed {
+    read: std::sync::Mutex<Option<(HashSet<String>, Instant)>>,
+}
+
+impl Followed {
+    /// Whether a relation follows any of `kinds` (as last read, at most `FOLLOWED_FOR`
+    /// ago); `true` when the relations cannot be read.
+    async fn any<'k>(&self, pool: &PgPool, mut kinds: impl Iterator<Item = &'k str>) -> bool {
+        let fresh = self
+            .read
+            .lock()
+            .unwrap()
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < FOLLOWED_FOR)
+            .map(|(followed, _)| kinds.any(|kind| followed.contains(kind)));
+        if let Some(any) = fresh {
+            return any;
+        }
+        let read: sqlx::Result<Vec<(String,)>> =
+            sqlx::query_as("SELECT DISTINCT followed FROM threeport_relations")
+                .fetch_all(pool)
+                .await;
+        match read {
+            Ok(rows) => {
+                let followed: HashSet<String> = rows.into_iter().map(|(kind,)| kind).collect();
+                let any = kinds.any(|kind| followed.contains(kind));
+                *self.read.lock().unwrap() = Some((followed, Instant::now()));
+                any
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// Reads the relations again before the next decision.
+    fn forget(&self) {
+        self.read.lock().unwrap().take();
+    }
 }
 
 /// A request and its place in its batch.
@@ -237,31 +305,68 @@ fn bind_creates<'q>(
         )
 }
 
-async fn create_batch(pool: PgPool, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
-    let pool = &pool;
-    if let [_] = batch.as_slice() {
+/// The rows of a batch create, `$1`–`$8`.
+macro_rules! create_rows {
+    ($filter:expr) => {
+        concat!(
+            "WITH written AS (INSERT INTO threeport_objects \
+             (id, kind, name, version, generation, created_at, updated_at, labels, refs, owners, spec, status) \
+             SELECT i.id, i.kind, i.name, 1, 1, now(), now(), i.labels, i.refs, i.owners, i.spec, $7 \
+             FROM unnest($1::UUID[], $2::TEXT[], $3::TEXT[], $4::JSONB[], $5::JSONB[], $6::JSONB[], $8::JSONB[]) \
+             WITH ORDINALITY AS i(id, kind, name, labels, refs, spec, owners, n) ",
+            $filter,
+            " ORDER BY i.n ON CONFLICT DO NOTHING RETURNING "
+        )
+    };
+}
+
+/// Keeps out the rows of kinds a relation follows (see [`Followed`]).
+macro_rules! unfollowed {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM threeport_relations r WHERE r.followed = i.kind)"
+    };
+}
+
+async fn create_batch(db: Db, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
+    let pool = &db.pool;
+    // Kinds nobody follows go without the followers' part, even alone.
+    let lean = !db
+        .followed
+        .any(pool, batch.iter().map(|r| r.new.kind.as_str()))
+        .await;
+    if let ([_], false) = (batch.as_slice(), lean) {
         let request = batch.into_iter().next().expect("one request");
         return vec![create_plain(pool, request.id, &request.new).await];
     }
-    const SQL: &str = concat!(
-        "WITH written AS (INSERT INTO threeport_objects \
-         (id, kind, name, version, generation, created_at, updated_at, labels, refs, owners, spec, status) \
-         SELECT i.id, i.kind, i.name, 1, 1, now(), now(), i.labels, i.refs, i.owners, i.spec, $7 \
-         FROM unnest($1::UUID[], $2::TEXT[], $3::TEXT[], $4::JSONB[], $5::JSONB[], $6::JSONB[], $8::JSONB[]) \
-         WITH ORDINALITY AS i(id, kind, name, labels, refs, spec, owners, n) ORDER BY i.n \
-         ON CONFLICT DO NOTHING RETURNING ",
-        created!()
+    const SQL: &str = concat!(create_rows!(""), created!());
+    const LEAN_SQL: &str = concat!(
+        create_rows!(concat!("WHERE ", unfollowed!())),
+        columns!(),
+        "), ",
+        notify!("created"),
+        " SELECT ",
+        columns!(),
+        " FROM written"
     );
     let total = batch.len();
     let (batched, repeats) = split_repeats(batch, |r| r.id);
     let requests: Vec<&NewCreate> = batched.iter().map(|(_, r)| r).collect();
     let status = Json(Status::<Value>::default());
     let written = with_retry("create", || async {
-        Ok(bind_creates(sqlx::query_as(SQL), &requests, &status)
+        let sql = if lean { LEAN_SQL } else { SQL };
+        Ok(bind_creates(sqlx::query_as(sql), &requests, &status)
             .fetch_all(pool)
             .await?)
     })
     .await;
+    if lean
+        && written
+            .as_ref()
+            .is_ok_and(|rows| rows.len() < requests.len())
+    {
+        // A row kept out may be of a kind followed since the relations were read.
+        db.followed.forget();
+    }
     answer(
         total,
         batched,
@@ -299,8 +404,8 @@ const STATUS_BATCH_SQL: &str = concat!(
 
 /// As [`create_linked`] for several: each row is inserted only if every object it links to
 /// exists with the kind named and is not being deleted (all of them locked `FOR SHARE`).
-async fn create_linked_batch(pool: PgPool, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
-    let pool = &pool;
+async fn create_linked_batch(db: Db, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
+    let pool = &db.pool;
     if let [_] = batch.as_slice() {
         let request = batch.into_iter().next().expect("one request");
         return vec![create_linked(pool, request.id, &request.new).await];
@@ -351,9 +456,29 @@ async fn create_linked_batch(pool: PgPool, batch: Vec<NewCreate>) -> Vec<Result<
     .await
 }
 
-async fn update_status_batch(pool: PgPool, batch: Vec<StatusChange>) -> Vec<Result<RawObject>> {
-    let pool = &pool;
-    if let [_] = batch.as_slice() {
+/// As [`STATUS_BATCH_SQL`] for rows of kinds no relation follows (see [`Followed`]).
+const STATUS_BATCH_LEAN_SQL: &str = concat!(
+    "WITH input AS (SELECT * FROM unnest($1::TEXT[], $2::UUID[], $3::JSONB[], $4::BIGINT[], $5::BIGINT[]) \
+     AS i(kind, id, status, expected, fence)), \
+     written AS (UPDATE threeport_objects o SET status = i.status, version = o.version + 1, \
+     updated_at = now(), fence = GREATEST(o.fence, COALESCE(i.fence, o.fence)) FROM input i \
+     WHERE o.kind = i.kind AND o.id = i.id AND (i.expected IS NULL OR o.version = i.expected) \
+     AND (i.fence IS NULL OR o.fence <= i.fence) AND ",
+    unfollowed!(),
+    " RETURNING o.id, o.kind, o.name, o.version, o.generation, o.created_at, o.updated_at, \
+     o.deletion_scheduled_at, o.labels, o.refs, o.owners, o.spec, o.status) SELECT ",
+    columns!(),
+    " FROM written"
+);
+
+async fn update_status_batch(db: Db, batch: Vec<StatusChange>) -> Vec<Result<RawObject>> {
+    let pool = &db.pool;
+    // Kinds nobody follows go without the followers' part, even alone.
+    let lean = !db
+        .followed
+        .any(pool, batch.iter().map(|c| c.kind.as_str()))
+        .await;
+    if let ([_], false) = (batch.as_slice(), lean) {
         let change = batch.into_iter().next().expect("one request");
         return vec![update_status_alone(pool, &change.kind, change.id, &change.write).await];
     }
@@ -369,7 +494,12 @@ async fn update_status_batch(pool: PgPool, batch: Vec<StatusChange>) -> Vec<Resu
     let written = match (numbers(|w| w.expected_version), numbers(|w| w.fence)) {
         (Ok(expected), Ok(fences)) => {
             with_retry("update_status", || async {
-                Ok(sqlx::query_as::<_, ObjectRow>(STATUS_BATCH_SQL)
+                let sql = if lean {
+                    STATUS_BATCH_LEAN_SQL
+                } else {
+                    STATUS_BATCH_SQL
+                };
+                Ok(sqlx::query_as::<_, ObjectRow>(sql)
                     .bind(changes.iter().map(|c| &c.kind).collect::<Vec<_>>())
                     .bind(changes.iter().map(|c| c.id.0).collect::<Vec<_>>())
                     .bind(
@@ -388,6 +518,14 @@ async fn update_status_batch(pool: PgPool, batch: Vec<StatusChange>) -> Vec<Resu
         // A number out of range: each request gets its own error alone.
         (Err(err), _) | (_, Err(err)) => Err(err),
     };
+    if lean
+        && written
+            .as_ref()
+            .is_ok_and(|rows| rows.len() < changes.len())
+    {
+        // A row kept out may be of a kind followed since the relations were read.
+        db.followed.forget();
+    }
     answer(
         total,
         batched,
@@ -401,8 +539,8 @@ async fn update_status_batch(pool: PgPool, batch: Vec<StatusChange>) -> Vec<Resu
 
 /// Reads are answered from one `id = ANY(…)` lookup: a row missing from it is missing (or
 /// of another kind).
-async fn get_batch(pool: PgPool, batch: Vec<(String, ObjectId)>) -> Vec<Result<RawObject>> {
-    let pool = &pool;
+async fn get_batch(db: Db, batch: Vec<(String, ObjectId)>) -> Vec<Result<RawObject>> {
+    let pool = &db.pool;
     if let [(kind, id)] = batch.as_slice() {
         return vec![get_alone(pool, kind, *id).await];
     }

@@ -1004,7 +1004,7 @@ impl Store for PgStore {
         let followed: Vec<&str> = relations.iter().map(|r| r.followed.as_str()).collect();
         let followers: Vec<&str> = relations.iter().map(|r| r.follower.as_str()).collect();
         let via: Vec<&str> = relations.iter().map(|r| r.via.as_str()).collect();
-        with_retry("register_relations", || async {
+        let registered = with_retry("register_relations", || async {
             sqlx::query(
                 "INSERT INTO threeport_relations (followed, follower, via) \
                  SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[]) ON CONFLICT DO NOTHING",
@@ -1016,7 +1016,9 @@ impl Store for PgStore {
             .await?;
             Ok(())
         })
-        .await
+        .await;
+        self.batches.relations_changed();
+        registered
     }
 
     async fn remove(&self, kind: &str, id: ObjectId, fence: Option<u64>) -> Result<()> {
