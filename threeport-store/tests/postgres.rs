@@ -496,14 +496,21 @@ async fn a_kind_followed_since_this_process_looked_still_notifies_its_followers(
     let elsewhere = PgStore::connect(&url, &ConnectOptions::default())
         .await
         .unwrap();
-    let create_all = |names: Vec<String>| {
+    // Half of them owned by `owner` (a create with links to check is a statement of its own).
+    let create_all = |names: Vec<String>, owner: Option<threeport_core::ObjectRef>| {
         let writer = writer.clone();
         async move {
             let creates: Vec<_> = names
                 .into_iter()
-                .map(|name| {
+                .enumerate()
+                .map(|(n, name)| {
                     let writer = writer.clone();
-                    tokio::spawn(async move { writer.create(new("Gadget", &name)).await })
+                    let owners = owner.iter().filter(|_| n % 2 == 0).cloned().collect();
+                    let gadget = NewObject {
+                        owners,
+                        ..new("Gadget", &name)
+                    };
+                    tokio::spawn(async move { writer.create(gadget).await })
                 })
                 .collect();
             let mut created = Vec::new();
@@ -514,12 +521,18 @@ async fn a_kind_followed_since_this_process_looked_still_notifies_its_followers(
         }
     };
     // Nobody follows gadgets yet: the writer writes them without the followers' part.
-    let before = create_all((0..20).map(|n| format!("before-{n}")).collect()).await;
+    let owner = writer.create(new("Gadget", "owner")).await.unwrap();
+    let owner = Some(threeport_core::ObjectRef::new("Gadget", owner.meta.id));
+    let before = create_all(
+        (0..20).map(|n| format!("before-{n}")).collect(),
+        owner.clone(),
+    )
+    .await;
     let notified = writer
         .claim("test", 1000, Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(notified.len(), 20, "one creation notification each");
+    assert_eq!(notified.len(), 21, "one creation notification each");
     writer
         .complete(&notified.iter().map(|e| e.seq).collect::<Vec<_>>())
         .await
@@ -529,7 +542,7 @@ async fn a_kind_followed_since_this_process_looked_still_notifies_its_followers(
         .register_relations(&[Relation::new("Watcher", "Gadget", Via::Mapped)])
         .await
         .unwrap();
-    let after = create_all((0..20).map(|n| format!("after-{n}")).collect()).await;
+    let after = create_all((0..20).map(|n| format!("after-{n}")).collect(), owner).await;
     let writes: Vec<_> = before
         .iter()
         .map(|gadget| {

@@ -162,8 +162,8 @@ fn interrupted() -> Error {
 /// How long the kinds followed, once read, decide which statement a batch tries first.
 const FOLLOWED_FOR: Duration = Duration::from_secs(5);
 
-/// The kinds some registered relation follows, as last read: whether a batch of creates or
-/// status writes of a kind goes without the followers' part of the statement (most of what
+/// The kinds some registered relation follows, as last read: whether a batch of creates
+/// (with links or without) or status writes of a kind goes without the followers' part of the statement (most of what
 /// PostgreSQL spends starting one). Only a hint: that statement itself writes no row of a
 /// kind followed when it runs (`NOT EXISTS` on the relations, in the statement's snapshot,
 /// as the followers' part reads them), and such a row runs alone with every check. A
@@ -320,6 +320,21 @@ macro_rules! create_rows {
     };
 }
 
+/// As `created!()` without the followers' part: the end of a create that keeps out the
+/// rows of kinds a relation follows.
+macro_rules! created_lean {
+    () => {
+        concat!(
+            columns!(),
+            "), ",
+            notify!("created"),
+            " SELECT ",
+            columns!(),
+            " FROM written"
+        )
+    };
+}
+
 /// Keeps out the rows of kinds a relation follows (see [`Followed`]).
 macro_rules! unfollowed {
     () => {
@@ -341,12 +356,7 @@ async fn create_batch(db: Db, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
     const SQL: &str = concat!(create_rows!(""), created!());
     const LEAN_SQL: &str = concat!(
         create_rows!(concat!("WHERE ", unfollowed!())),
-        columns!(),
-        "), ",
-        notify!("created"),
-        " SELECT ",
-        columns!(),
-        " FROM written"
+        created_lean!()
     );
     let total = batch.len();
     let (batched, repeats) = split_repeats(batch, |r| r.id);
@@ -404,25 +414,41 @@ const STATUS_BATCH_SQL: &str = concat!(
 
 /// As [`create_linked`] for several: each row is inserted only if every object it links to
 /// exists with the kind named and is not being deleted (all of them locked `FOR SHARE`).
+/// The rows of a batch create with links, `$1`–`$11`: each only if every object it links to
+/// exists with the kind named and is not being deleted.
+macro_rules! create_linked_rows {
+    ($filter:expr) => {
+        concat!(
+            "WITH input AS (SELECT * FROM unnest($1::UUID[], $2::TEXT[], $3::TEXT[], $4::JSONB[], \
+             $5::JSONB[], $6::JSONB[], $8::JSONB[]) WITH ORDINALITY AS i(id, kind, name, labels, refs, spec, owners, n)), \
+             links AS (SELECT * FROM unnest($9::BIGINT[], $10::UUID[], $11::TEXT[]) AS l(n, id, kind)), \
+             targets AS (SELECT id, kind, deletion_scheduled_at IS NOT NULL AS deleting \
+             FROM threeport_objects WHERE id = ANY($10) ORDER BY id FOR SHARE), \
+             written AS (INSERT INTO threeport_objects \
+             (id, kind, name, version, generation, created_at, updated_at, labels, refs, owners, spec, status) \
+             SELECT i.id, i.kind, i.name, 1, 1, now(), now(), i.labels, i.refs, i.owners, i.spec, $7 \
+             FROM input i WHERE NOT EXISTS (SELECT 1 FROM links l LEFT JOIN targets t \
+             ON t.id = l.id AND t.kind = l.kind WHERE l.n = i.n AND (t.id IS NULL OR t.deleting)) ",
+            $filter,
+            " ORDER BY i.n ON CONFLICT DO NOTHING RETURNING "
+        )
+    };
+}
+
 async fn create_linked_batch(db: Db, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
     let pool = &db.pool;
-    if let [_] = batch.as_slice() {
+    let lean = !db
+        .followed
+        .any(pool, batch.iter().map(|r| r.new.kind.as_str()))
+        .await;
+    if let ([_], false) = (batch.as_slice(), lean) {
         let request = batch.into_iter().next().expect("one request");
         return vec![create_linked(pool, request.id, &request.new).await];
     }
-    const SQL: &str = concat!(
-        "WITH input AS (SELECT * FROM unnest($1::UUID[], $2::TEXT[], $3::TEXT[], $4::JSONB[], \
-         $5::JSONB[], $6::JSONB[], $8::JSONB[]) WITH ORDINALITY AS i(id, kind, name, labels, refs, spec, owners, n)), \
-         links AS (SELECT * FROM unnest($9::BIGINT[], $10::UUID[], $11::TEXT[]) AS l(n, id, kind)), \
-         targets AS (SELECT id, kind, deletion_scheduled_at IS NOT NULL AS deleting \
-         FROM threeport_objects WHERE id = ANY($10) ORDER BY id FOR SHARE), \
-         written AS (INSERT INTO threeport_objects \
-         (id, kind, name, version, generation, created_at, updated_at, labels, refs, owners, spec, status) \
-         SELECT i.id, i.kind, i.name, 1, 1, now(), now(), i.labels, i.refs, i.owners, i.spec, $7 \
-         FROM input i WHERE NOT EXISTS (SELECT 1 FROM links l LEFT JOIN targets t \
-         ON t.id = l.id AND t.kind = l.kind WHERE l.n = i.n AND (t.id IS NULL OR t.deleting)) \
-         ORDER BY i.n ON CONFLICT DO NOTHING RETURNING ",
-        created!()
+    const SQL: &str = concat!(create_linked_rows!(""), created!());
+    const LEAN_SQL: &str = concat!(
+        create_linked_rows!(concat!("AND ", unfollowed!())),
+        created_lean!()
     );
     let total = batch.len();
     let (batched, repeats) = split_repeats(batch, |r| r.id);
@@ -437,7 +463,8 @@ async fn create_linked_batch(db: Db, batch: Vec<NewCreate>) -> Vec<Result<RawObj
     }
     let status = Json(Status::<Value>::default());
     let written = with_retry("create", || async {
-        Ok(bind_creates(sqlx::query_as(SQL), &requests, &status)
+        let sql = if lean { LEAN_SQL } else { SQL };
+        Ok(bind_creates(sqlx::query_as(sql), &requests, &status)
             .bind(&link_rows)
             .bind(&link_ids)
             .bind(&link_kinds)
@@ -445,6 +472,14 @@ async fn create_linked_batch(db: Db, batch: Vec<NewCreate>) -> Vec<Result<RawObj
             .await?)
     })
     .await;
+    if lean
+        && written
+            .as_ref()
+            .is_ok_and(|rows| rows.len() < requests.len())
+    {
+        // A row kept out may be of a kind followed since the relations were read.
+        db.followed.forget();
+    }
     answer(
         total,
         batched,
