@@ -70,6 +70,16 @@ struct Db {
     followed: Arc<Followed>,
 }
 
+impl Db {
+    /// After a lean statement (see [`Followed`]) wrote fewer rows than it was given: one it
+    /// kept out may be of a kind followed since the relations were read.
+    fn after_batch(&self, lean: bool, written: &Result<Vec<ObjectRow>>, given: usize) {
+        if lean && written.as_ref().is_ok_and(|rows| rows.len() < given) {
+            self.followed.forget();
+        }
+    }
+}
+
 /// Lanes that run their batches through `run` on `db`.
 fn lanes<Req, Fut>(db: &Db, run: fn(Db, Vec<Req>) -> Fut) -> Coalescer<Req, Result<RawObject>>
 where
@@ -342,50 +352,105 @@ macro_rules! unfollowed {
     };
 }
 
+/// The rows of a batch create with links, `$1`–`$11`: each only if every object it links to
+/// exists with the kind named and is not being deleted.
+macro_rules! create_linked_rows {
+    ($filter:expr) => {
+        concat!(
+            "WITH input AS (SELECT * FROM unnest($1::UUID[], $2::TEXT[], $3::TEXT[], $4::JSONB[], \
+             $5::JSONB[], $6::JSONB[], $8::JSONB[]) WITH ORDINALITY AS i(id, kind, name, labels, refs, spec, owners, n)), \
+             links AS (SELECT * FROM unnest($9::BIGINT[], $10::UUID[], $11::TEXT[]) AS l(n, id, kind)), \
+             targets AS (SELECT id, kind, deletion_scheduled_at IS NOT NULL AS deleting \
+             FROM threeport_objects WHERE id = ANY($10) ORDER BY id FOR SHARE), \
+             written AS (INSERT INTO threeport_objects \
+             (id, kind, name, version, generation, created_at, updated_at, labels, refs, owners, spec, status) \
+             SELECT i.id, i.kind, i.name, 1, 1, now(), now(), i.labels, i.refs, i.owners, i.spec, $7 \
+             FROM input i WHERE NOT EXISTS (SELECT 1 FROM links l LEFT JOIN targets t \
+             ON t.id = l.id AND t.kind = l.kind WHERE l.n = i.n AND (t.id IS NULL OR t.deleting)) ",
+            $filter,
+            " ORDER BY i.n ON CONFLICT DO NOTHING RETURNING "
+        )
+    };
+}
+
 async fn create_batch(db: Db, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
+    const SQL: &str = concat!(create_rows!(""), created!());
+    const LEAN_SQL: &str = concat!(
+        create_rows!(concat!("WHERE ", unfollowed!())),
+        created_lean!()
+    );
+    create_many(db, batch, Links::None, [SQL, LEAN_SQL]).await
+}
+
+/// As [`create_linked`] for several: each row is inserted only if every object it links to
+/// exists with the kind named and is not being deleted (all of them locked `FOR SHARE`).
+async fn create_linked_batch(db: Db, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
+    const SQL: &str = concat!(create_linked_rows!(""), created!());
+    const LEAN_SQL: &str = concat!(
+        create_linked_rows!(concat!("AND ", unfollowed!())),
+        created_lean!()
+    );
+    create_many(db, batch, Links::Checked, [SQL, LEAN_SQL]).await
+}
+
+/// Whether a batch of creates has links to check.
+#[derive(Clone, Copy)]
+enum Links {
+    None,
+    Checked,
+}
+
+/// Runs a batch of creates through `[full, lean]` statements (`lean` when no relation
+/// follows their kinds, even for a lone request); a request alone otherwise runs as the
+/// single create of its sort.
+async fn create_many(
+    db: Db,
+    batch: Vec<NewCreate>,
+    links: Links,
+    [full, lean_sql]: [&'static str; 2],
+) -> Vec<Result<RawObject>> {
     let pool = &db.pool;
-    // Kinds nobody follows go without the followers' part, even alone.
+    let alone = |r: NewCreate| async move {
+        match links {
+            Links::None => create_plain(pool, r.id, &r.new).await,
+            Links::Checked => create_linked(pool, r.id, &r.new).await,
+        }
+    };
     let lean = !db
         .followed
         .any(pool, batch.iter().map(|r| r.new.kind.as_str()))
         .await;
     if let ([_], false) = (batch.as_slice(), lean) {
         let request = batch.into_iter().next().expect("one request");
-        return vec![create_plain(pool, request.id, &request.new).await];
+        return vec![alone(request).await];
     }
-    const SQL: &str = concat!(create_rows!(""), created!());
-    const LEAN_SQL: &str = concat!(
-        create_rows!(concat!("WHERE ", unfollowed!())),
-        created_lean!()
-    );
     let total = batch.len();
     let (batched, repeats) = split_repeats(batch, |r| r.id);
     let requests: Vec<&NewCreate> = batched.iter().map(|(_, r)| r).collect();
+    let (mut link_rows, mut link_ids, mut link_kinds) = (Vec::new(), Vec::new(), Vec::new());
+    for (n, request) in (1i64..).zip(&requests) {
+        for (id, kind) in links_of(&request.new) {
+            link_rows.push(n);
+            link_ids.push(id);
+            link_kinds.push(kind);
+        }
+    }
     let status = Json(Status::<Value>::default());
     let written = with_retry("create", || async {
-        let sql = if lean { LEAN_SQL } else { SQL };
-        Ok(bind_creates(sqlx::query_as(sql), &requests, &status)
-            .fetch_all(pool)
-            .await?)
+        let query = bind_creates(
+            sqlx::query_as(if lean { lean_sql } else { full }),
+            &requests,
+            &status,
+        );
+        let query = match links {
+            Links::None => query,
+            Links::Checked => query.bind(&link_rows).bind(&link_ids).bind(&link_kinds),
+        };
+        Ok(query.fetch_all(pool).await?)
     })
     .await;
-    if lean
-        && written
-            .as_ref()
-            .is_ok_and(|rows| rows.len() < requests.len())
-    {
-        // A row kept out may be of a kind followed since the relations were read.
-        db.followed.forget();
-    }
-    answer(
-        total,
-        batched,
-        repeats,
-        written,
-        |r| r.id,
-        |r| async move { create_plain(pool, r.id, &r.new).await },
-    )
-    .await
+    db.after_batch(lean, &written, requests.len());
+    answer(total, batched, repeats, written, |r| r.id, alone).await
 }
 
 // As the single write (`update_status_alone`), for a set of rows: `before` reads them as
@@ -411,85 +476,6 @@ const STATUS_BATCH_SQL: &str = concat!(
     columns!(),
     " FROM written"
 );
-
-/// As [`create_linked`] for several: each row is inserted only if every object it links to
-/// exists with the kind named and is not being deleted (all of them locked `FOR SHARE`).
-/// The rows of a batch create with links, `$1`–`$11`: each only if every object it links to
-/// exists with the kind named and is not being deleted.
-macro_rules! create_linked_rows {
-    ($filter:expr) => {
-        concat!(
-            "WITH input AS (SELECT * FROM unnest($1::UUID[], $2::TEXT[], $3::TEXT[], $4::JSONB[], \
-             $5::JSONB[], $6::JSONB[], $8::JSONB[]) WITH ORDINALITY AS i(id, kind, name, labels, refs, spec, owners, n)), \
-             links AS (SELECT * FROM unnest($9::BIGINT[], $10::UUID[], $11::TEXT[]) AS l(n, id, kind)), \
-             targets AS (SELECT id, kind, deletion_scheduled_at IS NOT NULL AS deleting \
-             FROM threeport_objects WHERE id = ANY($10) ORDER BY id FOR SHARE), \
-             written AS (INSERT INTO threeport_objects \
-             (id, kind, name, version, generation, created_at, updated_at, labels, refs, owners, spec, status) \
-             SELECT i.id, i.kind, i.name, 1, 1, now(), now(), i.labels, i.refs, i.owners, i.spec, $7 \
-             FROM input i WHERE NOT EXISTS (SELECT 1 FROM links l LEFT JOIN targets t \
-             ON t.id = l.id AND t.kind = l.kind WHERE l.n = i.n AND (t.id IS NULL OR t.deleting)) ",
-            $filter,
-            " ORDER BY i.n ON CONFLICT DO NOTHING RETURNING "
-        )
-    };
-}
-
-async fn create_linked_batch(db: Db, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
-    let pool = &db.pool;
-    let lean = !db
-        .followed
-        .any(pool, batch.iter().map(|r| r.new.kind.as_str()))
-        .await;
-    if let ([_], false) = (batch.as_slice(), lean) {
-        let request = batch.into_iter().next().expect("one request");
-        return vec![create_linked(pool, request.id, &request.new).await];
-    }
-    const SQL: &str = concat!(create_linked_rows!(""), created!());
-    const LEAN_SQL: &str = concat!(
-        create_linked_rows!(concat!("AND ", unfollowed!())),
-        created_lean!()
-    );
-    let total = batch.len();
-    let (batched, repeats) = split_repeats(batch, |r| r.id);
-    let requests: Vec<&NewCreate> = batched.iter().map(|(_, r)| r).collect();
-    let (mut link_rows, mut link_ids, mut link_kinds) = (Vec::new(), Vec::new(), Vec::new());
-    for (n, request) in (1i64..).zip(&requests) {
-        for (id, kind) in links_of(&request.new) {
-            link_rows.push(n);
-            link_ids.push(id);
-            link_kinds.push(kind);
-        }
-    }
-    let status = Json(Status::<Value>::default());
-    let written = with_retry("create", || async {
-        let sql = if lean { LEAN_SQL } else { SQL };
-        Ok(bind_creates(sqlx::query_as(sql), &requests, &status)
-            .bind(&link_rows)
-            .bind(&link_ids)
-            .bind(&link_kinds)
-            .fetch_all(pool)
-            .await?)
-    })
-    .await;
-    if lean
-        && written
-            .as_ref()
-            .is_ok_and(|rows| rows.len() < requests.len())
-    {
-        // A row kept out may be of a kind followed since the relations were read.
-        db.followed.forget();
-    }
-    answer(
-        total,
-        batched,
-        repeats,
-        written,
-        |r| r.id,
-        |r| async move { create_linked(pool, r.id, &r.new).await },
-    )
-    .await
-}
 
 /// As [`STATUS_BATCH_SQL`] for rows of kinds no relation follows (see [`Followed`]).
 const STATUS_BATCH_LEAN_SQL: &str = concat!(
@@ -553,14 +539,7 @@ async fn update_status_batch(db: Db, batch: Vec<StatusChange>) -> Vec<Result<Raw
         // A number out of range: each request gets its own error alone.
         (Err(err), _) | (_, Err(err)) => Err(err),
     };
-    if lean
-        && written
-            .as_ref()
-            .is_ok_and(|rows| rows.len() < changes.len())
-    {
-        // A row kept out may be of a kind followed since the relations were read.
-        db.followed.forget();
-    }
+    db.after_batch(lean, &written, changes.len());
     answer(
         total,
         batched,
