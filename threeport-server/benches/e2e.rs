@@ -44,7 +44,7 @@ const MANIFEST: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: sett
 struct Kind {
     plural: &'static str,
     controller: &'static str,
-    spec: fn() -> Value,
+    spec: Value,
 }
 
 /// `BENCH_KIND`: `passive` (gateway definitions, the default) or `workload-definition`.
@@ -53,12 +53,12 @@ fn bench_kind() -> Kind {
         Ok("workload-definition") => Kind {
             plural: "workload-definitions",
             controller: "workload-definition",
-            spec: || json!({"yaml_document": MANIFEST}),
+            spec: json!({"yaml_document": MANIFEST}),
         },
         Ok("passive") | Err(_) => Kind {
             plural: "gateway-definitions",
             controller: "passive",
-            spec: || json!({"http_ports": [{"port": 80}], "service_name": "web"}),
+            spec: json!({"http_ports": [{"port": 80}], "service_name": "web"}),
         },
         Ok(other) => panic!("BENCH_KIND={other:?}: passive or workload-definition"),
     }
@@ -182,7 +182,7 @@ async fn run() {
         base: plane.base.clone(),
         token: plane.token.clone(),
         plural: kind.plural,
-        spec: (kind.spec)(),
+        spec: kind.spec.clone(),
     };
     println!(
         "e2e bench: api {} + 2 `controller {}` (one thread each, 32 reconciles at once) on PostgreSQL ({url}) and NATS; creating {}",
@@ -367,12 +367,13 @@ async fn run() {
     for _ in 0..CONCURRENCY {
         let pool = pool.clone();
         let inserted = inserted.clone();
+        let spec = kind.spec.clone();
         inserters.push(tokio::spawn(async move {
             while started.elapsed() < raw_window {
                 sqlx::query("INSERT INTO bench_raw (id, name, spec) VALUES ($1, $2, $3)")
                     .bind(uuid::Uuid::now_v7())
                     .bind("raw")
-                    .bind((kind.spec)())
+                    .bind(&spec)
                     .execute(&pool)
                     .await
                     .expect("insert");

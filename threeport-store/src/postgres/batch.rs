@@ -59,18 +59,23 @@ pub(super) struct Batches {
     statuses: Coalescer<StatusChange, Result<RawObject>>,
     gets: Coalescer<(String, ObjectId), Result<RawObject>>,
     /// Where a request runs alone when no lane can take it.
-    pool: PgPool,
-    followed: Arc<Followed>,
+    db: Db,
 }
 
-/// What a lane's batches run on.
-#[derive(Clone)]
+/// What the lanes' batches run on.
+#[derive(Debug, Clone)]
 struct Db {
     pool: PgPool,
     followed: Arc<Followed>,
 }
 
 impl Db {
+    /// Whether a batch of `kinds` goes without the followers' part (see [`Followed`]), even
+    /// a lone request.
+    async fn lean<'k>(&self, kinds: impl Iterator<Item = &'k str>) -> bool {
+        !self.followed.any(&self.pool, kinds).await
+    }
+
     /// After a lean statement (see [`Followed`]) wrote fewer rows than it was given: one it
     /// kept out may be of a kind followed since the relations were read.
     fn after_batch(&self, lean: bool, written: &Result<Vec<ObjectRow>>, given: usize) {
@@ -103,15 +108,14 @@ impl Batches {
             linked_creates: lanes(&db, create_linked_batch),
             statuses: lanes(&db, update_status_batch),
             gets: lanes(&db, get_batch),
-            pool: pool.clone(),
-            followed: db.followed,
+            db,
         }
     }
 
     /// Relations were registered through this store: the kinds followed are read again
     /// before the next batch.
     pub(super) fn relations_changed(&self) {
-        self.followed.forget();
+        self.db.followed.forget();
     }
 
     /// Creates `new` with id `id`, in a batch with the other creates waiting of its sort
@@ -125,8 +129,10 @@ impl Batches {
         };
         match coalescer.submit(NewCreate { id, new }).await {
             Ok(answer) => answer,
-            Err(Some(request)) if plain => create_plain(&self.pool, request.id, &request.new).await,
-            Err(Some(request)) => create_linked(&self.pool, request.id, &request.new).await,
+            Err(Some(request)) if plain => {
+                create_plain(&self.db.pool, request.id, &request.new).await
+            }
+            Err(Some(request)) => create_linked(&self.db.pool, request.id, &request.new).await,
             Err(None) => Err(interrupted()),
         }
     }
@@ -146,7 +152,7 @@ impl Batches {
         match self.statuses.submit(change).await {
             Ok(answer) => answer,
             Err(Some(change)) => {
-                update_status_alone(&self.pool, &change.kind, change.id, &change.write).await
+                update_status_alone(&self.db.pool, &change.kind, change.id, &change.write).await
             }
             Err(None) => Err(interrupted()),
         }
@@ -156,7 +162,7 @@ impl Batches {
     pub(super) async fn get(&self, kind: &str, id: ObjectId) -> Result<RawObject> {
         match self.gets.submit((kind.to_owned(), id)).await {
             Ok(answer) => answer,
-            Err(Some((kind, id))) => get_alone(&self.pool, &kind, id).await,
+            Err(Some((kind, id))) => get_alone(&self.db.pool, &kind, id).await,
             Err(None) => Err(interrupted()),
         }
     }
@@ -173,8 +179,8 @@ fn interrupted() -> Error {
 const FOLLOWED_FOR: Duration = Duration::from_secs(5);
 
 /// The kinds some registered relation follows, as last read: whether a batch of creates
-/// (with links or without) or status writes of a kind goes without the followers' part of the statement (most of what
-/// PostgreSQL spends starting one). Only a hint: that statement itself writes no row of a
+/// (with links or without) or status writes of a kind goes without the followers' part of
+/// the statement (most of what PostgreSQL spends starting one). Only a hint: that statement itself writes no row of a
 /// kind followed when it runs (`NOT EXISTS` on the relations, in the statement's snapshot,
 /// as the followers' part reads them), and such a row runs alone with every check. A
 /// relation registered by another process is seen here after at most [`FOLLOWED_FOR`], or
@@ -416,10 +422,7 @@ async fn create_many(
             Links::Checked => create_linked(pool, r.id, &r.new).await,
         }
     };
-    let lean = !db
-        .followed
-        .any(pool, batch.iter().map(|r| r.new.kind.as_str()))
-        .await;
+    let lean = db.lean(batch.iter().map(|r| r.new.kind.as_str())).await;
     if let ([_], false) = (batch.as_slice(), lean) {
         let request = batch.into_iter().next().expect("one request");
         return vec![alone(request).await];
@@ -453,19 +456,30 @@ async fn create_many(
     answer(total, batched, repeats, written, |r| r.id, alone).await
 }
 
+/// The rows of a batch status write, `$1`–`$5`, each at its expected version and fence.
+macro_rules! status_rows {
+    ($filter:expr) => {
+        concat!(
+            "WITH input AS (SELECT * FROM unnest($1::TEXT[], $2::UUID[], $3::JSONB[], $4::BIGINT[], $5::BIGINT[]) \
+             AS i(kind, id, status, expected, fence)), \
+             written AS (UPDATE threeport_objects o SET status = i.status, version = o.version + 1, \
+             updated_at = now(), fence = GREATEST(o.fence, COALESCE(i.fence, o.fence)) FROM input i \
+             WHERE o.kind = i.kind AND o.id = i.id AND (i.expected IS NULL OR o.version = i.expected) \
+             AND (i.fence IS NULL OR o.fence <= i.fence) ",
+            $filter,
+            " RETURNING o.id, o.kind, o.name, o.version, o.generation, o.created_at, o.updated_at, \
+             o.deletion_scheduled_at, o.labels, o.refs, o.owners, o.spec, o.status)"
+        )
+    };
+}
+
 // As the single write (`update_status_alone`), for a set of rows: `before` reads them as
-// they were before the statement, so a change of state, conditions or details notifies
-// the followers.
+// they were before the statement (every part of it sees the same snapshot), so a change of
+// state, conditions or details notifies the followers.
 const STATUS_BATCH_SQL: &str = concat!(
-    "WITH input AS (SELECT * FROM unnest($1::TEXT[], $2::UUID[], $3::JSONB[], $4::BIGINT[], $5::BIGINT[]) \
-     AS i(kind, id, status, expected, fence)), \
-     before AS (SELECT o.id, o.status FROM threeport_objects o JOIN input i ON o.kind = i.kind AND o.id = i.id), \
-     written AS (UPDATE threeport_objects o SET status = i.status, version = o.version + 1, \
-     updated_at = now(), fence = GREATEST(o.fence, COALESCE(i.fence, o.fence)) FROM input i \
-     WHERE o.kind = i.kind AND o.id = i.id AND (i.expected IS NULL OR o.version = i.expected) \
-     AND (i.fence IS NULL OR o.fence <= i.fence) RETURNING o.id, o.kind, o.name, o.version, \
-     o.generation, o.created_at, o.updated_at, o.deletion_scheduled_at, o.labels, o.refs, \
-     o.owners, o.spec, o.status), ",
+    status_rows!(""),
+    ", before AS (SELECT o.id, o.status FROM threeport_objects o JOIN input i \
+     ON o.kind = i.kind AND o.id = i.id), ",
     follow!(
         "EXISTS (SELECT 1 FROM before b WHERE b.id = w.id AND ( \
          b.status->'state' IS DISTINCT FROM w.status->'state' \
@@ -479,26 +493,15 @@ const STATUS_BATCH_SQL: &str = concat!(
 
 /// As [`STATUS_BATCH_SQL`] for rows of kinds no relation follows (see [`Followed`]).
 const STATUS_BATCH_LEAN_SQL: &str = concat!(
-    "WITH input AS (SELECT * FROM unnest($1::TEXT[], $2::UUID[], $3::JSONB[], $4::BIGINT[], $5::BIGINT[]) \
-     AS i(kind, id, status, expected, fence)), \
-     written AS (UPDATE threeport_objects o SET status = i.status, version = o.version + 1, \
-     updated_at = now(), fence = GREATEST(o.fence, COALESCE(i.fence, o.fence)) FROM input i \
-     WHERE o.kind = i.kind AND o.id = i.id AND (i.expected IS NULL OR o.version = i.expected) \
-     AND (i.fence IS NULL OR o.fence <= i.fence) AND ",
-    unfollowed!(),
-    " RETURNING o.id, o.kind, o.name, o.version, o.generation, o.created_at, o.updated_at, \
-     o.deletion_scheduled_at, o.labels, o.refs, o.owners, o.spec, o.status) SELECT ",
+    status_rows!(concat!("AND ", unfollowed!())),
+    " SELECT ",
     columns!(),
     " FROM written"
 );
 
 async fn update_status_batch(db: Db, batch: Vec<StatusChange>) -> Vec<Result<RawObject>> {
     let pool = &db.pool;
-    // Kinds nobody follows go without the followers' part, even alone.
-    let lean = !db
-        .followed
-        .any(pool, batch.iter().map(|c| c.kind.as_str()))
-        .await;
+    let lean = db.lean(batch.iter().map(|c| c.kind.as_str())).await;
     if let ([_], false) = (batch.as_slice(), lean) {
         let change = batch.into_iter().next().expect("one request");
         return vec![update_status_alone(pool, &change.kind, change.id, &change.write).await];
