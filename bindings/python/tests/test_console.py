@@ -164,15 +164,19 @@ def _wait(driver: Any, condition: Any, timeout: float = 15, what: str = "") -> A
                          ignored_exceptions=[StaleElementReferenceException]).until(condition, what)
 
 
-def _click(driver: Any, find: Any, what: str = "") -> None:
-    """Clicks what `find(driver)` finds, finding it again if the live page redrew it."""
+def _again_if_redrawn(read: Any) -> Any:
+    """Runs `read()`, again if the live page redrew what it found before it was done with it."""
     for attempt in range(5):
         try:
-            _wait(driver, find, what=what).click()
-            return
+            return read()
         except StaleElementReferenceException:
             if attempt == 4:
                 raise
+
+
+def _click(driver: Any, find: Any, what: str = "") -> None:
+    """Clicks what `find(driver)` finds, finding it again if the live page redrew it."""
+    _again_if_redrawn(lambda: _wait(driver, find, what=what).click())
 
 
 def _assert_labelled(driver: Any) -> None:
@@ -187,7 +191,8 @@ def _assert_labelled(driver: Any) -> None:
 
 
 def _text_of(driver: Any, css: str) -> str:
-    return driver.find_element(By.CSS_SELECTOR, css).text
+    """The text of the first element `css` matches, as the page shows it now."""
+    return _again_if_redrawn(lambda: driver.find_element(By.CSS_SELECTOR, css).text)
 
 
 def _go(driver: Any, plane: Dict[str, Any], hash_: str) -> None:
@@ -226,19 +231,20 @@ def test_sign_in_and_the_overview_shows_what_fails_first(plane: Dict[str, Any], 
     _sign_in(browser, plane["token"])
     _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#h-attention + * tbody tr"),
           what="the attention table")
-    first = browser.find_elements(By.CSS_SELECTOR, "#h-attention + * tbody tr")[0].text
+    first = _text_of(browser, "#h-attention + * tbody tr")
     assert "w-stuck" in first and "interrupted" in first and "welded" in first, first
-    attention = browser.find_element(By.CSS_SELECTOR, "#h-attention").text
-    sections = [h.text for h in browser.find_elements(By.CSS_SELECTOR, "main h2")]
-    assert sections[0] == attention and attention.startswith("Needs attention"), sections
-    rows = browser.find_element(By.CSS_SELECTOR, "#h-attention + *").text
+    # The first section is the attention list (one read: the live page may redraw in between).
+    heading = browser.execute_script(
+        "const h = document.querySelector('main h2'); return [h.id, h.textContent];")
+    assert heading[0] == "h-attention" and heading[1].startswith("Needs attention"), heading
+    rows = _text_of(browser, "#h-attention + *")
     # Interrupted, then failed (the runtime among them), then still retrying.
     assert rows.index("w-stuck") < rows.index("edge") < rows.index("w-retrying"), rows
     assert "retrying (" in rows, rows
     assert "w-ok" not in rows
-    runtimes = browser.find_element(By.CSS_SELECTOR, "#h-runtimes + *").text
+    runtimes = _text_of(browser, "#h-runtimes + *")
     assert "edge" in runtimes and "creation failed" in runtimes
-    workloads = browser.find_element(By.CSS_SELECTOR, "#h-workloads + *").text
+    workloads = _text_of(browser, "#h-workloads + *")
     assert "shop" in workloads
     _wait(browser, lambda d: d.find_element(By.ID, "live").text == "Live", what="the live stream")
     _calls(browser, "overview")
@@ -314,8 +320,9 @@ def test_lists_filter_and_follow_changes(plane: Dict[str, Any], browser: Any) ->
 def test_secret_and_sealed_values_are_not_shown(plane: Dict[str, Any], browser: Any) -> None:
     _go(browser, plane, "#/kinds/aws-accounts")
     _click(browser, lambda d: d.find_element(By.LINK_TEXT, "main"))
-    spec = _wait(browser, lambda d: d.find_element(By.ID, "spec"), what="the account's spec")
-    assert '"secret_access_key": "(sealed)"' in spec.text, spec.text
+    _wait(browser, lambda d: d.find_element(By.ID, "spec"), what="the account's spec")
+    spec = _text_of(browser, "#spec")
+    assert '"secret_access_key": "(sealed)"' in spec, spec
     assert SECRET_KEY not in browser.page_source
     assert "sealed:v1:" not in browser.page_source
 
