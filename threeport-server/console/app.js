@@ -19,6 +19,7 @@
   window.threeportConsole = report;
 
   let kinds = null; // [{kind, plural, sealed_fields, secret_field, total, states}]
+  let kindsShown = null; // what the side bar was last drawn from (JSON)
   let stream = null; // AbortController of the watch stream
   let view = null; // {refresh(), wants(change)} of the page shown
   let refreshTimer = null;
@@ -288,8 +289,13 @@
       ["Network", /^(Gateway|DomainName)/],
       ["Other", /./],
     ];
-    const placed = new Set();
     const current = location.hash.split("?")[0].split("/")[2];
+    // The overview reloads the kinds every few seconds: a side bar redrawn under a person's
+    // pointer loses their click, so it is redrawn only when what it shows changed.
+    const shown = JSON.stringify([current, wide.matches, kinds]);
+    if (shown === kindsShown) return;
+    kindsShown = shown;
+    const placed = new Set();
     const sections = groups.map(([title, pattern]) => {
       const items = kinds.filter((k) => !placed.has(k.kind) && pattern.test(k.kind));
       items.forEach((k) => placed.add(k.kind));
