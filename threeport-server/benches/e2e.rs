@@ -39,6 +39,9 @@ use plane::Plane;
 use serde_json::{Value, json};
 
 const MANIFEST: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n";
+const CONCURRENCY: usize = 8;
+/// Objects the steady-load observer polls per round, oldest first.
+const OBSERVED: usize = 16;
 
 /// The kind the bench creates and the controller that reconciles it.
 struct Kind {
@@ -63,9 +66,6 @@ fn bench_kind() -> Kind {
         Ok(other) => panic!("BENCH_KIND={other:?}: passive or workload-definition"),
     }
 }
-const CONCURRENCY: usize = 8;
-/// Objects the steady-load observer polls per round, oldest first.
-const OBSERVED: usize = 16;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

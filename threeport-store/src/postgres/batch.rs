@@ -104,8 +104,8 @@ impl Batches {
             followed: Arc::default(),
         };
         Batches {
-            creates: lanes(&db, create_batch),
-            linked_creates: lanes(&db, create_linked_batch),
+            creates: lanes(&db, |db, batch| create_many(db, batch, Links::None)),
+            linked_creates: lanes(&db, |db, batch| create_many(db, batch, Links::Checked)),
             statuses: lanes(&db, update_status_batch),
             gets: lanes(&db, get_batch),
             db,
@@ -121,18 +121,14 @@ impl Batches {
     /// Creates `new` with id `id`, in a batch with the other creates waiting of its sort
     /// (with links to check, or without).
     pub(super) async fn create(&self, id: ObjectId, new: NewObject) -> Result<RawObject> {
-        let plain = new.references.is_empty() && new.owners.is_empty();
-        let coalescer = if plain {
-            &self.creates
-        } else {
-            &self.linked_creates
+        let links = Links::of(&new);
+        let coalescer = match links {
+            Links::None => &self.creates,
+            Links::Checked => &self.linked_creates,
         };
         match coalescer.submit(NewCreate { id, new }).await {
             Ok(answer) => answer,
-            Err(Some(request)) if plain => {
-                create_plain(&self.db.pool, request.id, &request.new).await
-            }
-            Err(Some(request)) => create_linked(&self.db.pool, request.id, &request.new).await,
+            Err(Some(request)) => links.create_alone(&self.db.pool, &request).await,
             Err(None) => Err(interrupted()),
         }
     }
@@ -379,49 +375,62 @@ macro_rules! create_linked_rows {
     };
 }
 
-async fn create_batch(db: Db, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
-    const SQL: &str = concat!(create_rows!(""), created!());
-    const LEAN_SQL: &str = concat!(
-        create_rows!(concat!("WHERE ", unfollowed!())),
-        created_lean!()
-    );
-    create_many(db, batch, Links::None, [SQL, LEAN_SQL]).await
-}
-
-/// As [`create_linked`] for several: each row is inserted only if every object it links to
-/// exists with the kind named and is not being deleted (all of them locked `FOR SHARE`).
-async fn create_linked_batch(db: Db, batch: Vec<NewCreate>) -> Vec<Result<RawObject>> {
-    const SQL: &str = concat!(create_linked_rows!(""), created!());
-    const LEAN_SQL: &str = concat!(
-        create_linked_rows!(concat!("AND ", unfollowed!())),
-        created_lean!()
-    );
-    create_many(db, batch, Links::Checked, [SQL, LEAN_SQL]).await
-}
-
-/// Whether a batch of creates has links to check.
+/// Which sort of create a batch holds: with links (owners, references) to check, or
+/// without. Each sort has its lanes, its statements and its single create.
 #[derive(Clone, Copy)]
 enum Links {
     None,
+    /// Each row is inserted only if every object it links to exists with the kind named and
+    /// is not being deleted (all of them locked `FOR SHARE`), as [`create_linked`] does.
     Checked,
 }
 
-/// Runs a batch of creates through `[full, lean]` statements (`lean` when no relation
-/// follows their kinds, even for a lone request); a request alone otherwise runs as the
-/// single create of its sort.
-async fn create_many(
-    db: Db,
-    batch: Vec<NewCreate>,
-    links: Links,
-    [full, lean_sql]: [&'static str; 2],
-) -> Vec<Result<RawObject>> {
-    let pool = &db.pool;
-    let alone = |r: NewCreate| async move {
-        match links {
-            Links::None => create_plain(pool, r.id, &r.new).await,
-            Links::Checked => create_linked(pool, r.id, &r.new).await,
+impl Links {
+    /// The sort of `new`.
+    fn of(new: &NewObject) -> Self {
+        if new.references.is_empty() && new.owners.is_empty() {
+            Links::None
+        } else {
+            Links::Checked
         }
-    };
+    }
+
+    /// The batch statements, `[full, lean]`: the lean one without the followers' part.
+    fn statements(self) -> [&'static str; 2] {
+        match self {
+            Links::None => [
+                concat!(create_rows!(""), created!()),
+                concat!(
+                    create_rows!(concat!("WHERE ", unfollowed!())),
+                    created_lean!()
+                ),
+            ],
+            Links::Checked => [
+                concat!(create_linked_rows!(""), created!()),
+                concat!(
+                    create_linked_rows!(concat!("AND ", unfollowed!())),
+                    created_lean!()
+                ),
+            ],
+        }
+    }
+
+    /// Creates one object alone, with every check of its sort.
+    async fn create_alone(self, pool: &PgPool, request: &NewCreate) -> Result<RawObject> {
+        match self {
+            Links::None => create_plain(pool, request.id, &request.new).await,
+            Links::Checked => create_linked(pool, request.id, &request.new).await,
+        }
+    }
+}
+
+/// Runs a batch of creates of one sort through its statements (the lean one when no
+/// relation follows their kinds, even for a lone request); a request alone otherwise runs as
+/// the single create of its sort.
+async fn create_many(db: Db, batch: Vec<NewCreate>, links: Links) -> Vec<Result<RawObject>> {
+    let pool = &db.pool;
+    let alone = |r: NewCreate| async move { links.create_alone(pool, &r).await };
+    let [full, lean_sql] = links.statements();
     let lean = db.lean(batch.iter().map(|r| r.new.kind.as_str())).await;
     if let ([_], false) = (batch.as_slice(), lean) {
         let request = batch.into_iter().next().expect("one request");
@@ -517,12 +526,12 @@ async fn update_status_batch(db: Db, batch: Vec<StatusChange>) -> Vec<Result<Raw
     };
     let written = match (numbers(|w| w.expected_version), numbers(|w| w.fence)) {
         (Ok(expected), Ok(fences)) => {
+            let sql = if lean {
+                STATUS_BATCH_LEAN_SQL
+            } else {
+                STATUS_BATCH_SQL
+            };
             with_retry("update_status", || async {
-                let sql = if lean {
-                    STATUS_BATCH_LEAN_SQL
-                } else {
-                    STATUS_BATCH_SQL
-                };
                 Ok(sqlx::query_as::<_, ObjectRow>(sql)
                     .bind(changes.iter().map(|c| &c.kind).collect::<Vec<_>>())
                     .bind(changes.iter().map(|c| c.id.0).collect::<Vec<_>>())
